@@ -1,0 +1,231 @@
+//! `SsmOps` under `Autodiff`: the scan records one graph node whose backward is the inner
+//! backend's reverse scan ([`SsmOps::selective_scan_backward`]), so training never differentiates
+//! a per-timestep loop.
+//!
+//! The node's output packs `[y | final state]` along the last axis, (B, D, L + N), and the two
+//! results are slices of it, so gradients may flow into `y`, the final state, or both.
+
+use crate::ops::SsmOps;
+use crate::portable::ScanGrads;
+use burn::backend::autodiff::{
+    Autodiff,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::{AutodiffBackend, Backend, Slice, TensorMetadata, tensor::FloatTensor};
+
+/// Saved inputs of one scan, for its backward.
+#[derive(Debug, Clone)]
+struct ScanState<B: Backend> {
+    inputs: [FloatTensor<B>; 8],
+    z: Option<FloatTensor<B>>,
+    delta_softplus: bool,
+    len: usize,
+    state: usize,
+}
+
+#[derive(Debug)]
+struct ScanBackward;
+
+/// Slices `[.., .., start..end]`.
+fn last_axis_slice<B: Backend>(t: FloatTensor<B>, start: usize, end: usize) -> FloatTensor<B> {
+    B::float_slice(
+        t,
+        &[
+            Slice::new(0, None, 1),
+            Slice::new(0, None, 1),
+            Slice::new(start as isize, Some(end as isize), 1),
+        ],
+    )
+}
+
+impl<B: SsmOps> Backward<B, 9> for ScanBackward {
+    type State = ScanState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 9>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let st = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let dy = last_axis_slice::<B>(grad.clone(), 0, st.len);
+        let dstate = last_axis_slice::<B>(grad, st.len, st.len + st.state);
+        let [u, delta, a, b, c, d, bias, h0] = st.inputs;
+        let gate = st.z.is_some();
+        let z = st.z.unwrap_or_else(|| u.clone());
+        let g = ScanGrads::<B>::from_tuple(
+            B::selective_scan_backward(
+                u,
+                delta,
+                a,
+                b,
+                c,
+                d,
+                z,
+                gate,
+                bias,
+                h0,
+                dy,
+                dstate,
+                st.delta_softplus,
+            ),
+            gate,
+        );
+        let all = [
+            Some(g.du),
+            Some(g.ddelta),
+            Some(g.da),
+            Some(g.db),
+            Some(g.dc),
+            Some(g.dd),
+            g.dz,
+            Some(g.ddelta_bias),
+            Some(g.dh0),
+        ];
+        for (parent, g) in ops.parents.into_iter().zip(all) {
+            if let (Some(node), Some(g)) = (parent, g) {
+                grads.register::<B>(node.id, g);
+            }
+        }
+    }
+}
+
+impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
+    fn selective_scan(
+        u: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        gate: bool,
+        delta_bias: FloatTensor<Self>,
+        initial_state: FloatTensor<Self>,
+        delta_softplus: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        // Without a gate, `z` is a stand-in whose gradient is never registered.
+        let (has_z, z_node) = (gate, z);
+        let len = u.shape().to_vec()[2];
+        let state = initial_state.shape().to_vec()[2];
+        let prep = ScanBackward
+            .prepare::<C>([
+                u.node(),
+                delta.node(),
+                a.node(),
+                b.node(),
+                c.node(),
+                d.node(),
+                z_node.node(),
+                delta_bias.node(),
+                initial_state.node(),
+            ])
+            .compute_bound()
+            .stateful();
+        let inputs = [
+            u.into_primitive(),
+            delta.into_primitive(),
+            a.into_primitive(),
+            b.into_primitive(),
+            c.into_primitive(),
+            d.into_primitive(),
+            delta_bias.into_primitive(),
+            initial_state.into_primitive(),
+        ];
+        let z = has_z.then(|| z_node.into_primitive());
+        let run = |inputs: [FloatTensor<B>; 8], z: Option<FloatTensor<B>>| {
+            let [u, delta, a, b, c, d, bias, h0] = inputs;
+            let gate = z.is_some();
+            let z = z.unwrap_or_else(|| u.clone());
+            B::selective_scan(u, delta, a, b, c, d, z, gate, bias, h0, delta_softplus)
+        };
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let (y, h) = run(inputs.clone(), z.clone());
+                let packed = B::float_cat(vec![y, h], 2);
+                let saved = ScanState {
+                    inputs,
+                    z,
+                    delta_softplus,
+                    len,
+                    state,
+                };
+                let out = prep.finish(saved, packed);
+                (
+                    last_axis_slice::<Self>(out.clone(), 0, len),
+                    last_axis_slice::<Self>(out, len, len + state),
+                )
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, h) = run(inputs, z);
+                (prep.finish(y), Self::from_inner(h))
+            }
+        }
+    }
+
+    fn selective_state_step(
+        state: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        dt: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        gate: bool,
+        dt_bias: FloatTensor<Self>,
+        dt_softplus: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let tracked = [&state, &x, &dt, &a, &b, &c, &d, &dt_bias]
+            .iter()
+            .any(|t| t.is_tracked())
+            || (gate && z.is_tracked());
+        if tracked {
+            // Differentiable: the portable body, recorded op by op.
+            return crate::portable::selective_state_step::<Self>(
+                state,
+                x,
+                dt,
+                a,
+                b,
+                c,
+                d,
+                gate.then_some(z),
+                dt_bias,
+                dt_softplus,
+            );
+        }
+        let (y, h) = B::selective_state_step(
+            state.into_primitive(),
+            x.into_primitive(),
+            dt.into_primitive(),
+            a.into_primitive(),
+            b.into_primitive(),
+            c.into_primitive(),
+            d.into_primitive(),
+            z.into_primitive(),
+            gate,
+            dt_bias.into_primitive(),
+            dt_softplus,
+        );
+        (Self::from_inner(y), Self::from_inner(h))
+    }
+
+    fn causal_conv1d_step(
+        x: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        silu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if [&x, &state, &weight, &bias].iter().any(|t| t.is_tracked()) {
+            return crate::portable::causal_conv1d_step::<Self>(x, state, weight, bias, silu);
+        }
+        let (y, s) = B::causal_conv1d_step(
+            x.into_primitive(),
+            state.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+            silu,
+        );
+        (Self::from_inner(y), Self::from_inner(s))
+    }
+}

@@ -1,0 +1,350 @@
+//! `SsmOps` for the CPU backends: the primitives are read as f32 slices and handed to the fused
+//! kernels of [`crate::cpu`]; one body serves Flex and NdArray.
+
+use crate::cpu::{self, ScanSlices};
+use crate::portable::ScanDims;
+use burn::backend::{Backend, FloatDType, TensorMetadata, tensor::FloatTensor};
+use burn::tensor::{DType, TensorData, read_sync};
+
+/// Reads a float primitive into a host vector of f32.
+pub(crate) fn host<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
+    let t = if t.dtype() == DType::F32 {
+        t
+    } else {
+        B::float_cast(t, FloatDType::F32)
+    };
+    read_sync(B::float_into_data(t))
+        .expect("reading a CPU tensor cannot fail")
+        .try_into_vec::<f32>()
+        .expect("the tensor was cast to f32")
+}
+
+/// Wraps a host vector back into a primitive of `dtype` on `device`.
+pub(crate) fn device_tensor<B: Backend>(
+    values: Vec<f32>,
+    dims: Vec<usize>,
+    device: &B::Device,
+    dtype: DType,
+) -> FloatTensor<B> {
+    let t = B::float_from_data(TensorData::new(values, dims), device);
+    match dtype {
+        DType::F32 => t,
+        DType::F64 => B::float_cast(t, FloatDType::F64),
+        DType::F16 => B::float_cast(t, FloatDType::F16),
+        DType::BF16 => B::float_cast(t, FloatDType::BF16),
+        _ => t,
+    }
+}
+
+/// Host copies of the scan's inputs.
+pub(crate) struct HostScan {
+    pub dims: ScanDims,
+    pub u: Vec<f32>,
+    pub delta: Vec<f32>,
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+    pub c: Vec<f32>,
+    pub d: Vec<f32>,
+    pub z: Option<Vec<f32>>,
+    pub delta_bias: Vec<f32>,
+    pub h0: Vec<f32>,
+    pub delta_softplus: bool,
+}
+
+impl HostScan {
+    #[allow(clippy::too_many_arguments)]
+    pub fn read<B: Backend>(
+        u: FloatTensor<B>,
+        delta: FloatTensor<B>,
+        a: FloatTensor<B>,
+        b: FloatTensor<B>,
+        c: FloatTensor<B>,
+        d: FloatTensor<B>,
+        z: Option<FloatTensor<B>>,
+        delta_bias: FloatTensor<B>,
+        h0: FloatTensor<B>,
+        delta_softplus: bool,
+    ) -> Self {
+        Self {
+            dims: ScanDims::of::<B>(&u, &b),
+            u: host::<B>(u),
+            delta: host::<B>(delta),
+            a: host::<B>(a),
+            b: host::<B>(b),
+            c: host::<B>(c),
+            d: host::<B>(d),
+            z: z.map(host::<B>),
+            delta_bias: host::<B>(delta_bias),
+            h0: host::<B>(h0),
+            delta_softplus,
+        }
+    }
+
+    pub fn slices(&self) -> ScanSlices<'_> {
+        ScanSlices {
+            dims: self.dims,
+            u: &self.u,
+            delta: &self.delta,
+            a: &self.a,
+            b: &self.b,
+            c: &self.c,
+            d: &self.d,
+            z: self.z.as_deref(),
+            delta_bias: &self.delta_bias,
+            h0: &self.h0,
+            delta_softplus: self.delta_softplus,
+        }
+    }
+}
+
+/// Implements `SsmOps` for a CPU backend with the fused kernels.
+macro_rules! cpu_ssm_ops {
+    ($backend:ty) => {
+        impl $crate::ops::SsmOps for $backend {
+            fn selective_scan(
+                u: FloatTensor<Self>,
+                delta: FloatTensor<Self>,
+                a: FloatTensor<Self>,
+                b: FloatTensor<Self>,
+                c: FloatTensor<Self>,
+                d: FloatTensor<Self>,
+                z: FloatTensor<Self>,
+                gate: bool,
+                delta_bias: FloatTensor<Self>,
+                initial_state: FloatTensor<Self>,
+                delta_softplus: bool,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                $crate::cpu_backend::scan_forward::<Self>(
+                    u,
+                    delta,
+                    a,
+                    b,
+                    c,
+                    d,
+                    gate.then_some(z),
+                    delta_bias,
+                    initial_state,
+                    delta_softplus,
+                )
+            }
+
+            fn selective_scan_backward(
+                u: FloatTensor<Self>,
+                delta: FloatTensor<Self>,
+                a: FloatTensor<Self>,
+                b: FloatTensor<Self>,
+                c: FloatTensor<Self>,
+                d: FloatTensor<Self>,
+                z: FloatTensor<Self>,
+                gate: bool,
+                delta_bias: FloatTensor<Self>,
+                initial_state: FloatTensor<Self>,
+                dy: FloatTensor<Self>,
+                dstate: FloatTensor<Self>,
+                delta_softplus: bool,
+            ) -> (
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+            ) {
+                $crate::cpu_backend::scan_backward::<Self>(
+                    u,
+                    delta,
+                    a,
+                    b,
+                    c,
+                    d,
+                    gate.then_some(z),
+                    delta_bias,
+                    initial_state,
+                    dy,
+                    dstate,
+                    delta_softplus,
+                )
+            }
+
+            fn selective_state_step(
+                state: FloatTensor<Self>,
+                x: FloatTensor<Self>,
+                dt: FloatTensor<Self>,
+                a: FloatTensor<Self>,
+                b: FloatTensor<Self>,
+                c: FloatTensor<Self>,
+                d: FloatTensor<Self>,
+                z: FloatTensor<Self>,
+                gate: bool,
+                dt_bias: FloatTensor<Self>,
+                dt_softplus: bool,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                $crate::cpu_backend::state_step::<Self>(
+                    state,
+                    x,
+                    dt,
+                    a,
+                    b,
+                    c,
+                    d,
+                    gate.then_some(z),
+                    dt_bias,
+                    dt_softplus,
+                )
+            }
+
+            fn causal_conv1d_step(
+                x: FloatTensor<Self>,
+                state: FloatTensor<Self>,
+                weight: FloatTensor<Self>,
+                bias: FloatTensor<Self>,
+                silu: bool,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                $crate::cpu_backend::conv_step::<Self>(x, state, weight, bias, silu)
+            }
+        }
+    };
+}
+
+#[cfg(feature = "flex")]
+cpu_ssm_ops!(burn::backend::Flex);
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)]
+mod ndarray_impl {
+    use super::*;
+    cpu_ssm_ops!(burn::backend::NdArray);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scan_forward<B: Backend>(
+    u: FloatTensor<B>,
+    delta: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    c: FloatTensor<B>,
+    d: FloatTensor<B>,
+    z: Option<FloatTensor<B>>,
+    delta_bias: FloatTensor<B>,
+    h0: FloatTensor<B>,
+    delta_softplus: bool,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let device = u.device();
+    let dtype = u.dtype();
+    let p = HostScan::read::<B>(u, delta, a, b, c, d, z, delta_bias, h0, delta_softplus);
+    let s = p.dims;
+    let (y, h) = cpu::scan_forward(&p.slices());
+    (
+        device_tensor::<B>(y, vec![s.batch, s.dim, s.len], &device, dtype),
+        device_tensor::<B>(h, vec![s.batch, s.dim, s.state], &device, dtype),
+    )
+}
+
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(crate) fn scan_backward<B: Backend>(
+    u: FloatTensor<B>,
+    delta: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    c: FloatTensor<B>,
+    d: FloatTensor<B>,
+    z: Option<FloatTensor<B>>,
+    delta_bias: FloatTensor<B>,
+    h0: FloatTensor<B>,
+    dy: FloatTensor<B>,
+    dstate: FloatTensor<B>,
+    delta_softplus: bool,
+) -> crate::portable::ScanGradTuple<B> {
+    let device = u.device();
+    let dtype = u.dtype();
+    let p = HostScan::read::<B>(u, delta, a, b, c, d, z, delta_bias, h0, delta_softplus);
+    let s = p.dims;
+    let g = cpu::scan_backward(&p.slices(), &host::<B>(dy), &host::<B>(dstate));
+    let t = |v: Vec<f32>, dims: Vec<usize>| device_tensor::<B>(v, dims, &device, dtype);
+    let bdl = vec![s.batch, s.dim, s.len];
+    let bgnl = vec![s.batch, s.groups, s.state, s.len];
+    crate::portable::ScanGrads::<B> {
+        du: t(g.du, bdl.clone()),
+        ddelta: t(g.ddelta, bdl.clone()),
+        da: t(g.da, vec![s.dim, s.state]),
+        db: t(g.db, bgnl.clone()),
+        dc: t(g.dc, bgnl),
+        dd: t(g.dd, vec![s.dim]),
+        dz: g.dz.map(|v| t(v, bdl)),
+        ddelta_bias: t(g.ddelta_bias, vec![s.dim]),
+        dh0: t(g.dh0, vec![s.batch, s.dim, s.state]),
+    }
+    .into_tuple()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn state_step<B: Backend>(
+    state: FloatTensor<B>,
+    x: FloatTensor<B>,
+    dt: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    c: FloatTensor<B>,
+    d: FloatTensor<B>,
+    z: Option<FloatTensor<B>>,
+    dt_bias: FloatTensor<B>,
+    dt_softplus: bool,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let device = state.device();
+    let dtype = state.dtype();
+    let sd = state.shape().to_vec();
+    let groups = b.shape().to_vec()[1];
+    let dims = ScanDims {
+        batch: sd[0],
+        dim: sd[1],
+        len: 1,
+        state: sd[2],
+        groups,
+    };
+    let mut st = host::<B>(state);
+    let y = cpu::state_step(
+        dims,
+        &mut st,
+        &host::<B>(x),
+        &host::<B>(dt),
+        &host::<B>(a),
+        &host::<B>(b),
+        &host::<B>(c),
+        &host::<B>(d),
+        z.map(host::<B>).as_deref(),
+        &host::<B>(dt_bias),
+        dt_softplus,
+    );
+    (
+        device_tensor::<B>(y, vec![dims.batch, dims.dim], &device, dtype),
+        device_tensor::<B>(st, sd, &device, dtype),
+    )
+}
+
+pub(crate) fn conv_step<B: Backend>(
+    x: FloatTensor<B>,
+    state: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    silu: bool,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let device = state.device();
+    let dtype = state.dtype();
+    let sd = state.shape().to_vec();
+    let mut st = host::<B>(state);
+    let out = cpu::conv_step(
+        &host::<B>(x),
+        &mut st,
+        &host::<B>(weight),
+        &host::<B>(bias),
+        sd[1],
+        sd[2],
+        silu,
+    );
+    (
+        device_tensor::<B>(out, vec![sd[0], sd[1]], &device, dtype),
+        device_tensor::<B>(st, sd, &device, dtype),
+    )
+}

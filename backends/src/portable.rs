@@ -1,0 +1,396 @@
+//! Portable bodies of the SSM ops, written with a backend's own tensor operations.
+//!
+//! They are the oracle in tests and what a backend without a fused kernel runs. They walk the
+//! sequence one step at a time (as mamba_ssm's `selective_scan_ref` does) and never build a
+//! (B, D, L, N) tensor; they are slow on long sequences, by design simple.
+
+use crate::prim::P;
+use burn::backend::{Backend, tensor::FloatTensor};
+use std::ops::{Add, Mul};
+
+/// Arguments of the selective scan, on the primitives of backend `B`.
+///
+/// Shapes: `u`, `delta`, `z`: (B, D, L); `a`: (D, N); `b`, `c`: (B, G, N, L); `d`, `delta_bias`:
+/// (D); `h0`: (B, D, N).
+pub struct ScanArgs<B: Backend> {
+    pub u: FloatTensor<B>,
+    pub delta: FloatTensor<B>,
+    pub a: FloatTensor<B>,
+    pub b: FloatTensor<B>,
+    pub c: FloatTensor<B>,
+    pub d: FloatTensor<B>,
+    pub z: Option<FloatTensor<B>>,
+    pub delta_bias: FloatTensor<B>,
+    pub h0: FloatTensor<B>,
+    pub delta_softplus: bool,
+}
+
+impl<B: Backend> Clone for ScanArgs<B> {
+    fn clone(&self) -> Self {
+        Self {
+            u: self.u.clone(),
+            delta: self.delta.clone(),
+            a: self.a.clone(),
+            b: self.b.clone(),
+            c: self.c.clone(),
+            d: self.d.clone(),
+            z: self.z.clone(),
+            delta_bias: self.delta_bias.clone(),
+            h0: self.h0.clone(),
+            delta_softplus: self.delta_softplus,
+        }
+    }
+}
+
+impl<B: Backend> core::fmt::Debug for ScanArgs<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ScanArgs")
+            .field("delta_softplus", &self.delta_softplus)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Gradients of the selective scan with respect to each input (`dz` only when `z` was given).
+pub struct ScanGrads<B: Backend> {
+    pub du: FloatTensor<B>,
+    pub ddelta: FloatTensor<B>,
+    pub da: FloatTensor<B>,
+    pub db: FloatTensor<B>,
+    pub dc: FloatTensor<B>,
+    pub dd: FloatTensor<B>,
+    pub dz: Option<FloatTensor<B>>,
+    pub ddelta_bias: FloatTensor<B>,
+    pub dh0: FloatTensor<B>,
+}
+
+/// The gradients as the op trait returns them: (u, delta, A, B, C, D, z, delta_bias, h0), with
+/// a `[1]` zero tensor for `z` when the scan had no gate.
+pub type ScanGradTuple<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+);
+
+impl<B: Backend> ScanGrads<B> {
+    /// Packs the gradients in the op trait's order.
+    pub fn into_tuple(self) -> ScanGradTuple<B> {
+        let dz = self
+            .dz
+            .unwrap_or_else(|| P::<B>::zeros(&[1], &P::<B>::new(self.dd.clone()).device()).0);
+        (
+            self.du,
+            self.ddelta,
+            self.da,
+            self.db,
+            self.dc,
+            self.dd,
+            dz,
+            self.ddelta_bias,
+            self.dh0,
+        )
+    }
+
+    /// Unpacks the op trait's tuple; `gate` says whether `z`'s gradient is real.
+    pub fn from_tuple(t: ScanGradTuple<B>, gate: bool) -> Self {
+        let (du, ddelta, da, db, dc, dd, dz, ddelta_bias, dh0) = t;
+        Self {
+            du,
+            ddelta,
+            da,
+            db,
+            dc,
+            dd,
+            dz: gate.then_some(dz),
+            ddelta_bias,
+            dh0,
+        }
+    }
+}
+
+/// The sizes of a scan: batch, channels, length, state size, groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanDims {
+    pub batch: usize,
+    pub dim: usize,
+    pub len: usize,
+    pub state: usize,
+    pub groups: usize,
+}
+
+impl ScanDims {
+    /// Reads the sizes from `u` (B, D, L) and `b` (B, G, N, L).
+    pub fn of<B: Backend>(u: &FloatTensor<B>, b: &FloatTensor<B>) -> Self {
+        let ud = P::<B>::new(u.clone()).dims();
+        let bd = P::<B>::new(b.clone()).dims();
+        Self {
+            batch: ud[0],
+            dim: ud[1],
+            len: ud[2],
+            state: bd[2],
+            groups: bd[1],
+        }
+    }
+}
+
+/// The effective step size: `delta + bias`, through softplus when asked.
+fn discretised_delta<B: Backend>(delta: P<B>, bias: P<B>, dim: usize, softplus: bool) -> P<B> {
+    let dt = delta.add(bias.reshape(&[1, dim, 1]));
+    if softplus { dt.softplus() } else { dt }
+}
+
+/// Slice time step `t` of a grouped (B, G, N, L) tensor and broadcast it over the channels of
+/// each group: (B, D, N).
+fn group_step<B: Backend>(x: &P<B>, t: usize, s: ScanDims) -> P<B> {
+    let per = s.dim / s.groups;
+    x.clone()
+        .narrow(3, t, t + 1)
+        .reshape(&[s.batch, s.groups, 1, s.state])
+        .expand(&[s.batch, s.groups, per, s.state])
+        .reshape(&[s.batch, s.dim, s.state])
+}
+
+/// Sum a (B, D, N) tensor over the channels of each group: (B, G, N).
+fn group_reduce<B: Backend>(x: P<B>, s: ScanDims) -> P<B> {
+    let per = s.dim / s.groups;
+    x.reshape(&[s.batch, s.groups, per, s.state])
+        .sum_dim(2)
+        .reshape(&[s.batch, s.groups, s.state])
+}
+
+/// The portable forward: returns `y` (B, D, L) and the final state (B, D, N).
+///
+/// For each step `t`: `h_t = exp(dt_t A) * h_{t-1} + dt_t B_t u_t`, `y_t = C_t . h_t + D u_t`,
+/// then `y_t *= silu(z_t)` when a gate is given.
+pub fn selective_scan<B: Backend>(args: ScanArgs<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let s = ScanDims::of::<B>(&args.u, &args.b);
+    let u = P::<B>::new(args.u);
+    let dt = discretised_delta(
+        P::new(args.delta),
+        P::new(args.delta_bias),
+        s.dim,
+        args.delta_softplus,
+    );
+    let a = P::<B>::new(args.a).reshape(&[1, s.dim, s.state]);
+    let bm = P::<B>::new(args.b);
+    let cm = P::<B>::new(args.c);
+    let mut h = P::<B>::new(args.h0);
+    let mut ys = Vec::with_capacity(s.len);
+    for t in 0..s.len {
+        let dt_t = dt.clone().narrow(2, t, t + 1); // (B, D, 1)
+        let u_t = u.clone().narrow(2, t, t + 1);
+        let da = dt_t.clone().mul(a.clone()).exp();
+        let dbu = group_step(&bm, t, s).mul(dt_t.mul(u_t));
+        h = da.mul(h).add(dbu);
+        ys.push(h.clone().mul(group_step(&cm, t, s)).sum_dim(2));
+    }
+    let y = P::cat(ys, 2);
+    let y = y.add(u.mul(P::new(args.d).reshape(&[1, s.dim, 1])));
+    let y = match args.z {
+        Some(z) => y.mul(P::new(z).silu()),
+        None => y,
+    };
+    (y.into_inner(), h.into_inner())
+}
+
+/// The portable backward: a reverse scan over chunks of `chunk` steps. The states are stored
+/// at chunk boundaries only and recomputed inside each chunk, so the memory is
+/// O(B·D·L + B·D·N·L/chunk).
+pub fn selective_scan_backward<B: Backend>(
+    args: ScanArgs<B>,
+    dy: FloatTensor<B>,
+    dstate: FloatTensor<B>,
+    chunk: usize,
+) -> ScanGrads<B> {
+    let s = ScanDims::of::<B>(&args.u, &args.b);
+    let chunk = chunk.max(1);
+    let u = P::<B>::new(args.u);
+    let raw = P::<B>::new(args.delta).add(P::new(args.delta_bias).reshape(&[1, s.dim, 1]));
+    let dt = if args.delta_softplus {
+        raw.clone().softplus()
+    } else {
+        raw.clone()
+    };
+    let a = P::<B>::new(args.a).reshape(&[1, s.dim, s.state]);
+    let bm = P::<B>::new(args.b);
+    let cm = P::<B>::new(args.c);
+    let dskip = P::<B>::new(args.d).reshape(&[1, s.dim, 1]);
+    let dy = P::<B>::new(dy);
+    let z = args.z.map(P::<B>::new);
+
+    // Forward pass keeping the state at each chunk start.
+    let step = |h: P<B>, t: usize| -> P<B> {
+        let dt_t = dt.clone().narrow(2, t, t + 1);
+        let u_t = u.clone().narrow(2, t, t + 1);
+        let da = dt_t.clone().mul(a.clone()).exp();
+        da.mul(h).add(group_step(&bm, t, s).mul(dt_t.mul(u_t)))
+    };
+    let n_chunks = s.len.div_ceil(chunk);
+    let mut starts = Vec::with_capacity(n_chunks);
+    let mut h = P::<B>::new(args.h0);
+    for k in 0..n_chunks {
+        starts.push(h.clone());
+        for t in k * chunk..((k + 1) * chunk).min(s.len) {
+            h = step(h, t);
+        }
+    }
+
+    let mut gh = P::<B>::new(dstate);
+    let mut da_acc = P::<B>::zeros(&[1, s.dim, s.state], &u.device());
+    let mut du_t = vec![None; s.len];
+    let mut ddt_t = vec![None; s.len];
+    let mut dz_t = vec![None; s.len];
+    let mut db_t = vec![None; s.len];
+    let mut dc_t = vec![None; s.len];
+    let mut gy_all = vec![None; s.len];
+    for k in (0..n_chunks).rev() {
+        let lo = k * chunk;
+        let hi = ((k + 1) * chunk).min(s.len);
+        // Recompute the states of this chunk: states[i] = h_{lo + i - 1}.
+        let mut states = vec![starts[k].clone()];
+        for t in lo..hi {
+            let next = step(states.last().unwrap().clone(), t);
+            states.push(next);
+        }
+        for t in (lo..hi).rev() {
+            let h_t = states[t - lo + 1].clone();
+            let h_prev = states[t - lo].clone();
+            let c_t = group_step(&cm, t, s);
+            let b_t = group_step(&bm, t, s);
+            let u_t = u.clone().narrow(2, t, t + 1);
+            let dt_tt = dt.clone().narrow(2, t, t + 1);
+            let dy_t = dy.clone().narrow(2, t, t + 1);
+            let gy = match &z {
+                Some(z) => {
+                    let z_t = z.clone().narrow(2, t, t + 1);
+                    let y_pre = h_t
+                        .clone()
+                        .mul(c_t.clone())
+                        .sum_dim(2)
+                        .add(u_t.clone().mul(dskip.clone()));
+                    dz_t[t] = Some(dy_t.clone().mul(y_pre).mul(z_t.clone().silu_grad()));
+                    dy_t.mul(z_t.silu())
+                }
+                None => dy_t,
+            };
+            dc_t[t] = Some(group_reduce(h_t.mul(gy.clone()), s));
+            gh = gh.add(c_t.mul(gy.clone()));
+            let da = dt_tt.clone().mul(a.clone()).exp();
+            let g_da = gh.clone().mul(h_prev).mul(da.clone()); // dL/d(dt*A)
+            da_acc = da_acc.add(g_da.clone().mul(dt_tt.clone()).sum_dim(0));
+            let gh_b = gh.clone().mul(b_t).sum_dim(2); // sum_n gh * B
+            ddt_t[t] = Some(
+                g_da.mul(a.clone())
+                    .sum_dim(2)
+                    .add(gh_b.clone().mul(u_t.clone())),
+            );
+            db_t[t] = Some(group_reduce(gh.clone().mul(dt_tt.clone().mul(u_t)), s));
+            du_t[t] = Some(gh_b.mul(dt_tt).add(gy.clone().mul(dskip.clone())));
+            gy_all[t] = Some(gy);
+            gh = gh.mul(da);
+        }
+    }
+    let collect = |v: Vec<Option<P<B>>>| P::cat(v.into_iter().map(Option::unwrap).collect(), 2);
+    let gy = collect(gy_all);
+    let dd = gy.mul(u.clone()).sum_dim(2).sum_dim(0).reshape(&[s.dim]);
+    let ddt = collect(ddt_t);
+    let ddelta = if args.delta_softplus {
+        ddt.mul(raw.sigmoid())
+    } else {
+        ddt
+    };
+    let ddelta_bias = ddelta.clone().sum_dim(2).sum_dim(0).reshape(&[s.dim]);
+    let stack = |v: Vec<Option<P<B>>>| {
+        P::cat(
+            v.into_iter()
+                .map(|x| x.unwrap().reshape(&[s.batch, s.groups, s.state, 1]))
+                .collect(),
+            3,
+        )
+    };
+    ScanGrads {
+        du: collect(du_t).into_inner(),
+        ddelta: ddelta.into_inner(),
+        da: da_acc.reshape(&[s.dim, s.state]).into_inner(),
+        db: stack(db_t).into_inner(),
+        dc: stack(dc_t).into_inner(),
+        dd: dd.into_inner(),
+        dz: z.map(|_| collect(dz_t).into_inner()),
+        ddelta_bias: ddelta_bias.into_inner(),
+        dh0: gh.into_inner(),
+    }
+}
+
+/// One recurrent step of the selective SSM (decode). Shapes: `state` (B, D, N), `x`, `dt`, `z`
+/// (B, D), `a` (D, N), `b`, `c` (B, G, N), `d`, `dt_bias` (D). Returns `y` (B, D) and the new
+/// state.
+#[allow(clippy::too_many_arguments)]
+pub fn selective_state_step<B: Backend>(
+    state: FloatTensor<B>,
+    x: FloatTensor<B>,
+    dt: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    c: FloatTensor<B>,
+    d: FloatTensor<B>,
+    z: Option<FloatTensor<B>>,
+    dt_bias: FloatTensor<B>,
+    dt_softplus: bool,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let sd = P::<B>::new(state.clone()).dims();
+    let bd = P::<B>::new(b.clone()).dims();
+    let (batch, dim, n, g) = (sd[0], sd[1], sd[2], bd[1]);
+    let s = ScanDims {
+        batch,
+        dim,
+        len: 1,
+        state: n,
+        groups: g,
+    };
+    let to_seq = |t: FloatTensor<B>| P::<B>::new(t).reshape(&[batch, dim, 1]);
+    let dt = discretised_delta(to_seq(dt), P::new(dt_bias), dim, dt_softplus);
+    let x = to_seq(x);
+    let b = group_step(&P::<B>::new(b).reshape(&[batch, g, n, 1]), 0, s);
+    let c = group_step(&P::<B>::new(c).reshape(&[batch, g, n, 1]), 0, s);
+    let da = dt.clone().mul(P::<B>::new(a).reshape(&[1, dim, n])).exp();
+    let h = da.mul(P::new(state)).add(b.mul(dt.mul(x.clone())));
+    let y = h
+        .clone()
+        .mul(c)
+        .sum_dim(2)
+        .add(x.mul(P::new(d).reshape(&[1, dim, 1])));
+    let y = match z {
+        Some(z) => y.mul(to_seq(z).silu()),
+        None => y,
+    };
+    (y.reshape(&[batch, dim]).into_inner(), h.into_inner())
+}
+
+/// One step of a causal depthwise conv1d with a rolling state (decode). Shapes: `x` (B, C),
+/// `state` (B, C, K) holding the last K inputs, `weight` (C, K), `bias` (C). Returns the output
+/// (B, C), through SiLU when `silu`, and the new state.
+pub fn causal_conv1d_step<B: Backend>(
+    x: FloatTensor<B>,
+    state: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    silu: bool,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let sd = P::<B>::new(state.clone()).dims();
+    let (batch, ch, k) = (sd[0], sd[1], sd[2]);
+    let x = P::<B>::new(x).reshape(&[batch, ch, 1]);
+    let new_state = P::cat(vec![P::new(state).narrow(2, 1, k), x], 2);
+    let out = new_state
+        .clone()
+        .mul(P::<B>::new(weight).reshape(&[1, ch, k]))
+        .sum_dim(2)
+        .add(P::<B>::new(bias).reshape(&[1, ch, 1]))
+        .reshape(&[batch, ch]);
+    let out = if silu { out.silu() } else { out };
+    (out.into_inner(), new_state.into_inner())
+}

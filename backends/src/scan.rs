@@ -1,0 +1,290 @@
+//! User-level entry points of the SSM ops, on `Tensor`s of any device.
+//!
+//! [`SelectiveScan::run`] goes through the [`SsmOps`] extension (the fused kernel where the
+//! backend has one); [`SelectiveScan::run_reference`] always runs the portable body, recorded op
+//! by op under autodiff: it is the oracle the tests compare against.
+
+use crate::ops::SsmOps;
+use crate::portable::{self, ScanArgs};
+use burn::backend::Dispatch;
+use burn::tensor::{Tensor, TensorData};
+
+/// Results of a scan: `y` (B, D, L) and the final state (B, D, N).
+#[derive(Debug, Clone)]
+pub struct ScanOutput {
+    pub y: Tensor<3>,
+    pub state: Tensor<3>,
+}
+
+/// The selective scan of Mamba with mamba_ssm's `selective_scan_fn` semantics.
+///
+/// With `dt = softplus(delta + delta_bias)` (or without the softplus) and for each batch `b`,
+/// channel `d` in group `g = d / (D / G)`, step `t`:
+///
+/// ```text
+/// h_t = exp(dt_t * A_d) * h_{t-1} + dt_t * B_{g,t} * u_t      (zero-order hold on A, Euler on B)
+/// y_t = (C_{g,t} . h_t + D_d * u_t) * silu(z_t)
+/// ```
+///
+/// ```ignore
+/// let out = SelectiveScan::new(u, delta, a, b, c).d(d).z(z).delta_bias(bias).softplus(true).run();
+/// ```
+#[derive(Debug, Clone)]
+pub struct SelectiveScan {
+    u: Tensor<3>,
+    delta: Tensor<3>,
+    a: Tensor<2>,
+    b: Tensor<4>,
+    c: Tensor<4>,
+    d: Option<Tensor<1>>,
+    z: Option<Tensor<3>>,
+    delta_bias: Option<Tensor<1>>,
+    initial_state: Option<Tensor<3>>,
+    delta_softplus: bool,
+}
+
+impl SelectiveScan {
+    /// `u`, `delta` (B, D, L); `a` (D, N); `b`, `c` grouped (B, G, N, L), G dividing D. Use
+    /// [`ungrouped`] for (B, N, L) inputs.
+    pub fn new(u: Tensor<3>, delta: Tensor<3>, a: Tensor<2>, b: Tensor<4>, c: Tensor<4>) -> Self {
+        Self {
+            u,
+            delta,
+            a,
+            b,
+            c,
+            d: None,
+            z: None,
+            delta_bias: None,
+            initial_state: None,
+            delta_softplus: false,
+        }
+    }
+    /// The skip term `D` (D).
+    pub fn d(mut self, d: Tensor<1>) -> Self {
+        self.d = Some(d);
+        self
+    }
+    /// The gate `z` (B, D, L): the output is multiplied by `silu(z)`.
+    pub fn z(mut self, z: Tensor<3>) -> Self {
+        self.z = Some(z);
+        self
+    }
+    /// A bias added to `delta` (D) before the softplus.
+    pub fn delta_bias(mut self, bias: Tensor<1>) -> Self {
+        self.delta_bias = Some(bias);
+        self
+    }
+    /// The state before the first step (B, D, N); zeros when absent.
+    pub fn initial_state(mut self, h0: Tensor<3>) -> Self {
+        self.initial_state = Some(h0);
+        self
+    }
+    /// Pass `delta + bias` through softplus.
+    pub fn softplus(mut self, on: bool) -> Self {
+        self.delta_softplus = on;
+        self
+    }
+
+    /// Checks the shapes; `Err` says which input is wrong and how.
+    pub fn check(&self) -> Result<(), String> {
+        let [bs, d, l] = self.u.dims();
+        let [dn, n] = self.a.dims();
+        let [bb, g, bn, bl] = self.b.dims();
+        let want3 = [bs, d, l];
+        if self.delta.dims() != want3 {
+            return Err(format!(
+                "delta is {:?}, expected {want3:?} like u",
+                self.delta.dims()
+            ));
+        }
+        if dn != d {
+            return Err(format!("A is {:?}, expected ({d}, N)", self.a.dims()));
+        }
+        if g == 0 || d % g != 0 {
+            return Err(format!("B has {g} groups, which must divide D = {d}"));
+        }
+        let want4 = [bs, g, n, l];
+        if [bb, g, bn, bl] != want4 {
+            return Err(format!("B is {:?}, expected {want4:?}", self.b.dims()));
+        }
+        if self.c.dims() != want4 {
+            return Err(format!("C is {:?}, expected {want4:?}", self.c.dims()));
+        }
+        for (name, t) in [("D", &self.d), ("delta_bias", &self.delta_bias)] {
+            if let Some(t) = t
+                && t.dims() != [d]
+            {
+                return Err(format!("{name} is {:?}, expected [{d}]", t.dims()));
+            }
+        }
+        if let Some(z) = &self.z
+            && z.dims() != want3
+        {
+            return Err(format!("z is {:?}, expected {want3:?}", z.dims()));
+        }
+        if let Some(h) = &self.initial_state
+            && h.dims() != [bs, d, n]
+        {
+            return Err(format!(
+                "initial_state is {:?}, expected {:?}",
+                h.dims(),
+                [bs, d, n]
+            ));
+        }
+        Ok(())
+    }
+
+    fn filled(self) -> Filled {
+        if let Err(e) = self.check() {
+            panic!("selective scan: {e}");
+        }
+        let [bs, d, _] = self.u.dims();
+        let [_, n] = self.a.dims();
+        let device = self.u.device();
+        let zeros_d = || Tensor::<1>::zeros([d], &device);
+        Filled {
+            d: self.d.unwrap_or_else(zeros_d),
+            delta_bias: self.delta_bias.unwrap_or_else(zeros_d),
+            h0: self
+                .initial_state
+                .unwrap_or_else(|| Tensor::zeros([bs, d, n], &device)),
+            u: self.u,
+            delta: self.delta,
+            a: self.a,
+            b: self.b,
+            c: self.c,
+            z: self.z,
+            delta_softplus: self.delta_softplus,
+        }
+    }
+
+    /// Runs the op on the tensors' device (fused kernel where the backend has one).
+    ///
+    /// # Panics
+    /// On inconsistent shapes (see [`SelectiveScan::check`]).
+    pub fn run(self) -> ScanOutput {
+        let f = self.filled();
+        let gate = f.z.is_some();
+        // Without a gate the op ignores `z`; `u` stands in (no copy).
+        let z = f.z.clone().unwrap_or_else(|| f.u.clone());
+        let (y, state) = <Dispatch as SsmOps>::selective_scan(
+            f.u.into_dispatch(),
+            f.delta.into_dispatch(),
+            f.a.into_dispatch(),
+            f.b.into_dispatch(),
+            f.c.into_dispatch(),
+            f.d.into_dispatch(),
+            z.into_dispatch(),
+            gate,
+            f.delta_bias.into_dispatch(),
+            f.h0.into_dispatch(),
+            f.delta_softplus,
+        );
+        ScanOutput {
+            y: Tensor::from_dispatch(y),
+            state: Tensor::from_dispatch(state),
+        }
+    }
+
+    /// Runs the portable body (the oracle), differentiable op by op under autodiff.
+    pub fn run_reference(self) -> ScanOutput {
+        let f = self.filled();
+        let (y, state) = portable::selective_scan::<Dispatch>(ScanArgs {
+            u: f.u.into_dispatch(),
+            delta: f.delta.into_dispatch(),
+            a: f.a.into_dispatch(),
+            b: f.b.into_dispatch(),
+            c: f.c.into_dispatch(),
+            d: f.d.into_dispatch(),
+            z: f.z.map(Tensor::into_dispatch),
+            delta_bias: f.delta_bias.into_dispatch(),
+            h0: f.h0.into_dispatch(),
+            delta_softplus: f.delta_softplus,
+        });
+        ScanOutput {
+            y: Tensor::from_dispatch(y),
+            state: Tensor::from_dispatch(state),
+        }
+    }
+}
+
+struct Filled {
+    u: Tensor<3>,
+    delta: Tensor<3>,
+    a: Tensor<2>,
+    b: Tensor<4>,
+    c: Tensor<4>,
+    d: Tensor<1>,
+    z: Option<Tensor<3>>,
+    delta_bias: Tensor<1>,
+    h0: Tensor<3>,
+    delta_softplus: bool,
+}
+
+/// (B, N, L) to the grouped layout (B, 1, N, L).
+pub fn ungrouped(x: Tensor<3>) -> Tensor<4> {
+    x.unsqueeze_dim(1)
+}
+
+/// One fused decode step of the selective SSM.
+///
+/// Shapes: `state` (B, D, N); `x`, `dt`, `z` (B, D); `a` (D, N); `b`, `c` (B, G, N); `d`,
+/// `dt_bias` (D). Returns `y` (B, D) and the new state.
+#[allow(clippy::too_many_arguments)]
+pub fn selective_state_step(
+    state: Tensor<3>,
+    x: Tensor<2>,
+    dt: Tensor<2>,
+    a: Tensor<2>,
+    b: Tensor<3>,
+    c: Tensor<3>,
+    d: Tensor<1>,
+    z: Option<Tensor<2>>,
+    dt_bias: Tensor<1>,
+    dt_softplus: bool,
+) -> (Tensor<2>, Tensor<3>) {
+    let gate = z.is_some();
+    let z = z.unwrap_or_else(|| x.clone());
+    let (y, h) = <Dispatch as SsmOps>::selective_state_step(
+        state.into_dispatch(),
+        x.into_dispatch(),
+        dt.into_dispatch(),
+        a.into_dispatch(),
+        b.into_dispatch(),
+        c.into_dispatch(),
+        d.into_dispatch(),
+        z.into_dispatch(),
+        gate,
+        dt_bias.into_dispatch(),
+        dt_softplus,
+    );
+    (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
+}
+
+/// One fused decode step of a causal depthwise conv1d: `x` (B, C) enters the rolling `state`
+/// (B, C, K); returns the output (B, C) (through SiLU when `silu`) and the new state.
+pub fn causal_conv1d_step(
+    x: Tensor<2>,
+    state: Tensor<3>,
+    weight: Tensor<2>,
+    bias: Tensor<1>,
+    silu: bool,
+) -> (Tensor<2>, Tensor<3>) {
+    let (y, s) = <Dispatch as SsmOps>::causal_conv1d_step(
+        x.into_dispatch(),
+        state.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        silu,
+    );
+    (Tensor::from_dispatch(y), Tensor::from_dispatch(s))
+}
+
+/// Copies a tensor to host f32 values (test and tooling helper).
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    let data: TensorData = t.into_data();
+    data.convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data")
+}

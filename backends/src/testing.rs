@@ -1,0 +1,108 @@
+//! Helpers for tests and tools: reading reference fixtures, comparing tensors, choosing the
+//! wgpu device of a test run.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use std::path::{Path, PathBuf};
+
+/// The repository's `fixtures/` folder (reference data shipped with the sources).
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// A safetensors file of reference tensors, read whole.
+pub struct Fixture {
+    bytes: Vec<u8>,
+    path: PathBuf,
+}
+
+impl Fixture {
+    /// Opens a fixture file; panics with the path when it cannot be read (tests only).
+    pub fn open(path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref().to_path_buf();
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        Self { bytes, path }
+    }
+
+    fn view(&self, name: &str) -> (Vec<usize>, safetensors::Dtype, Vec<u8>) {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.path.display()));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|e| panic!("{}: no tensor '{name}': {e}", self.path.display()));
+        (t.shape().to_vec(), t.dtype(), t.data().to_vec())
+    }
+
+    /// A float tensor as f32 values with its shape.
+    pub fn values(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
+        let (shape, dtype, data) = self.view(name);
+        assert_eq!(dtype, safetensors::Dtype::F32, "{name} is not f32");
+        let v = data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        (v, shape)
+    }
+
+    /// An integer tensor (i64) with its shape.
+    pub fn ints(&self, name: &str) -> (Vec<i64>, Vec<usize>) {
+        let (shape, dtype, data) = self.view(name);
+        assert_eq!(dtype, safetensors::Dtype::I64, "{name} is not i64");
+        let v = data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        (v, shape)
+    }
+
+    /// A float tensor on a device.
+    pub fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Tensor<D> {
+        let (v, shape) = self.values(name);
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    /// An integer tensor on a device.
+    pub fn int_tensor<const D: usize>(&self, name: &str, device: &Device) -> Tensor<D, Int> {
+        let (v, shape) = self.ints(name);
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Largest absolute difference relative to the largest magnitude of the reference `b`.
+pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b
+        .iter()
+        .fold(0.0f32, |m, x| m.max(x.abs()))
+        .max(f32::MIN_POSITIVE);
+    assert!(a.iter().all(|x| x.is_finite()), "non-finite values");
+    max_abs_diff(a, b) / scale
+}
+
+/// The environment variable that turns a missing wgpu adapter into a test failure (CI sets
+/// it; on a machine without any GPU driver the wgpu tests skip with a message).
+pub const REQUIRE_WGPU_VAR: &str = "SSM_ZOO_REQUIRE_WGPU";
+
+/// The wgpu device for a test, or `None` (with a message) when this machine has no adapter and
+/// [`REQUIRE_WGPU_VAR`] is not set.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_test_device() -> Option<Device> {
+    match crate::parse_device(Some("wgpu")) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            if std::env::var_os(REQUIRE_WGPU_VAR).is_some() {
+                panic!("{REQUIRE_WGPU_VAR} is set but wgpu is unusable: {e}");
+            }
+            eprintln!("skipping wgpu test: {e} (set {REQUIRE_WGPU_VAR}=1 to make this a failure)");
+            None
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Benchmarks of the SSM zoo: see `benches/` (criterion) and `zoo bench`.

@@ -1,0 +1,60 @@
+//! `zoo`: one command line for the SSM zoo.
+//!
+//! ```text
+//! zoo demo                                  train a small Mamba on selective copying (CPU, no download)
+//! zoo logits   --model DIR --ids "1,2;3,4" --out logits.safetensors
+//! zoo generate --model DIR --prompt "Mamba is" --max-new-tokens 32
+//! zoo bench lm [--arch mamba] [--d-model 768] [--layers 24] [--device wgpu]
+//! ```
+
+mod bench;
+mod common;
+mod demo;
+mod generate;
+mod logits;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "zoo",
+    version,
+    about = "State space models on any Burn backend"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a small Mamba on the selective-copying task and show what it learned.
+    Demo(demo::DemoArgs),
+    /// Write the logits of a model for rows of token ids to a safetensors file.
+    Logits(logits::LogitsArgs),
+    /// Generate text or tokens from a model directory.
+    Generate(generate::GenerateArgs),
+    /// Benchmarks (prints one JSON object).
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Logits(a) => logits::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Bench { what } => bench::run(what),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The `zoo` binary end to end: outputs against the mamba_tiny fixture, and bad input giving a
+//! one-line error and a non-zero exit, never a panic.
+
+use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn zoo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zoo"))
+        .args(args)
+        .output()
+        .expect("zoo runs")
+}
+
+fn model_dir() -> PathBuf {
+    fixtures_dir().join("mamba_tiny/model")
+}
+
+fn fixture() -> Fixture {
+    Fixture::open(fixtures_dir().join("mamba_tiny/tensors.safetensors"))
+}
+
+fn prompt_rows(f: &Fixture) -> String {
+    let (ids, shape) = f.ints("input_ids");
+    (0..shape[0])
+        .map(|i| {
+            ids[i * shape[1]..(i + 1) * shape[1]]
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// A failed run: non-zero exit, one line on stderr starting with "error:", no panic.
+fn assert_clean_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(needle), "expected '{needle}' in: {err}");
+}
+
+#[test]
+fn logits_match_the_reference() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("logits.safetensors");
+    let model = model_dir();
+    let out = zoo(&[
+        "logits",
+        "--model",
+        model.to_str().unwrap(),
+        "--ids",
+        &prompt_rows(&f),
+        "--out",
+        out_path.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = Fixture::open(&out_path);
+    let (values, shape) = got.values("logits");
+    let (want, wshape) = f.values("logits");
+    assert_eq!(shape, wshape);
+    assert!(max_abs_diff(&values, &want) <= 1e-4);
+}
+
+#[test]
+fn generate_json_gives_the_reference_greedy_tokens() {
+    let f = fixture();
+    let model = model_dir();
+    let out = zoo(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--ids",
+        &prompt_rows(&f),
+        "--max-new-tokens",
+        "10",
+        "--greedy",
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let (seqs, shape) = f.ints("generate.sequences");
+    for row in 0..shape[0] {
+        let want: Vec<i64> = seqs[row * shape[1] + 20..(row + 1) * shape[1]].to_vec();
+        let got: Vec<i64> = v["tokens"][row]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect();
+        assert_eq!(got, want, "row {row}");
+    }
+}
+
+#[test]
+fn sampling_is_reproducible_with_a_seed() {
+    let model = model_dir();
+    let run = |seed: &str| {
+        let out = zoo(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--ids",
+            "1,2,3",
+            "--max-new-tokens",
+            "12",
+            "--temperature",
+            "1.0",
+            "--top-k",
+            "20",
+            "--top-p",
+            "0.95",
+            "--seed",
+            seed,
+            "--json",
+            "--device",
+            "cpu",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(run("7"), run("7"));
+}
+
+#[test]
+fn bench_lm_prints_one_json_object() {
+    let out = zoo(&[
+        "bench",
+        "lm",
+        "--d-model",
+        "32",
+        "--layers",
+        "2",
+        "--vocab",
+        "100",
+        "--prefill-len",
+        "16",
+        "--decode-tokens",
+        "4",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(v["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["layers"], 2);
+}
+
+#[test]
+fn demo_runs_and_reports_accuracy() {
+    let out = zoo(&[
+        "demo",
+        "--seconds",
+        "2",
+        "--context-len",
+        "12",
+        "--n-copy",
+        "2",
+        "--d-model",
+        "16",
+        "--layers",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("held-out accuracy"), "{text}");
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let model = model_dir();
+    let m = model.to_str().unwrap();
+    // Unknown device.
+    assert_clean_error(
+        &zoo(&["generate", "--model", m, "--ids", "1,2", "--device", "tpu"]),
+        "unknown device 'tpu'",
+    );
+    // Token id beyond the vocabulary (64).
+    assert_clean_error(
+        &zoo(&["generate", "--model", m, "--ids", "1,64", "--device", "cpu"]),
+        "token id 64 is out of range",
+    );
+    // Empty prompt.
+    assert_clean_error(
+        &zoo(&["generate", "--model", m, "--ids", "", "--device", "cpu"]),
+        "empty prompt",
+    );
+    // Not a number.
+    assert_clean_error(
+        &zoo(&[
+            "logits",
+            "--model",
+            m,
+            "--ids",
+            "1,x",
+            "--out",
+            "/tmp/never.safetensors",
+            "--device",
+            "cpu",
+        ]),
+        "'x' is not a token id",
+    );
+    // A truncated weights file and an impossible config.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(model.join("config.json"), dir.path().join("config.json")).unwrap();
+    let bytes = std::fs::read(model.join("model.safetensors")).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        &bytes[..bytes.len() / 3],
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_clean_error(
+        &zoo(&["generate", "--model", d, "--ids", "1", "--device", "cpu"]),
+        "cannot read weights",
+    );
+    std::fs::write(dir.path().join("model.safetensors"), &bytes).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type":"mamba","hidden_size":32,"num_hidden_layers":2,"vocab_size":64,"state_size":0}"#,
+    )
+    .unwrap();
+    assert_clean_error(
+        &zoo(&["generate", "--model", d, "--ids", "1", "--device", "cpu"]),
+        "d_state must be at least 1",
+    );
+    // A missing model directory.
+    assert_clean_error(
+        &zoo(&[
+            "generate",
+            "--model",
+            "/nonexistent/model",
+            "--ids",
+            "1",
+            "--device",
+            "cpu",
+        ]),
+        "cannot read /nonexistent/model/config.json",
+    );
+    // A prompt without a tokenizer.
+    assert_clean_error(
+        &zoo(&[
+            "generate", "--model", m, "--prompt", "hello", "--device", "cpu",
+        ]),
+        "needs a tokenizer",
+    );
+    // Impossible sampling settings.
+    assert_clean_error(
+        &zoo(&[
+            "generate", "--model", m, "--ids", "1", "--top-p", "2", "--device", "cpu",
+        ]),
+        "top-p must be in (0, 1]",
+    );
+}

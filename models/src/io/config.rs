@@ -1,0 +1,265 @@
+//! Model configs read from a `config.json`: Hugging Face's `MambaConfig` layout
+//! (`hidden_size`, `num_hidden_layers`, `state_size`, ...) or state-spaces' layout
+//! (`d_model`, `n_layer`, `ssm_cfg`, ...), recognised from the file.
+
+use crate::error::{ModelError, Result};
+use crate::lm::mamba::MambaLmConfig;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// Where a config came from: it decides the weight key names and vocabulary padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFlavor {
+    /// transformers' `MambaConfig` (`backbone.embeddings.*`, vocabulary not padded).
+    HuggingFace,
+    /// state-spaces/mamba's `MambaConfig` (`backbone.embedding.*`, vocabulary padded).
+    StateSpaces,
+}
+
+/// Reads and validates a Mamba LM config from a file.
+pub fn read_mamba_config(path: &Path) -> Result<(MambaLmConfig, ConfigFlavor)> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.into(),
+        source,
+    })?;
+    parse_mamba_config(&text).map_err(|e| match e {
+        ModelError::InvalidConfig(message) => ModelError::Config {
+            path: path.into(),
+            message,
+        },
+        ModelError::Json { message, .. } => ModelError::Json {
+            path: path.into(),
+            message,
+        },
+        other => other,
+    })
+}
+
+fn bad(msg: impl Into<String>) -> ModelError {
+    ModelError::InvalidConfig(msg.into())
+}
+
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(|x| Some(x as usize))
+                .ok_or_else(|| bad(format!("'{key}' must be a non-negative integer, found {v}"))),
+        }
+    }
+    fn usize(&self, key: &str) -> Result<usize> {
+        self.usize_opt(key)?
+            .ok_or_else(|| bad(format!("missing required field '{key}'")))
+    }
+    fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| bad(format!("'{key}' must be a number, found {v}"))),
+        }
+    }
+    fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| bad(format!("'{key}' must be true or false, found {v}"))),
+        }
+    }
+    /// `dt_rank` / `time_step_rank`: an integer or "auto".
+    fn rank(&self, key: &str) -> Result<Option<usize>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s == "auto" => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(|x| Some(x as usize))
+                .ok_or_else(|| bad(format!("'{key}' must be an integer or \"auto\", found {v}"))),
+        }
+    }
+}
+
+/// Parses a Mamba LM config from JSON text.
+pub fn parse_mamba_config(text: &str) -> Result<(MambaLmConfig, ConfigFlavor)> {
+    let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Json {
+        path: "<config>".into(),
+        message: e.to_string(),
+    })?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| bad("the config must be a JSON object"))?;
+    let f = Fields(obj);
+    let (config, flavor) = if obj.contains_key("hidden_size") || obj.contains_key("state_size") {
+        if let Some(t) = obj.get("model_type").and_then(Value::as_str)
+            && t != "mamba"
+        {
+            return Err(bad(format!(
+                "model_type '{t}' is not supported here (expected 'mamba')"
+            )));
+        }
+        let d_model = f.usize("hidden_size")?;
+        let mut c = MambaLmConfig::new(
+            d_model,
+            f.usize("num_hidden_layers")?,
+            f.usize("vocab_size")?,
+        )
+        .with_pad_vocab_size_multiple(1);
+        if let Some(x) = f.usize_opt("state_size")? {
+            c.d_state = x;
+        }
+        if let Some(x) = f.usize_opt("conv_kernel")? {
+            c.d_conv = x;
+        }
+        if let Some(x) = f.usize_opt("expand")? {
+            c.expand = x;
+        }
+        if let Some(inter) = f.usize_opt("intermediate_size")?
+            && inter != c.expand * d_model
+        {
+            return Err(bad(format!(
+                "intermediate_size {inter} differs from expand * hidden_size = {}",
+                c.expand * d_model
+            )));
+        }
+        c.dt_rank = f.rank("time_step_rank")?;
+        if let Some(x) = f.bool_opt("use_conv_bias")? {
+            c.conv_bias = x;
+        }
+        if let Some(x) = f.bool_opt("use_bias")? {
+            c.bias = x;
+        }
+        if let Some(x) = f.bool_opt("tie_word_embeddings")? {
+            c.tie_embeddings = x;
+        }
+        if let Some(x) = f.f64_opt("layer_norm_epsilon")? {
+            c.norm_eps = x;
+        }
+        if let Some(x) = f.f64_opt("time_step_min")? {
+            c.dt_min = x;
+        }
+        if let Some(x) = f.f64_opt("time_step_max")? {
+            c.dt_max = x;
+        }
+        if let Some(x) = f.f64_opt("time_step_floor")? {
+            c.dt_init_floor = x;
+        }
+        c.eos_token_id = f.usize_opt("eos_token_id")?;
+        (c, ConfigFlavor::HuggingFace)
+    } else if obj.contains_key("d_model") {
+        let mut c = MambaLmConfig::new(
+            f.usize("d_model")?,
+            f.usize("n_layer")?,
+            f.usize("vocab_size")?,
+        );
+        if let Some(x) = f.usize_opt("pad_vocab_size_multiple")? {
+            c.pad_vocab_size_multiple = x;
+        }
+        if let Some(x) = f.bool_opt("tie_embeddings")? {
+            c.tie_embeddings = x;
+        }
+        if let Some(ssm) = obj.get("ssm_cfg") {
+            let ssm = ssm
+                .as_object()
+                .ok_or_else(|| bad("'ssm_cfg' must be an object"))?;
+            if let Some(layer) = ssm.get("layer").and_then(Value::as_str)
+                && layer != "Mamba1"
+            {
+                return Err(bad(format!(
+                    "ssm_cfg.layer '{layer}' is not supported by this loader (Mamba1 only)"
+                )));
+            }
+            let s = Fields(ssm);
+            if let Some(x) = s.usize_opt("d_state")? {
+                c.d_state = x;
+            }
+            if let Some(x) = s.usize_opt("d_conv")? {
+                c.d_conv = x;
+            }
+            if let Some(x) = s.usize_opt("expand")? {
+                c.expand = x;
+            }
+            c.dt_rank = s.rank("dt_rank")?;
+            if let Some(x) = s.bool_opt("conv_bias")? {
+                c.conv_bias = x;
+            }
+            if let Some(x) = s.bool_opt("bias")? {
+                c.bias = x;
+            }
+        }
+        if let Some(false) = f.bool_opt("rms_norm")? {
+            return Err(bad("rms_norm = false (LayerNorm blocks) is not supported"));
+        }
+        if let Some(x) = f.f64_opt("norm_epsilon")? {
+            c.norm_eps = x;
+        }
+        (c, ConfigFlavor::StateSpaces)
+    } else {
+        return Err(bad(
+            "not a Mamba config: expected 'hidden_size' (Hugging Face) or 'd_model' (state-spaces)",
+        ));
+    };
+    config.validate()?;
+    Ok((config, flavor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_layouts() {
+        let (hf, flavor) = parse_mamba_config(
+            r#"{"model_type":"mamba","hidden_size":768,"num_hidden_layers":24,"vocab_size":50280,
+                "state_size":16,"conv_kernel":4,"expand":2,"time_step_rank":"auto","tie_word_embeddings":true}"#,
+        )
+        .unwrap();
+        assert_eq!(flavor, ConfigFlavor::HuggingFace);
+        assert_eq!(hf.dt_rank(), 48);
+        assert_eq!(hf.padded_vocab(), 50280);
+        let (ss, flavor) = parse_mamba_config(
+            r#"{"d_model":768,"n_layer":24,"vocab_size":50277,"ssm_cfg":{},"rms_norm":true,
+                "residual_in_fp32":true,"fused_add_norm":true,"pad_vocab_size_multiple":8}"#,
+        )
+        .unwrap();
+        assert_eq!(flavor, ConfigFlavor::StateSpaces);
+        assert_eq!(ss.padded_vocab(), 50280);
+        assert_eq!(ss.d_inner(), 1536);
+    }
+
+    #[test]
+    fn rejects_impossible_values() {
+        for (text, needle) in [
+            (
+                r#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"d_state":0}}"#,
+                "d_state",
+            ),
+            (
+                r#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"expand":0}}"#,
+                "expand",
+            ),
+            (r#"{"d_model":64,"vocab_size":10}"#, "n_layer"),
+            (r#"{"hidden_size":64,"num_hidden_layers":2}"#, "vocab_size"),
+            (r#"{"d_model":-3,"n_layer":2,"vocab_size":10}"#, "d_model"),
+            (r#"{"foo":1}"#, "not a Mamba config"),
+            (r#"[1,2]"#, "object"),
+            (
+                r#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba2"}}"#,
+                "Mamba2",
+            ),
+        ] {
+            let err = parse_mamba_config(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        assert!(matches!(
+            parse_mamba_config("{not json"),
+            Err(ModelError::Json { .. })
+        ));
+    }
+}

@@ -1,0 +1,171 @@
+//! Checkpoint tensors read through burn-store (safetensors and PyTorch zip-pickle files), handed
+//! out by key with shape checks, so that every failure names the key and both shapes.
+
+use crate::error::{ModelError, Result};
+use burn::module::Param;
+use burn::store::{ModuleStore, PytorchStore, SafetensorsStore};
+use burn::tensor::{Device, Tensor, TensorData};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// All tensors of a checkpoint, by key, not yet moved to a device.
+pub struct TensorMap {
+    path: PathBuf,
+    tensors: BTreeMap<String, (Vec<usize>, TensorData)>,
+}
+
+impl TensorMap {
+    /// Reads a `.safetensors` file, or a PyTorch `.bin` / `.pt` / `.pth` (zip-pickle, read
+    /// without running any code), chosen by the extension.
+    pub fn read(path: &Path) -> Result<Self> {
+        let err = |message: String| ModelError::Weights {
+            path: path.into(),
+            message,
+        };
+        if !path.is_file() {
+            return Err(err("no such file".into()));
+        }
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let raw = match ext.as_str() {
+            "safetensors" => {
+                let mut store = SafetensorsStore::from_file(path);
+                collect(&mut store).map_err(err)?
+            }
+            "bin" | "pt" | "pth" => {
+                let mut store = PytorchStore::from_file(path);
+                collect(&mut store).map_err(err)?
+            }
+            _ => return Err(err(format!("unknown weight format '.{ext}'"))),
+        };
+        Ok(Self {
+            path: path.into(),
+            tensors: raw,
+        })
+    }
+
+    /// Builds a map from in-memory tensors (tests, conversions).
+    pub fn from_tensors(tensors: impl IntoIterator<Item = (String, TensorData)>) -> Self {
+        Self {
+            path: "<memory>".into(),
+            tensors: tensors
+                .into_iter()
+                .map(|(k, d)| (k, (d.shape().to_vec(), d)))
+                .collect(),
+        }
+    }
+
+    /// The file the tensors came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether a key is present.
+    pub fn contains(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    /// The keys not yet taken.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+
+    /// Takes a tensor out of the map, checking its shape.
+    pub fn take<const D: usize>(
+        &mut self,
+        key: &str,
+        expected: [usize; D],
+        device: &Device,
+    ) -> Result<Tensor<D>> {
+        let (shape, data) = self
+            .tensors
+            .remove(key)
+            .ok_or_else(|| ModelError::MissingKey {
+                key: key.into(),
+                expected: expected.to_vec(),
+            })?;
+        if shape != expected {
+            return Err(ModelError::ShapeMismatch {
+                key: key.into(),
+                expected: expected.to_vec(),
+                found: shape,
+            });
+        }
+        Ok(Tensor::from_data(data.convert::<f32>(), device))
+    }
+
+    /// Takes a tensor and wraps it as a parameter.
+    pub fn param<const D: usize>(
+        &mut self,
+        key: &str,
+        expected: [usize; D],
+        device: &Device,
+    ) -> Result<Param<Tensor<D>>> {
+        self.take(key, expected, device).map(Param::from_tensor)
+    }
+
+    /// Drops a key if present, checking its shape (e.g. a tied `lm_head.weight`).
+    pub fn discard(&mut self, key: &str, expected: &[usize]) -> Result<()> {
+        if let Some((shape, _)) = self.tensors.remove(key)
+            && shape != expected
+        {
+            return Err(ModelError::ShapeMismatch {
+                key: key.into(),
+                expected: expected.to_vec(),
+                found: shape,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails when keys remain that no parameter took.
+    pub fn finish(self) -> Result<()> {
+        if self.tensors.is_empty() {
+            Ok(())
+        } else {
+            Err(ModelError::UnexpectedKeys(
+                self.tensors.into_keys().collect(),
+            ))
+        }
+    }
+}
+
+fn collect<S: ModuleStore>(
+    store: &mut S,
+) -> std::result::Result<BTreeMap<String, (Vec<usize>, TensorData)>, String>
+where
+    S::Error: std::fmt::Display,
+{
+    let all = store.get_all_tensors().map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for (key, t) in all {
+        let shape = t.shape.to_vec();
+        let bytes = t
+            .to_bytes()
+            .map_err(|e| format!("tensor '{key}' cannot be read: {e}"))?;
+        let data = TensorData::from_bytes(bytes, shape.clone(), t.dtype);
+        if !data.dtype().is_float() {
+            return Err(format!(
+                "tensor '{key}' has dtype {:?}, expected a float type",
+                data.dtype()
+            ));
+        }
+        out.insert(key.clone(), (shape, data));
+    }
+    Ok(out)
+}
+
+/// Finds the weights file of a model directory: `model.safetensors`, else
+/// `pytorch_model.bin`.
+pub fn find_weights(dir: &Path) -> Result<PathBuf> {
+    for name in ["model.safetensors", "pytorch_model.bin"] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(ModelError::NoWeights(dir.into()))
+}

@@ -1,0 +1,16 @@
+//! # ssm-models
+//!
+//! State space model blocks and networks written once against Burn tensors: they run on any
+//! device (CPU through Flex or NdArray, any GPU through wgpu, NVIDIA through cuda).
+//!
+//! - [`ssm::MambaMixer`]: the Mamba (S6) mixer, with a parallel forward and a recurrent step;
+//! - [`lm::MambaLm`]: the Mamba language model, loadable from the published checkpoints;
+//! - [`lm::generate`]: generation with greedy decoding or sampling.
+
+pub mod error;
+pub mod io;
+pub mod lm;
+pub mod nn;
+pub mod ssm;
+
+pub use error::{ModelError, Result};

@@ -1,0 +1,441 @@
+//! The Mamba language model (mamba_ssm's `MambaLMHeadModel`, transformers'
+//! `MambaForCausalLM`): embedding, pre-norm residual blocks `x + mixer(rmsnorm(x))`, a final
+//! RMSNorm and the LM head (tied to the embedding or not).
+
+use crate::error::ModelError;
+use crate::io::{ConfigFlavor, TensorMap, find_weights, read_mamba_config};
+use crate::lm::CausalLm;
+use crate::nn::{RmsNorm, RmsNormConfig};
+use crate::ssm::mamba::{MambaLayerCache, MambaMixer, MambaMixerConfig};
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::tensor::{Device, Int, Tensor};
+use std::path::Path;
+
+/// Configuration of a [`MambaLm`] (the fields of both reference `MambaConfig`s).
+#[derive(Config, Debug)]
+pub struct MambaLmConfig {
+    pub d_model: usize,
+    pub n_layer: usize,
+    /// Vocabulary size as configured; the embedding is padded to a multiple of
+    /// `pad_vocab_size_multiple`, and logits are returned for the first `vocab_size` entries.
+    pub vocab_size: usize,
+    #[config(default = 16)]
+    pub d_state: usize,
+    #[config(default = 4)]
+    pub d_conv: usize,
+    #[config(default = 2)]
+    pub expand: usize,
+    /// `None` is "auto": `ceil(d_model / 16)`.
+    pub dt_rank: Option<usize>,
+    #[config(default = 0.001)]
+    pub dt_min: f64,
+    #[config(default = 0.1)]
+    pub dt_max: f64,
+    #[config(default = 1e-4)]
+    pub dt_init_floor: f64,
+    #[config(default = true)]
+    pub conv_bias: bool,
+    #[config(default = false)]
+    pub bias: bool,
+    #[config(default = 8)]
+    pub pad_vocab_size_multiple: usize,
+    #[config(default = true)]
+    pub tie_embeddings: bool,
+    #[config(default = 1e-5)]
+    pub norm_eps: f64,
+    /// Token that ends generation, if the model has one.
+    pub eos_token_id: Option<usize>,
+}
+
+impl MambaLmConfig {
+    /// Rejects impossible settings with a message naming the field.
+    pub fn validate(&self) -> crate::Result<()> {
+        for (name, v) in [
+            ("d_model", self.d_model),
+            ("n_layer", self.n_layer),
+            ("vocab_size", self.vocab_size),
+            ("d_state", self.d_state),
+            ("d_conv", self.d_conv),
+            ("expand", self.expand),
+            ("pad_vocab_size_multiple", self.pad_vocab_size_multiple),
+        ] {
+            if v == 0 {
+                return Err(ModelError::InvalidConfig(format!(
+                    "{name} must be at least 1, found 0"
+                )));
+            }
+        }
+        if self.dt_rank == Some(0) {
+            return Err(ModelError::InvalidConfig(
+                "dt_rank must be at least 1, found 0".into(),
+            ));
+        }
+        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
+            return Err(ModelError::InvalidConfig(format!(
+                "norm epsilon must be positive, found {}",
+                self.norm_eps
+            )));
+        }
+        if self.dt_min.is_nan() || self.dt_min <= 0.0 || self.dt_min > self.dt_max {
+            return Err(ModelError::InvalidConfig(format!(
+                "need 0 < dt_min <= dt_max, found {} and {}",
+                self.dt_min, self.dt_max
+            )));
+        }
+        Ok(())
+    }
+    /// `expand * d_model`.
+    pub fn d_inner(&self) -> usize {
+        self.expand * self.d_model
+    }
+    /// The dt rank with "auto" resolved.
+    pub fn dt_rank(&self) -> usize {
+        self.dt_rank.unwrap_or(self.d_model.div_ceil(16))
+    }
+    /// The embedding's row count: `vocab_size` rounded up to the padding multiple.
+    pub fn padded_vocab(&self) -> usize {
+        self.vocab_size.div_ceil(self.pad_vocab_size_multiple) * self.pad_vocab_size_multiple
+    }
+
+    fn mixer(&self) -> MambaMixerConfig {
+        MambaMixerConfig::new(self.d_model)
+            .with_d_state(self.d_state)
+            .with_d_conv(self.d_conv)
+            .with_expand(self.expand)
+            .with_dt_rank(Some(self.dt_rank()))
+            .with_dt_min(self.dt_min)
+            .with_dt_max(self.dt_max)
+            .with_dt_init_floor(self.dt_init_floor)
+            .with_conv_bias(self.conv_bias)
+            .with_bias(self.bias)
+            .with_n_layer(self.n_layer)
+    }
+
+    /// A randomly initialised model (mamba_ssm's init; embedding N(0, 0.02)).
+    ///
+    /// # Panics
+    /// On an invalid config; call [`MambaLmConfig::validate`] first for a `Result`.
+    pub fn init(&self, device: &Device) -> MambaLm {
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
+        let norm = RmsNormConfig::new(self.d_model).with_eps(self.norm_eps);
+        let mixer = self.mixer();
+        MambaLm {
+            backbone: Backbone {
+                embeddings: EmbeddingConfig::new(self.padded_vocab(), self.d_model)
+                    .with_initializer(Initializer::Normal {
+                        mean: 0.0,
+                        std: 0.02,
+                    })
+                    .init(device),
+                layers: (0..self.n_layer)
+                    .map(|_| MambaBlock {
+                        norm: norm.init(device),
+                        mixer: mixer.init(device),
+                    })
+                    .collect(),
+                norm_f: norm.init(device),
+            },
+            lm_head: (!self.tie_embeddings).then(|| {
+                LinearConfig::new(self.d_model, self.padded_vocab())
+                    .with_bias(false)
+                    .init(device)
+            }),
+            vocab_size: self.vocab_size,
+            eos_token_id: self.eos_token_id,
+        }
+    }
+}
+
+/// A pre-norm residual block: `x + mixer(norm(x))`.
+#[derive(Module, Debug)]
+pub struct MambaBlock {
+    pub norm: RmsNorm,
+    pub mixer: MambaMixer,
+}
+
+/// Embedding, blocks and final norm (checkpoint prefix `backbone.`).
+#[derive(Module, Debug)]
+pub struct Backbone {
+    pub embeddings: Embedding,
+    pub layers: Vec<MambaBlock>,
+    pub norm_f: RmsNorm,
+}
+
+/// The Mamba language model.
+#[derive(Module, Debug)]
+pub struct MambaLm {
+    pub backbone: Backbone,
+    /// `None` when tied to the embedding.
+    pub lm_head: Option<Linear>,
+    pub vocab_size: usize,
+    pub eos_token_id: Option<usize>,
+}
+
+/// Everything a parallel forward can report, for parity checks.
+#[derive(Debug, Clone)]
+pub struct MambaForwardOutput {
+    /// (B, L, vocab_size).
+    pub logits: Tensor<3>,
+    /// The token embeddings (B, L, d_model).
+    pub embeddings: Tensor<3>,
+    /// The output of each block, then `norm_f` of the last one (n_layer + 1 entries).
+    pub hidden_states: Vec<Tensor<3>>,
+    /// The per-layer state after the last position.
+    pub cache: MambaCache,
+    /// Per-layer scan arguments and outputs.
+    pub traces: Vec<crate::ssm::mamba::MambaTrace>,
+}
+
+impl MambaLm {
+    /// Loads a model directory: `config.json` and `model.safetensors` or `pytorch_model.bin`.
+    pub fn load_dir(dir: &Path, device: &Device) -> crate::Result<Self> {
+        let (config, flavor) = read_mamba_config(&dir.join("config.json"))?;
+        let mut weights = TensorMap::read(&find_weights(dir)?)?;
+        Self::from_weights(&config, flavor, &mut weights, device).and_then(|m| {
+            weights.finish()?;
+            Ok(m)
+        })
+    }
+
+    /// Builds a model from checkpoint tensors with transformers' keys (`backbone.embeddings.*`)
+    /// or state-spaces' (`backbone.embedding.*`). Every key is checked for presence and shape.
+    pub fn from_weights(
+        config: &MambaLmConfig,
+        flavor: ConfigFlavor,
+        w: &mut TensorMap,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        config.validate()?;
+        let (d, v) = (config.d_model, config.padded_vocab());
+        let (di, n, r, k) = (
+            config.d_inner(),
+            config.d_state,
+            config.dt_rank(),
+            config.d_conv,
+        );
+        let emb_key = if w.contains("backbone.embedding.weight")
+            || (flavor == ConfigFlavor::StateSpaces && !w.contains("backbone.embeddings.weight"))
+        {
+            "backbone.embedding.weight"
+        } else {
+            "backbone.embeddings.weight"
+        };
+        let embedding = w.take(emb_key, [v, d], device)?;
+        let linear = |w: &mut TensorMap,
+                      key: &str,
+                      din: usize,
+                      dout: usize,
+                      bias: bool|
+         -> crate::Result<Linear> {
+            Ok(Linear {
+                weight: Param::from_tensor(
+                    w.take(&format!("{key}.weight"), [dout, din], device)?
+                        .transpose(),
+                ),
+                bias: if bias {
+                    Some(w.param(&format!("{key}.bias"), [dout], device)?)
+                } else {
+                    None
+                },
+            })
+        };
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let p = format!("backbone.layers.{i}");
+            let m = format!("{p}.mixer");
+            let mixer = MambaMixer {
+                in_proj: linear(w, &format!("{m}.in_proj"), d, 2 * di, config.bias)?,
+                conv1d: crate::ssm::mamba::Conv1dParams {
+                    weight: w.param(&format!("{m}.conv1d.weight"), [di, 1, k], device)?,
+                    bias: if config.conv_bias {
+                        Some(w.param(&format!("{m}.conv1d.bias"), [di], device)?)
+                    } else {
+                        None
+                    },
+                },
+                x_proj: linear(w, &format!("{m}.x_proj"), di, r + 2 * n, false)?,
+                dt_proj: linear(w, &format!("{m}.dt_proj"), r, di, true)?,
+                A_log: w.param(&format!("{m}.A_log"), [di, n], device)?,
+                D: w.param(&format!("{m}.D"), [di], device)?,
+                out_proj: linear(w, &format!("{m}.out_proj"), di, d, config.bias)?,
+                d_inner: di,
+                d_state: n,
+                dt_rank: r,
+                d_conv: k,
+            };
+            layers.push(MambaBlock {
+                norm: RmsNorm {
+                    weight: w.param(&format!("{p}.norm.weight"), [d], device)?,
+                    eps: config.norm_eps,
+                },
+                mixer,
+            });
+        }
+        let norm_f = RmsNorm {
+            weight: w.param("backbone.norm_f.weight", [d], device)?,
+            eps: config.norm_eps,
+        };
+        let lm_head = if config.tie_embeddings {
+            // state-spaces checkpoints store the tied head too; it must match the embedding.
+            w.discard("lm_head.weight", &[v, d])?;
+            None
+        } else {
+            Some(Linear {
+                weight: Param::from_tensor(w.take("lm_head.weight", [v, d], device)?.transpose()),
+                bias: None,
+            })
+        };
+        Ok(Self {
+            backbone: Backbone {
+                embeddings: Embedding {
+                    weight: Param::from_tensor(embedding),
+                },
+                layers,
+                norm_f,
+            },
+            lm_head,
+            vocab_size: config.vocab_size,
+            eos_token_id: config.eos_token_id,
+        })
+    }
+
+    fn device(&self) -> Device {
+        self.backbone.embeddings.weight.val().device()
+    }
+
+    /// The LM head over the last axis. A tied head multiplies by the embedding in its stored
+    /// (V, d) layout, `(E x^T)^T`, so the large weight is never transposed in memory.
+    fn head<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let logits = match &self.lm_head {
+            Some(h) => h.forward(x),
+            None => {
+                let dims = x.dims();
+                let d = dims[D - 1];
+                let rows = x.shape().num_elements() / d;
+                let w = self.backbone.embeddings.weight.val();
+                let v = w.dims()[0];
+                let mut out_dims = dims;
+                out_dims[D - 1] = v;
+                w.matmul(x.reshape([rows, d]).transpose())
+                    .transpose()
+                    .reshape(out_dims)
+            }
+        };
+        let padded = logits.dims()[D - 1];
+        if padded == self.vocab_size {
+            logits
+        } else {
+            logits.narrow(D - 1, 0, self.vocab_size)
+        }
+    }
+
+    /// Checks token ids against the vocabulary.
+    pub fn check_ids(&self, rows: &[Vec<usize>]) -> crate::Result<()> {
+        for row in rows {
+            if row.is_empty() {
+                return Err(ModelError::EmptyPrompt);
+            }
+            if let Some(&id) = row.iter().find(|&&id| id >= self.vocab_size) {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    vocab: self.vocab_size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The parallel forward with every intermediate the parity tests compare, continuing from
+    /// `cache` when given.
+    pub fn forward_detailed(
+        &self,
+        ids: Tensor<2, Int>,
+        cache: Option<MambaCache>,
+    ) -> MambaForwardOutput {
+        let mut x = self.backbone.embeddings.forward(ids);
+        let embeddings = x.clone();
+        let mut hidden_states = Vec::with_capacity(self.backbone.layers.len() + 1);
+        let mut caches = Vec::with_capacity(self.backbone.layers.len());
+        let mut traces = Vec::with_capacity(self.backbone.layers.len());
+        let mut prev = cache.map(|c| c.layers.into_iter().map(Some).collect::<Vec<_>>());
+        for (i, layer) in self.backbone.layers.iter().enumerate() {
+            let c = prev.as_mut().and_then(|p| p[i].take());
+            let (y, c, t) = layer.mixer.forward_traced(layer.norm.forward(x.clone()), c);
+            x = x + y;
+            hidden_states.push(x.clone());
+            caches.push(c);
+            traces.push(t);
+        }
+        let normed = self.backbone.norm_f.forward(x);
+        hidden_states.push(normed.clone());
+        MambaForwardOutput {
+            logits: self.head(normed),
+            embeddings,
+            hidden_states,
+            cache: MambaCache { layers: caches },
+            traces,
+        }
+    }
+}
+
+impl CausalLm for MambaLm {
+    type Cache = MambaCache;
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn eos_token_id(&self) -> Option<usize> {
+        self.eos_token_id
+    }
+
+    fn device(&self) -> Device {
+        MambaLm::device(self)
+    }
+
+    fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.prefill(ids).0
+    }
+
+    fn prefill(&self, ids: Tensor<2, Int>) -> (Tensor<3>, MambaCache) {
+        let mut x = self.backbone.embeddings.forward(ids);
+        let mut caches = Vec::with_capacity(self.backbone.layers.len());
+        for layer in &self.backbone.layers {
+            let (y, c) = layer
+                .mixer
+                .forward_cached(layer.norm.forward(x.clone()), None);
+            x = x + y;
+            caches.push(c);
+        }
+        let logits = self.head(self.backbone.norm_f.forward(x));
+        (logits, MambaCache { layers: caches })
+    }
+
+    fn step(&self, ids: Tensor<1, Int>, cache: MambaCache) -> (Tensor<2>, MambaCache) {
+        let mut x = self
+            .backbone
+            .embeddings
+            .forward(ids.unsqueeze_dim(1))
+            .squeeze_dim::<2>(1);
+        let mut caches = Vec::with_capacity(cache.layers.len());
+        for (layer, c) in self.backbone.layers.iter().zip(cache.layers) {
+            let (y, c) = layer.mixer.step(layer.norm.forward(x.clone()), c);
+            x = x + y;
+            caches.push(c);
+        }
+        (
+            self.head(self.backbone.norm_f.forward(x)),
+            MambaCache { layers: caches },
+        )
+    }
+}
+
+/// The per-layer recurrent state of a [`MambaLm`].
+#[derive(Debug, Clone)]
+pub struct MambaCache {
+    pub layers: Vec<MambaLayerCache>,
+}

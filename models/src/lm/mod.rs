@@ -1,0 +1,29 @@
+//! Language models: the Mamba LM, the recurrent-inference interface and generation.
+
+pub mod generate;
+pub mod mamba;
+pub mod tokenizer;
+
+pub use generate::{GenerationConfig, Sampler, Sampling, generate};
+pub use mamba::{MambaCache, MambaLm, MambaLmConfig};
+
+use burn::tensor::{Device, Int, Tensor};
+
+/// A causal LM with a parallel form (prefill) and a recurrent form (one token per step).
+pub trait CausalLm {
+    /// The recurrent state carried between steps.
+    type Cache: Clone;
+
+    /// Logits are returned for this many entries.
+    fn vocab_size(&self) -> usize;
+    /// The end-of-sequence token, if any.
+    fn eos_token_id(&self) -> Option<usize>;
+    /// The device the weights live on.
+    fn device(&self) -> Device;
+    /// Logits (B, L, V) of a batch of token rows (B, L).
+    fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3>;
+    /// Logits (B, L, V) and the state after the last position.
+    fn prefill(&self, ids: Tensor<2, Int>) -> (Tensor<3>, Self::Cache);
+    /// Logits (B, V) of one more token per row (B), and the new state.
+    fn step(&self, ids: Tensor<1, Int>, cache: Self::Cache) -> (Tensor<2>, Self::Cache);
+}

@@ -1,0 +1,46 @@
+//! Small building blocks shared by the families.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor};
+
+/// Configuration of [`RmsNorm`].
+#[derive(Config, Debug)]
+pub struct RmsNormConfig {
+    /// Size of the normalised (last) axis.
+    pub d_model: usize,
+    /// Added to the mean square before the square root.
+    #[config(default = 1e-5)]
+    pub eps: f64,
+}
+
+/// Root-mean-square normalisation: `y = x / sqrt(mean(x^2) + eps) * weight`
+/// (Zhang & Sennrich, 2019). The field is named `weight` as in the reference checkpoints.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    pub weight: Param<Tensor<1>>,
+    pub eps: f64,
+}
+
+impl RmsNormConfig {
+    /// A norm with unit weight.
+    pub fn init(&self, device: &Device) -> RmsNorm {
+        RmsNorm {
+            weight: Param::from_tensor(Tensor::ones([self.d_model], device)),
+            eps: self.eps,
+        }
+    }
+}
+
+impl RmsNorm {
+    /// Normalises over the last axis.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let rms = x
+            .clone()
+            .square()
+            .mean_dim(D - 1)
+            .add_scalar(self.eps)
+            .sqrt();
+        x.div(rms).mul(self.weight.val().unsqueeze())
+    }
+}

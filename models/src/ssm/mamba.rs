@@ -1,0 +1,345 @@
+//! The Mamba (S6) mixer of Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State
+//! Spaces" (2023), with mamba_ssm's semantics and parameter names.
+//!
+//! ```text
+//! [x | z] = in_proj(u)
+//! x       = silu(causal_depthwise_conv1d(x))
+//! [dt | B | C] = x_proj(x);   dt = softplus(dt_proj(dt))
+//! h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t,   y_t = (C_t . h_t + D x_t) * silu(z_t)   (A = -exp(A_log))
+//! out = out_proj(y)
+//! ```
+
+// `A_log` and `D` keep the checkpoints' names; the Module derive turns field names into locals.
+#![allow(non_snake_case)]
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::module::conv1d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use ssm_backends::{SelectiveScan, causal_conv1d_step, selective_state_step};
+
+/// Configuration of a [`MambaMixer`] (mamba_ssm's `Mamba` arguments).
+#[derive(Config, Debug)]
+pub struct MambaMixerConfig {
+    /// Model width.
+    pub d_model: usize,
+    /// SSM state size N.
+    #[config(default = 16)]
+    pub d_state: usize,
+    /// Width K of the causal depthwise convolution.
+    #[config(default = 4)]
+    pub d_conv: usize,
+    /// Inner width is `expand * d_model`.
+    #[config(default = 2)]
+    pub expand: usize,
+    /// Rank of the dt projection; `None` is mamba_ssm's "auto", `ceil(d_model / 16)`.
+    pub dt_rank: Option<usize>,
+    /// Range of the initial step sizes (log-uniform).
+    #[config(default = 0.001)]
+    pub dt_min: f64,
+    #[config(default = 0.1)]
+    pub dt_max: f64,
+    #[config(default = 1e-4)]
+    pub dt_init_floor: f64,
+    /// Scale of the dt projection's initial weights.
+    #[config(default = 1.0)]
+    pub dt_scale: f64,
+    /// Bias on the convolution.
+    #[config(default = true)]
+    pub conv_bias: bool,
+    /// Bias on in_proj and out_proj.
+    #[config(default = false)]
+    pub bias: bool,
+    /// Number of layers of the network, for the `1/sqrt(n_layer)` rescale of out_proj.
+    #[config(default = 1)]
+    pub n_layer: usize,
+}
+
+impl MambaMixerConfig {
+    /// The inner width `expand * d_model`.
+    pub fn d_inner(&self) -> usize {
+        self.expand * self.d_model
+    }
+    /// The dt rank, resolving "auto".
+    pub fn dt_rank(&self) -> usize {
+        self.dt_rank.unwrap_or(self.d_model.div_ceil(16))
+    }
+
+    /// A mixer with mamba_ssm's initialisation: dt bias the inverse softplus of a log-uniform
+    /// dt in [dt_min, dt_max], `A_log = log(1..=N)`, `D = 1`, out_proj divided by
+    /// `sqrt(n_layer)`.
+    pub fn init(&self, device: &Device) -> MambaMixer {
+        let (di, n, r, k) = (self.d_inner(), self.d_state, self.dt_rank(), self.d_conv);
+        let in_proj = LinearConfig::new(self.d_model, 2 * di)
+            .with_bias(self.bias)
+            .init(device);
+        let x_proj = LinearConfig::new(di, r + 2 * n)
+            .with_bias(false)
+            .init(device);
+        let std = (r as f64).powf(-0.5) * self.dt_scale;
+        let mut dt_proj = LinearConfig::new(r, di).init(device);
+        dt_proj.weight = Param::from_tensor(Tensor::random(
+            [r, di],
+            Distribution::Uniform(-std, std),
+            device,
+        ));
+        let (lo, hi) = (self.dt_min.ln(), self.dt_max.ln());
+        let dt = Tensor::<1>::random([di], Distribution::Uniform(lo, hi), device)
+            .exp()
+            .clamp_min(self.dt_init_floor);
+        // Inverse softplus: dt + log(1 - exp(-dt)).
+        let inv = dt.clone() + (dt.neg().exp().neg() + 1.0).log();
+        dt_proj.bias = Some(Param::from_tensor(inv.detach()));
+        let logs: Vec<f32> = (1..=n).map(|i| (i as f32).ln()).collect();
+        let a_log = Tensor::<1>::from_data(TensorData::new(logs, [n]), device)
+            .unsqueeze_dim::<2>(0)
+            .repeat_dim(0, di);
+        let mut out_proj = LinearConfig::new(di, self.d_model)
+            .with_bias(self.bias)
+            .init(device);
+        out_proj.weight = Param::from_tensor(
+            out_proj
+                .weight
+                .val()
+                .div_scalar((self.n_layer.max(1) as f32).sqrt())
+                .detach(),
+        );
+        let bound = 1.0 / (k as f64).sqrt();
+        MambaMixer {
+            in_proj,
+            conv1d: Conv1dParams {
+                weight: Param::from_tensor(Tensor::random(
+                    [di, 1, k],
+                    Distribution::Uniform(-bound, bound),
+                    device,
+                )),
+                bias: self.conv_bias.then(|| {
+                    Param::from_tensor(Tensor::random(
+                        [di],
+                        Distribution::Uniform(-bound, bound),
+                        device,
+                    ))
+                }),
+            },
+            x_proj,
+            dt_proj,
+            A_log: Param::from_tensor(a_log.detach()),
+            D: Param::from_tensor(Tensor::ones([di], device)),
+            out_proj,
+            d_inner: di,
+            d_state: n,
+            dt_rank: r,
+            d_conv: k,
+        }
+    }
+}
+
+/// The depthwise causal convolution's parameters, named as in the checkpoints
+/// (`conv1d.weight` (D, 1, K), `conv1d.bias` (D)).
+#[derive(Module, Debug)]
+pub struct Conv1dParams {
+    pub weight: Param<Tensor<3>>,
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+/// The Mamba mixer. Field names are the checkpoint keys (`in_proj`, `conv1d`, `x_proj`,
+/// `dt_proj`, `A_log`, `D`, `out_proj`); Linear weights are stored (in, out) as Burn does.
+#[allow(non_snake_case)]
+#[derive(Module, Debug)]
+pub struct MambaMixer {
+    pub in_proj: Linear,
+    pub conv1d: Conv1dParams,
+    pub x_proj: Linear,
+    pub dt_proj: Linear,
+    pub A_log: Param<Tensor<2>>,
+    pub D: Param<Tensor<1>>,
+    pub out_proj: Linear,
+    pub d_inner: usize,
+    pub d_state: usize,
+    pub dt_rank: usize,
+    pub d_conv: usize,
+}
+
+/// The recurrent state of one mixer: the last K conv inputs (B, D, K) and the SSM state
+/// (B, D, N).
+#[derive(Debug, Clone)]
+pub struct MambaLayerCache {
+    pub conv_state: Tensor<3>,
+    pub ssm_state: Tensor<3>,
+}
+
+impl MambaLayerCache {
+    /// An empty (zero) state.
+    pub fn zeros(
+        batch: usize,
+        d_inner: usize,
+        d_conv: usize,
+        d_state: usize,
+        device: &Device,
+    ) -> Self {
+        Self {
+            conv_state: Tensor::zeros([batch, d_inner, d_conv], device),
+            ssm_state: Tensor::zeros([batch, d_inner, d_state], device),
+        }
+    }
+}
+
+/// Intermediate tensors of one forward, for parity tests against the reference.
+#[derive(Debug, Clone)]
+pub struct MambaTrace {
+    /// The scan's arguments and output, as in mamba_ssm: `u`, `delta` (before bias and
+    /// softplus), `B`, `C`, `z`, `y`.
+    pub u: Tensor<3>,
+    pub delta: Tensor<3>,
+    pub b: Tensor<3>,
+    pub c: Tensor<3>,
+    pub z: Tensor<3>,
+    pub y: Tensor<3>,
+}
+
+impl MambaMixer {
+    /// `A = -exp(A_log)` (D, N).
+    pub fn a(&self) -> Tensor<2> {
+        self.A_log.val().exp().neg()
+    }
+
+    fn conv_bias(&self, device: &Device) -> Tensor<1> {
+        match &self.conv1d.bias {
+            Some(b) => b.val(),
+            None => Tensor::zeros([self.d_inner], device),
+        }
+    }
+
+    fn dt_bias(&self, device: &Device) -> Tensor<1> {
+        match &self.dt_proj.bias {
+            Some(b) => b.val(),
+            None => Tensor::zeros([self.d_inner], device),
+        }
+    }
+
+    /// The parallel forward over a sequence (B, L, d_model) -> (B, L, d_model).
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.forward_cached(x, None).0
+    }
+
+    /// The parallel forward continuing from `cache` (zeros when `None`); returns the output and
+    /// the state after the last step, ready for [`MambaMixer::step`] or another chunk.
+    pub fn forward_cached(
+        &self,
+        x: Tensor<3>,
+        cache: Option<MambaLayerCache>,
+    ) -> (Tensor<3>, MambaLayerCache) {
+        let (out, cache, _) = self.forward_traced(x, cache);
+        (out, cache)
+    }
+
+    /// [`MambaMixer::forward_cached`], also returning the scan's arguments.
+    pub fn forward_traced(
+        &self,
+        x: Tensor<3>,
+        cache: Option<MambaLayerCache>,
+    ) -> (Tensor<3>, MambaLayerCache, MambaTrace) {
+        let device = x.device();
+        let [batch, len, _] = x.dims();
+        let (di, n, r, k) = (self.d_inner, self.d_state, self.dt_rank, self.d_conv);
+        let xz = self.in_proj.forward(x);
+        let xs = xz.clone().narrow(2, 0, di).swap_dims(1, 2); // (B, D, L)
+        let z = xz.narrow(2, di, di).swap_dims(1, 2);
+        let (prefix, h0) = match cache {
+            Some(c) => (c.conv_state.narrow(2, 1, k - 1), Some(c.ssm_state)),
+            None => (Tensor::zeros([batch, di, k - 1], &device), None),
+        };
+        let padded = Tensor::cat(vec![prefix, xs], 2); // (B, D, L + K - 1)
+        let conv_state = padded.clone().narrow(2, len - 1, k);
+        let u = burn::tensor::activation::silu(conv1d(
+            padded,
+            self.conv1d.weight.val(),
+            Some(self.conv_bias(&device)),
+            ConvOptions::new([1], [0], [1], di),
+        ));
+        let x_dbl = self.x_proj.forward(u.clone().swap_dims(1, 2)); // (B, L, R + 2N)
+        let dt = x_dbl.clone().narrow(2, 0, r);
+        let b = x_dbl.clone().narrow(2, r, n).swap_dims(1, 2); // (B, N, L)
+        let c = x_dbl.narrow(2, r + n, n).swap_dims(1, 2);
+        let delta = dt
+            .matmul(self.dt_proj.weight.val().unsqueeze())
+            .swap_dims(1, 2);
+        let mut scan = SelectiveScan::new(
+            u.clone(),
+            delta.clone(),
+            self.a(),
+            b.clone().unsqueeze_dim(1),
+            c.clone().unsqueeze_dim(1),
+        )
+        .d(self.D.val())
+        .z(z.clone())
+        .delta_bias(self.dt_bias(&device))
+        .softplus(true);
+        if let Some(h0) = h0 {
+            scan = scan.initial_state(h0);
+        }
+        let out = scan.run();
+        let y = self.out_proj.forward(out.y.clone().swap_dims(1, 2));
+        let trace = MambaTrace {
+            u,
+            delta,
+            b,
+            c,
+            z,
+            y: out.y,
+        };
+        (
+            y,
+            MambaLayerCache {
+                conv_state,
+                ssm_state: out.state,
+            },
+            trace,
+        )
+    }
+
+    /// One recurrent step (B, d_model) -> (B, d_model): two fused ops (conv step, state step)
+    /// between the projections.
+    pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
+        let device = x.device();
+        let (di, n, r, k) = (self.d_inner, self.d_state, self.dt_rank, self.d_conv);
+        let xz = self.in_proj.forward(x);
+        let xs = xz.clone().narrow(1, 0, di);
+        let z = xz.narrow(1, di, di);
+        let (u, conv_state) = causal_conv1d_step(
+            xs,
+            cache.conv_state,
+            self.conv1d.weight.val().reshape([di, k]),
+            self.conv_bias(&device),
+            true,
+        );
+        let x_dbl = self.x_proj.forward(u.clone());
+        let dt = x_dbl
+            .clone()
+            .narrow(1, 0, r)
+            .matmul(self.dt_proj.weight.val());
+        let b = x_dbl.clone().narrow(1, r, n).unsqueeze_dim(1);
+        let c = x_dbl.narrow(1, r + n, n).unsqueeze_dim(1);
+        let (y, ssm_state) = selective_state_step(
+            cache.ssm_state,
+            u,
+            dt,
+            self.a(),
+            b,
+            c,
+            self.D.val(),
+            Some(z),
+            self.dt_bias(&device),
+            true,
+        );
+        (
+            self.out_proj.forward(y),
+            MambaLayerCache {
+                conv_state,
+                ssm_state,
+            },
+        )
+    }
+}

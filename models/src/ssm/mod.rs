@@ -1,0 +1,5 @@
+//! Sequence mixers.
+
+pub mod mamba;
+
+pub use mamba::{MambaLayerCache, MambaMixer, MambaMixerConfig};

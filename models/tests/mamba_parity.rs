@@ -1,0 +1,224 @@
+//! Parity of `MambaLm` with transformers' `MambaForCausalLM` on the mamba_tiny fixture, and of
+//! the recurrent step with the parallel forward.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::to_vec;
+use ssm_models::lm::{CausalLm, GenerationConfig, MambaLm, generate};
+use std::path::PathBuf;
+
+fn fixture_dir() -> PathBuf {
+    fixtures_dir().join("mamba_tiny")
+}
+
+fn check_forward(device: &Device, tol: f32) {
+    let model = MambaLm::load_dir(&fixture_dir().join("model"), device).expect("fixture loads");
+    let t = Fixture::open(fixture_dir().join("tensors.safetensors"));
+    let ids: Tensor<2, Int> = t.int_tensor("input_ids", device);
+    let out = model.forward_detailed(ids, None);
+
+    let (want, shape) = t.values("logits");
+    assert_eq!(out.logits.dims().to_vec(), shape);
+    let err = max_abs_diff(&to_vec(out.logits.clone()), &want);
+    assert!(err <= tol, "logits max abs error {err:e}");
+
+    let (want, _) = t.values("embeddings");
+    let err = max_abs_diff(&to_vec(out.embeddings.clone()), &want);
+    assert!(err <= tol, "embeddings max abs error {err:e}");
+    // hidden_states.i: the output of layer i; the last index is norm_f of the last layer.
+    assert_eq!(out.hidden_states.len(), 3);
+    let (want, _) = t.values("norm_f_out");
+    let err = max_abs_diff(&to_vec(out.hidden_states[2].clone()), &want);
+    assert!(err <= tol, "norm_f_out max abs error {err:e}");
+    for (i, h) in out.hidden_states.iter().enumerate() {
+        let (want, _) = t.values(&format!("hidden_states.{i}"));
+        let err = max_abs_diff(&to_vec(h.clone()), &want);
+        assert!(err <= tol, "hidden_states.{i} max abs error {err:e}");
+    }
+    for (i, c) in out.cache.layers.iter().enumerate() {
+        for (name, got) in [("conv_state", &c.conv_state), ("ssm_state", &c.ssm_state)] {
+            let (want, shape) = t.values(&format!("cache.{i}.{name}"));
+            assert_eq!(got.dims().to_vec(), shape, "cache.{i}.{name} shape");
+            let err = max_abs_diff(&to_vec(got.clone()), &want);
+            assert!(err <= tol, "cache.{i}.{name} max abs error {err:e}");
+        }
+    }
+    for (i, tr) in out.traces.iter().enumerate() {
+        let (want, _) = t.values(&format!("layers.{i}.scan.y"));
+        let err = max_abs_diff(&to_vec(tr.y.clone()), &want);
+        assert!(err <= tol, "layers.{i}.scan.y max abs error {err:e}");
+        let (want, _) = t.values(&format!("layers.{i}.scan.delta_pre_softplus"));
+        let err = max_abs_diff(&to_vec(tr.delta.clone()), &want);
+        assert!(
+            err <= tol,
+            "layers.{i}.scan.delta_pre_softplus max abs error {err:e}"
+        );
+    }
+}
+
+fn check_generation(device: &Device) {
+    let model = MambaLm::load_dir(&fixture_dir().join("model"), device).expect("fixture loads");
+    let t = Fixture::open(fixture_dir().join("tensors.safetensors"));
+    let (ids, shape) = t.ints("input_ids");
+    let (seqs, sshape) = t.ints("generate.sequences");
+    let (b, l) = (shape[0], shape[1]);
+    let n_new = sshape[1] - l;
+    let prompts: Vec<Vec<usize>> = (0..b)
+        .map(|i| {
+            ids[i * l..(i + 1) * l]
+                .iter()
+                .map(|&x| x as usize)
+                .collect()
+        })
+        .collect();
+    let config = GenerationConfig {
+        max_new_tokens: n_new,
+        ..Default::default()
+    };
+    let out = generate(&model, &prompts, &config, |_, _| {}).unwrap();
+    for (i, row) in out.iter().enumerate() {
+        let want: Vec<usize> = seqs[i * sshape[1] + l..(i + 1) * sshape[1]]
+            .iter()
+            .map(|&x| x as usize)
+            .collect();
+        assert_eq!(row, &want, "row {i} greedy tokens");
+    }
+}
+
+/// Decoding token by token gives the logits of a parallel forward over the same tokens.
+fn check_step_vs_forward(device: &Device, tol: f32) {
+    let model = MambaLm::load_dir(&fixture_dir().join("model"), device).expect("fixture loads");
+    let t = Fixture::open(fixture_dir().join("tensors.safetensors"));
+    let (seqs, shape) = t.ints("generate.sequences");
+    let (b, total) = (shape[0], shape[1]);
+    let full = Tensor::<2, Int>::from_data(TensorData::new(seqs.clone(), [b, total]), device);
+    let parallel = model.forward(full);
+    let prompt_len = 20;
+    let (_, mut cache) = model.prefill(parallel_ids(&seqs, b, total, 0, prompt_len, device));
+    let mut worst = 0.0f32;
+    for pos in prompt_len..total {
+        let step_ids = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                (0..b).map(|i| seqs[i * total + pos]).collect::<Vec<_>>(),
+                [b],
+            ),
+            device,
+        );
+        let (logits, c) = model.step(step_ids, cache);
+        cache = c;
+        let want = parallel.clone().narrow(1, pos, 1).squeeze_dim::<2>(1);
+        worst = worst.max(max_abs_diff(&to_vec(logits), &to_vec(want)));
+    }
+    assert!(
+        worst <= tol,
+        "step vs parallel forward: max abs error {worst:e}"
+    );
+
+    // The reference's own step logits.
+    let (want, _) = t.values("generate.full_forward_logits");
+    let got = to_vec(parallel.narrow(1, 0, total - 1));
+    let err = max_abs_diff(&got, &want);
+    assert!(err <= 1e-4, "full_forward_logits max abs error {err:e}");
+}
+
+fn parallel_ids(
+    seqs: &[i64],
+    b: usize,
+    total: usize,
+    lo: usize,
+    hi: usize,
+    device: &Device,
+) -> Tensor<2, Int> {
+    let v: Vec<i64> = (0..b)
+        .flat_map(|i| seqs[i * total + lo..i * total + hi].to_vec())
+        .collect();
+    Tensor::from_data(TensorData::new(v, [b, hi - lo]), device)
+}
+
+#[test]
+fn flex_forward_matches_reference() {
+    check_forward(&Device::flex(), 1e-4);
+}
+
+#[test]
+fn flex_greedy_tokens_match_reference() {
+    check_generation(&Device::flex());
+}
+
+#[test]
+fn flex_step_matches_parallel_forward() {
+    check_step_vs_forward(&Device::flex(), 1e-5);
+}
+
+#[test]
+fn generation_logits_match_reference() {
+    // generate.logits[:, k]: from the prefill for k = 0, from one recurrent step after.
+    let device = Device::flex();
+    let model = MambaLm::load_dir(&fixture_dir().join("model"), &device).unwrap();
+    let t = Fixture::open(fixture_dir().join("tensors.safetensors"));
+    let (seqs, shape) = t.ints("generate.sequences");
+    let (b, total) = (shape[0], shape[1]);
+    let (want, wshape) = t.values("generate.logits");
+    let v = wshape[2];
+    let (logits, mut cache) = model.prefill(parallel_ids(&seqs, b, total, 0, 20, &device));
+    let mut got = vec![to_vec(logits.narrow(1, 19, 1).squeeze_dim::<2>(1))];
+    for pos in 20..total - 1 {
+        let ids = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                (0..b).map(|i| seqs[i * total + pos]).collect::<Vec<_>>(),
+                [b],
+            ),
+            &device,
+        );
+        let (l, c) = model.step(ids, cache);
+        cache = c;
+        got.push(to_vec(l));
+    }
+    for (k, row) in got.iter().enumerate() {
+        for i in 0..b {
+            let w = &want[(i * wshape[1] + k) * v..(i * wshape[1] + k + 1) * v];
+            let err = max_abs_diff(&row[i * v..(i + 1) * v], w);
+            assert!(
+                err <= 1e-4,
+                "generate.logits[{i}, {k}] max abs error {err:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn chunked_prefill_equals_one_prefill() {
+    let device = Device::flex();
+    let model = MambaLm::load_dir(&fixture_dir().join("model"), &device).unwrap();
+    let t = Fixture::open(fixture_dir().join("tensors.safetensors"));
+    let (ids, shape) = t.ints("input_ids");
+    let (b, l) = (shape[0], shape[1]);
+    let whole = model.forward_detailed(parallel_ids(&ids, b, l, 0, l, &device), None);
+    let first = model.forward_detailed(parallel_ids(&ids, b, l, 0, 7, &device), None);
+    let second = model.forward_detailed(parallel_ids(&ids, b, l, 7, l, &device), Some(first.cache));
+    let err = max_abs_diff(
+        &to_vec(second.logits),
+        &to_vec(whole.logits.narrow(1, 7, l - 7)),
+    );
+    assert!(err <= 1e-5, "chunked prefill max abs error {err:e}");
+}
+
+#[cfg(feature = "ndarray")]
+#[test]
+#[allow(deprecated)]
+fn ndarray_matches_reference() {
+    let device = Device::ndarray();
+    check_forward(&device, 1e-4);
+    check_generation(&device);
+    check_step_vs_forward(&device, 1e-5);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_matches_reference() {
+    let Some(device) = ssm_backends::testing::wgpu_test_device() else {
+        return;
+    };
+    check_forward(&device, 1e-3);
+    check_generation(&device);
+}
