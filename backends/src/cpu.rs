@@ -52,7 +52,7 @@ pub fn exp_approx(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let x = x.clamp(-87.336_55, 88.376_26);
+    let x = x.max(-87.336_55).min(88.376_26);
     let k = (x * LOG2E + ROUND) - ROUND;
     let r = x - k * LN2_HI - k * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
@@ -64,6 +64,33 @@ pub fn exp_approx(x: f32) -> f32 {
     let e = p * r * r + r + 1.0;
     let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
     e * scale
+}
+
+/// `ln(1 + y)` for `y` in [0, 1], as `2 atanh(y / (2 + y))` by its odd series (error below
+/// 1e-8 relative); branch-free so that loops over it vectorise.
+#[inline(always)]
+fn ln1p_unit(y: f32) -> f32 {
+    let s = y / (2.0 + y);
+    let s2 = s * s;
+    let mut p = 1.0 / 13.0;
+    p = p * s2 + 1.0 / 11.0;
+    p = p * s2 + 1.0 / 9.0;
+    p = p * s2 + 1.0 / 7.0;
+    p = p * s2 + 1.0 / 5.0;
+    p = p * s2 + 1.0 / 3.0;
+    2.0 * s * (p * s2 + 1.0)
+}
+
+/// Softplus with the vectorisable `exp_approx` and `ln1p_unit`.
+#[inline(always)]
+fn softplus_fast(x: f32) -> f32 {
+    x.max(0.0) + ln1p_unit(exp_approx(-x.abs()))
+}
+
+/// `x * sigmoid(x)` with `exp_approx`.
+#[inline(always)]
+fn silu_fast(x: f32) -> f32 {
+    x / (1.0 + exp_approx(-x))
 }
 
 #[inline(always)]
@@ -135,7 +162,256 @@ fn update(h: &mut [f32], a: &[f32], b: &[f32], c: &[f32], dt: f32, du: f32) -> f
     dot(h, c)
 }
 
+/// Whether this CPU has AVX2 and FMA (checked once).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// One (batch, channel) row of the forward scan: the step sizes of the whole row first, then
+/// the recurrence over time with the state `h` (N) local, then skip and gate.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn row_forward_body(
+    h: &mut [f32],
+    a: &[f32],
+    bt: &[f32],
+    ct: &[f32],
+    u: &[f32],
+    delta: &[f32],
+    z: Option<&[f32]>,
+    y: &mut [f32],
+    dskip: f32,
+    bias: f32,
+    softplus_on: bool,
+    dt: &mut [f32],
+) {
+    let n = h.len();
+    if softplus_on {
+        for (d, &x) in dt.iter_mut().zip(delta) {
+            *d = softplus_fast(x + bias);
+        }
+    } else {
+        for (d, &x) in dt.iter_mut().zip(delta) {
+            *d = x + bias;
+        }
+    }
+    for (t, yt) in y.iter_mut().enumerate() {
+        let dtv = dt[t];
+        let du = dtv * u[t];
+        let b = &bt[t * n..(t + 1) * n];
+        for ((hk, &ak), &bk) in h.iter_mut().zip(a).zip(b) {
+            *hk = exp_approx(dtv * ak) * *hk + du * bk;
+        }
+        *yt = dot(h, &ct[t * n..(t + 1) * n]);
+    }
+    match z {
+        Some(z) => {
+            for ((yt, &ut), &zt) in y.iter_mut().zip(u).zip(z) {
+                *yt = (*yt + dskip * ut) * silu_fast(zt);
+            }
+        }
+        None => {
+            for (yt, &ut) in y.iter_mut().zip(u) {
+                *yt += dskip * ut;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn row_forward_avx2(
+    h: &mut [f32],
+    a: &[f32],
+    bt: &[f32],
+    ct: &[f32],
+    u: &[f32],
+    delta: &[f32],
+    z: Option<&[f32]>,
+    y: &mut [f32],
+    dskip: f32,
+    bias: f32,
+    softplus_on: bool,
+    dt: &mut [f32],
+) {
+    row_forward_body(h, a, bt, ct, u, delta, z, y, dskip, bias, softplus_on, dt)
+}
+
+/// [`row_forward_body`] compiled for AVX2 + FMA where the CPU has them.
+#[allow(clippy::too_many_arguments)]
+fn row_forward(
+    h: &mut [f32],
+    a: &[f32],
+    bt: &[f32],
+    ct: &[f32],
+    u: &[f32],
+    delta: &[f32],
+    z: Option<&[f32]>,
+    y: &mut [f32],
+    dskip: f32,
+    bias: f32,
+    softplus_on: bool,
+    dt: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe {
+            row_forward_avx2(h, a, bt, ct, u, delta, z, y, dskip, bias, softplus_on, dt)
+        };
+    }
+    row_forward_body(h, a, bt, ct, u, delta, z, y, dskip, bias, softplus_on, dt)
+}
+
+/// Channels scanned together by the blocked forward, one per SIMD lane.
+const LANES: usize = 8;
+
+/// A block of [`LANES`] consecutive channels of one group, scanned together with the channels
+/// in SIMD lanes: every (t, n) updates `LANES` independent states, so the recurrence has ample
+/// independent work and the output needs no horizontal sum.
+///
+/// `a` is (N, LANES) (transposed), `u`, `delta`, `z`, `y` are the LANES rows of length L, `h` is
+/// (N, LANES) in and out, `dt`/`du` are (L, LANES) scratch.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn block_forward_body(
+    h: &mut [[f32; LANES]],
+    a: &[[f32; LANES]],
+    bt: &[f32],
+    ct: &[f32],
+    rows_u: [&[f32]; LANES],
+    rows_delta: [&[f32]; LANES],
+    dskip: [f32; LANES],
+    bias: [f32; LANES],
+    softplus_on: bool,
+    dt: &mut [[f32; LANES]],
+    ys: &mut [[f32; LANES]],
+) {
+    let n = h.len();
+    let l = dt.len();
+    for t in 0..l {
+        for c in 0..LANES {
+            dt[t][c] = rows_delta[c][t] + bias[c];
+        }
+        if softplus_on {
+            for c in 0..LANES {
+                dt[t][c] = softplus_fast(dt[t][c]);
+            }
+        }
+    }
+    for t in 0..l {
+        let dtv = dt[t];
+        let mut du = [0.0f32; LANES];
+        for c in 0..LANES {
+            du[c] = dtv[c] * rows_u[c][t];
+        }
+        let b = &bt[t * n..(t + 1) * n];
+        let cc = &ct[t * n..(t + 1) * n];
+        let mut acc = [0.0f32; LANES];
+        for k in 0..n {
+            let (bk, ck) = (b[k], cc[k]);
+            let hk = &mut h[k];
+            let ak = &a[k];
+            for c in 0..LANES {
+                hk[c] = exp_approx(dtv[c] * ak[c]) * hk[c] + du[c] * bk;
+                acc[c] += ck * hk[c];
+            }
+        }
+        for c in 0..LANES {
+            acc[c] += dskip[c] * rows_u[c][t];
+        }
+        ys[t] = acc;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn block_forward_avx2(
+    h: &mut [[f32; LANES]],
+    a: &[[f32; LANES]],
+    bt: &[f32],
+    ct: &[f32],
+    rows_u: [&[f32]; LANES],
+    rows_delta: [&[f32]; LANES],
+    dskip: [f32; LANES],
+    bias: [f32; LANES],
+    softplus_on: bool,
+    dt: &mut [[f32; LANES]],
+    ys: &mut [[f32; LANES]],
+) {
+    block_forward_body(
+        h,
+        a,
+        bt,
+        ct,
+        rows_u,
+        rows_delta,
+        dskip,
+        bias,
+        softplus_on,
+        dt,
+        ys,
+    )
+}
+
+/// [`block_forward_body`] compiled for AVX2 + FMA where the CPU has them.
+#[allow(clippy::too_many_arguments)]
+fn block_forward(
+    h: &mut [[f32; LANES]],
+    a: &[[f32; LANES]],
+    bt: &[f32],
+    ct: &[f32],
+    rows_u: [&[f32]; LANES],
+    rows_delta: [&[f32]; LANES],
+    dskip: [f32; LANES],
+    bias: [f32; LANES],
+    softplus_on: bool,
+    dt: &mut [[f32; LANES]],
+    ys: &mut [[f32; LANES]],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe {
+            block_forward_avx2(
+                h,
+                a,
+                bt,
+                ct,
+                rows_u,
+                rows_delta,
+                dskip,
+                bias,
+                softplus_on,
+                dt,
+                ys,
+            )
+        };
+    }
+    block_forward_body(
+        h,
+        a,
+        bt,
+        ct,
+        rows_u,
+        rows_delta,
+        dskip,
+        bias,
+        softplus_on,
+        dt,
+        ys,
+    )
+}
+
 /// The fused forward. Returns `y` (B, D, L) and the final state (B, D, N).
+///
+/// Channels run in blocks of [`LANES`] (one per SIMD lane) where a group holds a multiple of
+/// them, else one row at a time; blocks and rows are spread over threads with rayon.
 pub fn scan_forward(p: &ScanSlices) -> (Vec<f32>, Vec<f32>) {
     SCAN_FORWARD_CALLS.fetch_add(1, Ordering::Relaxed);
     let s = p.dims;
@@ -145,27 +421,75 @@ pub fn scan_forward(p: &ScanSlices) -> (Vec<f32>, Vec<f32>) {
     let ct = to_time_major(p.c, s.batch * s.groups, n, l);
     let mut y = vec![0.0f32; s.batch * s.dim * l];
     let mut hl = vec![0.0f32; s.batch * s.dim * n];
-    y.par_chunks_mut(l.max(1))
-        .zip(hl.par_chunks_mut(n))
+    // Channel blocks never straddle a group: `per` divisible by LANES.
+    let width = if per % LANES == 0 && l > 0 { LANES } else { 1 };
+    y.par_chunks_mut((l * width).max(1))
+        .zip(hl.par_chunks_mut(n * width))
         .enumerate()
-        .for_each(|(row, (y_row, h))| {
-            let (bi, di) = (row / s.dim, row % s.dim);
-            let g = di / per;
-            let base = row * l;
-            let bg = (bi * s.groups + g) * l * n;
-            let a = &p.a[di * n..(di + 1) * n];
-            h.copy_from_slice(&p.h0[row * n..(row + 1) * n]);
-            let (dskip, bias) = (p.d[di], p.delta_bias[di]);
-            for t in 0..l {
-                let uv = p.u[base + t];
-                let dt = step_size(p.delta[base + t] + bias, p.delta_softplus);
-                let off = bg + t * n;
-                let acc = update(h, a, &bt[off..off + n], &ct[off..off + n], dt, dt * uv);
-                let mut out = acc + dskip * uv;
-                if let Some(z) = p.z {
-                    out *= silu(z[base + t]);
+        .for_each(|(blk, (y_blk, h_blk))| {
+            let row0 = blk * width;
+            let (bi, d0) = (row0 / s.dim, row0 % s.dim);
+            let bg = (bi * s.groups + d0 / per) * l * n;
+            let (bt, ct) = (&bt[bg..bg + l * n], &ct[bg..bg + l * n]);
+            if width == 1 {
+                let mut dt = vec![0.0f32; l];
+                let rows = row0 * l..(row0 + 1) * l;
+                h_blk.copy_from_slice(&p.h0[row0 * n..(row0 + 1) * n]);
+                row_forward(
+                    h_blk,
+                    &p.a[d0 * n..(d0 + 1) * n],
+                    bt,
+                    ct,
+                    &p.u[rows.clone()],
+                    &p.delta[rows.clone()],
+                    p.z.map(|z| &z[rows]),
+                    y_blk,
+                    p.d[d0],
+                    p.delta_bias[d0],
+                    p.delta_softplus,
+                    &mut dt,
+                );
+                return;
+            }
+            fn row(x: &[f32], r: usize, l: usize) -> &[f32] {
+                &x[r * l..(r + 1) * l]
+            }
+            let mut h = vec![[0.0f32; LANES]; n];
+            let mut a = vec![[0.0f32; LANES]; n];
+            for c in 0..LANES {
+                for k in 0..n {
+                    h[k][c] = p.h0[(row0 + c) * n + k];
+                    a[k][c] = p.a[(d0 + c) * n + k];
                 }
-                y_row[t] = out;
+            }
+            let mut dt = vec![[0.0f32; LANES]; l];
+            let mut ys = vec![[0.0f32; LANES]; l];
+            block_forward(
+                &mut h,
+                &a,
+                bt,
+                ct,
+                std::array::from_fn(|c| row(p.u, row0 + c, l)),
+                std::array::from_fn(|c| row(p.delta, row0 + c, l)),
+                std::array::from_fn(|c| p.d[d0 + c]),
+                std::array::from_fn(|c| p.delta_bias[d0 + c]),
+                p.delta_softplus,
+                &mut dt,
+                &mut ys,
+            );
+            for c in 0..LANES {
+                let out = &mut y_blk[c * l..(c + 1) * l];
+                for t in 0..l {
+                    out[t] = ys[t][c];
+                }
+                if let Some(z) = p.z {
+                    for (o, &zt) in out.iter_mut().zip(row(z, row0 + c, l)) {
+                        *o *= silu_fast(zt);
+                    }
+                }
+                for k in 0..n {
+                    h_blk[c * n + k] = h[k][c];
+                }
             }
         });
     (y, hl)
@@ -489,6 +813,26 @@ mod tests {
         }
         assert!(worst < 2.5e-7, "worst relative error {worst}");
         assert!(exp_approx(-200.0) >= 0.0);
+    }
+
+    #[test]
+    fn fast_softplus_and_silu_match_std() {
+        let mut x = -30.0f32;
+        while x < 30.0 {
+            let sp = (x as f64).exp().ln_1p();
+            let got = softplus_fast(x) as f64;
+            assert!(
+                (got - sp).abs() <= 3e-7 * sp.max(1e-30) + 1e-12,
+                "softplus({x}): {got} vs {sp}"
+            );
+            let si = x as f64 / (1.0 + (-x as f64).exp());
+            let got = silu_fast(x) as f64;
+            assert!(
+                (got - si).abs() <= 3e-7 * si.abs() + 1e-30,
+                "silu({x}): {got} vs {si}"
+            );
+            x += 0.0137;
+        }
         assert!(exp_approx(0.0) == 1.0);
     }
 }
