@@ -93,8 +93,13 @@ pub fn run(a: GenerateArgs) -> CliResult {
     config.validate()?;
     let mut streams: Vec<Option<TextStream>> = rows
         .iter()
-        .map(|_| tokenizer.as_ref().map(TextStream::new))
-        .collect();
+        .map(|row| {
+            tokenizer
+                .as_ref()
+                .map(|t| TextStream::new(t, row))
+                .transpose()
+        })
+        .collect::<Result<_, _>>()?;
     let single = rows.len() == 1;
     if !a.json
         && single

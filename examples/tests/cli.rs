@@ -288,3 +288,40 @@ fn bad_input_gives_one_line_errors() {
         "top-p must be in (0, 1]",
     );
 }
+
+#[test]
+fn text_prompts_go_through_a_tokenizer() {
+    // A word-level tokenizer.json whose words w0..w63 are the fixture's token ids.
+    let f = fixture();
+    let (ids, shape) = f.ints("input_ids");
+    let (seqs, sshape) = f.ints("generate.sequences");
+    let prompt: Vec<String> = ids[..shape[1]].iter().map(|i| format!("w{i}")).collect();
+    let want: Vec<String> = seqs[shape[1]..sshape[1]]
+        .iter()
+        .map(|i| format!("w{i}"))
+        .collect();
+    let model = model_dir();
+    let tokenizer = fixtures_dir().join("mamba_tiny/tokenizer.json");
+    let out = zoo(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--prompt",
+        &prompt.join(" "),
+        "--max-new-tokens",
+        "10",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(words.len(), 30, "{text}");
+    assert_eq!(words[20..].join(" "), want.join(" "), "{text}");
+}

@@ -50,23 +50,31 @@ pub struct TextStream<'a> {
 }
 
 impl<'a> TextStream<'a> {
-    pub fn new(tokenizer: &'a TextTokenizer) -> Self {
-        Self {
+    /// A stream continuing `prefix` (the prompt): only text after the prompt's is returned, so
+    /// spacing between prompt and continuation comes out as the tokenizer decodes it.
+    pub fn new(tokenizer: &'a TextTokenizer, prefix: &[usize]) -> Result<Self> {
+        let printed = tokenizer.decode(prefix)?.len();
+        Ok(Self {
             tokenizer,
-            ids: Vec::new(),
-            printed: 0,
-        }
+            ids: prefix.to_vec(),
+            printed,
+        })
     }
 
     /// Adds a token; returns the text it completes.
     pub fn push(&mut self, id: usize) -> Result<String> {
         self.ids.push(id);
         let text = self.tokenizer.decode(&self.ids)?;
-        if text.ends_with('\u{FFFD}') || text.len() < self.printed {
+        if text.ends_with('\u{FFFD}') {
             return Ok(String::new());
         }
-        let new = text[self.printed..].to_string();
-        self.printed = text.len();
-        Ok(new)
+        match text.get(self.printed..) {
+            Some(new) => {
+                let new = new.to_string();
+                self.printed = text.len();
+                Ok(new)
+            }
+            None => Ok(String::new()),
+        }
     }
 }
