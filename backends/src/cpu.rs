@@ -55,7 +55,11 @@ pub fn exp_approx(x: f32) -> f32 {
     // max/min rather than clamp: no NaN special case, so the loops stay branch-free.
     #[allow(clippy::manual_clamp)]
     let x = x.max(-87.336_55).min(88.376_26);
-    let k = (x * LOG2E + ROUND) - ROUND;
+    // Adding ROUND leaves round(x / ln 2) in the low mantissa bits: read it there as an
+    // integer, with no float-to-int conversion (Rust's saturating `as` would not vectorise).
+    let kr = x * LOG2E + ROUND;
+    let ki = (kr.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let k = kr - ROUND;
     let r = x - k * LN2_HI - k * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_2e-3;
@@ -64,7 +68,7 @@ pub fn exp_approx(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(((ki + 127) as u32) << 23);
     e * scale
 }
 
