@@ -114,12 +114,6 @@ fn silu(x: f32) -> f32 {
     x * sigmoid(x)
 }
 
-#[inline(always)]
-fn silu_grad(x: f32) -> f32 {
-    let s = sigmoid(x);
-    s * (1.0 + x * (1.0 - s))
-}
-
 /// Dot product with eight independent partial sums (vectorisable).
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -547,7 +541,11 @@ pub fn scan_backward(p: &ScanSlices, dy: &[f32], dstate: &[f32]) -> ScanGradVecs
     let ct = to_time_major(p.c, s.batch * s.groups, n, l);
     let target = rayon::current_num_threads() * 4;
     let parts = (target / (s.batch * s.groups)).clamp(1, per.max(1));
-    let width = per.div_ceil(parts);
+    let width = if per.is_multiple_of(LANES) {
+        per.div_ceil(parts).next_multiple_of(LANES)
+    } else {
+        per.div_ceil(parts)
+    };
     let mut tasks = Vec::new();
     for b in 0..s.batch {
         for g in 0..s.groups {
@@ -616,8 +614,6 @@ fn backward_task(
     let s = p.dims;
     let (l, n) = (s.len, s.state);
     let nch = ch.len();
-    let chunk = BACKWARD_CHUNK;
-    let n_chunks = l.div_ceil(chunk);
     let bg = (b * s.groups + g) * l * n;
     let mut r = TaskGrads {
         b,
@@ -637,98 +633,276 @@ fn backward_task(
         db: vec![0.0; l * n],
         dc: vec![0.0; l * n],
     };
-    let mut starts = vec![0.0f32; n_chunks * n];
-    // states[i] = h after step lo + i - 1 (states[0] = chunk start); decays[i] = exp(dt A).
-    let mut states = vec![0.0f32; (chunk + 1) * n];
-    let mut decays = vec![0.0f32; chunk * n];
-    let mut gh = vec![0.0f32; n];
-    for (i, d) in ch.enumerate() {
-        let row = b * s.dim + d;
-        let base = row * l;
-        let a = &p.a[d * n..(d + 1) * n];
-        let (dskip, bias) = (p.d[d], p.delta_bias[d]);
-        let dt_at = |t: usize| step_size(p.delta[base + t] + bias, p.delta_softplus);
-        // Forward pass, keeping the chunk starts.
-        let h = &mut states[..n];
-        h.copy_from_slice(&p.h0[row * n..(row + 1) * n]);
-        for t in 0..l {
-            if t % chunk == 0 {
-                starts[(t / chunk) * n..(t / chunk + 1) * n].copy_from_slice(h);
-            }
-            let dt = dt_at(t);
-            let off = bg + t * n;
-            for k in 0..n {
-                h[k] = exp_approx(dt * a[k]) * h[k] + dt * p.u[base + t] * bt[off + k];
-            }
+    let (bt, ct) = (&bt[bg..bg + l * n], &ct[bg..bg + l * n]);
+    let mut i = 0;
+    while i < nch {
+        if nch - i >= LANES {
+            backward_block(p, bt, ct, dy, dstate, b * s.dim + ch.start + i, i, &mut r);
+            i += LANES;
+        } else {
+            backward_lanes::<1>(p, bt, ct, dy, dstate, b * s.dim + ch.start + i, i, &mut r);
+            i += 1;
         }
-        gh.copy_from_slice(&dstate[row * n..(row + 1) * n]);
-        let (mut dd, mut dbias) = (0.0f32, 0.0f32);
-        for kc in (0..n_chunks).rev() {
-            let lo = kc * chunk;
-            let hi = (lo + chunk).min(l);
-            states[..n].copy_from_slice(&starts[kc * n..(kc + 1) * n]);
-            for t in lo..hi {
-                let j = t - lo;
-                let dt = dt_at(t);
-                let du = dt * p.u[base + t];
-                let off = bg + t * n;
-                let (prev, next) = states.split_at_mut((j + 1) * n);
-                let prev = &prev[j * n..];
-                for k in 0..n {
-                    let e = exp_approx(dt * a[k]);
-                    decays[j * n + k] = e;
-                    next[k] = e * prev[k] + du * bt[off + k];
-                }
-            }
-            for t in (lo..hi).rev() {
-                let j = t - lo;
-                let raw = p.delta[base + t] + bias;
-                let dt = step_size(raw, p.delta_softplus);
-                let uv = p.u[base + t];
-                let off = bg + t * n;
-                let h_t = &states[(j + 1) * n..(j + 2) * n];
-                let h_prev = &states[j * n..(j + 1) * n];
-                let (c_t, b_t) = (&ct[off..off + n], &bt[off..off + n]);
-                let dyv = dy[base + t];
-                let gy = match p.z {
-                    Some(z) => {
-                        let zv = z[base + t];
-                        let y_pre = dot(h_t, c_t) + dskip * uv;
-                        r.dz[i * l + t] = dyv * y_pre * silu_grad(zv);
-                        dyv * silu(zv)
-                    }
-                    None => dyv,
-                };
-                dd += gy * uv;
-                let (mut ddt, mut ghb) = (0.0f32, 0.0f32);
-                let tn = t * n;
-                for k in 0..n {
-                    r.dc[tn + k] += gy * h_t[k];
-                    let ghk = gh[k] + gy * c_t[k];
-                    let e = decays[j * n + k];
-                    let g_da = ghk * h_prev[k] * e;
-                    r.da[i * n + k] += g_da * dt;
-                    ddt += g_da * a[k];
-                    ghb += ghk * b_t[k];
-                    r.db[tn + k] += ghk * dt * uv;
-                    gh[k] = ghk * e;
-                }
-                ddt += ghb * uv;
-                r.du[i * l + t] = ghb * dt + gy * dskip;
-                let dd_raw = if p.delta_softplus {
-                    ddt * sigmoid(raw)
-                } else {
-                    ddt
-                };
-                r.ddelta[i * l + t] = dd_raw;
-                dbias += dd_raw;
-            }
-        }
-        r.dd[i] = dd;
-        r.dbias[i] = dbias;
-        r.dh0[i * n..(i + 1) * n].copy_from_slice(&gh);
     }
     r
+}
+
+/// [`backward_lanes`] over [`LANES`] channels, compiled for AVX2 + FMA where present.
+#[allow(clippy::too_many_arguments)]
+fn backward_block(
+    p: &ScanSlices,
+    bt: &[f32],
+    ct: &[f32],
+    dy: &[f32],
+    dstate: &[f32],
+    row0: usize,
+    i0: usize,
+    r: &mut TaskGrads,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        fn avx2(
+            p: &ScanSlices,
+            bt: &[f32],
+            ct: &[f32],
+            dy: &[f32],
+            dstate: &[f32],
+            row0: usize,
+            i0: usize,
+            r: &mut TaskGrads,
+        ) {
+            backward_lanes::<LANES>(p, bt, ct, dy, dstate, row0, i0, r)
+        }
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe { avx2(p, bt, ct, dy, dstate, row0, i0, r) };
+    }
+    backward_lanes::<LANES>(p, bt, ct, dy, dstate, row0, i0, r)
+}
+
+/// One step of the state for `W` lanes: `h = exp(dt A) h_prev + dt u B`, in place when
+/// `prev` is `None`; the decays are kept when `decays` is given. Separate function arguments
+/// tell the compiler that the buffers do not overlap, so the lanes vectorise.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn advance<const W: usize>(
+    h: &mut [[f32; W]],
+    prev: Option<&[[f32; W]]>,
+    decays: Option<&mut [[f32; W]]>,
+    a: &[[f32; W]],
+    b: &[f32],
+    dtv: [f32; W],
+    du: [f32; W],
+) {
+    match (prev, decays) {
+        (Some(prev), Some(decays)) => {
+            for ((((nx, pv), d), ak), &bk) in h.iter_mut().zip(prev).zip(decays).zip(a).zip(b) {
+                for c in 0..W {
+                    let e = exp_approx(dtv[c] * ak[c]);
+                    d[c] = e;
+                    nx[c] = e * pv[c] + du[c] * bk;
+                }
+            }
+        }
+        _ => {
+            for ((hk, ak), &bk) in h.iter_mut().zip(a).zip(b) {
+                for c in 0..W {
+                    hk[c] = exp_approx(dtv[c] * ak[c]) * hk[c] + du[c] * bk;
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint update of one time step for `W` lanes (see [`backward_lanes`]).
+#[allow(
+    clippy::too_many_arguments,
+    clippy::needless_range_loop,
+    clippy::type_complexity
+)]
+#[inline(always)]
+fn reverse_step<const W: usize>(
+    gh: &mut [[f32; W]],
+    da: &mut [[f32; W]],
+    dc_t: &mut [f32],
+    db_t: &mut [f32],
+    (h_t, h_prev, dec): (&[[f32; W]], &[[f32; W]], &[[f32; W]]),
+    a: &[[f32; W]],
+    (c_t, b_t): (&[f32], &[f32]),
+    (gy, dtv, dtu): ([f32; W], [f32; W], [f32; W]),
+    (ddt, ghb): (&mut [f32; W], &mut [f32; W]),
+) {
+    for k in 0..gh.len() {
+        let (ck, bk) = (c_t[k], b_t[k]);
+        let (hk, hp, e, ak) = (&h_t[k], &h_prev[k], &dec[k], &a[k]);
+        let (ghk_row, dak) = (&mut gh[k], &mut da[k]);
+        let mut dcl = [0.0f32; W];
+        let mut dbl = [0.0f32; W];
+        for c in 0..W {
+            dcl[c] = gy[c] * hk[c];
+            let ghk = ghk_row[c] + gy[c] * ck;
+            let g_da = ghk * hp[c] * e[c];
+            dak[c] += g_da * dtv[c];
+            ddt[c] += g_da * ak[c];
+            ghb[c] += ghk * bk;
+            dbl[c] = ghk * dtu[c];
+            ghk_row[c] = ghk * e[c];
+        }
+        dc_t[k] += dcl.iter().sum::<f32>();
+        db_t[k] += dbl.iter().sum::<f32>();
+    }
+}
+
+/// The backward of `W` consecutive channels of one group (rows `row0..row0 + W` of the
+/// (B·D) rows, task-local index `i0..`), one channel per lane: a forward pass stores the state
+/// at chunk starts; then each chunk, last first, recomputes its states and decays and walks back
+/// with the adjoint `gh`. dB and dC are summed over the lanes into the task's partial buffers.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[inline(always)]
+fn backward_lanes<const W: usize>(
+    p: &ScanSlices,
+    bt: &[f32],
+    ct: &[f32],
+    dy: &[f32],
+    dstate: &[f32],
+    row0: usize,
+    i0: usize,
+    r: &mut TaskGrads,
+) {
+    let s = p.dims;
+    let (l, n) = (s.len, s.state);
+    let chunk = BACKWARD_CHUNK;
+    let n_chunks = l.div_ceil(chunk);
+    let d0 = row0 % s.dim;
+    let lane = |x: &[f32], t: usize| -> [f32; W] { std::array::from_fn(|c| x[(row0 + c) * l + t]) };
+    let a: Vec<[f32; W]> = (0..n)
+        .map(|k| std::array::from_fn(|c| p.a[(d0 + c) * n + k]))
+        .collect();
+    let dskip: [f32; W] = std::array::from_fn(|c| p.d[d0 + c]);
+    let bias: [f32; W] = std::array::from_fn(|c| p.delta_bias[d0 + c]);
+    // Step sizes of the whole row block, and the raw values for softplus' derivative.
+    let mut raw = vec![[0.0f32; W]; l];
+    let mut dt = vec![[0.0f32; W]; l];
+    for t in 0..l {
+        let dl = lane(p.delta, t);
+        for c in 0..W {
+            raw[t][c] = dl[c] + bias[c];
+            dt[t][c] = if p.delta_softplus {
+                softplus_fast(raw[t][c])
+            } else {
+                raw[t][c]
+            };
+        }
+    }
+    // Forward pass keeping the chunk starts; states[i] = h after step lo + i - 1.
+    let mut starts = vec![[0.0f32; W]; n_chunks * n];
+    let mut states = vec![[0.0f32; W]; (chunk + 1) * n];
+    let mut decays = vec![[0.0f32; W]; chunk * n];
+    for k in 0..n {
+        states[k] = std::array::from_fn(|c| p.h0[(row0 + c) * n + k]);
+    }
+    for t in 0..l {
+        if t % chunk == 0 {
+            let kc = t / chunk;
+            starts[kc * n..(kc + 1) * n].copy_from_slice(&states[..n]);
+        }
+        let (dtv, u) = (dt[t], lane(p.u, t));
+        let du: [f32; W] = std::array::from_fn(|c| dtv[c] * u[c]);
+        advance(
+            &mut states[..n],
+            None,
+            None,
+            &a,
+            &bt[t * n..(t + 1) * n],
+            dtv,
+            du,
+        );
+    }
+    let mut gh: Vec<[f32; W]> = (0..n)
+        .map(|k| std::array::from_fn(|c| dstate[(row0 + c) * n + k]))
+        .collect();
+    let mut da = vec![[0.0f32; W]; n];
+    let (mut dd, mut dbias) = ([0.0f32; W], [0.0f32; W]);
+    for kc in (0..n_chunks).rev() {
+        let lo = kc * chunk;
+        let hi = (lo + chunk).min(l);
+        states[..n].copy_from_slice(&starts[kc * n..(kc + 1) * n]);
+        for t in lo..hi {
+            let j = t - lo;
+            let (dtv, u) = (dt[t], lane(p.u, t));
+            let du: [f32; W] = std::array::from_fn(|c| dtv[c] * u[c]);
+            let (before, after) = states.split_at_mut((j + 1) * n);
+            advance(
+                &mut after[..n],
+                Some(&before[j * n..]),
+                Some(&mut decays[j * n..(j + 1) * n]),
+                &a,
+                &bt[t * n..(t + 1) * n],
+                dtv,
+                du,
+            );
+        }
+        for t in (lo..hi).rev() {
+            let j = t - lo;
+            let u = lane(p.u, t);
+            let dyv = lane(dy, t);
+            let (c_t, b_t) = (&ct[t * n..(t + 1) * n], &bt[t * n..(t + 1) * n]);
+            let h_t = &states[(j + 1) * n..(j + 2) * n];
+            let h_prev = &states[j * n..(j + 1) * n];
+            let mut gy = dyv;
+            if let Some(z) = p.z {
+                let zv = lane(z, t);
+                let mut y_pre = [0.0f32; W];
+                for k in 0..n {
+                    for c in 0..W {
+                        y_pre[c] += h_t[k][c] * c_t[k];
+                    }
+                }
+                for c in 0..W {
+                    y_pre[c] += dskip[c] * u[c];
+                    let sg = 1.0 / (1.0 + exp_approx(-zv[c]));
+                    let silu_grad = sg * (1.0 + zv[c] * (1.0 - sg));
+                    r.dz[(i0 + c) * l + t] = dyv[c] * y_pre[c] * silu_grad;
+                    gy[c] = dyv[c] * zv[c] * sg;
+                }
+            }
+            let (mut ddt, mut ghb) = ([0.0f32; W], [0.0f32; W]);
+            let dtv = dt[t];
+            let dtu: [f32; W] = std::array::from_fn(|c| dtv[c] * u[c]);
+            reverse_step(
+                &mut gh,
+                &mut da,
+                &mut r.dc[t * n..(t + 1) * n],
+                &mut r.db[t * n..(t + 1) * n],
+                (h_t, h_prev, &decays[j * n..(j + 1) * n]),
+                &a,
+                (c_t, b_t),
+                (gy, dtv, dtu),
+                (&mut ddt, &mut ghb),
+            );
+            for c in 0..W {
+                dd[c] += gy[c] * u[c];
+                let g_dt = ddt[c] + ghb[c] * u[c];
+                r.du[(i0 + c) * l + t] = ghb[c] * dt[t][c] + gy[c] * dskip[c];
+                let g_raw = if p.delta_softplus {
+                    g_dt / (1.0 + exp_approx(-raw[t][c]))
+                } else {
+                    g_dt
+                };
+                r.ddelta[(i0 + c) * l + t] = g_raw;
+                dbias[c] += g_raw;
+            }
+        }
+    }
+    for c in 0..W {
+        r.dd[i0 + c] = dd[c];
+        r.dbias[i0 + c] = dbias[c];
+        for k in 0..n {
+            r.da[(i0 + c) * n + k] = da[k][c];
+            r.dh0[(i0 + c) * n + k] = gh[k][c];
+        }
+    }
 }
 
 /// One fused decode step of the selective SSM for every (batch, channel): see

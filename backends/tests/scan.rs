@@ -352,8 +352,16 @@ fn gradients_match_float64_finite_differences() {
         softplus: true,
     };
     let x = inputs(case, &device);
-    let wy = Tensor::<3>::random([2, 4, 7], Distribution::Normal(0.0, 1.0), &device);
-    let wh = Tensor::<3>::random([2, 4, 3], Distribution::Normal(0.0, 1.0), &device);
+    let wy = Tensor::<3>::random(
+        [case.batch, case.dim, case.len],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let wh = Tensor::<3>::random(
+        [case.batch, case.dim, case.state],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
     let before = cpu::kernel_calls().1;
     let analytic = op_gradients(&x, &wy, &wh, false);
     assert!(
