@@ -681,36 +681,41 @@ fn backward_block(
     backward_lanes::<LANES>(p, bt, ct, dy, dstate, row0, i0, r)
 }
 
-/// One step of the state for `W` lanes: `h = exp(dt A) h_prev + dt u B`, in place when
-/// `prev` is `None`; the decays are kept when `decays` is given. Separate function arguments
-/// tell the compiler that the buffers do not overlap, so the lanes vectorise.
+/// One step of the state for `W` lanes in place: `h = exp(dt A) h + dt u B`. The buffers are
+/// separate reference arguments so the compiler knows they do not overlap and vectorises.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn advance<const W: usize>(
     h: &mut [[f32; W]],
-    prev: Option<&[[f32; W]]>,
-    decays: Option<&mut [[f32; W]]>,
     a: &[[f32; W]],
     b: &[f32],
     dtv: [f32; W],
     du: [f32; W],
 ) {
-    match (prev, decays) {
-        (Some(prev), Some(decays)) => {
-            for ((((nx, pv), d), ak), &bk) in h.iter_mut().zip(prev).zip(decays).zip(a).zip(b) {
-                for c in 0..W {
-                    let e = exp_approx(dtv[c] * ak[c]);
-                    d[c] = e;
-                    nx[c] = e * pv[c] + du[c] * bk;
-                }
-            }
+    for ((hk, ak), &bk) in h.iter_mut().zip(a).zip(b) {
+        for c in 0..W {
+            hk[c] = exp_approx(dtv[c] * ak[c]) * hk[c] + du[c] * bk;
         }
-        _ => {
-            for ((hk, ak), &bk) in h.iter_mut().zip(a).zip(b) {
-                for c in 0..W {
-                    hk[c] = exp_approx(dtv[c] * ak[c]) * hk[c] + du[c] * bk;
-                }
-            }
+    }
+}
+
+/// [`advance`] from `prev` into `next`, keeping the decays `exp(dt A)`.
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+#[inline(always)]
+fn advance_keep<const W: usize>(
+    next: &mut [[f32; W]],
+    prev: &[[f32; W]],
+    decays: &mut [[f32; W]],
+    a: &[[f32; W]],
+    b: &[f32],
+    dtv: [f32; W],
+    du: [f32; W],
+) {
+    for ((((nx, pv), d), ak), &bk) in next.iter_mut().zip(prev).zip(decays).zip(a).zip(b) {
+        for c in 0..W {
+            let e = exp_approx(dtv[c] * ak[c]);
+            d[c] = e;
+            nx[c] = e * pv[c] + du[c] * bk;
         }
     }
 }
@@ -809,15 +814,7 @@ fn backward_lanes<const W: usize>(
         }
         let (dtv, u) = (dt[t], lane(p.u, t));
         let du: [f32; W] = std::array::from_fn(|c| dtv[c] * u[c]);
-        advance(
-            &mut states[..n],
-            None,
-            None,
-            &a,
-            &bt[t * n..(t + 1) * n],
-            dtv,
-            du,
-        );
+        advance(&mut states[..n], &a, &bt[t * n..(t + 1) * n], dtv, du);
     }
     let mut gh: Vec<[f32; W]> = (0..n)
         .map(|k| std::array::from_fn(|c| dstate[(row0 + c) * n + k]))
@@ -833,10 +830,10 @@ fn backward_lanes<const W: usize>(
             let (dtv, u) = (dt[t], lane(p.u, t));
             let du: [f32; W] = std::array::from_fn(|c| dtv[c] * u[c]);
             let (before, after) = states.split_at_mut((j + 1) * n);
-            advance(
+            advance_keep(
                 &mut after[..n],
-                Some(&before[j * n..]),
-                Some(&mut decays[j * n..(j + 1) * n]),
+                &before[j * n..],
+                &mut decays[j * n..(j + 1) * n],
                 &a,
                 &bt[t * n..(t + 1) * n],
                 dtv,
