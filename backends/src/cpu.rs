@@ -681,6 +681,15 @@ fn backward_block(
     backward_lanes::<LANES>(p, bt, ct, dy, dstate, row0, i0, r)
 }
 
+/// `exp_approx` of each lane, as one array operation (unrolled, then vectorised).
+#[inline(always)]
+fn lanes_exp<const W: usize>(mut x: [f32; W]) -> [f32; W] {
+    for v in x.iter_mut() {
+        *v = exp_approx(*v);
+    }
+    x
+}
+
 /// One step of the state for `W` lanes in place: `h = exp(dt A) h + dt u B`. The buffers are
 /// separate reference arguments so the compiler knows they do not overlap and vectorises.
 #[allow(clippy::needless_range_loop)]
@@ -693,8 +702,9 @@ fn advance<const W: usize>(
     du: [f32; W],
 ) {
     for ((hk, ak), &bk) in h.iter_mut().zip(a).zip(b) {
+        let e = lanes_exp::<W>(std::array::from_fn(|c| dtv[c] * ak[c]));
         for c in 0..W {
-            hk[c] = exp_approx(dtv[c] * ak[c]) * hk[c] + du[c] * bk;
+            hk[c] = e[c] * hk[c] + du[c] * bk;
         }
     }
 }
@@ -712,10 +722,10 @@ fn advance_keep<const W: usize>(
     du: [f32; W],
 ) {
     for ((((nx, pv), d), ak), &bk) in next.iter_mut().zip(prev).zip(decays).zip(a).zip(b) {
+        let e = lanes_exp::<W>(std::array::from_fn(|c| dtv[c] * ak[c]));
+        *d = e;
         for c in 0..W {
-            let e = exp_approx(dtv[c] * ak[c]);
-            d[c] = e;
-            nx[c] = e * pv[c] + du[c] * bk;
+            nx[c] = e[c] * pv[c] + du[c] * bk;
         }
     }
 }
