@@ -170,248 +170,103 @@ fn has_avx2() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
-/// One (batch, channel) row of the forward scan: the step sizes of the whole row first, then
-/// the recurrence over time with the state `h` (N) local, then skip and gate.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn row_forward_body(
-    h: &mut [f32],
-    a: &[f32],
-    bt: &[f32],
-    ct: &[f32],
-    u: &[f32],
-    delta: &[f32],
-    z: Option<&[f32]>,
-    y: &mut [f32],
-    dskip: f32,
-    bias: f32,
-    softplus_on: bool,
-    dt: &mut [f32],
-) {
-    let n = h.len();
-    if softplus_on {
-        for (d, &x) in dt.iter_mut().zip(delta) {
-            *d = softplus_fast(x + bias);
-        }
-    } else {
-        for (d, &x) in dt.iter_mut().zip(delta) {
-            *d = x + bias;
-        }
-    }
-    for (t, yt) in y.iter_mut().enumerate() {
-        let dtv = dt[t];
-        let du = dtv * u[t];
-        let b = &bt[t * n..(t + 1) * n];
-        for ((hk, &ak), &bk) in h.iter_mut().zip(a).zip(b) {
-            *hk = exp_approx(dtv * ak) * *hk + du * bk;
-        }
-        *yt = dot(h, &ct[t * n..(t + 1) * n]);
-    }
-    match z {
-        Some(z) => {
-            for ((yt, &ut), &zt) in y.iter_mut().zip(u).zip(z) {
-                *yt = (*yt + dskip * ut) * silu_fast(zt);
-            }
-        }
-        None => {
-            for (yt, &ut) in y.iter_mut().zip(u) {
-                *yt += dskip * ut;
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn row_forward_avx2(
-    h: &mut [f32],
-    a: &[f32],
-    bt: &[f32],
-    ct: &[f32],
-    u: &[f32],
-    delta: &[f32],
-    z: Option<&[f32]>,
-    y: &mut [f32],
-    dskip: f32,
-    bias: f32,
-    softplus_on: bool,
-    dt: &mut [f32],
-) {
-    row_forward_body(h, a, bt, ct, u, delta, z, y, dskip, bias, softplus_on, dt)
-}
-
-/// [`row_forward_body`] compiled for AVX2 + FMA where the CPU has them.
-#[allow(clippy::too_many_arguments)]
-fn row_forward(
-    h: &mut [f32],
-    a: &[f32],
-    bt: &[f32],
-    ct: &[f32],
-    u: &[f32],
-    delta: &[f32],
-    z: Option<&[f32]>,
-    y: &mut [f32],
-    dskip: f32,
-    bias: f32,
-    softplus_on: bool,
-    dt: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-        return unsafe {
-            row_forward_avx2(h, a, bt, ct, u, delta, z, y, dskip, bias, softplus_on, dt)
-        };
-    }
-    row_forward_body(h, a, bt, ct, u, delta, z, y, dskip, bias, softplus_on, dt)
-}
-
-/// Channels scanned together by the blocked forward, one per SIMD lane.
+/// Channels scanned together, one per SIMD lane.
 const LANES: usize = 8;
 
-/// A block of [`LANES`] consecutive channels of one group, scanned together with the channels
-/// in SIMD lanes: every (t, n) updates `LANES` independent states, so the recurrence has ample
-/// independent work and the output needs no horizontal sum.
-///
-/// `a` is (N, LANES) (transposed), `u`, `delta`, `z`, `y` are the LANES rows of length L, `h` is
-/// (N, LANES) in and out, `dt`/`du` are (L, LANES) scratch.
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+/// The forward of `W` consecutive channels of one group (rows `row0..row0 + W` of the (B·D)
+/// rows), one channel per lane: every (t, n) updates `W` independent states, so the recurrence
+/// has ample independent work and `C . h` needs no horizontal sum. `y` is the `W` output rows
+/// (W·L), `hl` the `W` final states (W·N).
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn block_forward_body(
-    h: &mut [[f32; LANES]],
-    a: &[[f32; LANES]],
+fn forward_lanes<const W: usize>(
+    p: &ScanSlices,
     bt: &[f32],
     ct: &[f32],
-    rows_u: [&[f32]; LANES],
-    rows_delta: [&[f32]; LANES],
-    dskip: [f32; LANES],
-    bias: [f32; LANES],
-    softplus_on: bool,
-    dt: &mut [[f32; LANES]],
-    ys: &mut [[f32; LANES]],
+    row0: usize,
+    y: &mut [f32],
+    hl: &mut [f32],
 ) {
-    let n = h.len();
-    let l = dt.len();
+    let s = p.dims;
+    let (l, n) = (s.len, s.state);
+    let d0 = row0 % s.dim;
+    let lane = |x: &[f32], t: usize| -> [f32; W] { std::array::from_fn(|c| x[(row0 + c) * l + t]) };
+    let a: Vec<[f32; W]> = (0..n)
+        .map(|k| std::array::from_fn(|c| p.a[(d0 + c) * n + k]))
+        .collect();
+    let mut h: Vec<[f32; W]> = (0..n)
+        .map(|k| std::array::from_fn(|c| p.h0[(row0 + c) * n + k]))
+        .collect();
+    let dskip: [f32; W] = std::array::from_fn(|c| p.d[d0 + c]);
+    let bias: [f32; W] = std::array::from_fn(|c| p.delta_bias[d0 + c]);
     for t in 0..l {
-        for c in 0..LANES {
-            dt[t][c] = rows_delta[c][t] + bias[c];
+        let (dl, u) = (lane(p.delta, t), lane(p.u, t));
+        let mut dtv: [f32; W] = std::array::from_fn(|c| dl[c] + bias[c]);
+        if p.delta_softplus {
+            for v in dtv.iter_mut() {
+                *v = softplus_fast(*v);
+            }
         }
-        if softplus_on {
-            for c in 0..LANES {
-                dt[t][c] = softplus_fast(dt[t][c]);
+        let du: [f32; W] = std::array::from_fn(|c| dtv[c] * u[c]);
+        let acc = advance_dot(
+            &mut h,
+            &a,
+            &bt[t * n..(t + 1) * n],
+            &ct[t * n..(t + 1) * n],
+            dtv,
+            du,
+        );
+        for c in 0..W {
+            y[c * l + t] = acc[c] + dskip[c] * u[c];
+        }
+    }
+    if let Some(z) = p.z {
+        for c in 0..W {
+            let zr = &z[(row0 + c) * l..(row0 + c + 1) * l];
+            for (o, &zt) in y[c * l..(c + 1) * l].iter_mut().zip(zr) {
+                *o *= silu_fast(zt);
             }
         }
     }
-    for t in 0..l {
-        let dtv = dt[t];
-        let mut du = [0.0f32; LANES];
-        for c in 0..LANES {
-            du[c] = dtv[c] * rows_u[c][t];
-        }
-        let b = &bt[t * n..(t + 1) * n];
-        let cc = &ct[t * n..(t + 1) * n];
-        let mut acc = [0.0f32; LANES];
+    for c in 0..W {
         for k in 0..n {
-            let (bk, ck) = (b[k], cc[k]);
-            let hk = &mut h[k];
-            let ak = &a[k];
-            for c in 0..LANES {
-                hk[c] = exp_approx(dtv[c] * ak[c]) * hk[c] + du[c] * bk;
-                acc[c] += ck * hk[c];
-            }
+            hl[c * n + k] = h[k][c];
         }
-        for c in 0..LANES {
-            acc[c] += dskip[c] * rows_u[c][t];
-        }
-        ys[t] = acc;
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn block_forward_avx2(
-    h: &mut [[f32; LANES]],
-    a: &[[f32; LANES]],
+/// [`forward_lanes`] over [`LANES`] channels, compiled for AVX2 + FMA where present.
+fn forward_block(
+    p: &ScanSlices,
     bt: &[f32],
     ct: &[f32],
-    rows_u: [&[f32]; LANES],
-    rows_delta: [&[f32]; LANES],
-    dskip: [f32; LANES],
-    bias: [f32; LANES],
-    softplus_on: bool,
-    dt: &mut [[f32; LANES]],
-    ys: &mut [[f32; LANES]],
-) {
-    block_forward_body(
-        h,
-        a,
-        bt,
-        ct,
-        rows_u,
-        rows_delta,
-        dskip,
-        bias,
-        softplus_on,
-        dt,
-        ys,
-    )
-}
-
-/// [`block_forward_body`] compiled for AVX2 + FMA where the CPU has them.
-#[allow(clippy::too_many_arguments)]
-fn block_forward(
-    h: &mut [[f32; LANES]],
-    a: &[[f32; LANES]],
-    bt: &[f32],
-    ct: &[f32],
-    rows_u: [&[f32]; LANES],
-    rows_delta: [&[f32]; LANES],
-    dskip: [f32; LANES],
-    bias: [f32; LANES],
-    softplus_on: bool,
-    dt: &mut [[f32; LANES]],
-    ys: &mut [[f32; LANES]],
+    row0: usize,
+    y: &mut [f32],
+    hl: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(
+            p: &ScanSlices,
+            bt: &[f32],
+            ct: &[f32],
+            row0: usize,
+            y: &mut [f32],
+            hl: &mut [f32],
+        ) {
+            forward_lanes::<LANES>(p, bt, ct, row0, y, hl)
+        }
         // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-        return unsafe {
-            block_forward_avx2(
-                h,
-                a,
-                bt,
-                ct,
-                rows_u,
-                rows_delta,
-                dskip,
-                bias,
-                softplus_on,
-                dt,
-                ys,
-            )
-        };
+        return unsafe { avx2(p, bt, ct, row0, y, hl) };
     }
-    block_forward_body(
-        h,
-        a,
-        bt,
-        ct,
-        rows_u,
-        rows_delta,
-        dskip,
-        bias,
-        softplus_on,
-        dt,
-        ys,
-    )
+    forward_lanes::<LANES>(p, bt, ct, row0, y, hl)
 }
 
 /// The fused forward. Returns `y` (B, D, L) and the final state (B, D, N).
 ///
 /// Channels run in blocks of [`LANES`] (one per SIMD lane) where a group holds a multiple of
-/// them, else one row at a time; blocks and rows are spread over threads with rayon.
+/// them, else one at a time; blocks are spread over threads with rayon.
 pub fn scan_forward(p: &ScanSlices) -> (Vec<f32>, Vec<f32>) {
     SCAN_FORWARD_CALLS.fetch_add(1, Ordering::Relaxed);
     let s = p.dims;
@@ -435,65 +290,10 @@ pub fn scan_forward(p: &ScanSlices) -> (Vec<f32>, Vec<f32>) {
             let (bi, d0) = (row0 / s.dim, row0 % s.dim);
             let bg = (bi * s.groups + d0 / per) * l * n;
             let (bt, ct) = (&bt[bg..bg + l * n], &ct[bg..bg + l * n]);
-            if width == 1 {
-                let mut dt = vec![0.0f32; l];
-                let rows = row0 * l..(row0 + 1) * l;
-                h_blk.copy_from_slice(&p.h0[row0 * n..(row0 + 1) * n]);
-                row_forward(
-                    h_blk,
-                    &p.a[d0 * n..(d0 + 1) * n],
-                    bt,
-                    ct,
-                    &p.u[rows.clone()],
-                    &p.delta[rows.clone()],
-                    p.z.map(|z| &z[rows]),
-                    y_blk,
-                    p.d[d0],
-                    p.delta_bias[d0],
-                    p.delta_softplus,
-                    &mut dt,
-                );
-                return;
-            }
-            fn row(x: &[f32], r: usize, l: usize) -> &[f32] {
-                &x[r * l..(r + 1) * l]
-            }
-            let mut h = vec![[0.0f32; LANES]; n];
-            let mut a = vec![[0.0f32; LANES]; n];
-            for c in 0..LANES {
-                for k in 0..n {
-                    h[k][c] = p.h0[(row0 + c) * n + k];
-                    a[k][c] = p.a[(d0 + c) * n + k];
-                }
-            }
-            let mut dt = vec![[0.0f32; LANES]; l];
-            let mut ys = vec![[0.0f32; LANES]; l];
-            block_forward(
-                &mut h,
-                &a,
-                bt,
-                ct,
-                std::array::from_fn(|c| row(p.u, row0 + c, l)),
-                std::array::from_fn(|c| row(p.delta, row0 + c, l)),
-                std::array::from_fn(|c| p.d[d0 + c]),
-                std::array::from_fn(|c| p.delta_bias[d0 + c]),
-                p.delta_softplus,
-                &mut dt,
-                &mut ys,
-            );
-            for c in 0..LANES {
-                let out = &mut y_blk[c * l..(c + 1) * l];
-                for t in 0..l {
-                    out[t] = ys[t][c];
-                }
-                if let Some(z) = p.z {
-                    for (o, &zt) in out.iter_mut().zip(row(z, row0 + c, l)) {
-                        *o *= silu_fast(zt);
-                    }
-                }
-                for k in 0..n {
-                    h_blk[c * n + k] = h[k][c];
-                }
+            if width == LANES {
+                forward_block(p, bt, ct, row0, y_blk, h_blk);
+            } else {
+                forward_lanes::<1>(p, bt, ct, row0, y_blk, h_blk);
             }
         });
     (y, hl)
@@ -688,6 +488,28 @@ fn lanes_exp<const W: usize>(mut x: [f32; W]) -> [f32; W] {
         *v = exp_approx(*v);
     }
     x
+}
+
+/// [`advance`] that also returns `C . h` per lane (the forward's output).
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn advance_dot<const W: usize>(
+    h: &mut [[f32; W]],
+    a: &[[f32; W]],
+    b: &[f32],
+    cm: &[f32],
+    dtv: [f32; W],
+    du: [f32; W],
+) -> [f32; W] {
+    let mut acc = [0.0f32; W];
+    for (((hk, ak), &bk), &ck) in h.iter_mut().zip(a).zip(b).zip(cm) {
+        let e = lanes_exp::<W>(std::array::from_fn(|c| dtv[c] * ak[c]));
+        for c in 0..W {
+            hk[c] = e[c] * hk[c] + du[c] * bk;
+            acc[c] += ck * hk[c];
+        }
+    }
+    acc
 }
 
 /// One step of the state for `W` lanes in place: `h = exp(dt A) h + dt u B`. The buffers are
