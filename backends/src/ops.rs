@@ -4,6 +4,10 @@
 //! override it with the fused kernels of [`crate::cpu`]; `Autodiff` wraps the scan with a
 //! hand-written reverse-scan backward ([`crate::autodiff`]).
 
+// The generated dispatch names Burn's NdArray backend (deprecated in Burn 0.22) when the
+// `ndarray` feature is on.
+#![allow(deprecated)]
+
 use crate::portable::{self, ScanArgs};
 use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
 
