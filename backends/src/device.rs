@@ -57,10 +57,12 @@ fn ndarray(spec: &str) -> Result<Device, DeviceError> {
     Err(DeviceError::NotBuilt(spec.into(), "ndarray"))
 }
 
-/// The wgpu adapters this machine has, in the runtime's order.
+/// The wgpu adapters this machine has, in the runtime's order; empty where wgpu cannot start
+/// (no driver), even if the runtime panics while looking.
 #[cfg(feature = "wgpu")]
 pub fn wgpu_devices() -> Vec<Device> {
-    Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec()
+    std::panic::catch_unwind(|| Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec())
+        .unwrap_or_default()
 }
 
 #[cfg(feature = "wgpu")]
