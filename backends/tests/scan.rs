@@ -335,6 +335,16 @@ fn op_gradients(x: &Inputs, wy: &Tensor<3>, wh: &Tensor<3>, reference: bool) -> 
     ]
 }
 
+/// Random weights `wy` (B, D, L) and `wh` (B, D, N) of the test loss
+/// `sum(y * wy) + sum(state * wh)`.
+fn loss_weights(case: Case, device: &Device) -> (Tensor<3>, Tensor<3>) {
+    let normal = Distribution::Normal(0.0, 1.0);
+    (
+        Tensor::random([case.batch, case.dim, case.len], normal, device),
+        Tensor::random([case.batch, case.dim, case.state], normal, device),
+    )
+}
+
 const NAMES: [&str; 9] = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0"];
 
 #[test]
@@ -352,16 +362,7 @@ fn gradients_match_float64_finite_differences() {
         softplus: true,
     };
     let x = inputs(case, &device);
-    let wy = Tensor::<3>::random(
-        [case.batch, case.dim, case.len],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
-    let wh = Tensor::<3>::random(
-        [case.batch, case.dim, case.state],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
+    let (wy, wh) = loss_weights(case, &device);
     let before = cpu::kernel_calls().1;
     let analytic = op_gradients(&x, &wy, &wh, false);
     assert!(
@@ -446,16 +447,7 @@ fn fused_backward_matches_autodiff_through_portable_body() {
         },
     ] {
         let x = inputs(case, &device);
-        let wy = Tensor::<3>::random(
-            [case.batch, case.dim, case.len],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let wh = Tensor::<3>::random(
-            [case.batch, case.dim, case.state],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
+        let (wy, wh) = loss_weights(case, &device);
         let fused = op_gradients(&x, &wy, &wh, false);
         let reference = op_gradients(&x, &wy, &wh, true);
         for (k, name) in NAMES.iter().enumerate() {
@@ -481,8 +473,7 @@ fn portable_backward_matches_autodiff_through_portable_body() {
         softplus: true,
     };
     let x = inputs(case, &device);
-    let wy = Tensor::<3>::random([2, 4, 21], Distribution::Normal(0.0, 1.0), &device);
-    let wh = Tensor::<3>::random([2, 4, 3], Distribution::Normal(0.0, 1.0), &device);
+    let (wy, wh) = loss_weights(case, &device);
     let reference = op_gradients(&x, &wy, &wh, true);
     let g = portable::selective_scan_backward::<Dispatch>(
         ScanArgs {
