@@ -228,4 +228,55 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
         );
         (Self::from_inner(y), Self::from_inner(s))
     }
+
+    fn mamba_decode_step(
+        xz: FloatTensor<Self>,
+        conv_state: FloatTensor<Self>,
+        ssm_state: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if [&xz, &conv_state, &ssm_state, &weights]
+            .iter()
+            .any(|t| t.is_tracked())
+        {
+            // Differentiable: composed from this backend's ops, recorded one by one.
+            return crate::step::mamba_step_composed::<Self>(xz, conv_state, ssm_state, weights);
+        }
+        let (y, cs, ss) = B::mamba_decode_step(
+            xz.into_primitive(),
+            conv_state.into_primitive(),
+            ssm_state.into_primitive(),
+            weights.into_primitive(),
+        );
+        (
+            Self::from_inner(y),
+            Self::from_inner(cs),
+            Self::from_inner(ss),
+        )
+    }
+
+    fn add_rms_norm(
+        x: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        has_residual: bool,
+        weight: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if x.is_tracked() || weight.is_tracked() || (has_residual && residual.is_tracked()) {
+            return crate::portable::add_rms_norm::<Self>(
+                x,
+                has_residual.then_some(residual),
+                weight,
+                eps,
+            );
+        }
+        let (s, y) = B::add_rms_norm(
+            x.into_primitive(),
+            residual.into_primitive(),
+            has_residual,
+            weight.into_primitive(),
+            eps,
+        );
+        (Self::from_inner(s), Self::from_inner(y))
+    }
 }

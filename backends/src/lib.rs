@@ -6,6 +6,7 @@
 //! - a portable body written with Burn's tensor ops ([`portable`]): the oracle, and what any
 //!   backend without a kernel runs;
 //! - fused CPU kernels on plain slices ([`cpu`]) for Flex and NdArray;
+//! - CubeCL kernels for wgpu, vulkan, cuda and rocm (`cube`, with the `wgpu` or `cuda` feature);
 //! - a hand-written reverse-scan backward under `Autodiff` ([`autodiff`]).
 //!
 //! Models call the user-level API of [`scan`] on `Tensor`s of any device.
@@ -13,16 +14,22 @@
 pub mod autodiff;
 pub mod cpu;
 mod cpu_backend;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod cube;
 pub mod device;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod launches;
 pub mod ops;
 pub mod portable;
 pub mod prim;
 pub mod scan;
+pub mod step;
 #[doc(hidden)]
 pub mod testing;
 
 pub use device::{DeviceError, parse_device};
 pub use ops::SsmOps;
 pub use scan::{
-    ScanOutput, SelectiveScan, causal_conv1d_step, selective_state_step, to_vec, ungrouped,
+    ScanOutput, SelectiveScan, add_rms_norm, causal_conv1d_step, selective_state_step, to_vec,
+    ungrouped,
 };

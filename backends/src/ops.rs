@@ -33,7 +33,7 @@ pub trait SsmOps: Backend {
     /// `delta_bias` (D); `initial_state` (B, D, N). Returns `y` (B, D, L) and the final state
     /// (B, D, N).
     #[allow(clippy::too_many_arguments)]
-    #[fusion(default)]
+    #[fusion(meta = meta::selective_scan)]
     fn selective_scan(
         u: FloatTensor<Self>,
         delta: FloatTensor<Self>,
@@ -66,7 +66,7 @@ pub trait SsmOps: Backend {
     /// given (a `[1]` zero tensor stands in otherwise). A reverse scan that recomputes the states
     /// chunk by chunk.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    #[fusion(default)]
+    #[fusion(meta = meta::selective_scan_backward)]
     fn selective_scan_backward(
         u: FloatTensor<Self>,
         delta: FloatTensor<Self>,
@@ -115,7 +115,7 @@ pub trait SsmOps: Backend {
     /// One decode step of the selective SSM: see [`portable::selective_state_step`].
     /// Returns `y` (B, D) and the new state (B, D, N).
     #[allow(clippy::too_many_arguments)]
-    #[fusion(default)]
+    #[fusion(meta = meta::selective_state_step)]
     fn selective_state_step(
         state: FloatTensor<Self>,
         x: FloatTensor<Self>,
@@ -145,7 +145,7 @@ pub trait SsmOps: Backend {
 
     /// One decode step of a causal depthwise conv1d with a rolling (B, C, K) state: see
     /// [`portable::causal_conv1d_step`]. Returns the output (B, C) and the new state.
-    #[fusion(default)]
+    #[fusion(meta = meta::causal_conv1d_step)]
     fn causal_conv1d_step(
         x: FloatTensor<Self>,
         state: FloatTensor<Self>,
@@ -155,8 +155,275 @@ pub trait SsmOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         portable::causal_conv1d_step::<Self>(x, state, weight, bias, silu)
     }
+
+    /// The whole decode step of a Mamba (v1) mixer after `in_proj` (see [`crate::step`]):
+    /// `xz` (B, 2D), `conv_state` (B, D, K), `ssm_state` (B, D, N), `weights` packed by
+    /// [`crate::step::pack_mamba_step_weights`]. Returns `y` (B, D) (before `out_proj`) and the
+    /// new conv and SSM states. One kernel launch on the CubeCL backends.
+    /// Residual add then RMSNorm over the last axis (mamba_ssm's fused add-norm): returns
+    /// `s = x + residual` (just `x` when `has_residual` is false; `residual` is then ignored)
+    /// and `s / sqrt(mean(s²) + eps) * weight`. One kernel launch on the CubeCL backends.
+    #[fusion(meta = meta::add_rms_norm)]
+    fn add_rms_norm(
+        x: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        has_residual: bool,
+        weight: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        portable::add_rms_norm::<Self>(x, has_residual.then_some(residual), weight, eps)
+    }
+
+    #[fusion(meta = meta::mamba_decode_step)]
+    fn mamba_decode_step(
+        xz: FloatTensor<Self>,
+        conv_state: FloatTensor<Self>,
+        ssm_state: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        crate::step::mamba_step_composed::<Self>(xz, conv_state, ssm_state, weights)
+    }
 }
 
-/// The CubeCL backend (wgpu, vulkan, cuda, rocm) runs the portable bodies until its kernels land.
+/// Output shapes of the ops, for Fusion: each op is recorded in the fusion stream as one custom
+/// operation that runs the inner backend's implementation (the kernels on CubeCL).
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-impl SsmOps for burn_cubecl::CubeBackend {}
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+mod meta {
+    use burn::backend::fusion::custom::TensorSpec as S;
+    use burn::tensor::Shape;
+
+    pub fn selective_scan(
+        u: &S,
+        _delta: &S,
+        _a: &S,
+        _b: &S,
+        _c: &S,
+        _d: &S,
+        _z: &S,
+        _gate: &bool,
+        _delta_bias: &S,
+        h0: &S,
+        _softplus: &bool,
+    ) -> (S, S) {
+        (u.clone(), h0.clone())
+    }
+
+    pub fn selective_scan_backward(
+        u: &S,
+        delta: &S,
+        a: &S,
+        b: &S,
+        c: &S,
+        d: &S,
+        z: &S,
+        gate: &bool,
+        delta_bias: &S,
+        h0: &S,
+        _dy: &S,
+        _dstate: &S,
+        _softplus: &bool,
+    ) -> (S, S, S, S, S, S, S, S, S) {
+        let dz = if *gate {
+            z.clone()
+        } else {
+            S::new(Shape::new([1]), z.dtype)
+        };
+        (
+            u.clone(),
+            delta.clone(),
+            a.clone(),
+            b.clone(),
+            c.clone(),
+            d.clone(),
+            dz,
+            delta_bias.clone(),
+            h0.clone(),
+        )
+    }
+
+    pub fn selective_state_step(
+        state: &S,
+        x: &S,
+        _dt: &S,
+        _a: &S,
+        _b: &S,
+        _c: &S,
+        _d: &S,
+        _z: &S,
+        _gate: &bool,
+        _dt_bias: &S,
+        _softplus: &bool,
+    ) -> (S, S) {
+        (x.clone(), state.clone())
+    }
+
+    pub fn causal_conv1d_step(x: &S, state: &S, _w: &S, _b: &S, _silu: &bool) -> (S, S) {
+        (x.clone(), state.clone())
+    }
+
+    pub fn add_rms_norm(x: &S, _r: &S, _has: &bool, _w: &S, _eps: &f32) -> (S, S) {
+        (x.clone(), x.clone())
+    }
+
+    pub fn mamba_decode_step(_xz: &S, conv: &S, ssm: &S, _w: &S) -> (S, S, S) {
+        let y = S::new(Shape::new([ssm.shape[0], ssm.shape[1]]), ssm.dtype);
+        (y, conv.clone(), ssm.clone())
+    }
+}
+
+/// The CubeCL backend (wgpu, vulkan, cuda, rocm): the kernels of [`crate::cube`], with the
+/// portable bodies for the shapes a kernel does not take.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl SsmOps for burn_cubecl::CubeBackend {
+    fn selective_scan(
+        u: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        gate: bool,
+        delta_bias: FloatTensor<Self>,
+        initial_state: FloatTensor<Self>,
+        delta_softplus: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let args = ScanArgs {
+            u,
+            delta,
+            a,
+            b,
+            c,
+            d,
+            z: gate.then_some(z),
+            delta_bias,
+            h0: initial_state,
+            delta_softplus,
+        };
+        crate::cube::selective_scan(args.clone())
+            .unwrap_or_else(|| portable::selective_scan::<Self>(args))
+    }
+
+    fn selective_scan_backward(
+        u: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        gate: bool,
+        delta_bias: FloatTensor<Self>,
+        initial_state: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        dstate: FloatTensor<Self>,
+        delta_softplus: bool,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let args = ScanArgs {
+            u,
+            delta,
+            a,
+            b,
+            c,
+            d,
+            z: gate.then_some(z),
+            delta_bias,
+            h0: initial_state,
+            delta_softplus,
+        };
+        let grads = crate::cube::selective_scan_backward(args.clone(), dy.clone(), dstate.clone())
+            .unwrap_or_else(|| {
+                portable::selective_scan_backward::<Self>(
+                    args,
+                    dy,
+                    dstate,
+                    crate::cpu::BACKWARD_CHUNK,
+                )
+            });
+        grads.into_tuple()
+    }
+
+    fn selective_state_step(
+        state: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        dt: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        gate: bool,
+        dt_bias: FloatTensor<Self>,
+        dt_softplus: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        crate::cube::selective_state_step(
+            state,
+            x,
+            dt,
+            a,
+            b,
+            c,
+            d,
+            gate.then_some(z),
+            dt_bias,
+            dt_softplus,
+        )
+    }
+
+    fn causal_conv1d_step(
+        x: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        silu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        crate::cube::causal_conv1d_step(x, state, weight, bias, silu)
+    }
+
+    fn add_rms_norm(
+        x: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        has_residual: bool,
+        weight: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        crate::cube::add_rms_norm(x, has_residual.then_some(residual), weight, eps)
+    }
+
+    fn mamba_decode_step(
+        xz: FloatTensor<Self>,
+        conv_state: FloatTensor<Self>,
+        ssm_state: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        use burn::backend::TensorMetadata;
+        let dims = crate::step::MambaStepDims::infer(
+            &xz.shape(),
+            &conv_state.shape(),
+            &ssm_state.shape(),
+            weights.shape().num_elements(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        crate::cube::mamba_step(
+            xz.clone(),
+            conv_state.clone(),
+            ssm_state.clone(),
+            weights.clone(),
+            dims,
+        )
+        .unwrap_or_else(|| {
+            crate::step::mamba_step_composed::<Self>(xz, conv_state, ssm_state, weights)
+        })
+    }
+}

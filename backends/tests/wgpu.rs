@@ -1,54 +1,309 @@
-//! The scan on wgpu (today the portable body, recorded through Fusion) against the CPU kernel.
-//! Skips with a message where no wgpu adapter exists, unless SSM_ZOO_REQUIRE_WGPU is set.
+//! The CubeCL kernels on wgpu (Mesa's lavapipe on CI) against the portable body: forward,
+//! gradients and the decode steps over several shapes (L = 1, L not a multiple of the chunks,
+//! channel counts not a multiple of the cube), and proof from the runtime's launch log that the
+//! kernels ran. Skips with a message where no wgpu adapter exists, unless SSM_ZOO_REQUIRE_WGPU
+//! is set (CI sets it).
 #![cfg(feature = "wgpu")]
 
-use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::testing::{max_rel_diff, wgpu_test_device};
-use ssm_backends::{SelectiveScan, to_vec};
+mod common;
 
-fn on(device: &Device, t: Tensor<3>) -> Tensor<3> {
-    Tensor::from_data(t.into_data(), device)
+use burn::backend::Dispatch;
+use burn::tensor::{Device, Distribution, Tensor};
+use common::{Case, NAMES, inputs, loss_weights, op_gradients, scan, to_device};
+use ssm_backends::launches::LaunchCounter;
+use ssm_backends::portable;
+use ssm_backends::step::{mamba_decode_step, mamba_step_composed};
+use ssm_backends::testing::{max_rel_diff, wgpu_test_device};
+use ssm_backends::{add_rms_norm, causal_conv1d_step, selective_state_step, to_vec};
+use std::sync::Mutex;
+
+/// The launch observer is process-wide: the tests of this file run one at a time so that each
+/// counts its own launches.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn case(
+    (batch, dim, len, state, groups): (usize, usize, usize, usize, usize),
+    gate: bool,
+    init: bool,
+    softplus: bool,
+) -> Case {
+    Case {
+        batch,
+        dim,
+        len,
+        state,
+        groups,
+        gate,
+        init,
+        softplus,
+    }
+}
+
+/// Shapes: L = 1; D above one cube of 32 channels and not a multiple of it; L not a multiple
+/// of the forward (64) or backward (32) chunk; several groups; N not a power of two.
+fn cases() -> Vec<Case> {
+    vec![
+        case((2, 4, 1, 8, 1), true, false, true),
+        case((1, 40, 37, 16, 1), true, true, true),
+        case((2, 8, 37, 5, 2), false, true, true),
+        case((3, 8, 130, 16, 4), true, false, false),
+        case((1, 72, 200, 16, 2), true, true, true),
+    ]
 }
 
 #[test]
-fn wgpu_scan_matches_cpu_kernel() {
+fn scan_kernel_matches_portable_body() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(gpu) = wgpu_test_device() else {
         return;
     };
     let cpu = Device::flex();
     cpu.seed(11);
-    for (bs, d, l, n, g) in [(1, 4, 1, 8, 1), (2, 6, 33, 4, 2)] {
-        let u = Tensor::<3>::random([bs, d, l], Distribution::Normal(0.0, 1.0), &cpu);
-        let delta = Tensor::<3>::random([bs, d, l], Distribution::Uniform(-4.0, -1.0), &cpu);
-        let z = Tensor::<3>::random([bs, d, l], Distribution::Normal(0.0, 1.0), &cpu);
-        let a = Tensor::<2>::random([d, n], Distribution::Uniform(0.3, 4.0), &cpu).neg();
-        let b = Tensor::<4>::random([bs, g, n, l], Distribution::Normal(0.0, 1.0), &cpu);
-        let c = Tensor::<4>::random([bs, g, n, l], Distribution::Normal(0.0, 1.0), &cpu);
-        let dd = Tensor::<1>::random([d], Distribution::Normal(0.0, 1.0), &cpu);
-        let h0 = Tensor::<3>::random([bs, d, n], Distribution::Normal(0.0, 1.0), &cpu);
-        let want = SelectiveScan::new(u.clone(), delta.clone(), a.clone(), b.clone(), c.clone())
-            .d(dd.clone())
-            .z(z.clone())
-            .initial_state(h0.clone())
-            .softplus(true)
-            .run();
-        let got = SelectiveScan::new(
-            on(&gpu, u),
-            on(&gpu, delta),
-            Tensor::from_data(a.into_data(), &gpu),
-            Tensor::from_data(b.into_data(), &gpu),
-            Tensor::from_data(c.into_data(), &gpu),
-        )
-        .d(Tensor::from_data(dd.into_data(), &gpu))
-        .z(on(&gpu, z))
-        .initial_state(on(&gpu, h0))
-        .softplus(true)
-        .run();
-        let ey = max_rel_diff(&to_vec(got.y), &to_vec(want.y));
-        let eh = max_rel_diff(&to_vec(got.state), &to_vec(want.state));
+    for c in cases() {
+        let x = inputs(c, &cpu);
+        let want = scan(&x).run_reference();
+        let counter = LaunchCounter::start();
+        let got = scan(&to_device(&x, &gpu)).run();
+        let (y, state) = (to_vec(got.y), to_vec(got.state));
+        assert_eq!(
+            counter.count_of("scan_fwd_kernel"),
+            1,
+            "{c:?}: one forward kernel launch expected, the runtime saw {:?}",
+            counter.counts()
+        );
+        drop(counter);
+        let ey = max_rel_diff(&y, &to_vec(want.y));
+        let eh = max_rel_diff(&state, &to_vec(want.state));
+        assert!(ey <= 1e-4 && eh <= 1e-4, "{c:?}: y {ey:e} state {eh:e}");
+    }
+}
+
+#[test]
+fn scan_kernel_gradients_match_portable_body() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = wgpu_test_device() else {
+        return;
+    };
+    let cpu = Device::flex();
+    cpu.seed(12);
+    for c in cases() {
+        // op_gradients tracks z and the initial state: give every case both.
+        let c = Case {
+            gate: true,
+            init: true,
+            ..c
+        };
+        let x = inputs(c, &cpu);
+        let (wy, wh) = loss_weights(c, &cpu);
+        let want = op_gradients(&x, &wy, &wh, true);
+        let counter = LaunchCounter::start();
+        let got = op_gradients(
+            &to_device(&x, &gpu),
+            &Tensor::from_data(wy.into_data(), &gpu),
+            &Tensor::from_data(wh.into_data(), &gpu),
+            false,
+        );
+        assert_eq!(
+            counter.count_of("scan_bwd_kernel"),
+            1,
+            "{c:?}: one backward kernel launch expected, the runtime saw {:?}",
+            counter.counts()
+        );
+        drop(counter);
+        for (k, name) in NAMES.iter().enumerate() {
+            let err = max_rel_diff(&got[k], &want[k]);
+            assert!(err <= 1e-3, "{c:?} d{name}: relative error {err:e}");
+        }
+    }
+}
+
+fn normal<const D: usize>(dims: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(dims, Distribution::Normal(0.0, 1.0), device)
+}
+
+fn on<const D: usize>(t: &Tensor<D>, device: &Device) -> Tensor<D> {
+    Tensor::from_data(t.clone().into_data(), device)
+}
+
+#[test]
+fn decode_step_kernels_match_portable_bodies() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = wgpu_test_device() else {
+        return;
+    };
+    let cpu = Device::flex();
+    cpu.seed(13);
+    for (batch, dim, n, groups, gate) in [(1, 4, 16, 1, true), (3, 300, 5, 3, false)] {
+        let state = normal([batch, dim, n], &cpu);
+        let x = normal([batch, dim], &cpu);
+        let dt = Tensor::<2>::random([batch, dim], Distribution::Uniform(-4.0, -1.0), &cpu);
+        let a = Tensor::<2>::random([dim, n], Distribution::Uniform(0.3, 4.0), &cpu).neg();
+        let b = normal([batch, groups, n], &cpu);
+        let c = normal([batch, groups, n], &cpu);
+        let d = normal([dim], &cpu);
+        let z = normal([batch, dim], &cpu);
+        let bias = normal([dim], &cpu);
+        let (want_y, want_h) = portable::selective_state_step::<Dispatch>(
+            state.clone().into_dispatch(),
+            x.clone().into_dispatch(),
+            dt.clone().into_dispatch(),
+            a.clone().into_dispatch(),
+            b.clone().into_dispatch(),
+            c.clone().into_dispatch(),
+            d.clone().into_dispatch(),
+            gate.then(|| z.clone().into_dispatch()),
+            bias.clone().into_dispatch(),
+            true,
+        );
+        let counter = LaunchCounter::start();
+        let (y, h) = selective_state_step(
+            on(&state, &gpu),
+            on(&x, &gpu),
+            on(&dt, &gpu),
+            on(&a, &gpu),
+            on(&b, &gpu),
+            on(&c, &gpu),
+            on(&d, &gpu),
+            gate.then(|| on(&z, &gpu)),
+            on(&bias, &gpu),
+            true,
+        );
+        let (y, h) = (to_vec(y), to_vec(h));
+        assert_eq!(counter.count_of("state_step_kernel"), 1);
+        drop(counter);
+        let ey = max_rel_diff(&y, &to_vec(Tensor::<2>::from_dispatch(want_y)));
+        let eh = max_rel_diff(&h, &to_vec(Tensor::<3>::from_dispatch(want_h)));
         assert!(
-            ey <= 1e-4 && eh <= 1e-4,
-            "({bs},{d},{l},{n},{g}): y {ey:e} state {eh:e}"
+            ey <= 1e-5 && eh <= 1e-5,
+            "state step: y {ey:e} state {eh:e}"
+        );
+
+        for (k, silu) in [(4, true), (3, false)] {
+            let cs = normal([batch, dim, k], &cpu);
+            let w = normal([dim, k], &cpu);
+            let (want_o, want_s) = portable::causal_conv1d_step::<Dispatch>(
+                x.clone().into_dispatch(),
+                cs.clone().into_dispatch(),
+                w.clone().into_dispatch(),
+                bias.clone().into_dispatch(),
+                silu,
+            );
+            let counter = LaunchCounter::start();
+            let (o, s) = causal_conv1d_step(
+                on(&x, &gpu),
+                on(&cs, &gpu),
+                on(&w, &gpu),
+                on(&bias, &gpu),
+                silu,
+            );
+            let (o, s) = (to_vec(o), to_vec(s));
+            assert_eq!(counter.count_of("conv_step_kernel"), 1);
+            drop(counter);
+            let eo = max_rel_diff(&o, &to_vec(Tensor::<2>::from_dispatch(want_o)));
+            let es = max_rel_diff(&s, &to_vec(Tensor::<3>::from_dispatch(want_s)));
+            assert!(
+                eo <= 1e-5 && es == 0.0,
+                "conv step: out {eo:e} state {es:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_mamba_step_kernel_matches_composed_step() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = wgpu_test_device() else {
+        return;
+    };
+    let cpu = Device::flex();
+    cpu.seed(14);
+    // (batch, D, K, N, R): mamba_tiny's shape, and one with D above the cube's 256 units.
+    for (batch, dim, k, n, r) in [(2, 64, 4, 16, 4), (1, 64, 4, 16, 2), (3, 600, 3, 5, 7)] {
+        let weights = ssm_backends::step::pack_mamba_step_weights(
+            normal([dim, k], &cpu).mul_scalar(0.3),
+            normal([dim], &cpu),
+            normal([dim, r + 2 * n], &cpu).mul_scalar(0.1),
+            normal([r, dim], &cpu).mul_scalar(0.3),
+            Tensor::random([dim], Distribution::Uniform(-4.0, -1.0), &cpu),
+            Tensor::<2>::random([dim, n], Distribution::Uniform(0.3, 4.0), &cpu).neg(),
+            normal([dim], &cpu),
+        );
+        let xz = normal([batch, 2 * dim], &cpu);
+        let conv = normal([batch, dim, k], &cpu);
+        let ssm = normal([batch, dim, n], &cpu);
+        let want = mamba_step_composed::<Dispatch>(
+            xz.clone().into_dispatch(),
+            conv.clone().into_dispatch(),
+            ssm.clone().into_dispatch(),
+            weights.clone().into_dispatch(),
+        );
+        let counter = LaunchCounter::start();
+        let got = mamba_decode_step(
+            on(&xz, &gpu),
+            on(&conv, &gpu),
+            on(&ssm, &gpu),
+            on(&weights, &gpu),
+        );
+        let got = (to_vec(got.0), to_vec(got.1), to_vec(got.2));
+        assert_eq!(
+            counter.count_of("mamba_step_kernel"),
+            1,
+            "the runtime saw {:?}",
+            counter.counts()
+        );
+        drop(counter);
+        let e = [
+            max_rel_diff(&got.0, &to_vec(Tensor::<2>::from_dispatch(want.0))),
+            max_rel_diff(&got.1, &to_vec(Tensor::<3>::from_dispatch(want.1))),
+            max_rel_diff(&got.2, &to_vec(Tensor::<3>::from_dispatch(want.2))),
+        ];
+        assert!(
+            e.iter().all(|e| *e <= 1e-4),
+            "({batch},{dim},{k},{n},{r}): y, conv state, ssm state errors {e:?}"
+        );
+    }
+}
+
+#[test]
+fn add_rms_norm_kernel_matches_portable_body() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = wgpu_test_device() else {
+        return;
+    };
+    let cpu = Device::flex();
+    cpu.seed(15);
+    // Widths below, at and above the cube's 256 units, not powers of two.
+    for (rows, width, residual) in [
+        (1, 3, false),
+        (1, 32, false),
+        (1, 128, true),
+        (4, 256, true),
+        (3, 1000, true),
+    ] {
+        let x = normal([rows, width], &cpu);
+        let r = normal([rows, width], &cpu);
+        let w = normal([width], &cpu);
+        let (want_s, want_y) = portable::add_rms_norm::<Dispatch>(
+            x.clone().into_dispatch(),
+            residual.then(|| r.clone().into_dispatch()),
+            w.clone().into_dispatch(),
+            1e-5,
+        );
+        let counter = LaunchCounter::start();
+        let (s, y) = add_rms_norm(
+            on(&x, &gpu),
+            residual.then(|| on(&r, &gpu)),
+            on(&w, &gpu),
+            1e-5,
+        );
+        let (s, y) = (to_vec(s), to_vec(y));
+        assert_eq!(counter.count_of("add_rms_norm_kernel"), 1);
+        drop(counter);
+        let es = max_rel_diff(&s, &to_vec(Tensor::<2>::from_dispatch(want_s)));
+        let ey = max_rel_diff(&y, &to_vec(Tensor::<2>::from_dispatch(want_y)));
+        assert!(
+            es <= 1e-6 && ey <= 1e-5,
+            "({rows},{width}): sum {es:e} norm {ey:e}"
         );
     }
 }

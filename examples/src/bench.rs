@@ -107,6 +107,7 @@ fn lm(a: LmBenchArgs) -> CliResult {
     cache = c;
     let _ = l.into_data();
     sync(&device)?;
+    let launches = Launches::start();
     let t = Instant::now();
     for _ in 0..a.decode_tokens {
         let (logits, c) = model.step(next, cache);
@@ -116,6 +117,7 @@ fn lm(a: LmBenchArgs) -> CliResult {
         let _ = next.clone().into_data();
     }
     let decode_s = t.elapsed().as_secs_f64();
+    let (per_token, by_kernel) = launches.per_token(a.decode_tokens);
 
     let report = serde_json::json!({
         "arch": format!("{:?}", a.arch).to_lowercase(),
@@ -131,7 +133,68 @@ fn lm(a: LmBenchArgs) -> CliResult {
         "decode_tokens": a.decode_tokens,
         "decode_tokens_per_s": a.decode_tokens as f64 / decode_s,
         "decode_ms_per_token": decode_s * 1e3 / a.decode_tokens as f64,
+        "kernel_launches_per_token": per_token,
+        "kernel_launches_per_token_per_layer": per_token.map(|p| p / a.layers as f64),
+        "kernel_launches_per_token_by_kernel": by_kernel,
     });
     println!("{report}");
     Ok(())
+}
+
+/// Kernel launches counted by the CubeCL runtime (wgpu, cuda); nothing on the CPU backends,
+/// which launch no kernels.
+struct Launches {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    counter: ssm_backends::launches::LaunchCounter,
+}
+
+impl Launches {
+    fn start() -> Self {
+        Self {
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            counter: ssm_backends::launches::LaunchCounter::start(),
+        }
+    }
+
+    /// Launches per decoded token, in all and by kernel (short names), or `None` and an empty
+    /// map where the runtime saw no launch (a CPU device).
+    fn per_token(self, tokens: usize) -> (Option<f64>, serde_json::Map<String, serde_json::Value>) {
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        {
+            let total = self.counter.total();
+            if total > 0 {
+                let mut by = std::collections::BTreeMap::<String, usize>::new();
+                for (name, n) in self.counter.counts() {
+                    *by.entry(short_kernel_name(&name)).or_default() += n;
+                }
+                let map = by
+                    .into_iter()
+                    .map(|(k, n)| (k, serde_json::json!(n as f64 / tokens as f64)))
+                    .collect();
+                return (Some(total as f64 / tokens as f64), map);
+            }
+        }
+        let _ = (self, tokens);
+        (None, serde_json::Map::new())
+    }
+}
+
+/// `a::b::kernel::Kernel<X<Y>>` -> `kernel::Kernel<X>`: the module and type of a kernel, with its
+/// generic arguments shortened to their last path segment.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn short_kernel_name(name: &str) -> String {
+    let base = name.split('<').next().unwrap_or(name);
+    let parts: Vec<&str> = base.rsplitn(3, "::").collect();
+    let mut short = match parts.as_slice() {
+        [ty, module, ..] => format!("{module}::{ty}"),
+        _ => base.to_string(),
+    };
+    if let Some(arg) = name.find('<').map(|i| &name[i + 1..]) {
+        let first = arg.split([',', '<', '>']).next().unwrap_or("");
+        let last = first.rsplit("::").next().unwrap_or(first);
+        if !last.is_empty() {
+            short.push_str(&format!("<{last}>"));
+        }
+    }
+    short
 }

@@ -43,4 +43,14 @@ impl RmsNorm {
             .sqrt();
         x.div(rms).mul(self.weight.val().unsqueeze())
     }
+
+    /// Residual add then norm, fused (one kernel launch on the GPU backends): returns
+    /// `s = x + residual` (or `x`) and `forward(s)`.
+    pub fn forward_add<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        residual: Option<Tensor<D>>,
+    ) -> (Tensor<D>, Tensor<D>) {
+        ssm_backends::add_rms_norm(x, residual, self.weight.val(), self.eps)
+    }
 }

@@ -421,16 +421,19 @@ impl CausalLm for MambaLm {
             .embeddings
             .forward(ids.unsqueeze_dim(1))
             .squeeze_dim::<2>(1);
+        // The residual stream with each norm fused to the add before it (mamba_ssm's
+        // fused_add_norm): one launch per layer for add + norm on the GPU backends.
+        let mut pending: Option<Tensor<2>> = None;
         let mut caches = Vec::with_capacity(cache.layers.len());
         for (layer, c) in self.backbone.layers.iter().zip(cache.layers) {
-            let (y, c) = layer.mixer.step(layer.norm.forward(x.clone()), c);
-            x = x + y;
+            let (sum, normed) = layer.norm.forward_add(x, pending.take());
+            let (y, c) = layer.mixer.step(normed, c);
+            x = sum;
+            pending = Some(y);
             caches.push(c);
         }
-        (
-            self.head(self.backbone.norm_f.forward(x)),
-            MambaCache { layers: caches },
-        )
+        let (_, normed) = self.backbone.norm_f.forward_add(x, pending);
+        (self.head(normed), MambaCache { layers: caches })
     }
 }
 

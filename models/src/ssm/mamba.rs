@@ -18,7 +18,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::conv1d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use ssm_backends::{SelectiveScan, causal_conv1d_step, selective_state_step};
+use ssm_backends::SelectiveScan;
+use ssm_backends::step::{mamba_decode_step, pack_mamba_step_weights};
 
 /// Configuration of a [`MambaMixer`] (mamba_ssm's `Mamba` arguments).
 #[derive(Config, Debug)]
@@ -168,6 +169,10 @@ pub struct MambaMixer {
 pub struct MambaLayerCache {
     pub conv_state: Tensor<3>,
     pub ssm_state: Tensor<3>,
+    /// The mixer's decode weights packed for the fused step
+    /// ([`ssm_backends::step::pack_mamba_step_weights`]), filled by the first
+    /// [`MambaMixer::step`] and reused by the next ones: a cache belongs to one set of weights.
+    pub step_weights: Option<Tensor<1>>,
 }
 
 impl MambaLayerCache {
@@ -182,6 +187,7 @@ impl MambaLayerCache {
         Self {
             conv_state: Tensor::zeros([batch, d_inner, d_conv], device),
             ssm_state: Tensor::zeros([batch, d_inner, d_state], device),
+            step_weights: None,
         }
     }
 }
@@ -295,51 +301,45 @@ impl MambaMixer {
             MambaLayerCache {
                 conv_state,
                 ssm_state: out.state,
+                step_weights: None,
             },
             trace,
         )
     }
 
-    /// One recurrent step (B, d_model) -> (B, d_model): two fused ops (conv step, state step)
-    /// between the projections.
+    /// One recurrent step (B, d_model) -> (B, d_model): in_proj, the fused decode step
+    /// ([`mamba_decode_step`]: conv step, x_proj, dt_proj, state update and gate; one kernel
+    /// launch on the GPU backends), out_proj.
     pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
-        let device = x.device();
-        let (di, n, r, k) = (self.d_inner, self.d_state, self.dt_rank, self.d_conv);
+        let weights = cache
+            .step_weights
+            .unwrap_or_else(|| self.step_weights(&x.device()));
         let xz = self.in_proj.forward(x);
-        let xs = xz.clone().narrow(1, 0, di);
-        let z = xz.narrow(1, di, di);
-        let (u, conv_state) = causal_conv1d_step(
-            xs,
-            cache.conv_state,
-            self.conv1d.weight.val().reshape([di, k]),
-            self.conv_bias(&device),
-            true,
-        );
-        let x_dbl = self.x_proj.forward(u.clone());
-        let dt = x_dbl
-            .clone()
-            .narrow(1, 0, r)
-            .matmul(self.dt_proj.weight.val());
-        let b = x_dbl.clone().narrow(1, r, n).unsqueeze_dim(1);
-        let c = x_dbl.narrow(1, r + n, n).unsqueeze_dim(1);
-        let (y, ssm_state) = selective_state_step(
-            cache.ssm_state,
-            u,
-            dt,
-            self.a(),
-            b,
-            c,
-            self.D.val(),
-            Some(z),
-            self.dt_bias(&device),
-            true,
-        );
+        let (y, conv_state, ssm_state) =
+            mamba_decode_step(xz, cache.conv_state, cache.ssm_state, weights.clone());
         (
             self.out_proj.forward(y),
             MambaLayerCache {
                 conv_state,
                 ssm_state,
+                step_weights: Some(weights),
             },
+        )
+    }
+
+    /// This mixer's decode weights in the packed layout of the fused step.
+    pub fn step_weights(&self, device: &Device) -> Tensor<1> {
+        pack_mamba_step_weights(
+            self.conv1d
+                .weight
+                .val()
+                .reshape([self.d_inner, self.d_conv]),
+            self.conv_bias(device),
+            self.x_proj.weight.val(),
+            self.dt_proj.weight.val(),
+            self.dt_bias(device),
+            self.a(),
+            self.D.val(),
         )
     }
 }

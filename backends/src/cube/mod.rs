@@ -1,0 +1,520 @@
+//! `SsmOps` for the CubeCL backend (wgpu, vulkan, cuda, rocm): the kernels of [`kernels`],
+//! launched on `CubeTensor`s.
+//!
+//! Inputs are made contiguous and flat; small inputs are packed into one buffer (a `cat` of a
+//! few small tensors), several outputs share one buffer whose regions start on the device's
+//! binding alignment, so that they come back as views with no copy. Shapes a kernel cannot take
+//! (a state size whose staging does not fit the device's shared memory) fall back to the
+//! portable body, which is always correct.
+
+mod kernels;
+
+use crate::portable::{self, ScanArgs, ScanDims};
+use crate::prim::P;
+use burn::backend::TensorMetadata;
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::ops::FloatTensorOps;
+use burn::tensor::Shape;
+use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::{into_contiguous, slice};
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+
+type Cb = CubeBackend;
+
+/// Channels per cube of the scan kernels (one unit each).
+const SCAN_BLOCK: usize = 32;
+/// Steps per chunk of the forward scan (B and C staged in shared memory per chunk).
+const FWD_CHUNK: usize = 64;
+/// Steps per chunk of the backward scan (the states recomputed per chunk).
+const BWD_CHUNK: usize = 32;
+/// Units of the fused decode-step cube.
+const STEP_UNITS: usize = 256;
+
+/// The names of this module's kernels as the runtime reports them (see
+/// `cubecl::logging::LaunchObserver`): tests and `zoo bench` use them to prove a kernel ran.
+pub const KERNEL_NAMES: [&str; 6] = [
+    "add_rms_norm_kernel",
+    "scan_fwd_kernel",
+    "scan_bwd_kernel",
+    "state_step_kernel",
+    "conv_step_kernel",
+    "mamba_step_kernel",
+];
+
+/// A contiguous, flat (1-D) copy or view of `t`.
+fn flat(t: CubeTensor) -> CubeTensor {
+    let n = t.shape().num_elements();
+    let t = into_contiguous(t);
+    Cb::float_reshape(t, Shape::new([n]))
+}
+
+/// Flat tensors laid end to end in one buffer; returns it and each part's offset (elements).
+fn pack(parts: Vec<CubeTensor>) -> (CubeTensor, Vec<usize>) {
+    let mut offsets = Vec::with_capacity(parts.len());
+    let mut at = 0;
+    let flats: Vec<CubeTensor> = parts
+        .into_iter()
+        .map(|p| {
+            let f = flat(p);
+            offsets.push(at);
+            at += f.shape().num_elements();
+            f
+        })
+        .collect();
+    (Cb::float_cat(flats, 0), offsets)
+}
+
+/// One output buffer holding several regions, each starting on the binding alignment.
+struct Regions {
+    offsets: Vec<usize>,
+    total: usize,
+}
+
+impl Regions {
+    fn new(like: &CubeTensor, sizes: &[usize]) -> Self {
+        let elem = like.dtype.size();
+        let align = (like.client.properties().memory.alignment as usize / elem).max(1);
+        let mut offsets = Vec::with_capacity(sizes.len());
+        let mut at = 0;
+        for s in sizes {
+            offsets.push(at);
+            at += s.div_ceil(align) * align;
+        }
+        Self {
+            offsets,
+            total: at.max(1),
+        }
+    }
+
+    fn alloc(&self, like: &CubeTensor) -> CubeTensor {
+        empty_device_dtype(
+            like.client.clone(),
+            like.device.clone(),
+            Shape::new([self.total]),
+            like.dtype,
+        )
+    }
+
+    /// Region `i` of `buf` as a tensor of shape `dims` (a view when aligned).
+    fn view(&self, buf: &CubeTensor, i: usize, dims: &[usize]) -> CubeTensor {
+        let n: usize = dims.iter().product();
+        let start = self.offsets[i];
+        let part = slice(buf.clone(), &[start..start + n]);
+        Cb::float_reshape(part, Shape::from(dims.to_vec()))
+    }
+}
+
+fn u32s(values: &[usize]) -> SequenceArg<u32> {
+    let mut seq = SequenceArg::new();
+    for v in values {
+        seq.push(u32::try_from(*v).expect("size exceeds the kernels' 32-bit indexing"));
+    }
+    seq
+}
+
+fn fits_u32(sizes: &[usize]) -> bool {
+    sizes.iter().all(|s| u32::try_from(*s).is_ok())
+}
+
+fn shared_limit(t: &CubeTensor) -> usize {
+    t.client.properties().hardware.max_shared_memory_size
+}
+
+fn max_units(t: &CubeTensor) -> usize {
+    let hw = &t.client.properties().hardware;
+    (hw.max_units_per_cube as usize).min(hw.max_cube_dim.0 as usize)
+}
+
+/// The forward scan on the kernel, or `None` when the shape does not suit it.
+pub(crate) fn selective_scan(args: ScanArgs<Cb>) -> Option<(CubeTensor, CubeTensor)> {
+    let s = ScanDims::of::<Cb>(&args.u, &args.b);
+    let elem = args.u.dtype.size();
+    let shared = 2 * s.state * FWD_CHUNK * elem;
+    let total = s.batch * s.dim * s.len;
+    if s.groups == 0
+        || s.dim % s.groups != 0
+        || shared > shared_limit(&args.u)
+        || max_units(&args.u) < SCAN_BLOCK
+        || !fits_u32(&[
+            total + s.batch * s.dim * s.state,
+            2 * s.batch * s.groups * s.state * s.len,
+        ])
+    {
+        return None;
+    }
+    let gate = args.z.is_some();
+    let u = flat(args.u);
+    let delta = flat(args.delta);
+    let z = match args.z {
+        Some(z) => flat(z),
+        None => u.clone(),
+    };
+    let (packed, off) = pack(vec![
+        args.b,
+        args.c,
+        args.a,
+        args.d,
+        args.delta_bias,
+        args.h0,
+    ]);
+    let regions = Regions::new(&u, &[total, s.batch * s.dim * s.state]);
+    let out = regions.alloc(&u);
+    let per_group = s.dim / s.groups;
+    let count = CubeCount::Static(
+        per_group.div_ceil(SCAN_BLOCK) as u32,
+        s.groups as u32,
+        s.batch as u32,
+    );
+    let dtype = u.dtype;
+    let client = u.client.clone();
+    kernels::scan_fwd_kernel::launch(
+        &client,
+        count,
+        CubeDim::new_1d(SCAN_BLOCK as u32),
+        u.into_tensor_arg(),
+        delta.into_tensor_arg(),
+        z.into_tensor_arg(),
+        packed.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        s.dim as u32,
+        s.len as u32,
+        s.groups as u32,
+        off[1] as u32,
+        off[2] as u32,
+        off[3] as u32,
+        off[4] as u32,
+        off[5] as u32,
+        regions.offsets[1] as u32,
+        s.state,
+        FWD_CHUNK,
+        gate,
+        args.delta_softplus,
+        dtype_to_storage_type(dtype),
+    );
+    Some((
+        regions.view(&out, 0, &[s.batch, s.dim, s.len]),
+        regions.view(&out, 1, &[s.batch, s.dim, s.state]),
+    ))
+}
+
+/// The backward scan on the kernel, or `None` when the shape does not suit it. Returns the
+/// gradients in the order of [`portable::ScanGrads`].
+pub(crate) fn selective_scan_backward(
+    args: ScanArgs<Cb>,
+    dy: CubeTensor,
+    dstate: CubeTensor,
+) -> Option<portable::ScanGrads<Cb>> {
+    let s = ScanDims::of::<Cb>(&args.u, &args.b);
+    let elem = args.u.dtype.size();
+    let shared = 2 * s.state * (2 * BWD_CHUNK + SCAN_BLOCK) * elem;
+    let total = s.batch * s.dim * s.len;
+    let per_group = s.dim.checked_div(s.groups)?;
+    let cubes = per_group.div_ceil(SCAN_BLOCK);
+    let n_chunks = s.len.div_ceil(BWD_CHUNK);
+    let bsd = s.batch * s.dim;
+    let partial = s.batch * s.groups * cubes * s.state * s.len;
+    let sizes = [
+        partial,
+        partial,
+        bsd * s.state,
+        bsd,
+        bsd,
+        bsd * s.state,
+        bsd * n_chunks * s.state,
+        bsd * BWD_CHUNK * s.state,
+    ];
+    let small_total: usize = sizes.iter().sum::<usize>() + 64 * sizes.len();
+    if s.dim % s.groups != 0
+        || shared > shared_limit(&args.u)
+        || max_units(&args.u) < SCAN_BLOCK
+        || !fits_u32(&[
+            3 * total,
+            small_total,
+            s.batch * s.groups * s.state * s.len * 2,
+        ])
+    {
+        return None;
+    }
+    let gate = args.z.is_some();
+    let u = flat(args.u);
+    let delta = flat(args.delta);
+    let z = match args.z {
+        Some(z) => flat(z),
+        None => u.clone(),
+    };
+    let dy = flat(dy);
+    let (packed, off) = pack(vec![
+        args.b,
+        args.c,
+        args.a,
+        args.d,
+        args.delta_bias,
+        args.h0,
+        dstate,
+    ]);
+    let big_regions = Regions::new(&u, &[total, total, if gate { total } else { 1 }]);
+    let big = big_regions.alloc(&u);
+    let small_regions = Regions::new(&u, &sizes);
+    let small = small_regions.alloc(&u);
+    let so = &small_regions.offsets;
+    let count = CubeCount::Static(cubes as u32, s.groups as u32, s.batch as u32);
+    let dtype = u.dtype;
+    let client = u.client.clone();
+    kernels::scan_bwd_kernel::launch(
+        &client,
+        count,
+        CubeDim::new_1d(SCAN_BLOCK as u32),
+        u.into_tensor_arg(),
+        delta.into_tensor_arg(),
+        z.into_tensor_arg(),
+        dy.into_tensor_arg(),
+        packed.into_tensor_arg(),
+        big.clone().into_tensor_arg(),
+        small.clone().into_tensor_arg(),
+        u32s(&[s.batch, s.dim, s.len, s.groups]),
+        u32s(&[
+            off[1],
+            off[2],
+            off[3],
+            off[4],
+            off[5],
+            off[6],
+            so[1],
+            so[2],
+            so[3],
+            so[4],
+            so[5],
+            so[6],
+            so[7],
+            big_regions.offsets[1],
+            big_regions.offsets[2],
+        ]),
+        s.state,
+        BWD_CHUNK,
+        SCAN_BLOCK,
+        gate,
+        args.delta_softplus,
+        dtype_to_storage_type(dtype),
+    );
+    let big_view = |i: usize| big_regions.view(&big, i, &[s.batch, s.dim, s.len]);
+    let sum_cubes = |i: usize| -> CubeTensor {
+        let p = small_regions.view(&small, i, &[s.batch, s.groups, cubes, s.state, s.len]);
+        P::<Cb>::new(p)
+            .sum_dim(2)
+            .reshape(&[s.batch, s.groups, s.state, s.len])
+            .into_inner()
+    };
+    let sum_batch = |i: usize, dims: &[usize]| -> CubeTensor {
+        let mut full = vec![s.batch];
+        full.extend_from_slice(dims);
+        P::<Cb>::new(small_regions.view(&small, i, &full))
+            .sum_dim(0)
+            .reshape(dims)
+            .into_inner()
+    };
+    Some(portable::ScanGrads {
+        du: big_view(0),
+        ddelta: big_view(1),
+        da: sum_batch(2, &[s.dim, s.state]),
+        db: sum_cubes(0),
+        dc: sum_cubes(1),
+        dd: sum_batch(3, &[s.dim]),
+        dz: gate.then(|| big_view(2)),
+        ddelta_bias: sum_batch(4, &[s.dim]),
+        dh0: small_regions.view(&small, 5, &[s.batch, s.dim, s.state]),
+    })
+}
+
+/// The decode step of the selective SSM on the kernel (see [`portable::selective_state_step`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn selective_state_step(
+    state: CubeTensor,
+    x: CubeTensor,
+    dt: CubeTensor,
+    a: CubeTensor,
+    b: CubeTensor,
+    c: CubeTensor,
+    d: CubeTensor,
+    z: Option<CubeTensor>,
+    dt_bias: CubeTensor,
+    dt_softplus: bool,
+) -> (CubeTensor, CubeTensor) {
+    let sd = state.shape().to_vec();
+    let groups = b.shape()[1];
+    let (batch, dim, n) = (sd[0], sd[1], sd[2]);
+    let gate = z.is_some();
+    let x = flat(x);
+    let z = match z {
+        Some(z) => flat(z),
+        None => x.clone(),
+    };
+    let (packed, _) = pack(vec![a, d, dt_bias, b, c]);
+    let regions = Regions::new(&x, &[batch * dim, batch * dim * n]);
+    let out = regions.alloc(&x);
+    let units = batch * dim;
+    let cube_dim = CubeDim::new_1d(256.min(max_units(&x)) as u32);
+    let count = cubecl::calculate_cube_count_elemwise(&x.client, units, cube_dim);
+    let dtype = x.dtype;
+    let client = x.client.clone();
+    kernels::state_step_kernel::launch(
+        &client,
+        count,
+        cube_dim,
+        flat(state).into_tensor_arg(),
+        x.into_tensor_arg(),
+        flat(dt).into_tensor_arg(),
+        z.into_tensor_arg(),
+        packed.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        u32s(&[batch, dim, groups, regions.offsets[1]]),
+        n,
+        gate,
+        dt_softplus,
+        dtype_to_storage_type(dtype),
+    );
+    (
+        regions.view(&out, 0, &[batch, dim]),
+        regions.view(&out, 1, &[batch, dim, n]),
+    )
+}
+
+/// The decode step of a causal depthwise conv1d on the kernel.
+pub(crate) fn causal_conv1d_step(
+    x: CubeTensor,
+    state: CubeTensor,
+    weight: CubeTensor,
+    bias: CubeTensor,
+    silu: bool,
+) -> (CubeTensor, CubeTensor) {
+    let sd = state.shape().to_vec();
+    let (batch, ch, k) = (sd[0], sd[1], sd[2]);
+    let (packed, _) = pack(vec![weight, bias]);
+    let x = flat(x);
+    let regions = Regions::new(&x, &[batch * ch, batch * ch * k]);
+    let out = regions.alloc(&x);
+    let cube_dim = CubeDim::new_1d(256.min(max_units(&x)) as u32);
+    let count = cubecl::calculate_cube_count_elemwise(&x.client, batch * ch, cube_dim);
+    let dtype = x.dtype;
+    let client = x.client.clone();
+    kernels::conv_step_kernel::launch(
+        &client,
+        count,
+        cube_dim,
+        x.into_tensor_arg(),
+        flat(state).into_tensor_arg(),
+        packed.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        u32s(&[batch, ch, regions.offsets[1]]),
+        k,
+        silu,
+        dtype_to_storage_type(dtype),
+    );
+    (
+        regions.view(&out, 0, &[batch, ch]),
+        regions.view(&out, 1, &[batch, ch, k]),
+    )
+}
+
+/// The fused Mamba decode step on the kernel, or `None` when `D` does not fit the shared
+/// memory of one cube. Sizes as in [`crate::step::MambaStepDims`].
+pub(crate) fn mamba_step(
+    xz: CubeTensor,
+    conv_state: CubeTensor,
+    ssm_state: CubeTensor,
+    weights: CubeTensor,
+    dims: crate::step::MambaStepDims,
+) -> Option<(CubeTensor, CubeTensor, CubeTensor)> {
+    let crate::step::MambaStepDims {
+        batch,
+        dim,
+        width,
+        state: n,
+        rank,
+    } = dims;
+    let proj = rank + 2 * n;
+    let units = STEP_UNITS.min(max_units(&xz));
+    // Each x_proj output is split over `split` units (as many as fill the cube, at most 8).
+    let split = (units / proj).clamp(1, 8);
+    let elem = xz.dtype.size();
+    let shared = (dim + proj + proj * split) * elem;
+    if shared > shared_limit(&xz) || !fits_u32(&[weights.shape().num_elements()]) {
+        return None;
+    }
+    let xz = flat(xz);
+    let regions = Regions::new(&xz, &[batch * dim, batch * dim * width, batch * dim * n]);
+    let out = regions.alloc(&xz);
+    let dtype = xz.dtype;
+    let client = xz.client.clone();
+    kernels::mamba_step_kernel::launch(
+        &client,
+        CubeCount::Static(batch as u32, 1, 1),
+        CubeDim::new_1d(units as u32),
+        xz.into_tensor_arg(),
+        flat(conv_state).into_tensor_arg(),
+        flat(ssm_state).into_tensor_arg(),
+        flat(weights).into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        u32s(&[dim, rank, split, regions.offsets[1], regions.offsets[2]]),
+        width,
+        n,
+        dim,
+        proj,
+        proj * split,
+        dtype_to_storage_type(dtype),
+    );
+    Some((
+        regions.view(&out, 0, &[batch, dim]),
+        regions.view(&out, 1, &[batch, dim, width]),
+        regions.view(&out, 2, &[batch, dim, n]),
+    ))
+}
+
+/// Residual add and RMSNorm over the last axis on the kernel (one launch): returns `x + r` (or
+/// `x`) and its normalised form.
+pub(crate) fn add_rms_norm(
+    x: CubeTensor,
+    residual: Option<CubeTensor>,
+    weight: CubeTensor,
+    eps: f32,
+) -> (CubeTensor, CubeTensor) {
+    let dims = x.shape().to_vec();
+    let width = *dims.last().expect("add_rms_norm: a tensor of rank >= 1");
+    let rows = dims.iter().product::<usize>() / width.max(1);
+    if rows == 0 || width == 0 {
+        return (x.clone(), x);
+    }
+    let has_residual = residual.is_some();
+    let x = flat(x);
+    let residual = match residual {
+        Some(r) => flat(r),
+        None => x.clone(),
+    };
+    let regions = Regions::new(&x, &[rows * width, rows * width]);
+    let out = regions.alloc(&x);
+    // A power of two for the tree reduction.
+    let cap = STEP_UNITS
+        .min(max_units(&x))
+        .min(width.next_power_of_two())
+        .max(1);
+    let units = 1usize << cap.ilog2();
+    let dtype = x.dtype;
+    let client = x.client.clone();
+    kernels::add_rms_norm_kernel::launch(
+        &client,
+        CubeCount::Static(rows as u32, 1, 1),
+        CubeDim::new_1d(units as u32),
+        x.into_tensor_arg(),
+        residual.into_tensor_arg(),
+        flat(weight).into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        width as u32,
+        regions.offsets[1] as u32,
+        eps,
+        has_residual,
+        units,
+        dtype_to_storage_type(dtype),
+    );
+    (regions.view(&out, 0, &dims), regions.view(&out, 1, &dims))
+}

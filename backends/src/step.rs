@@ -1,0 +1,204 @@
+//! The recurrent (decode) step of a whole Mamba (v1) mixer after `in_proj`, as one op.
+//!
+//! Given `xz = in_proj(x)` = `[x | z]` (B, 2D), one step does: the causal conv step and SiLU,
+//! `x_proj` (split into `dt_low` (R), `B` (N), `C` (N)), `dt = softplus(dt_proj(dt_low) +
+//! dt_bias)`, the selective state update `h = exp(dt A) h + dt B x`, `y = (C . h + D x) *
+//! silu(z)`. On the CubeCL backends that is one kernel launch; elsewhere it is composed from the
+//! fused conv and state steps and two matmuls. The weights travel packed in one flat tensor built
+//! once per generation by [`pack_mamba_step_weights`].
+
+use crate::ops::SsmOps;
+use crate::prim::P;
+use burn::backend::{TensorMetadata, tensor::FloatTensor};
+use burn::tensor::Tensor;
+
+/// The sizes of a Mamba decode step, read from the shapes of its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MambaStepDims {
+    /// Batch rows.
+    pub batch: usize,
+    /// Inner channels `D` (`d_inner`).
+    pub dim: usize,
+    /// Conv width `K`.
+    pub width: usize,
+    /// State size `N`.
+    pub state: usize,
+    /// Rank `R` of `dt` (`dt_rank`).
+    pub rank: usize,
+}
+
+impl MambaStepDims {
+    /// Reads the sizes from `xz` (B, 2D), `conv_state` (B, D, K), `ssm_state` (B, D, N) and the
+    /// length of the packed weights, `D (K + 3 + 3N) + 2 D R`.
+    pub fn infer(
+        xz: &[usize],
+        conv_state: &[usize],
+        ssm_state: &[usize],
+        weights: usize,
+    ) -> Result<Self, String> {
+        let (&[batch, two_d], &[cb, dim, width], &[sb, sd, state]) = (xz, conv_state, ssm_state)
+        else {
+            return Err(format!(
+                "mamba step: expected xz (B, 2D), conv_state (B, D, K), ssm_state (B, D, N), got \
+                 {xz:?}, {conv_state:?}, {ssm_state:?}"
+            ));
+        };
+        if cb != batch || sb != batch || sd != dim || two_d != 2 * dim || dim == 0 || width == 0 {
+            return Err(format!(
+                "mamba step: inconsistent shapes xz {xz:?}, conv_state {conv_state:?}, \
+                 ssm_state {ssm_state:?}"
+            ));
+        }
+        let fixed = dim * (width + 3 + 3 * state);
+        let rest = weights.checked_sub(fixed).unwrap_or(usize::MAX);
+        if rest == usize::MAX || rest == 0 || rest % (2 * dim) != 0 {
+            return Err(format!(
+                "mamba step: packed weights of length {weights} do not fit D = {dim}, K = \
+                 {width}, N = {state} (expected D (K + 3 + 3N) + 2 D R)"
+            ));
+        }
+        Ok(Self {
+            batch,
+            dim,
+            width,
+            state,
+            rank: rest / (2 * dim),
+        })
+    }
+
+    /// Offsets (in elements) of the parts of the packed weights: conv_w, conv_b, x_proj,
+    /// dt_proj, dt_bias, A, D, end.
+    pub fn offsets(&self) -> [usize; 8] {
+        let (d, k, n, r) = (self.dim, self.width, self.state, self.rank);
+        let proj = r + 2 * n;
+        let mut o = [0; 8];
+        let sizes = [d * k, d, proj * d, d * r, d, d * n, d];
+        for i in 0..7 {
+            o[i + 1] = o[i] + sizes[i];
+        }
+        o
+    }
+}
+
+/// Packs a Mamba mixer's decode weights into the flat layout of [`SsmOps::mamba_decode_step`]:
+/// `[conv_w (D, K) | conv_b (D) | x_proj (R + 2N, D) | dt_proj (D, R) | dt_bias (D) | A (D, N) |
+/// D (D)]`.
+///
+/// The projections are given in Burn's `Linear` layout (`x_proj_w` (D, R + 2N), `dt_proj_w`
+/// (R, D)); `a` is `A = -exp(A_log)` (D, N).
+pub fn pack_mamba_step_weights(
+    conv_w: Tensor<2>,
+    conv_b: Tensor<1>,
+    x_proj_w: Tensor<2>,
+    dt_proj_w: Tensor<2>,
+    dt_bias: Tensor<1>,
+    a: Tensor<2>,
+    d: Tensor<1>,
+) -> Tensor<1> {
+    let flat2 = |t: Tensor<2>| t.flatten::<1>(0, 1);
+    Tensor::cat(
+        vec![
+            flat2(conv_w),
+            conv_b,
+            flat2(x_proj_w.transpose()),
+            flat2(dt_proj_w.transpose()),
+            dt_bias,
+            flat2(a),
+            d,
+        ],
+        0,
+    )
+}
+
+/// The decode step composed from the backend's fused conv and state steps and two matmuls: the
+/// default body of [`SsmOps::mamba_decode_step`], and the differentiable form under Autodiff.
+pub fn mamba_step_composed<B: SsmOps>(
+    xz: FloatTensor<B>,
+    conv_state: FloatTensor<B>,
+    ssm_state: FloatTensor<B>,
+    weights: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let s = MambaStepDims::infer(
+        &xz.shape(),
+        &conv_state.shape(),
+        &ssm_state.shape(),
+        weights.shape().num_elements(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let o = s.offsets();
+    let (d, n, r) = (s.dim, s.state, s.rank);
+    let proj = r + 2 * n;
+    let w = P::<B>::new(weights);
+    let part = |i: usize, dims: &[usize]| w.clone().narrow(0, o[i], o[i + 1]).reshape(dims);
+    let xz = P::<B>::new(xz);
+    let x = xz.clone().narrow(1, 0, d).into_inner();
+    let z = xz.narrow(1, d, 2 * d).into_inner();
+    let (u, conv_state) = B::causal_conv1d_step(
+        x,
+        conv_state,
+        part(0, &[d, s.width]).into_inner(),
+        part(1, &[d]).into_inner(),
+        true,
+    );
+    // (W uᵀ)ᵀ with W (R + 2N, D): the packed row-major weight is read as stored.
+    let x_dbl = B::float_transpose(B::float_matmul(
+        part(2, &[proj, d]).into_inner(),
+        B::float_transpose(u.clone()),
+    ));
+    let x_dbl = P::<B>::new(x_dbl);
+    let dt = B::float_transpose(B::float_matmul(
+        part(3, &[d, r]).into_inner(),
+        B::float_transpose(x_dbl.clone().narrow(1, 0, r).into_inner()),
+    ));
+    let bm = x_dbl.clone().narrow(1, r, r + n).reshape(&[s.batch, 1, n]);
+    let cm = x_dbl.narrow(1, r + n, proj).reshape(&[s.batch, 1, n]);
+    let (y, ssm_state) = B::selective_state_step(
+        ssm_state,
+        u,
+        dt,
+        part(5, &[d, n]).into_inner(),
+        bm.into_inner(),
+        cm.into_inner(),
+        part(6, &[d]).into_inner(),
+        z,
+        true,
+        part(4, &[d]).into_inner(),
+        true,
+    );
+    (y, conv_state, ssm_state)
+}
+
+/// One fused Mamba decode step on the tensors' device (one kernel launch on the CubeCL
+/// backends): `xz` (B, 2D) = in_proj's output, `conv_state` (B, D, K), `ssm_state` (B, D, N),
+/// `weights` from [`pack_mamba_step_weights`]. Returns `y` (B, D) (before out_proj) and the new
+/// conv and SSM states.
+///
+/// # Panics
+/// On inconsistent shapes (see [`MambaStepDims::infer`]).
+pub fn mamba_decode_step(
+    xz: Tensor<2>,
+    conv_state: Tensor<3>,
+    ssm_state: Tensor<3>,
+    weights: Tensor<1>,
+) -> (Tensor<2>, Tensor<3>, Tensor<3>) {
+    use burn::backend::Dispatch;
+    if let Err(e) = MambaStepDims::infer(
+        &xz.dims(),
+        &conv_state.dims(),
+        &ssm_state.dims(),
+        weights.dims()[0],
+    ) {
+        panic!("{e}");
+    }
+    let (y, cs, ss) = <Dispatch as SsmOps>::mamba_decode_step(
+        xz.into_dispatch(),
+        conv_state.into_dispatch(),
+        ssm_state.into_dispatch(),
+        weights.into_dispatch(),
+    );
+    (
+        Tensor::from_dispatch(y),
+        Tensor::from_dispatch(cs),
+        Tensor::from_dispatch(ss),
+    )
+}
