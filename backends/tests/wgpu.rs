@@ -307,3 +307,82 @@ fn add_rms_norm_kernel_matches_portable_body() {
         );
     }
 }
+
+/// Sets the largest-buffer limit of the launchers for the life of the guard.
+struct BufferLimit;
+
+impl BufferLimit {
+    fn set(bytes: usize) -> Self {
+        // SAFETY: the tests of this file run one at a time (SERIAL) and no other thread of this
+        // process reads or writes the environment meanwhile.
+        unsafe { std::env::set_var(ssm_backends::cube::MAX_BUFFER_VAR, bytes.to_string()) };
+        Self
+    }
+}
+
+impl Drop for BufferLimit {
+    fn drop(&mut self) {
+        // SAFETY: as in `set`.
+        unsafe { std::env::remove_var(ssm_backends::cube::MAX_BUFFER_VAR) };
+    }
+}
+
+#[test]
+fn scans_larger_than_one_buffer_run_in_batch_groups() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = wgpu_test_device() else {
+        return;
+    };
+    let cpu = Device::flex();
+    cpu.seed(16);
+    let c = case((4, 40, 37, 16, 2), true, true, true);
+    let x = inputs(c, &cpu);
+    // Forward: y and the state of one batch row take 40 (37 + 16) floats, B and C 2·2·16·37:
+    // a limit of 20 000 bytes (plus the alignment margin) lets one row through per launch.
+    let want = scan(&x).run_reference();
+    let got = {
+        let _limit = BufferLimit::set(4096 + 20_000);
+        let counter = LaunchCounter::start();
+        let got = scan(&to_device(&x, &gpu)).run();
+        let (y, h) = (to_vec(got.y), to_vec(got.state));
+        assert_eq!(
+            counter.count_of("scan_fwd_kernel"),
+            4,
+            "one launch per batch row"
+        );
+        (y, h)
+    };
+    let ey = max_rel_diff(&got.0, &to_vec(want.y));
+    let eh = max_rel_diff(&got.1, &to_vec(want.state));
+    assert!(
+        ey <= 1e-4 && eh <= 1e-4,
+        "split forward: y {ey:e} state {eh:e}"
+    );
+
+    // Backward: about 105 000 bytes of partials and scratch per row.
+    let (wy, wh) = loss_weights(c, &cpu);
+    let want = op_gradients(&x, &wy, &wh, true);
+    let got = {
+        let _limit = BufferLimit::set(4096 + 150_000);
+        let counter = LaunchCounter::start();
+        let got = op_gradients(
+            &to_device(&x, &gpu),
+            &Tensor::from_data(wy.into_data(), &gpu),
+            &Tensor::from_data(wh.into_data(), &gpu),
+            false,
+        );
+        assert_eq!(
+            counter.count_of("scan_bwd_kernel"),
+            4,
+            "one launch per batch row"
+        );
+        got
+    };
+    for (k, name) in NAMES.iter().enumerate() {
+        let err = max_rel_diff(&got[k], &want[k]);
+        assert!(
+            err <= 1e-3,
+            "split backward d{name}: relative error {err:e}"
+        );
+    }
+}

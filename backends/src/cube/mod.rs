@@ -101,7 +101,8 @@ impl Regions {
     fn view(&self, buf: &CubeTensor, i: usize, dims: &[usize]) -> CubeTensor {
         let n: usize = dims.iter().product();
         let start = self.offsets[i];
-        let part = slice(buf.clone(), &[start..start + n]);
+        let range = start..start + n;
+        let part = slice(buf.clone(), std::slice::from_ref(&range));
         Cb::float_reshape(part, Shape::from(dims.to_vec()))
     }
 }
@@ -127,14 +128,103 @@ fn max_units(t: &CubeTensor) -> usize {
     (hw.max_units_per_cube as usize).min(hw.max_cube_dim.0 as usize)
 }
 
-/// The forward scan on the kernel, or `None` when the shape does not suit it.
+/// The environment variable that lowers the largest buffer the launchers plan for (bytes): for
+/// adapters that report more than they bind, and for testing the batch split.
+pub const MAX_BUFFER_VAR: &str = "SSM_ZOO_CUBE_MAX_BUFFER";
+
+fn max_buffer(t: &CubeTensor) -> usize {
+    let device = usize::try_from(t.client.properties().memory.max_page_size).unwrap_or(usize::MAX);
+    std::env::var(MAX_BUFFER_VAR)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(device, |v| v.min(device))
+}
+
+/// Whether every tensor has the element type of the first (the kernels take one float type).
+fn same_dtype(ts: &[&CubeTensor]) -> bool {
+    ts.iter().all(|t| t.dtype == ts[0].dtype)
+}
+
+/// Rows `lo..hi` of the batch (first) axis.
+fn rows(t: &CubeTensor, lo: usize, hi: usize) -> CubeTensor {
+    P::<Cb>::new(t.clone()).narrow(0, lo, hi).into_inner()
+}
+
+/// The batch rows per launch so that no buffer of `bytes_per_row` (per batch row) exceeds the
+/// device's largest binding (lavapipe and WebGPU: 128 MiB); `None` if one row does not fit.
+fn rows_per_launch(t: &CubeTensor, batch: usize, bytes_per_row: &[usize]) -> Option<usize> {
+    let worst = bytes_per_row.iter().copied().max().unwrap_or(0).max(1);
+    // Room for the regions' alignment padding.
+    let limit = max_buffer(t).saturating_sub(4096);
+    (worst <= limit).then(|| (limit / worst).clamp(1, batch.max(1)))
+}
+
+fn scan_args_rows(args: &ScanArgs<Cb>, lo: usize, hi: usize) -> ScanArgs<Cb> {
+    ScanArgs {
+        u: rows(&args.u, lo, hi),
+        delta: rows(&args.delta, lo, hi),
+        a: args.a.clone(),
+        b: rows(&args.b, lo, hi),
+        c: rows(&args.c, lo, hi),
+        d: args.d.clone(),
+        z: args.z.as_ref().map(|z| rows(z, lo, hi)),
+        delta_bias: args.delta_bias.clone(),
+        h0: rows(&args.h0, lo, hi),
+        delta_softplus: args.delta_softplus,
+    }
+}
+
+fn scan_inputs_ok(args: &ScanArgs<Cb>) -> bool {
+    let mut ts = vec![
+        &args.u,
+        &args.delta,
+        &args.a,
+        &args.b,
+        &args.c,
+        &args.d,
+        &args.delta_bias,
+        &args.h0,
+    ];
+    if let Some(z) = &args.z {
+        ts.push(z);
+    }
+    same_dtype(&ts)
+}
+
+/// The forward scan on the kernel (one launch, or one per group of batch rows when the
+/// outputs would exceed the device's largest buffer), or `None` when the shape does not suit
+/// the kernel.
 pub(crate) fn selective_scan(args: ScanArgs<Cb>) -> Option<(CubeTensor, CubeTensor)> {
+    let s = ScanDims::of::<Cb>(&args.u, &args.b);
+    if s.batch == 0 || s.len == 0 || s.dim == 0 || !scan_inputs_ok(&args) {
+        return None;
+    }
+    let elem = args.u.dtype.size();
+    let per_row = [
+        elem * s.dim * (s.len + s.state),
+        elem * (2 * s.groups * s.state * s.len + s.dim * s.state),
+    ];
+    let step = rows_per_launch(&args.u, s.batch, &per_row)?;
+    if step >= s.batch {
+        return selective_scan_launch(args);
+    }
+    let (mut ys, mut hs) = (Vec::new(), Vec::new());
+    for lo in (0..s.batch).step_by(step) {
+        let hi = (lo + step).min(s.batch);
+        let (y, h) = selective_scan_launch(scan_args_rows(&args, lo, hi))?;
+        ys.push(y);
+        hs.push(h);
+    }
+    Some((Cb::float_cat(ys, 0), Cb::float_cat(hs, 0)))
+}
+
+fn selective_scan_launch(args: ScanArgs<Cb>) -> Option<(CubeTensor, CubeTensor)> {
     let s = ScanDims::of::<Cb>(&args.u, &args.b);
     let elem = args.u.dtype.size();
     let shared = 2 * s.state * FWD_CHUNK * elem;
     let total = s.batch * s.dim * s.len;
     if s.groups == 0
-        || s.dim % s.groups != 0
+        || !s.dim.is_multiple_of(s.groups)
         || shared > shared_limit(&args.u)
         || max_units(&args.u) < SCAN_BLOCK
         || !fits_u32(&[
@@ -199,9 +289,69 @@ pub(crate) fn selective_scan(args: ScanArgs<Cb>) -> Option<(CubeTensor, CubeTens
     ))
 }
 
-/// The backward scan on the kernel, or `None` when the shape does not suit it. Returns the
-/// gradients in the order of [`portable::ScanGrads`].
+/// The backward scan on the kernel (one launch, or one per group of batch rows when its
+/// buffers would exceed the device's largest buffer), or `None` when the shape does not suit
+/// the kernel.
 pub(crate) fn selective_scan_backward(
+    args: ScanArgs<Cb>,
+    dy: CubeTensor,
+    dstate: CubeTensor,
+) -> Option<portable::ScanGrads<Cb>> {
+    let s = ScanDims::of::<Cb>(&args.u, &args.b);
+    if s.batch == 0 || s.len == 0 || s.dim == 0 || !scan_inputs_ok(&args) {
+        return None;
+    }
+    if !same_dtype(&[&args.u, &dy, &dstate]) || s.groups == 0 {
+        return None;
+    }
+    let elem = args.u.dtype.size();
+    let cubes = (s.dim / s.groups).div_ceil(SCAN_BLOCK);
+    let per_row = [
+        elem * 3 * s.dim * s.len,
+        elem * (2 * s.groups * cubes * s.state * s.len
+            + s.dim * s.state * (3 + s.len.div_ceil(BWD_CHUNK) + BWD_CHUNK)
+            + 2 * s.dim),
+    ];
+    let step = rows_per_launch(&args.u, s.batch, &per_row)?;
+    if step >= s.batch {
+        return selective_scan_backward_launch(args, dy, dstate);
+    }
+    let mut parts = Vec::new();
+    for lo in (0..s.batch).step_by(step) {
+        let hi = (lo + step).min(s.batch);
+        parts.push(selective_scan_backward_launch(
+            scan_args_rows(&args, lo, hi),
+            rows(&dy, lo, hi),
+            rows(&dstate, lo, hi),
+        )?);
+    }
+    let cat = |f: fn(&portable::ScanGrads<Cb>) -> CubeTensor| {
+        Cb::float_cat(parts.iter().map(f).collect(), 0)
+    };
+    let sum = |f: fn(&portable::ScanGrads<Cb>) -> CubeTensor| {
+        parts
+            .iter()
+            .map(f)
+            .reduce(Cb::float_add)
+            .expect("at least one batch group")
+    };
+    Some(portable::ScanGrads {
+        du: cat(|g| g.du.clone()),
+        ddelta: cat(|g| g.ddelta.clone()),
+        da: sum(|g| g.da.clone()),
+        db: cat(|g| g.db.clone()),
+        dc: cat(|g| g.dc.clone()),
+        dd: sum(|g| g.dd.clone()),
+        dz: args
+            .z
+            .is_some()
+            .then(|| cat(|g| g.dz.clone().expect("dz with a gate"))),
+        ddelta_bias: sum(|g| g.ddelta_bias.clone()),
+        dh0: cat(|g| g.dh0.clone()),
+    })
+}
+
+fn selective_scan_backward_launch(
     args: ScanArgs<Cb>,
     dy: CubeTensor,
     dstate: CubeTensor,
@@ -226,7 +376,7 @@ pub(crate) fn selective_scan_backward(
         bsd * BWD_CHUNK * s.state,
     ];
     let small_total: usize = sizes.iter().sum::<usize>() + 64 * sizes.len();
-    if s.dim % s.groups != 0
+    if !s.dim.is_multiple_of(s.groups)
         || shared > shared_limit(&args.u)
         || max_units(&args.u) < SCAN_BLOCK
         || !fits_u32(&[
@@ -344,6 +494,24 @@ pub(crate) fn selective_state_step(
     let sd = state.shape().to_vec();
     let groups = b.shape()[1];
     let (batch, dim, n) = (sd[0], sd[1], sd[2]);
+    let mut ts = vec![&state, &x, &dt, &a, &b, &c, &d, &dt_bias];
+    if let Some(z) = &z {
+        ts.push(z);
+    }
+    if batch * dim == 0 || groups == 0 || !same_dtype(&ts) {
+        return portable::selective_state_step::<Cb>(
+            state,
+            x,
+            dt,
+            a,
+            b,
+            c,
+            d,
+            z,
+            dt_bias,
+            dt_softplus,
+        );
+    }
     let gate = z.is_some();
     let x = flat(x);
     let z = match z {
@@ -390,6 +558,9 @@ pub(crate) fn causal_conv1d_step(
 ) -> (CubeTensor, CubeTensor) {
     let sd = state.shape().to_vec();
     let (batch, ch, k) = (sd[0], sd[1], sd[2]);
+    if batch * ch * k == 0 || !same_dtype(&[&x, &state, &weight, &bias]) {
+        return portable::causal_conv1d_step::<Cb>(x, state, weight, bias, silu);
+    }
     let (packed, _) = pack(vec![weight, bias]);
     let x = flat(x);
     let regions = Regions::new(&x, &[batch * ch, batch * ch * k]);
@@ -439,7 +610,11 @@ pub(crate) fn mamba_step(
     let split = (units / proj).clamp(1, 8);
     let elem = xz.dtype.size();
     let shared = (dim + proj + proj * split) * elem;
-    if shared > shared_limit(&xz) || !fits_u32(&[weights.shape().num_elements()]) {
+    if batch * dim == 0
+        || shared > shared_limit(&xz)
+        || !fits_u32(&[weights.shape().num_elements()])
+        || !same_dtype(&[&xz, &conv_state, &ssm_state, &weights])
+    {
         return None;
     }
     let xz = flat(xz);
@@ -482,8 +657,12 @@ pub(crate) fn add_rms_norm(
     let dims = x.shape().to_vec();
     let width = *dims.last().expect("add_rms_norm: a tensor of rank >= 1");
     let rows = dims.iter().product::<usize>() / width.max(1);
-    if rows == 0 || width == 0 {
-        return (x.clone(), x);
+    let mut ts = vec![&x, &weight];
+    if let Some(r) = &residual {
+        ts.push(r);
+    }
+    if rows == 0 || width == 0 || !same_dtype(&ts) {
+        return portable::add_rms_norm::<Cb>(x, residual, weight, eps);
     }
     let has_residual = residual.is_some();
     let x = flat(x);

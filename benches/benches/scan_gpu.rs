@@ -1,0 +1,173 @@
+//! Criterion bench of the CubeCL kernels against the portable body on a GPU device (wgpu by
+//! default; Mesa's lavapipe where there is no GPU): the selective scan forward and
+//! forward+backward (B = 1, D = 1536, N = 16), and the fused Mamba decode step against the step
+//! composed from Burn ops. After the groups, the kernel/portable speed ratios measured in this
+//! run and the scan kernel's effective bandwidth are printed.
+//!
+//! `cargo bench --workspace --bench scan_gpu`; `SSM_BENCH_DEVICE=cuda` (with the `cuda`
+//! feature) or `wgpu:N` picks the device, `SCAN_BENCH_MAX_L` and `SCAN_BENCH_D` shrink the run.
+
+use burn::backend::Dispatch;
+use burn::tensor::{Device, Distribution, Tensor};
+use criterion::{BenchmarkId, Criterion, criterion_group};
+use ssm_backends::step::{mamba_decode_step, mamba_step_composed, pack_mamba_step_weights};
+use ssm_benches::{N, ScanInputs, lengths, median_time};
+use std::time::Duration;
+
+const LENGTHS: [usize; 3] = [128, 512, 2048];
+
+fn device() -> Option<Device> {
+    let name = std::env::var("SSM_BENCH_DEVICE").unwrap_or_else(|_| "wgpu".into());
+    match ssm_backends::parse_device(Some(&name)) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("scan_gpu: no device {name}: {e}; skipping");
+            None
+        }
+    }
+}
+
+fn dim() -> usize {
+    std::env::var("SCAN_BENCH_D")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1536)
+}
+
+/// A mamba-130m layer's decode inputs (D = 1536, K = 4, N = 16, R = 48), batch 1.
+struct StepInputs {
+    xz: Tensor<2>,
+    conv: Tensor<3>,
+    ssm: Tensor<3>,
+    weights: Tensor<1>,
+}
+
+impl StepInputs {
+    fn random(d: usize, device: &Device) -> Self {
+        let normal = |dims: Vec<usize>| {
+            Tensor::<1>::random(
+                [dims.iter().product::<usize>()],
+                Distribution::Normal(0.0, 0.1),
+                device,
+            )
+        };
+        let (k, r) = (4, d.div_ceil(32));
+        Self {
+            xz: normal(vec![2 * d]).reshape([1, 2 * d]),
+            conv: normal(vec![d, k]).reshape([1, d, k]),
+            ssm: normal(vec![d, N]).reshape([1, d, N]),
+            weights: pack_mamba_step_weights(
+                normal(vec![d, k]).reshape([d, k]),
+                normal(vec![d]),
+                normal(vec![d, r + 2 * N]).reshape([d, r + 2 * N]),
+                normal(vec![r, d]).reshape([r, d]),
+                normal(vec![d]),
+                Tensor::<2>::random([d, N], Distribution::Uniform(0.5, 16.0), device).neg(),
+                normal(vec![d]),
+            ),
+        }
+    }
+
+    fn run(&self, composed: bool) -> Tensor<2> {
+        if composed {
+            let (y, _, _) = mamba_step_composed::<Dispatch>(
+                self.xz.clone().into_dispatch(),
+                self.conv.clone().into_dispatch(),
+                self.ssm.clone().into_dispatch(),
+                self.weights.clone().into_dispatch(),
+            );
+            Tensor::from_dispatch(y)
+        } else {
+            mamba_decode_step(
+                self.xz.clone(),
+                self.conv.clone(),
+                self.ssm.clone(),
+                self.weights.clone(),
+            )
+            .0
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let Some(device) = device() else {
+        return;
+    };
+    let d = dim();
+    let mut group = c.benchmark_group("gpu_selective_scan_forward");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    for l in lengths(&LENGTHS) {
+        let x = ScanInputs::random(d, l, &device);
+        group.bench_with_input(BenchmarkId::new("kernel", l), &x, |bch, x| {
+            bch.iter(|| x.scan(false).y.into_data())
+        });
+        group.bench_with_input(BenchmarkId::new("portable", l), &x, |bch, x| {
+            bch.iter(|| x.scan(true).y.into_data())
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("gpu_selective_scan_forward_backward");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    for l in lengths(&LENGTHS[..2]) {
+        let x = ScanInputs::random(d, l, &device);
+        group.bench_with_input(BenchmarkId::new("kernel", l), &x, |bch, x| {
+            bch.iter(|| x.forward_backward(&device, false))
+        });
+        group.bench_with_input(BenchmarkId::new("portable", l), &x, |bch, x| {
+            bch.iter(|| x.forward_backward(&device, true))
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("gpu_mamba_decode_step");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3));
+    let x = StepInputs::random(d, &device);
+    group.bench_function("kernel", |bch| bch.iter(|| x.run(false).into_data()));
+    group.bench_function("composed", |bch| bch.iter(|| x.run(true).into_data()));
+    group.finish();
+}
+
+/// The kernel/portable ratios and the scan kernel's effective bandwidth, measured in this run.
+fn ratios() {
+    let Some(device) = device() else {
+        return;
+    };
+    let d = dim();
+    println!(
+        "\n{device:?}: speed-up of the kernels over the portable body (same run, median of 3):"
+    );
+    for l in lengths(&LENGTHS) {
+        let x = ScanInputs::random(d, l, &device);
+        let kernel = median_time(|| drop(x.scan(false).y.into_data()), 3);
+        let fwd = median_time(|| drop(x.scan(true).y.into_data()), 3) / kernel;
+        // u, delta, z read and y written (D x L each), B and C read (N x L each).
+        let bytes = 4.0 * (4 * d * l + 2 * N * l) as f64;
+        print!(
+            "  L = {l:>4}: forward x{fwd:.1} (kernel {:.2} GB/s effective, with the read-back)",
+            bytes / kernel / 1e9
+        );
+        if l <= LENGTHS[1] {
+            let bwd = median_time(|| x.forward_backward(&device, true), 3)
+                / median_time(|| x.forward_backward(&device, false), 3);
+            print!(", forward+backward x{bwd:.1}");
+        }
+        println!();
+    }
+    let x = StepInputs::random(d, &device);
+    let step = median_time(|| drop(x.run(true).into_data()), 5)
+        / median_time(|| drop(x.run(false).into_data()), 5);
+    println!("  decode step (D = {d}): fused kernel x{step:.1} over the composed step");
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    ratios();
+}
