@@ -1,8 +1,10 @@
 //! The backend-extension trait holding the ops that SSMs need and Burn lacks.
 //!
 //! Each op has a portable default body ([`crate::portable`]); the CPU backends (Flex, NdArray)
-//! override it with the fused kernels of [`crate::cpu`]; `Autodiff` wraps the scan with a
-//! hand-written reverse-scan backward ([`crate::autodiff`]).
+//! override it with the fused kernels of [`crate::cpu`], the CubeCL backend with the GPU
+//! kernels of `crate::cube`; under `Fusion` each op is recorded as one custom operation that
+//! runs the inner backend's implementation; `Autodiff` wraps the scan with a hand-written
+//! reverse-scan backward ([`crate::autodiff`]).
 
 // The generated dispatch names Burn's NdArray backend (deprecated in Burn 0.22) when the
 // `ndarray` feature is on.

@@ -202,3 +202,37 @@ pub fn mamba_decode_step(
         Tensor::from_dispatch(ss),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MambaStepDims;
+
+    #[test]
+    fn sizes_are_read_from_the_shapes() {
+        // D = 8, K = 4, N = 2, R = 3: D (K + 3 + 3N) + 2 D R = 8 * 13 + 48.
+        let d = MambaStepDims::infer(&[2, 16], &[2, 8, 4], &[2, 8, 2], 8 * 13 + 48).unwrap();
+        assert_eq!(
+            d,
+            MambaStepDims {
+                batch: 2,
+                dim: 8,
+                width: 4,
+                state: 2,
+                rank: 3
+            }
+        );
+        assert_eq!(d.offsets()[7], 8 * 13 + 48);
+    }
+
+    #[test]
+    fn inconsistent_shapes_are_errors() {
+        let e = MambaStepDims::infer(&[2, 16], &[2, 8, 4], &[3, 8, 2], 152).unwrap_err();
+        assert!(e.contains("inconsistent"), "{e}");
+        let e = MambaStepDims::infer(&[2, 16], &[2, 8, 4], &[2, 8, 2], 150).unwrap_err();
+        assert!(e.contains("packed weights of length 150"), "{e}");
+        let e = MambaStepDims::infer(&[2, 16], &[2, 8, 4], &[2, 8, 2], 104).unwrap_err();
+        assert!(e.contains("packed weights"), "{e}");
+        let e = MambaStepDims::infer(&[16], &[2, 8, 4], &[2, 8, 2], 152).unwrap_err();
+        assert!(e.contains("expected xz (B, 2D)"), "{e}");
+    }
+}

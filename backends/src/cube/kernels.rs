@@ -497,10 +497,11 @@ pub(crate) fn conv_step_kernel<F: Float>(
 /// dot products of length `D`, each split over several units and reduced in shared memory),
 /// then per channel `dt_proj`, softplus, the state update and the gated output.
 ///
-/// `xz` (batch, 2D) = `[x | z]` (in_proj's output); `weights` = the layout of
-/// `MambaStepWeights`: `[conv_w (D, K) | conv_b (D) | x_proj (R + 2N, D) | dt_proj (D, R) |
-/// dt_bias (D) | A (D, N) | D (D)]`; `out` = `[y (batch, D) | .. | conv state (batch, D, K) at
-/// dims[4] | .. | ssm state (batch, D, N) at dims[5]]`.
+/// `xz` (batch, 2D) = `[x | z]` (in_proj's output); `weights` in the layout of
+/// `crate::step::pack_mamba_step_weights`: `[conv_w (D, K) | conv_b (D) | x_proj (R + 2N, D) |
+/// dt_proj (D, R) | dt_bias (D) | A (D, N) | D (D)]`; `dims` = `[D, R, split, conv state offset,
+/// ssm state offset]`; `out` = `[y (batch, D) | .. | conv state (batch, D, K) | .. | ssm state
+/// (batch, D, N)]`.
 #[cube(launch)]
 pub(crate) fn mamba_step_kernel<F: Float>(
     xz: &Tensor<F>,

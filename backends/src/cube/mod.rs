@@ -32,17 +32,6 @@ const BWD_CHUNK: usize = 32;
 /// Units of the fused decode-step cube.
 const STEP_UNITS: usize = 256;
 
-/// The names of this module's kernels as the runtime reports them (see
-/// `cubecl::logging::LaunchObserver`): tests and `zoo bench` use them to prove a kernel ran.
-pub const KERNEL_NAMES: [&str; 6] = [
-    "add_rms_norm_kernel",
-    "scan_fwd_kernel",
-    "scan_bwd_kernel",
-    "state_step_kernel",
-    "conv_step_kernel",
-    "mamba_step_kernel",
-];
-
 /// A contiguous, flat (1-D) copy or view of `t`.
 fn flat(t: CubeTensor) -> CubeTensor {
     let n = t.shape().num_elements();
