@@ -279,4 +279,19 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
         );
         (Self::from_inner(s), Self::from_inner(y))
     }
+
+    fn ssd(
+        x: FloatTensor<Self>,
+        dt: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        initial_state: FloatTensor<Self>,
+        _chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        // Through this backend's scan node: the backward is the scan kernel's reverse pass
+        // (states recomputed per chunk), so no SSD mask outlives its step.
+        crate::ssd::ssd_via_scan::<Self>(x, dt, a, b, c, d, initial_state)
+    }
 }

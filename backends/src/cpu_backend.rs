@@ -205,6 +205,20 @@ macro_rules! cpu_ssm_ops {
             ) -> (FloatTensor<Self>, FloatTensor<Self>) {
                 $crate::cpu_backend::conv_step::<Self>(x, state, weight, bias, silu)
             }
+
+            fn ssd(
+                x: FloatTensor<Self>,
+                dt: FloatTensor<Self>,
+                a: FloatTensor<Self>,
+                b: FloatTensor<Self>,
+                c: FloatTensor<Self>,
+                d: FloatTensor<Self>,
+                initial_state: FloatTensor<Self>,
+                _chunk: usize,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                // The recurrence on the fused scan kernel: no chunk masks, cache-resident state.
+                $crate::ssd::ssd_via_scan::<Self>(x, dt, a, b, c, d, initial_state)
+            }
         }
     };
 }

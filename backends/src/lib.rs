@@ -23,6 +23,7 @@ pub mod ops;
 pub mod portable;
 pub mod prim;
 pub mod scan;
+pub mod ssd;
 pub mod step;
 #[doc(hidden)]
 pub mod testing;

@@ -162,6 +162,26 @@ pub trait SsmOps: Backend {
     /// `xz` (B, 2D), `conv_state` (B, D, K), `ssm_state` (B, D, N), `weights` packed by
     /// [`crate::step::pack_mamba_step_weights`]. Returns `y` (B, D) (before `out_proj`) and the
     /// new conv and SSM states. One kernel launch on the CubeCL backends.
+    /// Mamba2's SSD scan (see [`crate::ssd`]): `x` (B, L, H, P), `dt` (B, L, H) (final step
+    /// sizes), `a` (H), `b`, `c` (B, L, G, N), `d` (H), `initial_state` (B, H, P, N); `chunk` is
+    /// the SSD chunk length. Returns `y` (B, L, H, P) with `D x` and the final state
+    /// (B, H, P, N). Default body: the chunked matmul algorithm (GPU backends); the CPU backends
+    /// and Autodiff run the recurrence on the selective-scan kernel (no masks at all).
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(default)]
+    fn ssd(
+        x: FloatTensor<Self>,
+        dt: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        initial_state: FloatTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        crate::ssd::ssd_chunked::<Self>(x, dt, a, b, c, d, initial_state, chunk)
+    }
+
     /// Residual add then RMSNorm over the last axis (mamba_ssm's fused add-norm): returns
     /// `s = x + residual` (just `x` when `has_residual` is false; `residual` is then ignored)
     /// and `s / sqrt(mean(s²) + eps) * weight`. One kernel launch on the CubeCL backends.

@@ -106,6 +106,23 @@ impl<B: Backend> P<B> {
             .collect();
         Self(B::float_slice(self.0, &slices))
     }
+    /// Batched matrix product over the last two axes (leading axes broadcast).
+    pub fn matmul(self, o: Self) -> Self {
+        Self(B::float_matmul(self.0, o.0))
+    }
+    pub fn sub(self, o: Self) -> Self {
+        let (a, b) = Self::broadcast(self, o);
+        Self(B::float_sub(a.0, b.0))
+    }
+    pub fn permute(self, axes: &[usize]) -> Self {
+        Self(B::float_permute(self.0, axes))
+    }
+    pub fn swap_dims(self, a: usize, b: usize) -> Self {
+        Self(B::float_swap_dims(self.0, a, b))
+    }
+    pub fn clamp_max(self, v: f32) -> Self {
+        Self(B::float_clamp_max(self.0, Scalar::Float(v as f64)))
+    }
     pub fn cat(parts: Vec<Self>, dim: usize) -> Self {
         Self(B::float_cat(parts.into_iter().map(|p| p.0).collect(), dim))
     }

@@ -48,6 +48,8 @@ fn cases() -> Vec<Case> {
         case((2, 8, 37, 5, 2), false, true, true),
         case((3, 8, 130, 16, 4), true, false, false),
         case((1, 72, 200, 16, 2), true, true, true),
+        // Mamba2's state size: smaller chunks (and cubes) where the shared memory is small.
+        case((1, 16, 40, 128, 1), true, true, true),
     ]
 }
 

@@ -55,6 +55,8 @@ pub(crate) fn scan_fwd_kernel<F: Float>(
     #[comptime] softplus: bool,
     #[define(F)] _dtype: ElemType,
 ) {
+    // Registers for small states; large ones (Mamba2: 128) stay a loop.
+    let unroll_n = comptime!(n_state <= 32);
     let dim = dim as usize;
     let len = len as usize;
     let groups = groups as usize;
@@ -76,7 +78,7 @@ pub(crate) fn scan_fwd_kernel<F: Float>(
     let mut dskip = F::new(0.0);
     let mut bias = F::new(0.0);
     if active {
-        #[unroll]
+        #[unroll(unroll_n)]
         for n in 0..n_state {
             h[n] = packed[off_h0 as usize + row * n_state + n];
             a[n] = packed[off_a as usize + d * n_state + n];
@@ -114,7 +116,7 @@ pub(crate) fn scan_fwd_kernel<F: Float>(
                 }
                 let dtx = dt * x;
                 let mut acc = F::new(0.0);
-                #[unroll]
+                #[unroll(unroll_n)]
                 for n in 0..n_state {
                     let s = (dt * a[n]).exp() * h[n] + bs[n * chunk + tt] * dtx;
                     h[n] = s;
@@ -131,7 +133,7 @@ pub(crate) fn scan_fwd_kernel<F: Float>(
         sync_cube();
     }
     if active {
-        #[unroll]
+        #[unroll(unroll_n)]
         for n in 0..n_state {
             out[off_state as usize + row * n_state + n] = h[n];
         }
@@ -171,6 +173,8 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
     #[comptime] softplus: bool,
     #[define(F)] _dtype: ElemType,
 ) {
+    // Registers for small states; large ones (Mamba2: 128) stay a loop.
+    let unroll_n = comptime!(n_state <= 32);
     // dims: batch, dim, len, groups (the batch comes from the grid)
     let dim = dims[1] as usize;
     let len = dims[2] as usize;
@@ -219,7 +223,7 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
     let mut bias = F::new(0.0);
     let bc_base = (b * groups + g) * n_state * len;
     if active {
-        #[unroll]
+        #[unroll(unroll_n)]
         for n in 0..n_state {
             h[n] = packed[off_h0 + row * n_state + n];
             a[n] = packed[off_a + d * n_state + n];
@@ -230,7 +234,7 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
         bias = packed[off_bias + d];
         // Forward pass: the state at each chunk start.
         for k in 0..n_chunks {
-            #[unroll]
+            #[unroll(unroll_n)]
             for n in 0..n_state {
                 small[off_ckpt + ((b * n_chunks + k) * n_state + n) * dim + d] = h[n];
             }
@@ -246,7 +250,7 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
                     dt = softplus_f::<F>(dt);
                 }
                 let dtx = dt * u[idx];
-                #[unroll]
+                #[unroll(unroll_n)]
                 for n in 0..n_state {
                     h[n] = (dt * a[n]).exp() * h[n] + packed[bc_base + n * len + t] * dtx;
                 }
@@ -276,7 +280,7 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
         }
         // Recompute the chunk's states: states[tt] = h after step t0 + tt.
         if active {
-            #[unroll]
+            #[unroll(unroll_n)]
             for n in 0..n_state {
                 h[n] = small[off_ckpt + ((b * n_chunks + k) * n_state + n) * dim + d];
             }
@@ -287,7 +291,7 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
                     dt = softplus_f::<F>(dt);
                 }
                 let dtx = dt * u[idx];
-                #[unroll]
+                #[unroll(unroll_n)]
                 for n in 0..n_state {
                     h[n] = (dt * a[n]).exp() * h[n] + packed[bc_base + n * len + t0 + tt] * dtx;
                     small[off_states + ((b * chunk + tt) * n_state + n) * dim + d] = h[n];
@@ -306,7 +310,7 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
                     dt = softplus_f::<F>(raw);
                 }
                 let mut pre = dskip * x;
-                #[unroll]
+                #[unroll(unroll_n)]
                 for n in 0..n_state {
                     pre += cs[n * chunk + tt]
                         * small[off_states + ((b * chunk + tt) * n_state + n) * dim + d];
@@ -322,7 +326,7 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
                 dd_acc += gy * x;
                 let mut gb = F::new(0.0);
                 let mut ddt = F::new(0.0);
-                #[unroll]
+                #[unroll(unroll_n)]
                 for n in 0..n_state {
                     let h_t = small[off_states + ((b * chunk + tt) * n_state + n) * dim + d];
                     let h_prev = if tt > 0 {
@@ -350,7 +354,7 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
                 big[off_ddelta + idx] = ddelta;
                 dbias_acc += ddelta;
             } else {
-                #[unroll]
+                #[unroll(unroll_n)]
                 for n in 0..n_state {
                     red[n * cube_dim + unit] = F::new(0.0);
                     red[(n_state + n) * cube_dim + unit] = F::new(0.0);
@@ -385,7 +389,7 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
         sync_cube();
     }
     if active {
-        #[unroll]
+        #[unroll(unroll_n)]
         for n in 0..n_state {
             small[off_da + row * n_state + n] = da_acc[n];
             small[off_dh0 + row * n_state + n] = gh[n];
@@ -413,6 +417,8 @@ pub(crate) fn state_step_kernel<F: Float>(
     #[comptime] softplus: bool,
     #[define(F)] _dtype: ElemType,
 ) {
+    // Registers for small states; large ones (Mamba2: 128) stay a loop.
+    let unroll_n = comptime!(n_state <= 32);
     let batch = dims[0] as usize;
     let dim = dims[1] as usize;
     let groups = dims[2] as usize;
@@ -433,7 +439,7 @@ pub(crate) fn state_step_kernel<F: Float>(
         }
         let dtx = dtv * xv;
         let mut acc = F::new(0.0);
-        #[unroll]
+        #[unroll(unroll_n)]
         for n in 0..n_state {
             let bc = (b * groups + g) * n_state + n;
             let s = (dtv * packed[d * n_state + n]).exp() * state[pos * n_state + n]
@@ -517,6 +523,8 @@ pub(crate) fn mamba_step_kernel<F: Float>(
     #[comptime] max_part: usize,
     #[define(F)] _dtype: ElemType,
 ) {
+    // Registers for small states; large ones (Mamba2: 128) stay a loop.
+    let unroll_n = comptime!(n_state <= 32);
     let dim = dims[0] as usize;
     let rank = dims[1] as usize;
     let split = dims[2] as usize;
@@ -597,7 +605,7 @@ pub(crate) fn mamba_step_kernel<F: Float>(
         let xv = xs[c];
         let dtx = dt * xv;
         let mut acc = F::new(0.0);
-        #[unroll]
+        #[unroll(unroll_n)]
         for n in 0..n_state {
             let s = (dt * weights[w_a + c * n_state + n]).exp() * ssm_state[row * n_state + n]
                 + dbl[rank + n] * dtx;

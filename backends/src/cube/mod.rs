@@ -25,10 +25,30 @@ type Cb = CubeBackend;
 
 /// Channels per cube of the scan kernels (one unit each).
 const SCAN_BLOCK: usize = 32;
-/// Steps per chunk of the forward scan (B and C staged in shared memory per chunk).
+/// Steps per chunk of the forward scan (B and C staged in shared memory per chunk), at most.
 const FWD_CHUNK: usize = 64;
-/// Steps per chunk of the backward scan (the states recomputed per chunk).
+/// Steps per chunk of the backward scan (the states recomputed per chunk), at most.
 const BWD_CHUNK: usize = 32;
+
+/// The forward chunk: the longest (a power of two up to [`FWD_CHUNK`]) whose staged B and C
+/// (`2 N chunk` floats) fit the device's shared memory; `None` if not even one step does.
+fn fwd_chunk(state: usize, elem: usize, shared: usize) -> Option<usize> {
+    (0..=FWD_CHUNK.ilog2())
+        .rev()
+        .map(|e| 1usize << e)
+        .find(|c| 2 * state * c * elem <= shared)
+}
+
+/// The backward (channels per cube, chunk): the largest that fit the shared memory
+/// (`2 N (2 chunk + block)` floats: staged B, C, the per-step reduction and the chunk's dB, dC);
+/// large state sizes (Mamba2: N = 128) take smaller cubes and chunks.
+fn bwd_tiling(state: usize, elem: usize, shared: usize, units: usize) -> Option<(usize, usize)> {
+    [SCAN_BLOCK, 16, 8]
+        .into_iter()
+        .filter(|b| *b <= units)
+        .flat_map(|b| (0..=BWD_CHUNK.ilog2()).rev().map(move |e| (b, 1usize << e)))
+        .find(|(b, c)| 2 * state * (2 * c + b) * elem <= shared)
+}
 /// Units of the fused decode-step cube.
 const STEP_UNITS: usize = 256;
 
@@ -210,11 +230,10 @@ pub(crate) fn selective_scan(args: ScanArgs<Cb>) -> Option<(CubeTensor, CubeTens
 fn selective_scan_launch(args: ScanArgs<Cb>) -> Option<(CubeTensor, CubeTensor)> {
     let s = ScanDims::of::<Cb>(&args.u, &args.b);
     let elem = args.u.dtype.size();
-    let shared = 2 * s.state * FWD_CHUNK * elem;
+    let chunk = fwd_chunk(s.state, elem, shared_limit(&args.u))?;
     let total = s.batch * s.dim * s.len;
     if s.groups == 0
         || !s.dim.is_multiple_of(s.groups)
-        || shared > shared_limit(&args.u)
         || max_units(&args.u) < SCAN_BLOCK
         || !fits_u32(&[
             total + s.batch * s.dim * s.state,
@@ -267,7 +286,7 @@ fn selective_scan_launch(args: ScanArgs<Cb>) -> Option<(CubeTensor, CubeTensor)>
         off[5] as u32,
         regions.offsets[1] as u32,
         s.state,
-        FWD_CHUNK,
+        chunk,
         gate,
         args.delta_softplus,
         dtype_to_storage_type(dtype),
@@ -294,11 +313,12 @@ pub(crate) fn selective_scan_backward(
         return None;
     }
     let elem = args.u.dtype.size();
-    let cubes = (s.dim / s.groups).div_ceil(SCAN_BLOCK);
+    let (block, chunk) = bwd_tiling(s.state, elem, shared_limit(&args.u), max_units(&args.u))?;
+    let cubes = (s.dim / s.groups).div_ceil(block);
     let per_row = [
         elem * 3 * s.dim * s.len,
         elem * (2 * s.groups * cubes * s.state * s.len
-            + s.dim * s.state * (3 + s.len.div_ceil(BWD_CHUNK) + BWD_CHUNK)
+            + s.dim * s.state * (3 + s.len.div_ceil(chunk) + chunk)
             + 2 * s.dim),
     ];
     let step = rows_per_launch(&args.u, s.batch, &per_row)?;
@@ -347,11 +367,11 @@ fn selective_scan_backward_launch(
 ) -> Option<portable::ScanGrads<Cb>> {
     let s = ScanDims::of::<Cb>(&args.u, &args.b);
     let elem = args.u.dtype.size();
-    let shared = 2 * s.state * (2 * BWD_CHUNK + SCAN_BLOCK) * elem;
+    let (block, chunk) = bwd_tiling(s.state, elem, shared_limit(&args.u), max_units(&args.u))?;
     let total = s.batch * s.dim * s.len;
     let per_group = s.dim.checked_div(s.groups)?;
-    let cubes = per_group.div_ceil(SCAN_BLOCK);
-    let n_chunks = s.len.div_ceil(BWD_CHUNK);
+    let cubes = per_group.div_ceil(block);
+    let n_chunks = s.len.div_ceil(chunk);
     let bsd = s.batch * s.dim;
     let partial = s.batch * s.groups * cubes * s.state * s.len;
     let sizes = [
@@ -362,12 +382,10 @@ fn selective_scan_backward_launch(
         bsd,
         bsd * s.state,
         bsd * n_chunks * s.state,
-        bsd * BWD_CHUNK * s.state,
+        bsd * chunk * s.state,
     ];
     let small_total: usize = sizes.iter().sum::<usize>() + 64 * sizes.len();
     if !s.dim.is_multiple_of(s.groups)
-        || shared > shared_limit(&args.u)
-        || max_units(&args.u) < SCAN_BLOCK
         || !fits_u32(&[
             3 * total,
             small_total,
@@ -404,7 +422,7 @@ fn selective_scan_backward_launch(
     kernels::scan_bwd_kernel::launch(
         &client,
         count,
-        CubeDim::new_1d(SCAN_BLOCK as u32),
+        CubeDim::new_1d(block as u32),
         u.into_tensor_arg(),
         delta.into_tensor_arg(),
         z.into_tensor_arg(),
@@ -431,8 +449,8 @@ fn selective_scan_backward_launch(
             big_regions.offsets[2],
         ]),
         s.state,
-        BWD_CHUNK,
-        SCAN_BLOCK,
+        chunk,
+        block,
         gate,
         args.delta_softplus,
         dtype_to_storage_type(dtype),
@@ -685,4 +703,24 @@ pub(crate) fn add_rms_norm(
         dtype_to_storage_type(dtype),
     );
     (regions.view(&out, 0, &dims), regions.view(&out, 1, &dims))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bwd_tiling, fwd_chunk};
+
+    #[test]
+    fn tiles_shrink_to_fit_the_shared_memory() {
+        // WebGPU's minimum (16 KiB), f32.
+        let kb16 = 16 * 1024;
+        assert_eq!(fwd_chunk(16, 4, kb16), Some(64));
+        assert_eq!(fwd_chunk(128, 4, kb16), Some(16));
+        assert_eq!(bwd_tiling(16, 4, kb16, 256), Some((32, 32)));
+        // Mamba2's N = 128: 2·128·(2·4 + 8)·4 = 16 KiB.
+        assert_eq!(bwd_tiling(128, 4, kb16, 256), Some((8, 4)));
+        // CUDA's 48 KiB.
+        assert_eq!(bwd_tiling(128, 4, 48 * 1024, 1024), Some((32, 8)));
+        assert_eq!(fwd_chunk(5000, 4, kb16), None);
+        assert_eq!(bwd_tiling(1000, 4, kb16, 256), None);
+    }
 }

@@ -1,0 +1,381 @@
+//! Mamba2's state space duality (SSD) scan: a selective SSM whose decay is one scalar per head.
+//!
+//! With heads `h` of `P` channels sharing `A_h` and `dt_{t,h}`, and B, C shared by the heads of a
+//! group: `h_t = exp(dt_t A_h) h_{t-1} + dt_t x_t ⊗ B_t` (a (P, N) state per head),
+//! `y_t = h_t C_t + D_h x_t` (Dao & Gu, 2024, eq. 1 with the scalar-identity A).
+//!
+//! Two exact forms of the same map:
+//! - [`ssd_chunked`], the SSD algorithm in matmul form (the paper's "minimal discrete" listing):
+//!   per chunk of Q steps the intra-chunk output `(C Bᵀ ∘ L) (x dt)` with the decay mask
+//!   `L[t, s] = exp(Σ_{s<r≤t} dt_r A)` (only Q x Q per chunk, never L x L), the chunk's state,
+//!   the inter-chunk pass over the chunk states, and the output from the states. It is the
+//!   portable body (Burn matmuls; differentiable op by op under autodiff) and what the GPU
+//!   backends run;
+//! - [`ssd_via_scan`], the recurrence, run by the selective-scan op with the head's A and dt
+//!   broadcast over its channels: the fused CPU kernel on Flex and NdArray.
+
+use crate::ops::SsmOps;
+use crate::portable::ScanArgs;
+use crate::prim::P;
+use burn::backend::{Backend, tensor::FloatTensor};
+use burn::tensor::Tensor;
+use std::ops::{Add, Mul};
+
+/// The sizes of an SSD scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SsdDims {
+    pub batch: usize,
+    pub len: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub groups: usize,
+    pub state: usize,
+}
+
+impl SsdDims {
+    /// Reads and checks the sizes: `x` (B, L, H, P), `dt` (B, L, H), `a` (H), `b`, `c`
+    /// (B, L, G, N), `d` (H), `h0` (B, H, P, N); H a multiple of G.
+    pub fn check(
+        x: &[usize],
+        dt: &[usize],
+        a: &[usize],
+        b: &[usize],
+        c: &[usize],
+        d: &[usize],
+        h0: &[usize],
+    ) -> Result<Self, String> {
+        let (&[bs, l, h, p], &[gb, gl, g, n]) = (x, b) else {
+            return Err(format!(
+                "ssd: expected x (B, L, H, P) and B (B, L, G, N), got {x:?} and {b:?}"
+            ));
+        };
+        let s = Self {
+            batch: bs,
+            len: l,
+            heads: h,
+            head_dim: p,
+            groups: g,
+            state: n,
+        };
+        let expect = [
+            ("dt", dt, vec![bs, l, h]),
+            ("A", a, vec![h]),
+            ("C", c, vec![bs, l, g, n]),
+            ("D", d, vec![h]),
+            ("initial_state", h0, vec![bs, h, p, n]),
+        ];
+        for (name, got, want) in expect {
+            if got != want.as_slice() {
+                return Err(format!("ssd: {name} has shape {got:?}, expected {want:?}"));
+            }
+        }
+        if gb != bs || gl != l {
+            return Err(format!(
+                "ssd: B has shape {b:?}, expected [{bs}, {l}, G, N]"
+            ));
+        }
+        if g == 0 || h % g != 0 {
+            return Err(format!(
+                "ssd: {h} heads cannot be shared among {g} groups of B and C"
+            ));
+        }
+        Ok(s)
+    }
+
+    fn of<B: Backend>(x: &FloatTensor<B>, b: &FloatTensor<B>) -> Self {
+        let xd = P::<B>::new(x.clone()).dims();
+        let bd = P::<B>::new(b.clone()).dims();
+        Self {
+            batch: xd[0],
+            len: xd[1],
+            heads: xd[2],
+            head_dim: xd[3],
+            groups: bd[2],
+            state: bd[3],
+        }
+    }
+}
+
+/// `(B, L', G, N)` to the heads' `(B, H, K, Q, N)` with `L' = K Q` (each group repeated over
+/// its heads).
+fn heads_of_groups<B: Backend>(t: P<B>, s: SsdDims, k: usize, q: usize) -> P<B> {
+    let (bs, h, g, n) = (s.batch, s.heads, s.groups, s.state);
+    t.reshape(&[bs, k * q, g, 1, n])
+        .expand(&[bs, k * q, g, h / g, n])
+        .reshape(&[bs, k, q, h, n])
+        .permute(&[0, 3, 1, 2, 4])
+}
+
+/// Zero rows appended along axis 1 up to `len`.
+fn pad_len<B: Backend>(t: P<B>, len: usize) -> P<B> {
+    let mut dims = t.dims();
+    if dims[1] == len {
+        return t;
+    }
+    let device = t.device();
+    dims[1] = len - dims[1];
+    P::cat(vec![t, P::zeros(&dims, &device)], 1)
+}
+
+/// The SSD scan in chunked matmul form (see the module docs); `chunk` is Q. Returns `y`
+/// (B, L, H, P), including `D x`, and the final state (B, H, P, N). L need not be a multiple of
+/// Q: the last chunk is padded with steps of zero `dt` and `x`, which leave the state unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn ssd_chunked<B: Backend>(
+    x: FloatTensor<B>,
+    dt: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    c: FloatTensor<B>,
+    d: FloatTensor<B>,
+    h0: FloatTensor<B>,
+    chunk: usize,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let s = SsdDims::of::<B>(&x, &b);
+    let (bs, l, h, p, n) = (s.batch, s.len, s.heads, s.head_dim, s.state);
+    let q = chunk.clamp(1, l.max(1));
+    let k = l.div_ceil(q);
+    let lp = k * q;
+    let x = P::<B>::new(x);
+    let device = x.device();
+    let x5 = pad_len(x.clone(), lp)
+        .reshape(&[bs, k, q, h, p])
+        .permute(&[0, 3, 1, 2, 4]); // (B, H, K, Q, P)
+    let dt4 = pad_len(P::<B>::new(dt), lp)
+        .reshape(&[bs, k, q, h])
+        .permute(&[0, 3, 1, 2]); // (B, H, K, Q)
+    let b5 = heads_of_groups(pad_len(P::<B>::new(b), lp), s, k, q);
+    let c5 = heads_of_groups(pad_len(P::<B>::new(c), lp), s, k, q);
+
+    let a_dt = dt4.clone().mul(P::<B>::new(a).reshape(&[1, h, 1, 1]));
+    let xdt = x5.mul(dt4.reshape(&[bs, h, k, q, 1]));
+    // Inclusive cumulative sums within each chunk, as a product with an upper-triangular ones
+    // matrix (Burn's cumsum is quadratic on the GPU backends).
+    let tri = |lower: bool| {
+        let v = (0..q * q)
+            .map(|i| {
+                let (r, col) = (i / q, i % q);
+                f32::from(u8::from(if lower { col <= r } else { r <= col }))
+            })
+            .collect();
+        P::<B>::from_vec(v, &[1, 1, 1, q, q], &device)
+    };
+    let cum = a_dt.reshape(&[bs, h, k, 1, q]).matmul(tri(false)); // (B, H, K, 1, Q)
+    // L[t, s] = exp(cum_t - cum_s) for s <= t, else 0 (the exponent clamped first so that the
+    // masked entries cannot overflow).
+    let decay = cum
+        .clone()
+        .reshape(&[bs, h, k, q, 1])
+        .sub(cum.clone())
+        .clamp_max(0.0)
+        .exp()
+        .mul(tri(true));
+    let scores = c5.clone().matmul(b5.clone().swap_dims(3, 4)).mul(decay);
+    let y_diag = scores.matmul(xdt.clone()); // (B, H, K, Q, P)
+
+    // Each chunk's contribution to the state at its end: Σ_s exp(cum_end - cum_s) B_s ⊗ xdt_s.
+    let cum_end = cum.clone().narrow(4, q - 1, q); // (B, H, K, 1, 1)
+    let to_end = cum_end
+        .clone()
+        .sub(cum.clone())
+        .exp()
+        .reshape(&[bs, h, k, q, 1]);
+    let chunk_states = b5.mul(to_end).swap_dims(3, 4).matmul(xdt); // (B, H, K, N, P)
+    let chunk_decay = cum_end.exp().reshape(&[bs, h, k, 1, 1]);
+
+    // The inter-chunk pass: the state at each chunk start.
+    let mut state = P::<B>::new(h0).swap_dims(2, 3); // (B, H, N, P)
+    let mut starts = Vec::with_capacity(k);
+    for i in 0..k {
+        starts.push(state.clone().reshape(&[bs, h, 1, n, p]));
+        state = state
+            .mul(
+                chunk_decay
+                    .clone()
+                    .narrow(2, i, i + 1)
+                    .reshape(&[bs, h, 1, 1]),
+            )
+            .add(
+                chunk_states
+                    .clone()
+                    .narrow(2, i, i + 1)
+                    .reshape(&[bs, h, n, p]),
+            );
+    }
+    let starts = P::cat(starts, 2); // (B, H, K, N, P)
+    let y_off = c5.mul(cum.reshape(&[bs, h, k, q, 1]).exp()).matmul(starts);
+    let y = y_diag
+        .add(y_off)
+        .permute(&[0, 2, 3, 1, 4])
+        .reshape(&[bs, lp, h, p])
+        .narrow(1, 0, l)
+        .add(x.mul(P::<B>::new(d).reshape(&[1, 1, h, 1])));
+    (y.into_inner(), state.swap_dims(2, 3).into_inner())
+}
+
+/// The SSD scan as the selective-scan recurrence (the backend's scan kernel): channels
+/// `(h, p)`, the head's `A` and `dt` broadcast over its `P` channels, the groups' B and C as
+/// they are. Same arguments and results as [`ssd_chunked`].
+pub fn ssd_via_scan<B: SsmOps>(
+    x: FloatTensor<B>,
+    dt: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    c: FloatTensor<B>,
+    d: FloatTensor<B>,
+    h0: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let s = SsdDims::of::<B>(&x, &b);
+    let (bs, l, h, p, n) = (s.batch, s.len, s.heads, s.head_dim, s.state);
+    let ch = h * p;
+    let u = P::<B>::new(x).permute(&[0, 2, 3, 1]).reshape(&[bs, ch, l]);
+    let delta = P::<B>::new(dt)
+        .permute(&[0, 2, 1])
+        .reshape(&[bs, h, 1, l])
+        .expand(&[bs, h, p, l])
+        .reshape(&[bs, ch, l]);
+    let a = P::<B>::new(a)
+        .reshape(&[h, 1, 1])
+        .expand(&[h, p, n])
+        .reshape(&[ch, n]);
+    let d = P::<B>::new(d)
+        .reshape(&[h, 1])
+        .expand(&[h, p])
+        .reshape(&[ch]);
+    let grouped = |t: FloatTensor<B>| P::<B>::new(t).permute(&[0, 2, 3, 1]).into_inner();
+    let device = u.device();
+    let args = ScanArgs::<B> {
+        u: u.clone().into_inner(),
+        delta: delta.into_inner(),
+        a: a.into_inner(),
+        b: grouped(b),
+        c: grouped(c),
+        d: d.into_inner(),
+        z: None,
+        delta_bias: P::<B>::zeros(&[ch], &device).into_inner(),
+        h0: P::<B>::new(h0).reshape(&[bs, ch, n]).into_inner(),
+        delta_softplus: false,
+    };
+    let (y, state) = B::selective_scan(
+        args.u,
+        args.delta,
+        args.a,
+        args.b,
+        args.c,
+        args.d,
+        u.into_inner(),
+        false,
+        args.delta_bias,
+        args.h0,
+        false,
+    );
+    let y = P::<B>::new(y)
+        .reshape(&[bs, h, p, l])
+        .permute(&[0, 3, 1, 2]);
+    (
+        y.into_inner(),
+        P::<B>::new(state).reshape(&[bs, h, p, n]).into_inner(),
+    )
+}
+
+/// The SSD scan on the tensors' device through the op (see [`SsmOps::ssd`]): `x` (B, L, H, P),
+/// `dt` (B, L, H) (the final step sizes, after bias, softplus and limits), `a` (H), `b`, `c`
+/// (B, L, G, N), `d` (H), `initial_state` (B, H, P, N) or zeros; `chunk` is the SSD chunk length
+/// (it changes the float order, not the result). Returns `y` (B, L, H, P) and the final state
+/// (B, H, P, N).
+///
+/// # Panics
+/// On inconsistent shapes (see [`SsdDims::check`]).
+#[allow(clippy::too_many_arguments)]
+pub fn ssd(
+    x: Tensor<4>,
+    dt: Tensor<3>,
+    a: Tensor<1>,
+    b: Tensor<4>,
+    c: Tensor<4>,
+    d: Option<Tensor<1>>,
+    initial_state: Option<Tensor<4>>,
+    chunk: usize,
+) -> (Tensor<4>, Tensor<4>) {
+    use burn::backend::Dispatch;
+    let (x, dt, a, b, c, d, h0) = ssd_filled(x, dt, a, b, c, d, initial_state);
+    let (y, h) = <Dispatch as SsmOps>::ssd(
+        x.into_dispatch(),
+        dt.into_dispatch(),
+        a.into_dispatch(),
+        b.into_dispatch(),
+        c.into_dispatch(),
+        d.into_dispatch(),
+        h0.into_dispatch(),
+        chunk.max(1),
+    );
+    (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
+}
+
+/// [`ssd`] through the portable chunked body, whatever the backend (the oracle in tests).
+///
+/// # Panics
+/// On inconsistent shapes.
+#[allow(clippy::too_many_arguments)]
+pub fn ssd_reference(
+    x: Tensor<4>,
+    dt: Tensor<3>,
+    a: Tensor<1>,
+    b: Tensor<4>,
+    c: Tensor<4>,
+    d: Option<Tensor<1>>,
+    initial_state: Option<Tensor<4>>,
+    chunk: usize,
+) -> (Tensor<4>, Tensor<4>) {
+    use burn::backend::Dispatch;
+    let (x, dt, a, b, c, d, h0) = ssd_filled(x, dt, a, b, c, d, initial_state);
+    let (y, h) = ssd_chunked::<Dispatch>(
+        x.into_dispatch(),
+        dt.into_dispatch(),
+        a.into_dispatch(),
+        b.into_dispatch(),
+        c.into_dispatch(),
+        d.into_dispatch(),
+        h0.into_dispatch(),
+        chunk.max(1),
+    );
+    (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
+}
+
+type Filled = (
+    Tensor<4>,
+    Tensor<3>,
+    Tensor<1>,
+    Tensor<4>,
+    Tensor<4>,
+    Tensor<1>,
+    Tensor<4>,
+);
+
+fn ssd_filled(
+    x: Tensor<4>,
+    dt: Tensor<3>,
+    a: Tensor<1>,
+    b: Tensor<4>,
+    c: Tensor<4>,
+    d: Option<Tensor<1>>,
+    h0: Option<Tensor<4>>,
+) -> Filled {
+    let [bs, _, h, p] = x.dims();
+    let n = b.dims()[3];
+    let device = x.device();
+    let d = d.unwrap_or_else(|| Tensor::zeros([h], &device));
+    let h0 = h0.unwrap_or_else(|| Tensor::zeros([bs, h, p, n], &device));
+    if let Err(e) = SsdDims::check(
+        &x.dims(),
+        &dt.dims(),
+        &a.dims(),
+        &b.dims(),
+        &c.dims(),
+        &d.dims(),
+        &h0.dims(),
+    ) {
+        panic!("{e}");
+    }
+    (x, dt, a, b, c, d, h0)
+}

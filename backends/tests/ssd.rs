@@ -1,0 +1,184 @@
+//! Mamba2's SSD scan: the chunked matmul body and the recurrence on the scan kernel against
+//! each other (random shapes, L not a multiple of the chunk, groups, initial state), against the
+//! mamba2_tiny fixture, and their gradients.
+
+use burn::tensor::activation::softplus;
+use burn::tensor::{Device, Distribution, Tensor};
+use ssm_backends::ssd::{ssd, ssd_reference};
+use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff, max_rel_diff};
+use ssm_backends::to_vec;
+
+struct Inputs {
+    x: Tensor<4>,
+    dt: Tensor<3>,
+    a: Tensor<1>,
+    b: Tensor<4>,
+    c: Tensor<4>,
+    d: Tensor<1>,
+    h0: Tensor<4>,
+}
+
+fn inputs(
+    (bs, l, h, p, g, n): (usize, usize, usize, usize, usize, usize),
+    device: &Device,
+) -> Inputs {
+    let normal = Distribution::Normal(0.0, 1.0);
+    Inputs {
+        x: Tensor::random([bs, l, h, p], normal, device),
+        dt: Tensor::random([bs, l, h], Distribution::Uniform(0.01, 0.3), device),
+        a: Tensor::<1>::random([h], Distribution::Uniform(0.5, 8.0), device).neg(),
+        b: Tensor::random([bs, l, g, n], normal, device),
+        c: Tensor::random([bs, l, g, n], normal, device),
+        d: Tensor::random([h], normal, device),
+        h0: Tensor::random([bs, h, p, n], normal, device),
+    }
+}
+
+const SHAPES: [(usize, usize, usize, usize, usize, usize); 4] = [
+    (2, 1, 2, 3, 1, 4),
+    (2, 20, 4, 16, 2, 8),
+    (1, 37, 6, 5, 3, 16),
+    (3, 64, 2, 8, 1, 32),
+];
+
+#[test]
+fn chunked_body_equals_the_recurrence() {
+    let device = Device::flex();
+    device.seed(21);
+    for shape in SHAPES {
+        let x = inputs(shape, &device);
+        // Flex runs the recurrence on the fused scan kernel.
+        let (y, h) = ssd(
+            x.x.clone(),
+            x.dt.clone(),
+            x.a.clone(),
+            x.b.clone(),
+            x.c.clone(),
+            Some(x.d.clone()),
+            Some(x.h0.clone()),
+            8,
+        );
+        let (y, h) = (to_vec(y), to_vec(h));
+        for chunk in [1, 8, 16, 64] {
+            let (yr, hr) = ssd_reference(
+                x.x.clone(),
+                x.dt.clone(),
+                x.a.clone(),
+                x.b.clone(),
+                x.c.clone(),
+                Some(x.d.clone()),
+                Some(x.h0.clone()),
+                chunk,
+            );
+            let ey = max_rel_diff(&to_vec(yr), &y);
+            let eh = max_rel_diff(&to_vec(hr), &h);
+            assert!(
+                ey <= 1e-4 && eh <= 1e-4,
+                "{shape:?} chunk {chunk}: y {ey:e} state {eh:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn reproduces_the_mamba2_tiny_scans() {
+    let device = Device::flex();
+    let dir = fixtures_dir().join("mamba2_tiny");
+    let t = Fixture::open(dir.join("tensors.safetensors"));
+    let w = Fixture::open(dir.join("model").join("model.safetensors"));
+    for i in 0..2 {
+        let x: Tensor<4> = t.tensor(&format!("layers.{i}.scan.x"), &device);
+        let dt_pre: Tensor<3> = t.tensor(&format!("layers.{i}.scan.dt_pre_softplus"), &device);
+        let a: Tensor<1> = t.tensor(&format!("layers.{i}.scan.A"), &device);
+        let b: Tensor<4> = t.tensor(&format!("layers.{i}.scan.B"), &device);
+        let c: Tensor<4> = t.tensor(&format!("layers.{i}.scan.C"), &device);
+        let d: Tensor<1> = w.tensor(&format!("backbone.layers.{i}.mixer.D"), &device);
+        let bias: Tensor<1> = w.tensor(&format!("backbone.layers.{i}.mixer.dt_bias"), &device);
+        let dt = softplus(dt_pre + bias.unsqueeze_dims::<3>(&[0, 1]), 1.0);
+        let (want, _) = t.values(&format!("layers.{i}.scan.y"));
+        let (y, _) = ssd(
+            x.clone(),
+            dt.clone(),
+            a.clone(),
+            b.clone(),
+            c.clone(),
+            Some(d.clone()),
+            None,
+            8,
+        );
+        let err = max_abs_diff(&to_vec(y), &want);
+        assert!(err <= 1e-5, "layer {i} (recurrence): max abs error {err:e}");
+        let (y, _) = ssd_reference(x, dt, a, b, c, Some(d), None, 8);
+        let err = max_abs_diff(&to_vec(y), &want);
+        assert!(
+            err <= 1e-5,
+            "layer {i} (chunked, chunk 8): max abs error {err:e}"
+        );
+    }
+}
+
+/// Gradients of `sum(y * wy) + sum(state * wh)` with respect to every input.
+fn gradients(x: &Inputs, wy: &Tensor<4>, wh: &Tensor<4>, chunked: bool) -> Vec<Vec<f32>> {
+    let device = x.x.device().autodiff();
+    fn track<const D: usize>(t: &Tensor<D>, device: &Device) -> Tensor<D> {
+        Tensor::<D>::from_data(t.clone().into_data(), device).require_grad()
+    }
+    let (xx, dt, a, b, c, d, h0) = (
+        track(&x.x, &device),
+        track(&x.dt, &device),
+        track(&x.a, &device),
+        track(&x.b, &device),
+        track(&x.c, &device),
+        track(&x.d, &device),
+        track(&x.h0, &device),
+    );
+    let run = if chunked { ssd_reference } else { ssd };
+    let (y, h) = run(
+        xx.clone(),
+        dt.clone(),
+        a.clone(),
+        b.clone(),
+        c.clone(),
+        Some(d.clone()),
+        Some(h0.clone()),
+        8,
+    );
+    let loss = (y * Tensor::from_data(wy.clone().into_data(), &device)).sum()
+        + (h * Tensor::from_data(wh.clone().into_data(), &device)).sum();
+    let g = loss.backward();
+    vec![
+        to_vec(xx.grad(&g).unwrap()),
+        to_vec(dt.grad(&g).unwrap()),
+        to_vec(a.grad(&g).unwrap()),
+        to_vec(b.grad(&g).unwrap()),
+        to_vec(c.grad(&g).unwrap()),
+        to_vec(d.grad(&g).unwrap()),
+        to_vec(h0.grad(&g).unwrap()),
+    ]
+}
+
+#[test]
+fn gradients_through_the_scan_kernel_match_the_chunked_body() {
+    let device = Device::flex();
+    device.seed(22);
+    for shape in [SHAPES[1], SHAPES[2]] {
+        let x = inputs(shape, &device);
+        let (bs, l, h, p, _, n) = shape;
+        let wy = Tensor::<4>::random([bs, l, h, p], Distribution::Normal(0.0, 1.0), &device);
+        let wh = Tensor::<4>::random([bs, h, p, n], Distribution::Normal(0.0, 1.0), &device);
+        let got = gradients(&x, &wy, &wh, false);
+        let want = gradients(&x, &wy, &wh, true);
+        for (k, name) in ["x", "dt", "A", "B", "C", "D", "h0"].iter().enumerate() {
+            let err = max_rel_diff(&got[k], &want[k]);
+            assert!(err <= 1e-3, "{shape:?} d{name}: relative error {err:e}");
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "cannot be shared among")]
+fn heads_must_divide_among_groups() {
+    let device = Device::flex();
+    let x = inputs((1, 4, 3, 2, 2, 4), &device);
+    let _ = ssd(x.x, x.dt, x.a, x.b, x.c, None, None, 8);
+}
