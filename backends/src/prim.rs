@@ -110,10 +110,6 @@ impl<B: Backend> P<B> {
     pub fn matmul(self, o: Self) -> Self {
         Self(B::float_matmul(self.0, o.0))
     }
-    pub fn sub(self, o: Self) -> Self {
-        let (a, b) = Self::broadcast(self, o);
-        Self(B::float_sub(a.0, b.0))
-    }
     pub fn permute(self, axes: &[usize]) -> Self {
         Self(B::float_permute(self.0, axes))
     }
@@ -133,6 +129,14 @@ impl<B: Backend> std::ops::Add for P<B> {
     fn add(self, o: Self) -> Self {
         let (a, b) = Self::broadcast(self, o);
         Self(B::float_add(a.0, b.0))
+    }
+}
+
+impl<B: Backend> std::ops::Sub for P<B> {
+    type Output = Self;
+    fn sub(self, o: Self) -> Self {
+        let (a, b) = Self::broadcast(self, o);
+        Self(B::float_sub(a.0, b.0))
     }
 }
 

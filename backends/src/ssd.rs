@@ -19,7 +19,7 @@ use crate::portable::ScanArgs;
 use crate::prim::P;
 use burn::backend::{Backend, tensor::FloatTensor};
 use burn::tensor::Tensor;
-use std::ops::{Add, Mul};
+use std::ops::{Add, Mul, Sub};
 
 /// The sizes of an SSD scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
