@@ -53,4 +53,21 @@ impl RmsNorm {
     ) -> (Tensor<D>, Tensor<D>) {
         ssm_backends::add_rms_norm(x, residual, self.weight.val(), self.eps)
     }
+
+    /// Mamba2's gated norm (mamba_ssm `RMSNormGated`, `norm_before_gate = False`): the input
+    /// times `silu(z)`, normalised over each group of `width / groups` features of the last
+    /// axis, then scaled by `weight`.
+    pub fn forward_gated<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        z: Tensor<D>,
+        groups: usize,
+    ) -> Tensor<D> {
+        let dims = x.dims();
+        let width = dims[D - 1];
+        let rows = x.shape().num_elements() / width;
+        let g = (x * burn::tensor::activation::silu(z)).reshape([rows, groups, width / groups]);
+        let rms = g.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
+        (g / rms).reshape(dims).mul(self.weight.val().unsqueeze())
+    }
 }

@@ -3,7 +3,7 @@
 //! (`d_model`, `n_layer`, `ssm_cfg`, ...), recognised from the file.
 
 use crate::error::{ModelError, Result};
-use crate::lm::mamba::MambaLmConfig;
+use crate::lm::mamba::{Mamba2Settings, MambaLmConfig};
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -73,6 +73,27 @@ impl Fields<'_> {
                 .ok_or_else(|| bad(format!("'{key}' must be true or false, found {v}"))),
         }
     }
+    /// transformers' `time_step_limit`: `[min, max]`, where a bound may be written
+    /// `{"__float__": "Infinity"}`.
+    fn limits(&self, key: &str) -> Result<Option<(f64, Option<f64>)>> {
+        let Some(v) = self.0.get(key) else {
+            return Ok(None);
+        };
+        let err = || bad(format!("'{key}' must be [min, max], found {v}"));
+        let items = v.as_array().filter(|a| a.len() == 2).ok_or_else(err)?;
+        let num = |x: &Value| -> Result<f64> {
+            if let Some(f) = x.as_f64() {
+                return Ok(f);
+            }
+            match x.get("__float__").and_then(Value::as_str) {
+                Some("Infinity" | "inf") => Ok(f64::INFINITY),
+                Some("-Infinity" | "-inf") => Ok(f64::NEG_INFINITY),
+                _ => Err(err()),
+            }
+        };
+        let (lo, hi) = (num(&items[0])?, num(&items[1])?);
+        Ok(Some((lo, hi.is_finite().then_some(hi))))
+    }
     /// `dt_rank` / `time_step_rank`: an integer or "auto".
     fn rank(&self, key: &str) -> Result<Option<usize>> {
         match self.0.get(key) {
@@ -97,13 +118,16 @@ pub fn parse_mamba_config(text: &str) -> Result<(MambaLmConfig, ConfigFlavor)> {
         .ok_or_else(|| bad("the config must be a JSON object"))?;
     let f = Fields(obj);
     let (config, flavor) = if obj.contains_key("hidden_size") || obj.contains_key("state_size") {
-        if let Some(t) = obj.get("model_type").and_then(Value::as_str)
+        let model_type = obj.get("model_type").and_then(Value::as_str);
+        if let Some(t) = model_type
             && t != "mamba"
+            && t != "mamba2"
         {
             return Err(bad(format!(
-                "model_type '{t}' is not supported here (expected 'mamba')"
+                "model_type '{t}' is not supported here (expected 'mamba' or 'mamba2')"
             )));
         }
+        let mamba2 = model_type == Some("mamba2") || obj.contains_key("num_heads");
         let d_model = f.usize("hidden_size")?;
         let mut c = MambaLmConfig::new(
             d_model,
@@ -151,6 +175,36 @@ pub fn parse_mamba_config(text: &str) -> Result<(MambaLmConfig, ConfigFlavor)> {
             c.dt_init_floor = x;
         }
         c.eos_token_id = f.usize_opt("eos_token_id")?;
+        if mamba2 {
+            let mut m2 = Mamba2Settings::new();
+            if let Some(x) = f.usize_opt("head_dim")? {
+                m2.head_dim = x;
+            }
+            if let Some(x) = f.usize_opt("n_groups")? {
+                m2.n_groups = x;
+            }
+            if let Some(x) = f.usize_opt("chunk_size")? {
+                m2.chunk_size = x;
+            }
+            if let Some((lo, hi)) = f.limits("time_step_limit")? {
+                m2.dt_limit_min = lo;
+                m2.dt_limit_max = hi;
+            }
+            if f.usize_opt("state_size")?.is_none() {
+                c.d_state = 128;
+            }
+            if let Some(h) = f.usize_opt("num_heads")?
+                && m2.head_dim > 0
+                && h * m2.head_dim != c.d_inner()
+            {
+                return Err(bad(format!(
+                    "num_heads {h} x head_dim {} differs from expand * hidden_size = {}",
+                    m2.head_dim,
+                    c.d_inner()
+                )));
+            }
+            c.mamba2 = Some(m2);
+        }
         (c, ConfigFlavor::HuggingFace)
     } else if obj.contains_key("d_model") {
         let mut c = MambaLmConfig::new(
@@ -168,14 +222,50 @@ pub fn parse_mamba_config(text: &str) -> Result<(MambaLmConfig, ConfigFlavor)> {
             let ssm = ssm
                 .as_object()
                 .ok_or_else(|| bad("'ssm_cfg' must be an object"))?;
-            if let Some(layer) = ssm.get("layer").and_then(Value::as_str)
-                && layer != "Mamba1"
-            {
-                return Err(bad(format!(
-                    "ssm_cfg.layer '{layer}' is not supported by this loader (Mamba1 only)"
-                )));
-            }
             let s = Fields(ssm);
+            match ssm.get("layer").and_then(Value::as_str) {
+                None | Some("Mamba1") => {}
+                Some("Mamba2") => {
+                    let mut m2 = Mamba2Settings::new();
+                    if let Some(x) = s.usize_opt("headdim")? {
+                        m2.head_dim = x;
+                    }
+                    if let Some(x) = s.usize_opt("ngroups")? {
+                        m2.n_groups = x;
+                    }
+                    if let Some(x) = s.usize_opt("chunk_size")? {
+                        m2.chunk_size = x;
+                    }
+                    if let Some((lo, hi)) = s.limits("dt_limit")? {
+                        m2.dt_limit_min = lo;
+                        m2.dt_limit_max = hi;
+                    }
+                    for (key, default) in [
+                        ("rmsnorm", true),
+                        ("norm_before_gate", false),
+                        ("D_has_hdim", false),
+                    ] {
+                        if let Some(v) = s.bool_opt(key)?
+                            && v != default
+                        {
+                            return Err(bad(format!(
+                                "ssm_cfg.{key} = {v} is not supported (only {default})"
+                            )));
+                        }
+                    }
+                    if s.usize_opt("d_ssm")?.is_some() {
+                        return Err(bad("ssm_cfg.d_ssm (a partial SSM) is not supported"));
+                    }
+                    // Mamba2's default state size.
+                    c.d_state = 128;
+                    c.mamba2 = Some(m2);
+                }
+                Some(layer) => {
+                    return Err(bad(format!(
+                        "ssm_cfg.layer '{layer}' is not supported (expected Mamba1 or Mamba2)"
+                    )));
+                }
+            }
             if let Some(x) = s.usize_opt("d_state")? {
                 c.d_state = x;
             }
@@ -234,6 +324,30 @@ mod tests {
     }
 
     #[test]
+    fn reads_mamba2_configs() {
+        let (hf, flavor) = parse_mamba_config(
+            r#"{"model_type":"mamba2","hidden_size":768,"num_hidden_layers":24,"vocab_size":50288,
+                "state_size":128,"expand":2,"head_dim":64,"num_heads":24,"n_groups":1,
+                "chunk_size":256,"time_step_limit":[0.0,{"__float__":"Infinity"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(flavor, ConfigFlavor::HuggingFace);
+        let m2 = hf.mamba2.clone().unwrap();
+        assert_eq!((m2.head_dim, m2.n_groups, m2.chunk_size), (64, 1, 256));
+        assert_eq!((m2.dt_limit_min, m2.dt_limit_max), (0.0, None));
+        assert_eq!(hf.mixer2().n_heads(), 24);
+        let (ss, flavor) = parse_mamba_config(
+            r#"{"d_model":768,"n_layer":24,"vocab_size":50277,"ssm_cfg":{"layer":"Mamba2"},
+                "rms_norm":true,"pad_vocab_size_multiple":16,"tie_embeddings":true}"#,
+        )
+        .unwrap();
+        assert_eq!(flavor, ConfigFlavor::StateSpaces);
+        assert_eq!(ss.d_state, 128);
+        assert_eq!(ss.mixer2().n_heads(), 24);
+        assert_eq!(ss.padded_vocab(), 50288);
+    }
+
+    #[test]
     fn rejects_impossible_values() {
         for (text, needle) in [
             (
@@ -250,8 +364,27 @@ mod tests {
             (r#"{"foo":1}"#, "not a Mamba config"),
             (r#"[1,2]"#, "object"),
             (
-                r#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba2"}}"#,
-                "Mamba2",
+                r#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba3"}}"#,
+                "Mamba3",
+            ),
+            (
+                r#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba2","headdim":48}}"#,
+                "head_dim",
+            ),
+            (
+                r#"{"model_type":"mamba2","hidden_size":64,"num_hidden_layers":2,"vocab_size":10,
+                    "num_heads":3,"head_dim":32}"#,
+                "num_heads",
+            ),
+            (
+                r#"{"model_type":"mamba2","hidden_size":64,"num_hidden_layers":2,"vocab_size":10,
+                    "head_dim":32,"time_step_limit":[0.0]}"#,
+                "time_step_limit",
+            ),
+            (
+                r#"{"model_type":"mamba2","hidden_size":64,"num_hidden_layers":2,"vocab_size":10,
+                    "head_dim":32,"n_groups":3}"#,
+                "n_groups",
             ),
         ] {
             let err = parse_mamba_config(text).unwrap_err().to_string();

@@ -1,12 +1,15 @@
-//! The Mamba language model (mamba_ssm's `MambaLMHeadModel`, transformers'
-//! `MambaForCausalLM`): embedding, pre-norm residual blocks `x + mixer(rmsnorm(x))`, a final
-//! RMSNorm and the LM head (tied to the embedding or not).
+//! The Mamba language models (mamba_ssm's `MambaLMHeadModel`, transformers'
+//! `MambaForCausalLM` and `Mamba2ForCausalLM`): embedding, pre-norm residual blocks
+//! `x + mixer(rmsnorm(x))` with a Mamba or a Mamba2 mixer, a final RMSNorm and the LM head (tied
+//! to the embedding or not).
 
 use crate::error::ModelError;
 use crate::io::{ConfigFlavor, TensorMap, find_weights, read_mamba_config};
 use crate::lm::CausalLm;
 use crate::nn::{RmsNorm, RmsNormConfig};
 use crate::ssm::mamba::{MambaLayerCache, MambaMixer, MambaMixerConfig};
+use crate::ssm::mamba2::{Mamba2Mixer, Mamba2MixerConfig};
+use crate::ssm::{Mixer, MixerTrace};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
@@ -47,6 +50,27 @@ pub struct MambaLmConfig {
     pub norm_eps: f64,
     /// Token that ends generation, if the model has one.
     pub eos_token_id: Option<usize>,
+    /// Mamba2's settings: `Some` for a Mamba2 model (then `dt_rank`, `bias` of x_proj... do not
+    /// apply and `d_state` is Mamba2's N).
+    pub mamba2: Option<Mamba2Settings>,
+}
+
+/// The settings that only Mamba2 models have.
+#[derive(Config, Debug)]
+pub struct Mamba2Settings {
+    /// Channels per head P.
+    #[config(default = 64)]
+    pub head_dim: usize,
+    /// Groups G of heads sharing B and C.
+    #[config(default = 1)]
+    pub n_groups: usize,
+    /// SSD chunk length.
+    #[config(default = 256)]
+    pub chunk_size: usize,
+    /// The steps are clamped to `[dt_limit_min, dt_limit_max]` (`None`: no upper limit).
+    #[config(default = 0.0)]
+    pub dt_limit_min: f64,
+    pub dt_limit_max: Option<f64>,
 }
 
 impl MambaLmConfig {
@@ -78,6 +102,11 @@ impl MambaLmConfig {
                 self.norm_eps
             )));
         }
+        if self.mamba2.is_some() {
+            self.mixer2()
+                .validate()
+                .map_err(ModelError::InvalidConfig)?;
+        }
         if self.dt_min.is_nan() || self.dt_min <= 0.0 || self.dt_min > self.dt_max {
             return Err(ModelError::InvalidConfig(format!(
                 "need 0 < dt_min <= dt_max, found {} and {}",
@@ -97,6 +126,27 @@ impl MambaLmConfig {
     /// The embedding's row count: `vocab_size` rounded up to the padding multiple.
     pub fn padded_vocab(&self) -> usize {
         self.vocab_size.div_ceil(self.pad_vocab_size_multiple) * self.pad_vocab_size_multiple
+    }
+
+    /// The Mamba2 mixer's config (meaningful when `mamba2` is set).
+    pub fn mixer2(&self) -> Mamba2MixerConfig {
+        let m2 = self.mamba2.clone().unwrap_or_else(Mamba2Settings::new);
+        Mamba2MixerConfig::new(self.d_model)
+            .with_d_state(self.d_state)
+            .with_d_conv(self.d_conv)
+            .with_expand(self.expand)
+            .with_head_dim(m2.head_dim)
+            .with_n_groups(m2.n_groups)
+            .with_chunk_size(m2.chunk_size)
+            .with_dt_min(self.dt_min)
+            .with_dt_max(self.dt_max)
+            .with_dt_init_floor(self.dt_init_floor)
+            .with_dt_limit_min(m2.dt_limit_min)
+            .with_dt_limit_max(m2.dt_limit_max)
+            .with_conv_bias(self.conv_bias)
+            .with_bias(self.bias)
+            .with_norm_eps(self.norm_eps)
+            .with_n_layer(self.n_layer)
     }
 
     fn mixer(&self) -> MambaMixerConfig {
@@ -122,7 +172,7 @@ impl MambaLmConfig {
             panic!("{e}");
         }
         let norm = RmsNormConfig::new(self.d_model).with_eps(self.norm_eps);
-        let mixer = self.mixer();
+        let (mixer, mixer2) = (self.mixer(), self.mixer2());
         MambaLm {
             backbone: Backbone {
                 embeddings: EmbeddingConfig::new(self.padded_vocab(), self.d_model)
@@ -134,7 +184,11 @@ impl MambaLmConfig {
                 layers: (0..self.n_layer)
                     .map(|_| MambaBlock {
                         norm: norm.init(device),
-                        mixer: mixer.init(device),
+                        mixer: if self.mamba2.is_some() {
+                            Mixer::Mamba2(mixer2.init(device))
+                        } else {
+                            Mixer::Mamba(mixer.init(device))
+                        },
                     })
                     .collect(),
                 norm_f: norm.init(device),
@@ -154,7 +208,7 @@ impl MambaLmConfig {
 #[derive(Module, Debug)]
 pub struct MambaBlock {
     pub norm: RmsNorm,
-    pub mixer: MambaMixer,
+    pub mixer: Mixer,
 }
 
 /// Embedding, blocks and final norm (checkpoint prefix `backbone.`).
@@ -187,7 +241,7 @@ pub struct MambaForwardOutput {
     /// The per-layer state after the last position.
     pub cache: MambaCache,
     /// Per-layer scan arguments and outputs.
-    pub traces: Vec<crate::ssm::mamba::MambaTrace>,
+    pub traces: Vec<MixerTrace>,
 }
 
 impl MambaLm {
@@ -247,25 +301,54 @@ impl MambaLm {
         for i in 0..config.n_layer {
             let p = format!("backbone.layers.{i}");
             let m = format!("{p}.mixer");
-            let mixer = MambaMixer {
-                in_proj: linear(w, &format!("{m}.in_proj"), d, 2 * di, config.bias)?,
-                conv1d: crate::ssm::mamba::Conv1dParams {
-                    weight: w.param(&format!("{m}.conv1d.weight"), [di, 1, k], device)?,
+            let conv1d = |w: &mut TensorMap, channels: usize| -> crate::Result<_> {
+                Ok(crate::ssm::mamba::Conv1dParams {
+                    weight: w.param(&format!("{m}.conv1d.weight"), [channels, 1, k], device)?,
                     bias: if config.conv_bias {
-                        Some(w.param(&format!("{m}.conv1d.bias"), [di], device)?)
+                        Some(w.param(&format!("{m}.conv1d.bias"), [channels], device)?)
                     } else {
                         None
                     },
-                },
-                x_proj: linear(w, &format!("{m}.x_proj"), di, r + 2 * n, false)?,
-                dt_proj: linear(w, &format!("{m}.dt_proj"), r, di, true)?,
-                A_log: w.param(&format!("{m}.A_log"), [di, n], device)?,
-                D: w.param(&format!("{m}.D"), [di], device)?,
-                out_proj: linear(w, &format!("{m}.out_proj"), di, d, config.bias)?,
-                d_inner: di,
-                d_state: n,
-                dt_rank: r,
-                d_conv: k,
+                })
+            };
+            let mixer = if config.mamba2.is_some() {
+                let c2 = config.mixer2();
+                let h = c2.n_heads();
+                Mixer::Mamba2(Mamba2Mixer {
+                    in_proj: linear(w, &format!("{m}.in_proj"), d, c2.d_in_proj(), config.bias)?,
+                    conv1d: conv1d(w, c2.conv_dim())?,
+                    dt_bias: w.param(&format!("{m}.dt_bias"), [h], device)?,
+                    A_log: w.param(&format!("{m}.A_log"), [h], device)?,
+                    D: w.param(&format!("{m}.D"), [h], device)?,
+                    norm: RmsNorm {
+                        weight: w.param(&format!("{m}.norm.weight"), [di], device)?,
+                        eps: config.norm_eps,
+                    },
+                    out_proj: linear(w, &format!("{m}.out_proj"), di, d, config.bias)?,
+                    d_inner: di,
+                    d_state: n,
+                    n_heads: h,
+                    head_dim: c2.head_dim,
+                    n_groups: c2.n_groups,
+                    d_conv: k,
+                    chunk_size: c2.chunk_size,
+                    dt_limit_min: c2.dt_limit_min,
+                    dt_limit_max: c2.dt_limit_max.unwrap_or(f64::INFINITY),
+                })
+            } else {
+                Mixer::Mamba(MambaMixer {
+                    in_proj: linear(w, &format!("{m}.in_proj"), d, 2 * di, config.bias)?,
+                    conv1d: conv1d(w, di)?,
+                    x_proj: linear(w, &format!("{m}.x_proj"), di, r + 2 * n, false)?,
+                    dt_proj: linear(w, &format!("{m}.dt_proj"), r, di, true)?,
+                    A_log: w.param(&format!("{m}.A_log"), [di, n], device)?,
+                    D: w.param(&format!("{m}.D"), [di], device)?,
+                    out_proj: linear(w, &format!("{m}.out_proj"), di, d, config.bias)?,
+                    d_inner: di,
+                    d_state: n,
+                    dt_rank: r,
+                    d_conv: k,
+                })
             };
             layers.push(MambaBlock {
                 norm: RmsNorm {

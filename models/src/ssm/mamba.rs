@@ -145,6 +145,44 @@ pub struct Conv1dParams {
     pub bias: Option<Param<Tensor<1>>>,
 }
 
+impl Conv1dParams {
+    /// The bias, or zeros.
+    pub fn bias_or_zeros(&self) -> Tensor<1> {
+        let w = self.weight.val();
+        match &self.bias {
+            Some(b) => b.val(),
+            None => Tensor::zeros([w.dims()[0]], &w.device()),
+        }
+    }
+
+    /// The filters as (D, K).
+    pub fn filters(&self) -> Tensor<2> {
+        let [d, _, k] = self.weight.dims();
+        self.weight.val().reshape([d, k])
+    }
+
+    /// The causal depthwise convolution of `x` (B, D, L) then SiLU, continuing from the last K
+    /// inputs `prev` (B, D, K) of an earlier chunk (zeros when `None`). Returns the output
+    /// (B, D, L) and the last K inputs, the conv state for the next chunk or step.
+    pub fn causal_silu(&self, x: Tensor<3>, prev: Option<Tensor<3>>) -> (Tensor<3>, Tensor<3>) {
+        let [batch, d, len] = x.dims();
+        let k = self.weight.dims()[2];
+        let prefix = match prev {
+            Some(p) => p.narrow(2, 1, k - 1),
+            None => Tensor::zeros([batch, d, k - 1], &x.device()),
+        };
+        let padded = Tensor::cat(vec![prefix, x], 2); // (B, D, L + K - 1)
+        let state = padded.clone().narrow(2, len - 1, k);
+        let y = burn::tensor::activation::silu(conv1d(
+            padded,
+            self.weight.val(),
+            Some(self.bias_or_zeros()),
+            ConvOptions::new([1], [0], [1], d),
+        ));
+        (y, state)
+    }
+}
+
 /// The Mamba mixer. Field names are the checkpoint keys (`in_proj`, `conv1d`, `x_proj`,
 /// `dt_proj`, `A_log`, `D`, `out_proj`); Linear weights are stored (in, out) as Burn does.
 #[allow(non_snake_case)]
@@ -211,13 +249,6 @@ impl MambaMixer {
         self.A_log.val().exp().neg()
     }
 
-    fn conv_bias(&self, device: &Device) -> Tensor<1> {
-        match &self.conv1d.bias {
-            Some(b) => b.val(),
-            None => Tensor::zeros([self.d_inner], device),
-        }
-    }
-
     fn dt_bias(&self, device: &Device) -> Tensor<1> {
         match &self.dt_proj.bias {
             Some(b) => b.val(),
@@ -248,23 +279,15 @@ impl MambaMixer {
         cache: Option<MambaLayerCache>,
     ) -> (Tensor<3>, MambaLayerCache, MambaTrace) {
         let device = x.device();
-        let [batch, len, _] = x.dims();
-        let (di, n, r, k) = (self.d_inner, self.d_state, self.dt_rank, self.d_conv);
+        let (di, n, r) = (self.d_inner, self.d_state, self.dt_rank);
         let xz = self.in_proj.forward(x);
         let xs = xz.clone().narrow(2, 0, di).swap_dims(1, 2); // (B, D, L)
         let z = xz.narrow(2, di, di).swap_dims(1, 2);
-        let (prefix, h0) = match cache {
-            Some(c) => (c.conv_state.narrow(2, 1, k - 1), Some(c.ssm_state)),
-            None => (Tensor::zeros([batch, di, k - 1], &device), None),
+        let (conv_prev, h0) = match cache {
+            Some(c) => (Some(c.conv_state), Some(c.ssm_state)),
+            None => (None, None),
         };
-        let padded = Tensor::cat(vec![prefix, xs], 2); // (B, D, L + K - 1)
-        let conv_state = padded.clone().narrow(2, len - 1, k);
-        let u = burn::tensor::activation::silu(conv1d(
-            padded,
-            self.conv1d.weight.val(),
-            Some(self.conv_bias(&device)),
-            ConvOptions::new([1], [0], [1], di),
-        ));
+        let (u, conv_state) = self.conv1d.causal_silu(xs, conv_prev);
         let x_dbl = self.x_proj.forward(u.clone().swap_dims(1, 2)); // (B, L, R + 2N)
         let dt = x_dbl.clone().narrow(2, 0, r);
         let b = x_dbl.clone().narrow(2, r, n).swap_dims(1, 2); // (B, N, L)
@@ -334,7 +357,7 @@ impl MambaMixer {
                 .weight
                 .val()
                 .reshape([self.d_inner, self.d_conv]),
-            self.conv_bias(device),
+            self.conv1d.bias_or_zeros(),
             self.x_proj.weight.val(),
             self.dt_proj.weight.val(),
             self.dt_bias(device),

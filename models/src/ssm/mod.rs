@@ -1,5 +1,66 @@
 //! Sequence mixers.
 
 pub mod mamba;
+pub mod mamba2;
 
-pub use mamba::{MambaLayerCache, MambaMixer, MambaMixerConfig};
+pub use mamba::{MambaLayerCache, MambaMixer, MambaMixerConfig, MambaTrace};
+pub use mamba2::{Mamba2Mixer, Mamba2MixerConfig, Mamba2Trace};
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+
+/// The mixer of a block of the Mamba language models: Mamba (v1) or Mamba2. Both carry a
+/// [`MambaLayerCache`] (Mamba2's SSM state as (B, H·P, N)).
+#[derive(Module, Debug)]
+pub enum Mixer {
+    Mamba(MambaMixer),
+    Mamba2(Mamba2Mixer),
+}
+
+/// The scan arguments and outputs of one mixer's forward.
+#[derive(Debug, Clone)]
+pub enum MixerTrace {
+    Mamba(MambaTrace),
+    Mamba2(Mamba2Trace),
+}
+
+impl Mixer {
+    /// The parallel forward from `cache` (zeros when `None`), with the state after the last step
+    /// and the scan's trace.
+    pub fn forward_traced(
+        &self,
+        x: Tensor<3>,
+        cache: Option<MambaLayerCache>,
+    ) -> (Tensor<3>, MambaLayerCache, MixerTrace) {
+        match self {
+            Mixer::Mamba(m) => {
+                let (y, c, t) = m.forward_traced(x, cache);
+                (y, c, MixerTrace::Mamba(t))
+            }
+            Mixer::Mamba2(m) => {
+                let (y, c, t) = m.forward_traced(x, cache);
+                (y, c, MixerTrace::Mamba2(t))
+            }
+        }
+    }
+
+    /// The parallel forward from `cache`, with the state after the last step.
+    pub fn forward_cached(
+        &self,
+        x: Tensor<3>,
+        cache: Option<MambaLayerCache>,
+    ) -> (Tensor<3>, MambaLayerCache) {
+        match self {
+            Mixer::Mamba(m) => m.forward_cached(x, cache),
+            Mixer::Mamba2(m) => m.forward_cached(x, cache),
+        }
+    }
+
+    /// One recurrent step.
+    pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
+        match self {
+            Mixer::Mamba(m) => m.step(x, cache),
+            Mixer::Mamba2(m) => m.step(x, cache),
+        }
+    }
+}

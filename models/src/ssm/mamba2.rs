@@ -1,0 +1,413 @@
+//! The Mamba2 mixer (Dao & Gu, 2024; mamba_ssm's `Mamba2`, transformers' `Mamba2Mixer`).
+//!
+//! `in_proj` gives `[z | xBC | dt]`; a causal depthwise conv and SiLU run over all of
+//! `xBC = [x | B | C]`; heads of `head_dim` P channels share a scalar `A_h = -exp(A_log_h)` and a
+//! step `dt_h = softplus(dt + dt_bias_h)` (clamped to the configured limits); `n_groups` G groups
+//! of heads share B and C. The SSD scan ([`ssm_backends::ssd`]) gives `y = SSD(x) + D_h x`, then
+//! the gated RMSNorm `norm(y * silu(z))` per group of `d_inner / G` features and `out_proj`.
+#![allow(non_snake_case)]
+
+use crate::nn::RmsNorm;
+use crate::ssm::mamba::{Conv1dParams, MambaLayerCache};
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::softplus;
+use burn::tensor::{Device, Distribution, Tensor};
+use ssm_backends::ssd::ssd;
+use ssm_backends::{causal_conv1d_step, selective_state_step};
+
+/// Configuration of a [`Mamba2Mixer`] (mamba_ssm's `Mamba2` arguments).
+#[derive(Config, Debug)]
+pub struct Mamba2MixerConfig {
+    /// Model width.
+    pub d_model: usize,
+    /// SSM state size N.
+    #[config(default = 128)]
+    pub d_state: usize,
+    /// Width K of the causal depthwise convolution.
+    #[config(default = 4)]
+    pub d_conv: usize,
+    /// Inner width is `expand * d_model`.
+    #[config(default = 2)]
+    pub expand: usize,
+    /// Channels per head P.
+    #[config(default = 64)]
+    pub head_dim: usize,
+    /// Groups G of heads sharing B and C.
+    #[config(default = 1)]
+    pub n_groups: usize,
+    /// SSD chunk length.
+    #[config(default = 256)]
+    pub chunk_size: usize,
+    /// Range of the initial step sizes (log-uniform).
+    #[config(default = 0.001)]
+    pub dt_min: f64,
+    #[config(default = 0.1)]
+    pub dt_max: f64,
+    #[config(default = 1e-4)]
+    pub dt_init_floor: f64,
+    /// The steps are clamped to `[dt_limit_min, dt_limit_max]` (`None`: no upper limit).
+    #[config(default = 0.0)]
+    pub dt_limit_min: f64,
+    pub dt_limit_max: Option<f64>,
+    /// Range of the initial `-A` (uniform).
+    #[config(default = 1.0)]
+    pub a_init_min: f64,
+    #[config(default = 16.0)]
+    pub a_init_max: f64,
+    /// Bias on the convolution.
+    #[config(default = true)]
+    pub conv_bias: bool,
+    /// Bias on in_proj and out_proj.
+    #[config(default = false)]
+    pub bias: bool,
+    /// Epsilon of the gated norm.
+    #[config(default = 1e-5)]
+    pub norm_eps: f64,
+    /// Number of layers of the network, for the `1/sqrt(n_layer)` rescale of out_proj.
+    #[config(default = 1)]
+    pub n_layer: usize,
+}
+
+impl Mamba2MixerConfig {
+    /// The inner width `expand * d_model`.
+    pub fn d_inner(&self) -> usize {
+        self.expand * self.d_model
+    }
+    /// Heads: `d_inner / head_dim`.
+    pub fn n_heads(&self) -> usize {
+        self.d_inner() / self.head_dim.max(1)
+    }
+    /// Channels of the conv: `d_inner + 2 G N`.
+    pub fn conv_dim(&self) -> usize {
+        self.d_inner() + 2 * self.n_groups * self.d_state
+    }
+    /// Width of in_proj's output: `2 d_inner + 2 G N + H`.
+    pub fn d_in_proj(&self) -> usize {
+        2 * self.d_inner() + 2 * self.n_groups * self.d_state + self.n_heads()
+    }
+
+    /// Rejects impossible settings with a message naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("d_model", self.d_model),
+            ("d_state", self.d_state),
+            ("d_conv", self.d_conv),
+            ("expand", self.expand),
+            ("head_dim", self.head_dim),
+            ("n_groups", self.n_groups),
+            ("chunk_size", self.chunk_size),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1, found 0"));
+            }
+        }
+        let di = self.d_inner();
+        if di % self.head_dim != 0 {
+            return Err(format!(
+                "d_inner {di} is not a multiple of head_dim {}",
+                self.head_dim
+            ));
+        }
+        if self.n_heads() % self.n_groups != 0 {
+            return Err(format!(
+                "{} heads cannot be split into n_groups = {}",
+                self.n_heads(),
+                self.n_groups
+            ));
+        }
+        if let Some(max) = self.dt_limit_max
+            && !(max >= self.dt_limit_min)
+        {
+            return Err(format!(
+                "time step limits must satisfy min <= max, found {} and {max}",
+                self.dt_limit_min
+            ));
+        }
+        if self.dt_limit_min.is_nan() || self.dt_limit_min < 0.0 {
+            return Err(format!(
+                "time step limit min must be >= 0, found {}",
+                self.dt_limit_min
+            ));
+        }
+        Ok(())
+    }
+
+    /// A mixer with mamba_ssm's initialisation: `dt_bias` the inverse softplus of a log-uniform
+    /// dt in [dt_min, dt_max], `A_log = log(U(a_init_min, a_init_max))`, `D = 1`, norm weight 1,
+    /// out_proj divided by `sqrt(n_layer)`.
+    ///
+    /// # Panics
+    /// On an invalid config; call [`Mamba2MixerConfig::validate`] first for a `Result`.
+    pub fn init(&self, device: &Device) -> Mamba2Mixer {
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
+        let (di, h, k) = (self.d_inner(), self.n_heads(), self.d_conv);
+        let (lo, hi) = (self.dt_min.ln(), self.dt_max.ln());
+        let dt = Tensor::<1>::random([h], Distribution::Uniform(lo, hi), device)
+            .exp()
+            .clamp_min(self.dt_init_floor);
+        let inv = dt.clone() + (dt.neg().exp().neg() + 1.0).log();
+        let a = Tensor::<1>::random(
+            [h],
+            Distribution::Uniform(self.a_init_min, self.a_init_max),
+            device,
+        );
+        let mut out_proj = LinearConfig::new(di, self.d_model)
+            .with_bias(self.bias)
+            .init(device);
+        out_proj.weight = Param::from_tensor(
+            out_proj
+                .weight
+                .val()
+                .div_scalar((self.n_layer.max(1) as f32).sqrt())
+                .detach(),
+        );
+        let bound = 1.0 / (k as f64).sqrt();
+        let conv = self.conv_dim();
+        Mamba2Mixer {
+            in_proj: LinearConfig::new(self.d_model, self.d_in_proj())
+                .with_bias(self.bias)
+                .init(device),
+            conv1d: Conv1dParams {
+                weight: Param::from_tensor(Tensor::random(
+                    [conv, 1, k],
+                    Distribution::Uniform(-bound, bound),
+                    device,
+                )),
+                bias: self.conv_bias.then(|| {
+                    Param::from_tensor(Tensor::random(
+                        [conv],
+                        Distribution::Uniform(-bound, bound),
+                        device,
+                    ))
+                }),
+            },
+            dt_bias: Param::from_tensor(inv.detach()),
+            A_log: Param::from_tensor(a.log().detach()),
+            D: Param::from_tensor(Tensor::ones([h], device)),
+            norm: RmsNorm {
+                weight: Param::from_tensor(Tensor::ones([di], device)),
+                eps: self.norm_eps,
+            },
+            out_proj,
+            d_inner: di,
+            d_state: self.d_state,
+            n_heads: h,
+            head_dim: self.head_dim,
+            n_groups: self.n_groups,
+            d_conv: k,
+            chunk_size: self.chunk_size,
+            dt_limit_min: self.dt_limit_min,
+            dt_limit_max: self.dt_limit_max.unwrap_or(f64::INFINITY),
+        }
+    }
+}
+
+/// The Mamba2 mixer. Field names are the checkpoint keys (`in_proj`, `conv1d`, `dt_bias`,
+/// `A_log`, `D`, `norm`, `out_proj`); Linear weights are stored (in, out) as Burn does.
+#[derive(Module, Debug)]
+pub struct Mamba2Mixer {
+    pub in_proj: Linear,
+    pub conv1d: Conv1dParams,
+    pub dt_bias: Param<Tensor<1>>,
+    pub A_log: Param<Tensor<1>>,
+    pub D: Param<Tensor<1>>,
+    pub norm: RmsNorm,
+    pub out_proj: Linear,
+    pub d_inner: usize,
+    pub d_state: usize,
+    pub n_heads: usize,
+    pub head_dim: usize,
+    pub n_groups: usize,
+    pub d_conv: usize,
+    pub chunk_size: usize,
+    pub dt_limit_min: f64,
+    pub dt_limit_max: f64,
+}
+
+/// The SSD core's arguments and result in one forward, as the reference reports them.
+#[derive(Debug, Clone)]
+pub struct Mamba2Trace {
+    /// (B, L, H, P).
+    pub x: Tensor<4>,
+    /// Before `dt_bias` and softplus (B, L, H).
+    pub dt: Tensor<3>,
+    /// `-exp(A_log)` (H).
+    pub a: Tensor<1>,
+    /// (B, L, G, N).
+    pub b: Tensor<4>,
+    pub c: Tensor<4>,
+    /// `SSD(x) + D x` (B, L, H, P), before the gated norm.
+    pub y: Tensor<4>,
+    /// The gated norm's output (B, L, d_inner).
+    pub gated_norm: Tensor<3>,
+}
+
+impl Mamba2Mixer {
+    /// `A = -exp(A_log)` (H).
+    pub fn a(&self) -> Tensor<1> {
+        self.A_log.val().exp().neg()
+    }
+
+    fn conv_dim(&self) -> usize {
+        self.d_inner + 2 * self.n_groups * self.d_state
+    }
+
+    /// `softplus(dt + dt_bias)` clamped to the limits, over a trailing head axis.
+    fn step_size<const D: usize>(&self, dt: Tensor<D>) -> Tensor<D> {
+        let dt = softplus(dt + self.dt_bias.val().unsqueeze(), 1.0);
+        let dt = if self.dt_limit_min > 0.0 {
+            dt.clamp_min(self.dt_limit_min)
+        } else {
+            dt
+        };
+        if self.dt_limit_max.is_finite() {
+            dt.clamp_max(self.dt_limit_max)
+        } else {
+            dt
+        }
+    }
+
+    /// The parallel forward over a sequence (B, L, d_model) -> (B, L, d_model).
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.forward_cached(x, None).0
+    }
+
+    /// The parallel forward continuing from `cache` (zeros when `None`); returns the output and
+    /// the state after the last step (`ssm_state` as (B, H·P, N)).
+    pub fn forward_cached(
+        &self,
+        x: Tensor<3>,
+        cache: Option<MambaLayerCache>,
+    ) -> (Tensor<3>, MambaLayerCache) {
+        let (out, cache, _) = self.forward_traced(x, cache);
+        (out, cache)
+    }
+
+    /// [`Mamba2Mixer::forward_cached`], also returning the SSD's arguments.
+    pub fn forward_traced(
+        &self,
+        x: Tensor<3>,
+        cache: Option<MambaLayerCache>,
+    ) -> (Tensor<3>, MambaLayerCache, Mamba2Trace) {
+        let [batch, len, _] = x.dims();
+        let (di, n, h, p, g) = (
+            self.d_inner,
+            self.d_state,
+            self.n_heads,
+            self.head_dim,
+            self.n_groups,
+        );
+        let conv = self.conv_dim();
+        let zxbcdt = self.in_proj.forward(x);
+        let z = zxbcdt.clone().narrow(2, 0, di);
+        let xbc = zxbcdt.clone().narrow(2, di, conv).swap_dims(1, 2); // (B, conv, L)
+        let dt_raw = zxbcdt.narrow(2, di + conv, h); // (B, L, H)
+        let (conv_prev, h0) = match cache {
+            Some(c) => (
+                Some(c.conv_state),
+                Some(c.ssm_state.reshape([batch, h, p, n])),
+            ),
+            None => (None, None),
+        };
+        let (xbc, conv_state) = self.conv1d.causal_silu(xbc, conv_prev);
+        let xbc = xbc.swap_dims(1, 2); // (B, L, conv)
+        let xs = xbc.clone().narrow(2, 0, di).reshape([batch, len, h, p]);
+        let b = xbc.clone().narrow(2, di, g * n).reshape([batch, len, g, n]);
+        let c = xbc.narrow(2, di + g * n, g * n).reshape([batch, len, g, n]);
+        let dt = self.step_size(dt_raw.clone());
+        let a = self.a();
+        let (y, state) = ssd(
+            xs.clone(),
+            dt,
+            a.clone(),
+            b.clone(),
+            c.clone(),
+            Some(self.D.val()),
+            h0,
+            self.chunk_size,
+        );
+        let gated = self
+            .norm
+            .forward_gated(y.clone().reshape([batch, len, di]), z, g);
+        let out = self.out_proj.forward(gated.clone());
+        let trace = Mamba2Trace {
+            x: xs,
+            dt: dt_raw,
+            a,
+            b,
+            c,
+            y,
+            gated_norm: gated,
+        };
+        (
+            out,
+            MambaLayerCache {
+                conv_state,
+                ssm_state: state.reshape([batch, h * p, n]),
+                step_weights: None,
+            },
+            trace,
+        )
+    }
+
+    /// One recurrent step (B, d_model) -> (B, d_model): in_proj, the fused conv step over xBC,
+    /// the fused state step (each head's A, dt and D broadcast over its channels), the gated
+    /// norm, out_proj.
+    pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
+        let [batch, _] = x.dims();
+        let device = x.device();
+        let (di, n, h, p, g) = (
+            self.d_inner,
+            self.d_state,
+            self.n_heads,
+            self.head_dim,
+            self.n_groups,
+        );
+        let conv = self.conv_dim();
+        let zxbcdt = self.in_proj.forward(x);
+        let z = zxbcdt.clone().narrow(1, 0, di);
+        let xbc = zxbcdt.clone().narrow(1, di, conv);
+        let dt = self.step_size(zxbcdt.narrow(1, di + conv, h)); // (B, H)
+        let (xbc, conv_state) = causal_conv1d_step(
+            xbc,
+            cache.conv_state,
+            self.conv1d.filters(),
+            self.conv1d.bias_or_zeros(),
+            true,
+        );
+        let xs = xbc.clone().narrow(1, 0, di);
+        let b = xbc.clone().narrow(1, di, g * n).reshape([batch, g, n]);
+        let c = xbc.narrow(1, di + g * n, g * n).reshape([batch, g, n]);
+        let per_channel = |t: Tensor<1>| t.unsqueeze_dim::<2>(1).expand([h, p]).reshape([di]);
+        let dt = dt
+            .unsqueeze_dim::<3>(2)
+            .expand([batch, h, p])
+            .reshape([batch, di]);
+        let a = per_channel(self.a()).unsqueeze_dim::<2>(1).expand([di, n]);
+        let (y, ssm_state) = selective_state_step(
+            cache.ssm_state,
+            xs,
+            dt,
+            a,
+            b,
+            c,
+            per_channel(self.D.val()),
+            None,
+            Tensor::zeros([di], &device),
+            false,
+        );
+        let out = self.out_proj.forward(self.norm.forward_gated(y, z, g));
+        (
+            out,
+            MambaLayerCache {
+                conv_state,
+                ssm_state,
+                step_weights: None,
+            },
+        )
+    }
+}
