@@ -12,6 +12,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use common::{Case, NAMES, inputs, loss_weights, op_gradients, scan, to_device};
 use ssm_backends::launches::LaunchCounter;
 use ssm_backends::portable;
+use ssm_backends::ssd;
 use ssm_backends::step::{mamba_decode_step, mamba_step_composed};
 use ssm_backends::testing::{max_rel_diff, wgpu_test_device};
 use ssm_backends::{add_rms_norm, causal_conv1d_step, selective_state_step, to_vec};
@@ -385,6 +386,51 @@ fn scans_larger_than_one_buffer_run_in_batch_groups() {
         assert!(
             err <= 1e-3,
             "split backward d{name}: relative error {err:e}"
+        );
+    }
+}
+
+#[test]
+fn ssd_on_wgpu_matches_the_cpu_recurrence() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = wgpu_test_device() else {
+        return;
+    };
+    let cpu = Device::flex();
+    cpu.seed(17);
+    // (B, L, H, P, G, N), chunk: L = 1; L not a multiple of the chunk; N = 128.
+    for ((bs, l, h, p, g, n), chunk) in [
+        ((2, 1, 2, 4, 1, 8), 8),
+        ((2, 37, 4, 16, 2, 8), 8),
+        ((1, 40, 2, 8, 1, 128), 16),
+    ] {
+        let x = normal([bs, l, h, p], &cpu);
+        let dt = Tensor::<3>::random([bs, l, h], Distribution::Uniform(0.01, 0.3), &cpu);
+        let a = Tensor::<1>::random([h], Distribution::Uniform(0.5, 8.0), &cpu).neg();
+        let b = normal([bs, l, g, n], &cpu);
+        let c = normal([bs, l, g, n], &cpu);
+        let d = normal([h], &cpu);
+        let h0 = normal([bs, h, p, n], &cpu);
+        let run = |dev: &Device| {
+            let (y, s) = ssd::ssd(
+                on(&x, dev),
+                on(&dt, dev),
+                on(&a, dev),
+                on(&b, dev),
+                on(&c, dev),
+                Some(on(&d, dev)),
+                Some(on(&h0, dev)),
+                chunk,
+            );
+            (to_vec(y), to_vec(s))
+        };
+        let (want_y, want_s) = run(&cpu);
+        let (y, s) = run(&gpu);
+        let ey = max_rel_diff(&y, &want_y);
+        let es = max_rel_diff(&s, &want_s);
+        assert!(
+            ey <= 1e-4 && es <= 1e-4,
+            "({bs},{l},{h},{p},{g},{n}) chunk {chunk}: y {ey:e} state {es:e}"
         );
     }
 }

@@ -4,7 +4,7 @@
 use crate::common::{CliError, CliResult, device};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Subcommand, ValueEnum};
-use ssm_models::lm::{CausalLm, MambaLmConfig};
+use ssm_models::lm::{CausalLm, MambaLmConfig, mamba::Mamba2Settings};
 use std::time::Instant;
 
 #[derive(Subcommand, Debug)]
@@ -16,6 +16,7 @@ pub enum BenchCommand {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
     Mamba,
+    Mamba2,
 }
 
 #[derive(Args, Debug)]
@@ -30,8 +31,15 @@ pub struct LmBenchArgs {
     layers: usize,
     #[arg(long, default_value_t = 50280)]
     vocab: usize,
-    #[arg(long, default_value_t = 16)]
-    d_state: usize,
+    /// SSM state size (default: 16 for mamba, 128 for mamba2).
+    #[arg(long)]
+    d_state: Option<usize>,
+    /// Mamba2's channels per head.
+    #[arg(long, default_value_t = 64)]
+    head_dim: usize,
+    /// Mamba2's SSD chunk length.
+    #[arg(long, default_value_t = 256)]
+    chunk_size: usize,
     /// Prefill length (batch 1).
     #[arg(long, default_value_t = 512)]
     prefill_len: usize,
@@ -72,7 +80,18 @@ fn lm(a: LmBenchArgs) -> CliResult {
         ));
     }
     let device = device(a.device.as_deref())?;
-    let config = MambaLmConfig::new(a.d_model, a.layers, a.vocab).with_d_state(a.d_state);
+    let d_state = a.d_state.unwrap_or(match a.arch {
+        Arch::Mamba => 16,
+        Arch::Mamba2 => 128,
+    });
+    let mut config = MambaLmConfig::new(a.d_model, a.layers, a.vocab).with_d_state(d_state);
+    if a.arch == Arch::Mamba2 {
+        config.mamba2 = Some(
+            Mamba2Settings::new()
+                .with_head_dim(a.head_dim)
+                .with_chunk_size(a.chunk_size),
+        );
+    }
     config.validate()?;
     let model = config.init(&device);
     let sync = |d: &Device| {
@@ -125,7 +144,8 @@ fn lm(a: LmBenchArgs) -> CliResult {
         "d_model": a.d_model,
         "layers": a.layers,
         "vocab": a.vocab,
-        "d_state": a.d_state,
+        "d_state": d_state,
+        "head_dim": (a.arch == Arch::Mamba2).then_some(a.head_dim),
         "prefill_batch": 1,
         "prefill_len": a.prefill_len,
         "prefill_tokens_per_s": a.prefill_len as f64 / prefill_s,

@@ -322,14 +322,16 @@ fn wgpu_matches_reference() {
 #[test]
 fn state_spaces_pytorch_checkpoint_matches_reference() {
     // The same weights as a state-spaces `pytorch_model.bin` (zip-pickle, keys
-    // `backbone.embedding.*`, tied `lm_head.weight` stored) with a state-spaces config.json;
-    // written by fixtures/tools/make_pytorch_bin.py.
+    // `backbone.embedding.*`, a tied `lm_head.weight` stored) with a state-spaces config.json
+    // (`ssm_cfg.layer = "Mamba2"` for Mamba2); written by fixtures/tools/make_pytorch_bin.py.
     let device = Device::flex();
-    let model =
-        MambaLm::load_dir(&fixture_path(MAMBA).join("state_spaces"), &device).expect("loads");
-    let t = Fixture::open(fixture_path(MAMBA).join("tensors.safetensors"));
-    let logits = model.forward(t.int_tensor("input_ids", &device));
-    let (want, _) = t.values("logits");
-    let err = max_abs_diff(&to_vec(logits), &want);
-    assert!(err <= 1e-4, "logits max abs error {err:e}");
+    for name in [MAMBA, MAMBA2] {
+        let model =
+            MambaLm::load_dir(&fixture_path(name).join("state_spaces"), &device).expect("loads");
+        let t = Fixture::open(fixture_path(name).join("tensors.safetensors"));
+        let logits = model.forward(t.int_tensor("input_ids", &device));
+        let (want, _) = t.values("logits");
+        let err = max_abs_diff(&to_vec(logits), &want);
+        assert!(err <= 1e-4, "{name}: logits max abs error {err:e}");
+    }
 }

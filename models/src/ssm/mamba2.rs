@@ -104,13 +104,13 @@ impl Mamba2MixerConfig {
             }
         }
         let di = self.d_inner();
-        if di % self.head_dim != 0 {
+        if !di.is_multiple_of(self.head_dim) {
             return Err(format!(
                 "d_inner {di} is not a multiple of head_dim {}",
                 self.head_dim
             ));
         }
-        if self.n_heads() % self.n_groups != 0 {
+        if !self.n_heads().is_multiple_of(self.n_groups) {
             return Err(format!(
                 "{} heads cannot be split into n_groups = {}",
                 self.n_heads(),
@@ -118,7 +118,7 @@ impl Mamba2MixerConfig {
             ));
         }
         if let Some(max) = self.dt_limit_max
-            && !(max >= self.dt_limit_min)
+            && (max.is_nan() || max < self.dt_limit_min)
         {
             return Err(format!(
                 "time step limits must satisfy min <= max, found {} and {max}",

@@ -11,6 +11,8 @@ use burn::tensor::Tensor;
 
 /// The mixer of a block of the Mamba language models: Mamba (v1) or Mamba2. Both carry a
 /// [`MambaLayerCache`] (Mamba2's SSM state as (B, H·P, N)).
+// One per layer, held by value: the size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Mixer {
     Mamba(MambaMixer),
@@ -18,6 +20,7 @@ pub enum Mixer {
 }
 
 /// The scan arguments and outputs of one mixer's forward.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum MixerTrace {
     Mamba(MambaTrace),
