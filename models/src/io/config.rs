@@ -283,6 +283,20 @@ pub fn parse_mamba_config(text: &str) -> Result<(MambaLmConfig, ConfigFlavor)> {
                 c.bias = x;
             }
         }
+        if let Some(x) = f.usize_opt("d_intermediate")?
+            && x > 0
+        {
+            return Err(bad(format!(
+                "d_intermediate = {x} (an MLP after each mixer) is not supported"
+            )));
+        }
+        if let Some(layers) = obj.get("attn_layer_idx").and_then(Value::as_array)
+            && !layers.is_empty()
+        {
+            return Err(bad(
+                "attn_layer_idx: hybrid models with attention layers are not supported",
+            ));
+        }
         if let Some(false) = f.bool_opt("rms_norm")? {
             return Err(bad("rms_norm = false (LayerNorm blocks) is not supported"));
         }
@@ -337,8 +351,10 @@ mod tests {
         assert_eq!((m2.dt_limit_min, m2.dt_limit_max), (0.0, None));
         assert_eq!(hf.mixer2().n_heads(), 24);
         let (ss, flavor) = parse_mamba_config(
-            r#"{"d_model":768,"n_layer":24,"vocab_size":50277,"ssm_cfg":{"layer":"Mamba2"},
-                "rms_norm":true,"pad_vocab_size_multiple":16,"tie_embeddings":true}"#,
+            r#"{"d_model":768,"d_intermediate":0,"n_layer":24,"vocab_size":50277,
+                "ssm_cfg":{"layer":"Mamba2"},"attn_layer_idx":[],"attn_cfg":{},"rms_norm":true,
+                "residual_in_fp32":true,"fused_add_norm":true,"pad_vocab_size_multiple":16,
+                "tie_embeddings":true}"#,
         )
         .unwrap();
         assert_eq!(flavor, ConfigFlavor::StateSpaces);
@@ -362,6 +378,14 @@ mod tests {
             (r#"{"hidden_size":64,"num_hidden_layers":2}"#, "vocab_size"),
             (r#"{"d_model":-3,"n_layer":2,"vocab_size":10}"#, "d_model"),
             (r#"{"foo":1}"#, "not a Mamba config"),
+            (
+                r#"{"d_model":64,"n_layer":2,"vocab_size":10,"d_intermediate":256}"#,
+                "d_intermediate",
+            ),
+            (
+                r#"{"d_model":64,"n_layer":2,"vocab_size":10,"attn_layer_idx":[1]}"#,
+                "attention",
+            ),
             (r#"[1,2]"#, "object"),
             (
                 r#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba3"}}"#,

@@ -219,7 +219,11 @@ pub struct Backbone {
     pub norm_f: RmsNorm,
 }
 
-/// The Mamba language model.
+/// A Mamba2 language model is a [`MambaLm`] whose blocks hold [`Mamba2Mixer`]s (a config with
+/// `mamba2` set); the name is for readers who look for it.
+pub type Mamba2Lm = MambaLm;
+
+/// The Mamba language model, with Mamba or Mamba2 mixers.
 #[derive(Module, Debug)]
 pub struct MambaLm {
     pub backbone: Backbone,

@@ -1,11 +1,11 @@
-//! Language models: the Mamba LM, the recurrent-inference interface and generation.
+//! Language models: the Mamba and Mamba2 LM, the recurrent-inference interface and generation.
 
 pub mod generate;
 pub mod mamba;
 pub mod tokenizer;
 
 pub use generate::{GenerationConfig, Sampler, Sampling, generate};
-pub use mamba::{MambaCache, MambaLm, MambaLmConfig};
+pub use mamba::{Mamba2Lm, Mamba2Settings, MambaCache, MambaLm, MambaLmConfig};
 
 use burn::tensor::{Device, Int, Tensor};
 
