@@ -182,6 +182,25 @@ pub trait SsmOps: Backend {
         crate::ssd::ssd_chunked::<Self>(x, dt, a, b, c, d, initial_state, chunk)
     }
 
+    /// The SSD's intra-chunk decay mask (see [`crate::ssd::decay_mask`]): `cum` (B, H, K, Q)
+    /// to (B, H, K, Q, Q). One kernel launch on the CubeCL backends.
+    #[fusion(meta = meta::ssd_decay_mask)]
+    fn ssd_decay_mask(cum: FloatTensor<Self>) -> FloatTensor<Self> {
+        crate::ssd::decay_mask::<Self>(cum)
+    }
+
+    /// The SSD's inter-chunk pass (see [`crate::ssd::state_pass`]): returns the state at each
+    /// chunk start (B, H, K, N, P) and the final state (B, H, N, P). One kernel launch on the
+    /// CubeCL backends.
+    #[fusion(meta = meta::ssd_state_pass)]
+    fn ssd_state_pass(
+        chunk_states: FloatTensor<Self>,
+        chunk_decay: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        crate::ssd::state_pass::<Self>(chunk_states, chunk_decay, h0)
+    }
+
     /// Residual add then RMSNorm over the last axis (mamba_ssm's fused add-norm): returns
     /// `s = x + residual` (just `x` when `has_residual` is false; `residual` is then ignored)
     /// and `s / sqrt(mean(s²) + eps) * weight`. One kernel launch on the CubeCL backends.
@@ -282,6 +301,16 @@ mod meta {
 
     pub fn causal_conv1d_step(x: &S, state: &S, _w: &S, _b: &S, _silu: &bool) -> (S, S) {
         (x.clone(), state.clone())
+    }
+
+    pub fn ssd_decay_mask(cum: &S) -> S {
+        let mut dims = cum.shape.to_vec();
+        dims.push(dims[3]);
+        S::new(Shape::from(dims), cum.dtype)
+    }
+
+    pub fn ssd_state_pass(chunk_states: &S, _decay: &S, h0: &S) -> (S, S) {
+        (chunk_states.clone(), h0.clone())
     }
 
     pub fn add_rms_norm(x: &S, _r: &S, _has: &bool, _w: &S, _eps: &f32) -> (S, S) {
@@ -411,6 +440,18 @@ impl SsmOps for burn_cubecl::CubeBackend {
         silu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         crate::cube::causal_conv1d_step(x, state, weight, bias, silu)
+    }
+
+    fn ssd_decay_mask(cum: FloatTensor<Self>) -> FloatTensor<Self> {
+        crate::cube::ssd_decay_mask(cum)
+    }
+
+    fn ssd_state_pass(
+        chunk_states: FloatTensor<Self>,
+        chunk_decay: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        crate::cube::ssd_state_pass(chunk_states, chunk_decay, h0)
     }
 
     fn add_rms_norm(

@@ -121,7 +121,7 @@ fn pad_len<B: Backend>(t: P<B>, len: usize) -> P<B> {
 /// (B, L, H, P), including `D x`, and the final state (B, H, P, N). L need not be a multiple of
 /// Q: the last chunk is padded with steps of zero `dt` and `x`, which leave the state unchanged.
 #[allow(clippy::too_many_arguments)]
-pub fn ssd_chunked<B: Backend>(
+pub fn ssd_chunked<B: SsmOps>(
     x: FloatTensor<B>,
     dt: FloatTensor<B>,
     a: FloatTensor<B>,
@@ -132,7 +132,7 @@ pub fn ssd_chunked<B: Backend>(
     chunk: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let s = SsdDims::of::<B>(&x, &b);
-    let (bs, l, h, p, n) = (s.batch, s.len, s.heads, s.head_dim, s.state);
+    let (bs, l, h, p) = (s.batch, s.len, s.heads, s.head_dim);
     let q = chunk.clamp(1, l.max(1));
     let k = l.div_ceil(q);
     let lp = k * q;
@@ -151,25 +151,13 @@ pub fn ssd_chunked<B: Backend>(
     let xdt = x5.mul(dt4.reshape(&[bs, h, k, q, 1]));
     // Inclusive cumulative sums within each chunk, as a product with an upper-triangular ones
     // matrix (Burn's cumsum is quadratic on the GPU backends).
-    let tri = |lower: bool| {
-        let v = (0..q * q)
-            .map(|i| {
-                let (r, col) = (i / q, i % q);
-                f32::from(u8::from(if lower { col <= r } else { r <= col }))
-            })
-            .collect();
-        P::<B>::from_vec(v, &[1, 1, 1, q, q], &device)
-    };
-    let cum = a_dt.reshape(&[bs, h, k, 1, q]).matmul(tri(false)); // (B, H, K, 1, Q)
-    // L[t, s] = exp(cum_t - cum_s) for s <= t, else 0 (the exponent clamped first so that the
-    // masked entries cannot overflow).
-    let decay = cum
-        .clone()
-        .reshape(&[bs, h, k, q, 1])
-        .sub(cum.clone())
-        .clamp_max(0.0)
-        .exp()
-        .mul(tri(true));
+    let cum = a_dt
+        .reshape(&[bs, h, k, 1, q])
+        .matmul(triangle::<B>(q, false, &device)); // (B, H, K, 1, Q)
+    // L[t, s] = exp(cum_t - cum_s) for s <= t, else 0 (one kernel on the GPU backends).
+    let decay = P::<B>::new(B::ssd_decay_mask(
+        cum.clone().reshape(&[bs, h, k, q]).into_inner(),
+    ));
     let scores = c5.clone().matmul(b5.clone().swap_dims(3, 4)).mul(decay);
     let y_diag = scores.matmul(xdt.clone()); // (B, H, K, Q, P)
 
@@ -183,8 +171,66 @@ pub fn ssd_chunked<B: Backend>(
     let chunk_states = b5.mul(to_end).swap_dims(3, 4).matmul(xdt); // (B, H, K, N, P)
     let chunk_decay = cum_end.exp().reshape(&[bs, h, k, 1, 1]);
 
-    // The inter-chunk pass: the state at each chunk start.
-    let mut state = P::<B>::new(h0).swap_dims(2, 3); // (B, H, N, P)
+    // The inter-chunk pass: the state at each chunk start (one kernel on the GPU backends).
+    let (starts, state) = B::ssd_state_pass(
+        chunk_states.into_inner(),
+        chunk_decay.reshape(&[bs, h, k]).into_inner(),
+        P::<B>::new(h0).swap_dims(2, 3).into_inner(),
+    );
+    let (starts, state) = (P::<B>::new(starts), P::<B>::new(state));
+    let y_off = c5.mul(cum.reshape(&[bs, h, k, q, 1]).exp()).matmul(starts);
+    let y = y_diag
+        .add(y_off)
+        .permute(&[0, 2, 3, 1, 4])
+        .reshape(&[bs, lp, h, p])
+        .narrow(1, 0, l)
+        .add(x.mul(P::<B>::new(d).reshape(&[1, 1, h, 1])));
+    (y.into_inner(), state.swap_dims(2, 3).into_inner())
+}
+
+/// A (1, 1, 1, Q, Q) matrix of ones on and below (`lower`) or on and above the diagonal.
+fn triangle<B: Backend>(q: usize, lower: bool, device: &B::Device) -> P<B> {
+    let v = (0..q * q)
+        .map(|i| {
+            let (r, col) = (i / q, i % q);
+            f32::from(u8::from(if lower { col <= r } else { r <= col }))
+        })
+        .collect();
+    P::<B>::from_vec(v, &[1, 1, 1, q, q], device)
+}
+
+/// The intra-chunk decay mask from the chunks' inclusive cumulative `dt A` sums `cum`
+/// (B, H, K, Q): `L[t, s] = exp(cum_t - cum_s)` for `s <= t`, else 0; (B, H, K, Q, Q). The
+/// portable body of [`SsmOps::ssd_decay_mask`] (the exponent is clamped at 0 before the masking
+/// so the masked entries cannot overflow).
+pub fn decay_mask<B: Backend>(cum: FloatTensor<B>) -> FloatTensor<B> {
+    let cum = P::<B>::new(cum);
+    let d = cum.dims();
+    let (bs, h, k, q) = (d[0], d[1], d[2], d[3]);
+    let device = cum.device();
+    cum.clone()
+        .reshape(&[bs, h, k, q, 1])
+        .sub(cum.reshape(&[bs, h, k, 1, q]))
+        .clamp_max(0.0)
+        .exp()
+        .mul(triangle::<B>(q, true, &device))
+        .into_inner()
+}
+
+/// The inter-chunk pass: from the state `h0` (B, H, N, P) before the first chunk, each chunk's
+/// own contribution `chunk_states` (B, H, K, N, P) and total decay `chunk_decay` (B, H, K),
+/// the state at each chunk start (B, H, K, N, P) and after the last (B, H, N, P). The portable
+/// body of [`SsmOps::ssd_state_pass`].
+pub fn state_pass<B: Backend>(
+    chunk_states: FloatTensor<B>,
+    chunk_decay: FloatTensor<B>,
+    h0: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let chunk_states = P::<B>::new(chunk_states);
+    let d = chunk_states.dims();
+    let (bs, h, k, n, p) = (d[0], d[1], d[2], d[3], d[4]);
+    let chunk_decay = P::<B>::new(chunk_decay);
+    let mut state = P::<B>::new(h0);
     let mut starts = Vec::with_capacity(k);
     for i in 0..k {
         starts.push(state.clone().reshape(&[bs, h, 1, n, p]));
@@ -202,15 +248,7 @@ pub fn ssd_chunked<B: Backend>(
                     .reshape(&[bs, h, n, p]),
             );
     }
-    let starts = P::cat(starts, 2); // (B, H, K, N, P)
-    let y_off = c5.mul(cum.reshape(&[bs, h, k, q, 1]).exp()).matmul(starts);
-    let y = y_diag
-        .add(y_off)
-        .permute(&[0, 2, 3, 1, 4])
-        .reshape(&[bs, lp, h, p])
-        .narrow(1, 0, l)
-        .add(x.mul(P::<B>::new(d).reshape(&[1, 1, h, 1])));
-    (y.into_inner(), state.swap_dims(2, 3).into_inner())
+    (P::cat(starts, 2).into_inner(), state.into_inner())
 }
 
 /// The SSD scan as the selective-scan recurrence (the backend's scan kernel): channels

@@ -425,7 +425,17 @@ fn ssd_on_wgpu_matches_the_cpu_recurrence() {
             (to_vec(y), to_vec(s))
         };
         let (want_y, want_s) = run(&cpu);
+        let counter = LaunchCounter::start();
         let (y, s) = run(&gpu);
+        for kernel in ["ssd_decay_mask_kernel", "ssd_state_pass_kernel"] {
+            assert_eq!(
+                counter.count_of(kernel),
+                1,
+                "{kernel}: the runtime saw {:?}",
+                counter.counts()
+            );
+        }
+        drop(counter);
         let ey = max_rel_diff(&y, &want_y);
         let es = max_rel_diff(&s, &want_s);
         assert!(

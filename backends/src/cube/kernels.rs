@@ -676,3 +676,58 @@ pub(crate) fn add_rms_norm_kernel<F: Float>(
         i += units;
     }
 }
+
+/// SSD intra-chunk decay mask: unit per output element `(row, t, s)` of (rows, Q, Q):
+/// `exp(cum[row, t] - cum[row, s])` for `s <= t`, else 0.
+#[cube(launch)]
+pub(crate) fn ssd_decay_mask_kernel<F: Float>(
+    cum: &Tensor<F>,
+    out: &mut Tensor<F>,
+    rows: u32,
+    q: u32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let q = q as usize;
+    let pos = ABSOLUTE_POS;
+    if pos < rows as usize * q * q {
+        let row = pos / (q * q);
+        let t = (pos / q) % q;
+        let s = pos % q;
+        let mut v = F::new(0.0);
+        if s <= t {
+            v = (cum[row * q + t] - cum[row * q + s]).exp();
+        }
+        out[pos] = v;
+    }
+}
+
+/// SSD inter-chunk pass: unit per state element `(b, h, n, p)` walks the K chunks:
+/// `start_k = s`, `s = decay_k s + chunk_state_k`. `out` = `[starts (B, H, K, N, P) | final
+/// (B, H, N, P) at off_final]`.
+#[cube(launch)]
+pub(crate) fn ssd_state_pass_kernel<F: Float>(
+    chunk_states: &Tensor<F>,
+    decay: &Tensor<F>,
+    h0: &Tensor<F>,
+    out: &mut Tensor<F>,
+    dims: Sequence<u32>,
+    #[define(F)] _dtype: ElemType,
+) {
+    // dims: B·H, K, N·P, off_final
+    let bh_count = dims[0] as usize;
+    let k_count = dims[1] as usize;
+    let np_count = dims[2] as usize;
+    let off_final = dims[3] as usize;
+    let pos = ABSOLUTE_POS;
+    if pos < bh_count * np_count {
+        let bh = pos / np_count;
+        let e = pos % np_count;
+        let mut s = h0[pos];
+        for k in 0..k_count {
+            let at = (bh * k_count + k) * np_count + e;
+            out[at] = s;
+            s = s * decay[bh * k_count + k] + chunk_states[at];
+        }
+        out[off_final + pos] = s;
+    }
+}

@@ -705,6 +705,77 @@ pub(crate) fn add_rms_norm(
     (regions.view(&out, 0, &dims), regions.view(&out, 1, &dims))
 }
 
+/// The SSD decay mask on the kernel (portable body for odd dtypes or empty tensors).
+pub(crate) fn ssd_decay_mask(cum: CubeTensor) -> CubeTensor {
+    let dims = cum.shape().to_vec();
+    let q = dims[3];
+    let rows = dims[..3].iter().product::<usize>();
+    let total = rows * q * q;
+    if total == 0 || !fits_u32(&[total]) {
+        return crate::ssd::decay_mask::<Cb>(cum);
+    }
+    let cum = flat(cum);
+    let out = empty_device_dtype(
+        cum.client.clone(),
+        cum.device.clone(),
+        Shape::new([total]),
+        cum.dtype,
+    );
+    let cube_dim = CubeDim::new_1d(256.min(max_units(&cum)) as u32);
+    let count = cubecl::calculate_cube_count_elemwise(&cum.client, total, cube_dim);
+    let dtype = cum.dtype;
+    let client = cum.client.clone();
+    kernels::ssd_decay_mask_kernel::launch(
+        &client,
+        count,
+        cube_dim,
+        cum.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        rows as u32,
+        q as u32,
+        dtype_to_storage_type(dtype),
+    );
+    let mut out_dims = dims;
+    out_dims.push(q);
+    Cb::float_reshape(out, Shape::from(out_dims))
+}
+
+/// The SSD inter-chunk pass on the kernel.
+pub(crate) fn ssd_state_pass(
+    chunk_states: CubeTensor,
+    chunk_decay: CubeTensor,
+    h0: CubeTensor,
+) -> (CubeTensor, CubeTensor) {
+    let d = chunk_states.shape().to_vec();
+    let (bh, k, np) = (d[0] * d[1], d[2], d[3] * d[4]);
+    if bh * k * np == 0
+        || !same_dtype(&[&chunk_states, &chunk_decay, &h0])
+        || !fits_u32(&[bh * (k + 1) * np + 64])
+    {
+        return crate::ssd::state_pass::<Cb>(chunk_states, chunk_decay, h0);
+    }
+    let h0_dims = h0.shape().to_vec();
+    let chunk_states = flat(chunk_states);
+    let regions = Regions::new(&chunk_states, &[bh * k * np, bh * np]);
+    let out = regions.alloc(&chunk_states);
+    let cube_dim = CubeDim::new_1d(256.min(max_units(&chunk_states)) as u32);
+    let count = cubecl::calculate_cube_count_elemwise(&chunk_states.client, bh * np, cube_dim);
+    let dtype = chunk_states.dtype;
+    let client = chunk_states.client.clone();
+    kernels::ssd_state_pass_kernel::launch(
+        &client,
+        count,
+        cube_dim,
+        chunk_states.into_tensor_arg(),
+        flat(chunk_decay).into_tensor_arg(),
+        flat(h0).into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        u32s(&[bh, k, np, regions.offsets[1]]),
+        dtype_to_storage_type(dtype),
+    );
+    (regions.view(&out, 0, &d), regions.view(&out, 1, &h0_dims))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{bwd_tiling, fwd_chunk};
