@@ -12,6 +12,7 @@
 //! Models call the user-level API of [`scan`] on `Tensor`s of any device.
 
 pub mod autodiff;
+pub mod conv;
 pub mod cpu;
 mod cpu_backend;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]

@@ -44,6 +44,17 @@ impl Fixture {
         (v, shape)
     }
 
+    /// A float64 tensor's values with its shape.
+    pub fn values_f64(&self, name: &str) -> (Vec<f64>, Vec<usize>) {
+        let (shape, dtype, data) = self.view(name);
+        assert_eq!(dtype, safetensors::Dtype::F64, "{name} is not f64");
+        let v = data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        (v, shape)
+    }
+
     /// An integer tensor (i64) with its shape.
     pub fn ints(&self, name: &str) -> (Vec<i64>, Vec<usize>) {
         let (shape, dtype, data) = self.view(name);

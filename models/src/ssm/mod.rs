@@ -2,6 +2,7 @@
 
 pub mod mamba;
 pub mod mamba2;
+pub mod s4d;
 
 pub use mamba::{MambaLayerCache, MambaMixer, MambaMixerConfig, MambaTrace};
 pub use mamba2::{Mamba2Mixer, Mamba2MixerConfig, Mamba2Trace};

@@ -1,0 +1,73 @@
+//! Long causal convolutions, the parallel form of the S4 family:
+//! `y[b, h, t] = Σ_{j ≤ t} K[h, j] u[b, h, t - j]`.
+//!
+//! Two exact forms: the direct (Toeplitz) product, `O(H L²)`, best for short sequences; and the
+//! FFT product (rfft/irfft zero-padded to a power of two at least `2L`, so the circular
+//! convolution equals the linear one), `O(H L log L)`. Burn 0.22's FFT takes power-of-two
+//! lengths only and has no NdArray implementation: on NdArray the direct form runs at any
+//! length. Both are differentiable.
+
+use burn::tensor::{Device, Int, Tensor};
+
+/// Sequences at most this long take the direct form.
+pub const DIRECT_MAX_LEN: usize = 128;
+
+/// Whether Burn's FFT runs on `device` (not on NdArray).
+pub fn has_fft(device: &Device) -> bool {
+    !format!("{device:?}").contains("NdArray")
+}
+
+/// The causal convolution of `u` (B, H, L) with per-channel kernels `k` (H, L): the FFT form
+/// for long sequences where the backend has an FFT, the direct form otherwise.
+///
+/// # Panics
+/// When `k` is not (H, L) for `u` (B, H, L).
+pub fn causal_conv(u: Tensor<3>, k: Tensor<2>) -> Tensor<3> {
+    let [_, h, l] = u.dims();
+    assert_eq!(
+        k.dims(),
+        [h, l],
+        "causal_conv: kernel must be (H, L) = ({h}, {l})"
+    );
+    if l > DIRECT_MAX_LEN && has_fft(&u.device()) {
+        causal_conv_fft(u, k)
+    } else {
+        causal_conv_direct(u, k)
+    }
+}
+
+/// The direct form: a (H, L, L) lower-triangular Toeplitz matrix from `k`, times `u`.
+pub fn causal_conv_direct(u: Tensor<3>, k: Tensor<2>) -> Tensor<3> {
+    let [_, h, l] = u.dims();
+    let device = u.device();
+    // T[h, t, s] = k[h, t - s] for s <= t, else 0.
+    let lags: Vec<i64> = (0..l * l)
+        .map(|i| {
+            let (t, s) = (i / l, i % l);
+            if s <= t { (t - s) as i64 } else { 0 }
+        })
+        .collect();
+    let mask: Vec<f32> = (0..l * l)
+        .map(|i| f32::from(u8::from(i % l <= i / l)))
+        .collect();
+    let lags = Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(lags, [l * l]), &device);
+    let mask = Tensor::<2>::from_data(burn::tensor::TensorData::new(mask, [l, l]), &device);
+    let toeplitz = k.select(1, lags).reshape([h, l, l]) * mask.unsqueeze::<3>();
+    toeplitz
+        .unsqueeze::<4>()
+        .matmul(u.unsqueeze_dim::<4>(3))
+        .squeeze_dim::<3>(3)
+}
+
+/// The FFT form: rfft of `u` and `k` zero-padded to `n` (a power of two, `n >= 2L`), product,
+/// irfft, first `L` samples.
+pub fn causal_conv_fft(u: Tensor<3>, k: Tensor<2>) -> Tensor<3> {
+    use burn::signal::{irfft, rfft};
+    let [_, _, l] = u.dims();
+    let n = (2 * l).next_power_of_two();
+    let (ur, ui) = rfft(u, 2, Some(n));
+    let (kr, ki) = rfft(k.unsqueeze::<3>(), 2, Some(n));
+    let yr = ur.clone() * kr.clone() - ui.clone() * ki.clone();
+    let yi = ur * ki + ui * kr;
+    irfft(yr, yi, 2, Some(n)).narrow(2, 0, l)
+}

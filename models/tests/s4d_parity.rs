@@ -1,0 +1,178 @@
+//! S4D against state-spaces/s4's `S4D` layer (the s4d_tiny fixture: kernel K, the SSM output
+//! with D, the layer output) and a float64 recurrence; the recurrent step against the
+//! convolution; the FFT convolution against the direct one.
+
+use burn::module::Param;
+use burn::nn::{DropoutConfig, Linear};
+use burn::tensor::{Device, Distribution, Tensor};
+use ssm_backends::conv::{causal_conv_direct, causal_conv_fft};
+use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff, max_rel_diff};
+use ssm_backends::to_vec;
+use ssm_models::ssm::s4d::{S4D, S4DConfig, S4DInit, S4DKernel, S4DKernelConfig};
+
+fn fixture_layer(device: &Device) -> (S4D, Fixture) {
+    let dir = fixtures_dir().join("s4d_tiny");
+    let p = Fixture::open(dir.join("params.safetensors"));
+    let w: Tensor<3> = p.tensor("output_linear.0.weight", device); // (2H, H, 1)
+    let [h2, h, _] = w.dims();
+    let layer = S4D {
+        D: Param::from_tensor(p.tensor("D", device)),
+        kernel: S4DKernel {
+            log_dt: Param::from_tensor(p.tensor("kernel.log_dt", device)),
+            C: Param::from_tensor(p.tensor("kernel.C", device)),
+            log_A_real: Param::from_tensor(p.tensor("kernel.log_A_real", device)),
+            A_imag: Param::from_tensor(p.tensor("kernel.A_imag", device)),
+            bilinear: false,
+        },
+        output_linear: Linear {
+            weight: Param::from_tensor(w.reshape([h2, h]).transpose()),
+            bias: Some(Param::from_tensor(p.tensor("output_linear.0.bias", device))),
+        },
+        dropout: DropoutConfig::new(0.0).init(),
+    };
+    (layer, Fixture::open(dir.join("tensors.safetensors")))
+}
+
+#[test]
+fn reproduces_the_s4d_tiny_reference() {
+    let device = Device::flex();
+    let (layer, t) = fixture_layer(&device);
+    let u: Tensor<3> = t.tensor("u", &device);
+    let [_, _, l] = u.dims();
+    for (name, got) in [
+        ("kernel_K", to_vec(layer.kernel.kernel(l))),
+        ("y_ssm_plus_D", to_vec(layer.ssm(u.clone()))),
+        ("y", to_vec(layer.forward(u.clone()))),
+    ] {
+        let (want, _) = t.values(name);
+        let err = max_abs_diff(&got, &want);
+        assert!(err <= 1e-5, "{name}: max abs error {err:e}");
+    }
+    // The reference's float64 recurrence.
+    let (want, _) = t.values_f64("y_ssm_plus_D_recurrent_f64");
+    let want: Vec<f32> = want.into_iter().map(|x| x as f32).collect();
+    let err = max_abs_diff(&to_vec(layer.ssm(u)), &want);
+    assert!(
+        err <= 1e-5,
+        "vs the float64 recurrence: max abs error {err:e}"
+    );
+}
+
+/// The ZOH kernel from its published formula, in float64 complex arithmetic.
+fn kernel_f64(k: &S4DKernel, len: usize) -> Vec<f64> {
+    let f = |t: Tensor<2>| to_vec(t).into_iter().map(f64::from).collect::<Vec<_>>();
+    let log_dt: Vec<f64> = to_vec(k.log_dt.val()).into_iter().map(f64::from).collect();
+    let lar = f(k.log_A_real.val());
+    let aim = f(k.A_imag.val());
+    let c: Vec<f64> = to_vec(k.C.val()).into_iter().map(f64::from).collect();
+    let h = log_dt.len();
+    let n2 = lar.len() / h;
+    let mut out = vec![0.0; h * len];
+    for ch in 0..h {
+        let dt = log_dt[ch].exp();
+        for n in 0..n2 {
+            let (ar, ai) = (-lar[ch * n2 + n].exp(), aim[ch * n2 + n]);
+            let (cr, ci) = (c[(ch * n2 + n) * 2], c[(ch * n2 + n) * 2 + 1]);
+            // (exp(dtA) - 1) / A
+            let (er, ei) = (
+                (dt * ar).exp() * (dt * ai).cos(),
+                (dt * ar).exp() * (dt * ai).sin(),
+            );
+            let den = ar * ar + ai * ai;
+            let (br, bi) = (
+                ((er - 1.0) * ar + ei * ai) / den,
+                (ei * ar - (er - 1.0) * ai) / den,
+            );
+            let (qr, qi) = (cr * br - ci * bi, cr * bi + ci * br);
+            for l in 0..len {
+                let lf = l as f64;
+                let m = (dt * ar * lf).exp();
+                let (pr, pi) = (m * (dt * ai * lf).cos(), m * (dt * ai * lf).sin());
+                out[ch * len + l] += 2.0 * (qr * pr - qi * pi);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn kernels_match_the_float64_formula() {
+    let device = Device::flex();
+    device.seed(31);
+    for init in [S4DInit::Lin, S4DInit::Inv, S4DInit::Real] {
+        let k = S4DKernelConfig::new(4)
+            .with_d_state(16)
+            .with_init(init)
+            .init(&device);
+        let want: Vec<f32> = kernel_f64(&k, 200).into_iter().map(|x| x as f32).collect();
+        let err = max_rel_diff(&to_vec(k.kernel(200)), &want);
+        assert!(err <= 1e-4, "{init:?}: relative error {err:e}");
+    }
+}
+
+#[test]
+fn steps_match_the_convolution() {
+    let device = Device::flex();
+    device.seed(32);
+    for bilinear in [false, true] {
+        let layer = S4DConfig::new(
+            S4DKernelConfig::new(6)
+                .with_d_state(8)
+                .with_init(S4DInit::Inv)
+                .with_bilinear(bilinear),
+        )
+        .init(&device);
+        let u = Tensor::<3>::random([2, 6, 50], Distribution::Normal(0.0, 1.0), &device);
+        let want = to_vec(layer.forward(u.clone()));
+        let rec = layer.kernel.recurrence();
+        let mut state = rec.zero_state(2);
+        let mut got = Vec::new();
+        for t in 0..50 {
+            let (y, s) = layer.step(u.clone().narrow(2, t, 1).squeeze_dim::<2>(2), &rec, state);
+            state = s;
+            got.push(y.unsqueeze_dim::<3>(2));
+        }
+        let got = to_vec(Tensor::cat(got, 2));
+        let err = max_abs_diff(&got, &want);
+        assert!(
+            err <= 1e-4,
+            "bilinear {bilinear}: step vs conv max abs error {err:e}"
+        );
+    }
+}
+
+#[test]
+fn fft_convolution_equals_the_direct_one() {
+    let device = Device::flex();
+    device.seed(33);
+    for l in [1, 100, 300] {
+        let u = Tensor::<3>::random([2, 3, l], Distribution::Normal(0.0, 1.0), &device);
+        let k = Tensor::<2>::random([3, l], Distribution::Normal(0.0, 1.0), &device);
+        let err = max_rel_diff(
+            &to_vec(causal_conv_fft(u.clone(), k.clone())),
+            &to_vec(causal_conv_direct(u, k)),
+        );
+        assert!(err <= 1e-4, "L = {l}: relative error {err:e}");
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_reproduces_the_s4d_tiny_reference() {
+    let Some(device) = ssm_backends::testing::wgpu_test_device() else {
+        return;
+    };
+    let (layer, t) = fixture_layer(&device);
+    let u: Tensor<3> = t.tensor("u", &device);
+    let (want, _) = t.values("y");
+    let err = max_abs_diff(&to_vec(layer.forward(u.clone())), &want);
+    assert!(err <= 1e-4, "y on wgpu: max abs error {err:e}");
+    // The FFT path on the GPU (plain wgpu) against the direct one.
+    let u = Tensor::<3>::random([1, 8, 300], Distribution::Normal(0.0, 1.0), &device);
+    let k = layer.kernel.kernel(300);
+    let err = max_rel_diff(
+        &to_vec(causal_conv_fft(u.clone(), k.clone())),
+        &to_vec(causal_conv_direct(u, k)),
+    );
+    assert!(err <= 1e-4, "FFT conv on wgpu: relative error {err:e}");
+}
