@@ -12,6 +12,7 @@ mod common;
 mod demo;
 mod generate;
 mod logits;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -35,6 +36,13 @@ enum Command {
     Logits(logits::LogitsArgs),
     /// Generate text or tokens from a model directory.
     Generate(generate::GenerateArgs),
+    /// Train a model with burn-train (progress shown, checkpoints and the final model saved).
+    Train {
+        #[command(subcommand)]
+        task: train::TrainTask,
+    },
+    /// Test accuracy of a model saved by `zoo train`.
+    Eval(train::EvalArgs),
     /// Benchmarks (prints one JSON object).
     Bench {
         #[command(subcommand)]
@@ -48,6 +56,8 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Train { task } => train::train(task),
+        Command::Eval(a) => train::eval(a),
         Command::Bench { what } => bench::run(what),
     };
     match result {

@@ -349,3 +349,66 @@ fn text_prompts_go_through_a_tokenizer() {
     assert_eq!(words.len(), 30, "{text}");
     assert_eq!(words[20..].join(" "), want.join(" "), "{text}");
 }
+
+#[test]
+fn train_saves_a_model_that_eval_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    let out = zoo(&[
+        "train",
+        "s4d-digits",
+        "--epochs",
+        "1",
+        "--d-model",
+        "16",
+        "--layers",
+        "1",
+        "--d-state",
+        "8",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("test accuracy"), "{text}");
+    assert!(out_dir.join("model.bpk").is_file() && out_dir.join("config.json").is_file());
+    // burn-train's own checkpoints.
+    assert!(out_dir.join("checkpoint").is_dir(), "no checkpoint folder");
+    let out = zoo(&["eval", "--model", out_dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["total"], 359);
+    // One epoch of a tiny model is well above chance (10%) on the fixed split.
+    let acc = v["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.2, "test accuracy {acc}");
+
+    // Bad input: a folder without a model, impossible settings.
+    assert_clean_error(
+        &zoo(&["eval", "--model", dir.path().to_str().unwrap()]),
+        "config.json",
+    );
+    std::fs::write(out_dir.join("model.bpk"), b"not a burnpack").unwrap();
+    assert_clean_error(
+        &zoo(&["eval", "--model", out_dir.to_str().unwrap()]),
+        "model.bpk",
+    );
+    assert_clean_error(
+        &zoo(&[
+            "train",
+            "s4d-digits",
+            "--epochs",
+            "0",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]),
+        "at least 1",
+    );
+}

@@ -7,6 +7,7 @@
 //! - [`lm::MambaLm`]: the Mamba language model, loadable from the published checkpoints;
 //! - [`lm::generate`]: generation with greedy decoding or sampling.
 
+pub mod classify;
 pub mod error;
 pub mod io;
 pub mod lm;

@@ -1,0 +1,215 @@
+//! `zoo train` and `zoo eval`: S4-family sequence classifiers trained with burn-train on the
+//! sequential digits shipped with `ssm-datasets` (64 pixels read one by one, 10 classes, a fixed
+//! 80/20 split), saved as `config.json` + `model.bpk`, reloaded by `zoo eval`.
+
+use crate::common::{CliError, CliResult, device};
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataset::Dataset;
+use burn::module::Module;
+use burn::prelude::Config;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Device;
+use burn::train::metric::{AccuracyMetric, LossMetric};
+use burn::train::{Learner, SupervisedTraining};
+use clap::{Args, Subcommand};
+use ssm_datasets::{DigitsBatcher, digits_split};
+use ssm_models::classify::{S4DClassifier, S4DClassifierConfig, learning_rates, optimizer};
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand, Debug)]
+pub enum TrainTask {
+    /// An S4D classifier on sequential digits (L = 64, 10 classes).
+    S4dDigits(TrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Learning rate of everything but the SSM kernels (AdamW).
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// Learning rate of the SSM kernels (Adam, no weight decay).
+    #[arg(long, default_value_t = 0.001)]
+    ssm_lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 64)]
+    d_model: usize,
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    #[arg(long, default_value_t = 64)]
+    d_state: usize,
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where the checkpoints, the final model and its config go.
+    #[arg(long, default_value = "runs/s4d-digits")]
+    out: PathBuf,
+    /// cpu, ndarray, wgpu, wgpu:N, cuda:N (default cpu).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A folder written by `zoo train` (config.json, model.bpk).
+    #[arg(long)]
+    model: PathBuf,
+    /// cpu, ndarray, wgpu, wgpu:N, cuda:N (default cpu).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn train(task: TrainTask) -> CliResult {
+    match task {
+        TrainTask::S4dDigits(a) => s4d_digits(a),
+    }
+}
+
+fn data_error(e: ssm_datasets::DigitsError) -> CliError {
+    CliError::Io(e.to_string())
+}
+
+fn s4d_digits(a: TrainArgs) -> CliResult {
+    if a.epochs == 0 || a.batch_size == 0 || a.d_model == 0 || a.layers == 0 || a.d_state < 2 {
+        return Err(CliError::Usage(
+            "epochs, batch size, width and layers must be at least 1, d_state at least 2".into(),
+        ));
+    }
+    if !(0.0..1.0).contains(&a.dropout) || a.lr <= 0.0 || a.ssm_lr < 0.0 || a.weight_decay < 0.0 {
+        return Err(CliError::Usage(
+            "need 0 <= dropout < 1, lr > 0, ssm-lr >= 0, weight-decay >= 0".into(),
+        ));
+    }
+    let device = device(Some(&a.device))?;
+    device.seed(a.seed);
+    let train_device = device.clone().autodiff();
+    let (train, test) = digits_split().map_err(data_error)?;
+    let (n_train, n_test) = (train.len(), test.len());
+    let config = S4DClassifierConfig::new(1, ssm_datasets::digits::CLASSES)
+        .with_d_model(a.d_model)
+        .with_n_layers(a.layers)
+        .with_d_state(a.d_state)
+        .with_dropout(a.dropout);
+    let model = config.init(&train_device);
+    println!(
+        "training an S4D classifier ({} parameters) on {n_train} digits, testing on {n_test}",
+        model.num_params()
+    );
+    let dl_train = DataLoaderBuilder::new(DigitsBatcher)
+        .batch_size(a.batch_size)
+        .shuffle(a.seed)
+        .num_workers(1)
+        .set_device(train_device.clone())
+        .build(train);
+    let dl_valid = DataLoaderBuilder::new(DigitsBatcher)
+        .batch_size(a.batch_size)
+        .num_workers(1)
+        .set_device(train_device.clone())
+        .build(test);
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| CliError::Io(format!("cannot create {}: {e}", a.out.display())))?;
+    let result = SupervisedTraining::new(&a.out, dl_train, dl_valid)
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .with_default_checkpointers()
+        .num_epochs(a.epochs)
+        .summary()
+        .launch(Learner::new(
+            model,
+            optimizer(a.weight_decay),
+            learning_rates(a.lr, a.ssm_lr),
+        ));
+    if let Some(e) = result.error {
+        return Err(CliError::Io(format!("training failed: {e}")));
+    }
+    save(&result.model, &config, &a.out)?;
+    let model = load(&a.out, &device)?;
+    let (right, total) = accuracy(&model, &device)?;
+    println!(
+        "test accuracy {:.2}% ({right}/{total}); model saved to {}",
+        100.0 * right as f64 / total as f64,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn save(model: &S4DClassifier, config: &S4DClassifierConfig, dir: &Path) -> CliResult {
+    config
+        .save(dir.join("config.json"))
+        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", dir.display())))?;
+    let mut store = BurnpackStore::from_file(dir.join("model.bpk")).overwrite(true);
+    model
+        .save_into(&mut store)
+        .map_err(|e| CliError::Io(format!("cannot save the model in {}: {e}", dir.display())))
+}
+
+/// Loads a folder written by `zoo train`, checking that every parameter was found.
+fn load(dir: &Path, device: &Device) -> CliResult<S4DClassifier> {
+    let config_path = dir.join("config.json");
+    let config = S4DClassifierConfig::load(&config_path)
+        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", config_path.display())))?;
+    let model_path = dir.join("model.bpk");
+    if !model_path.is_file() {
+        return Err(CliError::Io(format!(
+            "{} does not exist",
+            model_path.display()
+        )));
+    }
+    let mut model = config.init(device);
+    let mut store = BurnpackStore::from_file(&model_path);
+    let applied = model
+        .load_from(&mut store)
+        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", model_path.display())))?;
+    if !applied.errors.is_empty() || !applied.missing.is_empty() {
+        return Err(CliError::Io(format!(
+            "{}: {} missing and {} mis-shaped tensors (first: {:?} {:?})",
+            model_path.display(),
+            applied.missing.len(),
+            applied.errors.len(),
+            applied.missing.first().map(|m| &m.0),
+            applied.errors.first()
+        )));
+    }
+    Ok(model)
+}
+
+/// Right answers and total on the test split.
+fn accuracy(model: &S4DClassifier, device: &Device) -> CliResult<(usize, usize)> {
+    use burn::data::dataloader::batcher::Batcher;
+    let (_, test) = digits_split().map_err(data_error)?;
+    let items = (0..test.len())
+        .map(|i| test.get(i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::Io(format!("reading the test split: {e}")))?;
+    let mut right = 0;
+    for chunk in items.chunks(256) {
+        let batch = DigitsBatcher.batch(chunk.to_vec(), device);
+        let predicted = model.forward(batch.inputs).argmax(1).squeeze_dim::<1>(1);
+        let p = predicted
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .map_err(|e| CliError::Io(format!("reading predictions: {e:?}")))?;
+        right += p
+            .iter()
+            .zip(chunk)
+            .filter(|(p, item)| **p == item.label as i64)
+            .count();
+    }
+    Ok((right, items.len()))
+}
+
+pub fn eval(a: EvalArgs) -> CliResult {
+    let device = device(Some(&a.device))?;
+    let model = load(&a.model, &device)?;
+    let (right, total) = accuracy(&model, &device)?;
+    println!(
+        "{{\"test_accuracy\": {:.4}, \"right\": {right}, \"total\": {total}}}",
+        right as f64 / total as f64
+    );
+    Ok(())
+}

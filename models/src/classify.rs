@@ -1,0 +1,158 @@
+//! Sequence classifiers built from S4-family layers, the reference's `example.py` model:
+//! an encoder (Linear d_input -> H), residual blocks `x + dropout(layer(norm(x)))` (pre-norm)
+//! or `norm(x + dropout(layer(x)))` (post-norm) with LayerNorm over the channels, mean pooling
+//! over the sequence, and a decoder (Linear H -> classes). Trainable with burn-train
+//! (`TrainStep` / `InferenceStep` over [`SequenceBatch`]), with the reference's optimiser
+//! groups: the SSM kernels' parameters at their own learning rate without weight decay.
+
+use crate::ssm::s4d::{S4D, S4DConfig, S4DInit, S4DKernelConfig};
+use burn::config::Config;
+use burn::module::{Module, ParamGroup};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLrScheduler, ModuleLrSchedulerConfig};
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use ssm_datasets::SequenceBatch;
+
+/// Configuration of an [`S4DClassifier`].
+#[derive(Config, Debug)]
+pub struct S4DClassifierConfig {
+    /// Features per sequence step.
+    pub d_input: usize,
+    /// Classes.
+    pub n_classes: usize,
+    /// Channels H.
+    #[config(default = 64)]
+    pub d_model: usize,
+    /// Residual blocks.
+    #[config(default = 4)]
+    pub n_layers: usize,
+    /// State size N of each S4D layer.
+    #[config(default = 64)]
+    pub d_state: usize,
+    #[config(default = 0.1)]
+    pub dropout: f64,
+    /// Pre-norm (norm inside the residual branch) rather than post-norm.
+    #[config(default = true)]
+    pub prenorm: bool,
+    #[config(default = "S4DInit::Lin")]
+    pub init: S4DInit,
+    #[config(default = false)]
+    pub bilinear: bool,
+    /// Range of the initial step sizes.
+    #[config(default = 0.001)]
+    pub dt_min: f64,
+    #[config(default = 0.1)]
+    pub dt_max: f64,
+}
+
+impl S4DClassifierConfig {
+    /// A randomly initialised classifier.
+    pub fn init(&self, device: &Device) -> S4DClassifier {
+        let h = self.d_model;
+        let layer = S4DConfig::new(
+            S4DKernelConfig::new(h)
+                .with_d_state(self.d_state)
+                .with_init(self.init)
+                .with_bilinear(self.bilinear)
+                .with_dt_min(self.dt_min)
+                .with_dt_max(self.dt_max),
+        )
+        .with_dropout(self.dropout);
+        S4DClassifier {
+            encoder: LinearConfig::new(self.d_input, h).init(device),
+            layers: (0..self.n_layers).map(|_| layer.init(device)).collect(),
+            norms: (0..self.n_layers)
+                .map(|_| LayerNormConfig::new(h).init(device))
+                .collect(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            decoder: LinearConfig::new(h, self.n_classes).init(device),
+            prenorm: self.prenorm,
+        }
+    }
+}
+
+/// An S4D sequence classifier: (B, L, d_input) -> logits (B, classes).
+#[derive(Module, Debug)]
+pub struct S4DClassifier {
+    pub encoder: Linear,
+    pub layers: Vec<S4D>,
+    pub norms: Vec<LayerNorm>,
+    pub dropout: Dropout,
+    pub decoder: Linear,
+    pub prenorm: bool,
+}
+
+impl S4DClassifier {
+    /// Logits (B, classes) of sequences (B, L, d_input).
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
+        let mut x = self.encoder.forward(x); // (B, L, H)
+        for (layer, norm) in self.layers.iter().zip(&self.norms) {
+            let z = if self.prenorm {
+                norm.forward(x.clone())
+            } else {
+                x.clone()
+            };
+            let z = layer.forward(z.swap_dims(1, 2)).swap_dims(1, 2);
+            x = x + self.dropout.forward(z);
+            if !self.prenorm {
+                x = norm.forward(x);
+            }
+        }
+        let pooled = x.mean_dim(1).squeeze_dim::<2>(1); // (B, H)
+        self.decoder.forward(pooled)
+    }
+
+    /// Cross-entropy loss and logits of a batch.
+    pub fn classify(&self, batch: SequenceBatch) -> ClassificationOutput {
+        let logits = self.forward(batch.inputs);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.clone(), batch.targets.clone());
+        ClassificationOutput::new(loss, logits, batch.targets)
+    }
+}
+
+impl TrainStep for S4DClassifier {
+    type Input = SequenceBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: SequenceBatch) -> TrainOutput<ClassificationOutput> {
+        let out = self.classify(batch);
+        TrainOutput::new(self, out.loss.backward(), out)
+    }
+}
+
+impl InferenceStep for S4DClassifier {
+    type Input = SequenceBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: SequenceBatch) -> ClassificationOutput {
+        self.classify(batch)
+    }
+}
+
+/// The parameters of the SSM kernels (`log_dt`, `C`, `log_A_real`, `A_imag`): the reference
+/// trains them at their own learning rate, without weight decay.
+pub fn ssm_param_group() -> ParamGroup {
+    ParamGroup::from_predicate("kernel")
+}
+
+/// The reference's optimiser: AdamW with `weight_decay` for every parameter but the SSM
+/// kernels', which take Adam without weight decay.
+pub fn optimizer(weight_decay: f64) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_weight_decay(weight_decay as f32)
+        .init()
+        .with_group(ssm_param_group(), AdamConfig::new().build(), None)
+}
+
+/// Constant learning rates: `lr` for the model, `ssm_lr` for the SSM kernels.
+pub fn learning_rates(lr: f64, ssm_lr: f64) -> ModuleLrScheduler {
+    ModuleLrSchedulerConfig::new(lr.into())
+        .with_group(ssm_param_group(), ssm_lr)
+        .init()
+        .expect("constant learning rates are valid")
+}
