@@ -358,13 +358,13 @@ fn train_saves_a_model_that_eval_reloads() {
         "train",
         "s4d-digits",
         "--epochs",
-        "1",
+        "2",
         "--d-model",
-        "16",
+        "32",
         "--layers",
-        "1",
+        "2",
         "--d-state",
-        "8",
+        "16",
         "--out",
         out_dir.to_str().unwrap(),
     ]);
@@ -375,6 +375,7 @@ fn train_saves_a_model_that_eval_reloads() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("test accuracy"), "{text}");
+    assert!(text.contains("epoch 2/2 valid: Accuracy"), "{text}");
     assert!(out_dir.join("model.bpk").is_file() && out_dir.join("config.json").is_file());
     // burn-train's own checkpoints.
     assert!(out_dir.join("checkpoint").is_dir(), "no checkpoint folder");
@@ -386,7 +387,7 @@ fn train_saves_a_model_that_eval_reloads() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["total"], 359);
-    // One epoch of a tiny model is well above chance (10%) on the fixed split.
+    // Two epochs of a small model are above chance (10%) on the fixed split (30% seen).
     let acc = v["test_accuracy"].as_f64().unwrap();
     assert!(acc > 0.2, "test accuracy {acc}");
 
