@@ -13,13 +13,17 @@ use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 use clap::{Args, Subcommand};
 use ssm_datasets::{DigitsBatcher, digits_split};
-use ssm_models::classify::{S4DClassifier, S4DClassifierConfig, learning_rates, optimizer};
+use ssm_models::classify::{
+    LayerKind, SequenceClassifier, SequenceClassifierConfig, learning_rates, optimizer,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand, Debug)]
 pub enum TrainTask {
     /// An S4D classifier on sequential digits (L = 64, 10 classes).
     S4dDigits(TrainArgs),
+    /// An S5 classifier on sequential digits (L = 64, 10 classes).
+    S5Digits(TrainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -46,9 +50,9 @@ pub struct TrainArgs {
     dropout: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Where the checkpoints, the final model and its config go.
-    #[arg(long, default_value = "runs/s4d-digits")]
-    out: PathBuf,
+    /// Where the checkpoints, the final model and its config go (default runs/<task>).
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// cpu, ndarray, wgpu, wgpu:N, cuda:N (default cpu).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -66,7 +70,8 @@ pub struct EvalArgs {
 
 pub fn train(task: TrainTask) -> CliResult {
     match task {
-        TrainTask::S4dDigits(a) => s4d_digits(a),
+        TrainTask::S4dDigits(a) => digits(a, LayerKind::S4D),
+        TrainTask::S5Digits(a) => digits(a, LayerKind::S5),
     }
 }
 
@@ -74,7 +79,7 @@ fn data_error(e: ssm_datasets::DigitsError) -> CliError {
     CliError::Io(e.to_string())
 }
 
-fn s4d_digits(a: TrainArgs) -> CliResult {
+fn digits(a: TrainArgs, layer: LayerKind) -> CliResult {
     if a.epochs == 0 || a.batch_size == 0 || a.d_model == 0 || a.layers == 0 || a.d_state < 2 {
         return Err(CliError::Usage(
             "epochs, batch size, width and layers must be at least 1, d_state at least 2".into(),
@@ -85,19 +90,26 @@ fn s4d_digits(a: TrainArgs) -> CliResult {
             "need 0 <= dropout < 1, lr > 0, ssm-lr >= 0, weight-decay >= 0".into(),
         ));
     }
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from(match layer {
+            LayerKind::S4D => "runs/s4d-digits",
+            LayerKind::S5 => "runs/s5-digits",
+        })
+    });
     let device = device(Some(&a.device))?;
     device.seed(a.seed);
     let train_device = device.clone().autodiff();
     let (train, test) = digits_split().map_err(data_error)?;
     let (n_train, n_test) = (train.len(), test.len());
-    let config = S4DClassifierConfig::new(1, ssm_datasets::digits::CLASSES)
+    let config = SequenceClassifierConfig::new(1, ssm_datasets::digits::CLASSES)
+        .with_layer(layer)
         .with_d_model(a.d_model)
         .with_n_layers(a.layers)
         .with_d_state(a.d_state)
         .with_dropout(a.dropout);
     let model = config.init(&train_device);
     println!(
-        "training an S4D classifier ({} parameters) on {n_train} digits, testing on {n_test}",
+        "training an {layer:?} classifier ({} parameters) on {n_train} digits, testing on {n_test}",
         model.num_params()
     );
     let dl_train = DataLoaderBuilder::new(DigitsBatcher)
@@ -111,9 +123,9 @@ fn s4d_digits(a: TrainArgs) -> CliResult {
         .num_workers(1)
         .set_device(train_device.clone())
         .build(test);
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| CliError::Io(format!("cannot create {}: {e}", a.out.display())))?;
-    let result = SupervisedTraining::new(&a.out, dl_train, dl_valid)
+    std::fs::create_dir_all(&out)
+        .map_err(|e| CliError::Io(format!("cannot create {}: {e}", out.display())))?;
+    let result = SupervisedTraining::new(&out, dl_train, dl_valid)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .with_default_checkpointers()
         .renderer(Box::new(Progress::default()))
@@ -127,18 +139,18 @@ fn s4d_digits(a: TrainArgs) -> CliResult {
     if let Some(e) = result.error {
         return Err(CliError::Io(format!("training failed: {e}")));
     }
-    save(&result.model, &config, &a.out)?;
-    let model = load(&a.out, &device)?;
+    save(&result.model, &config, &out)?;
+    let model = load(&out, &device)?;
     let (right, total) = accuracy(&model, &device)?;
     println!(
         "test accuracy {:.2}% ({right}/{total}); model saved to {}",
         100.0 * right as f64 / total as f64,
-        a.out.display()
+        out.display()
     );
     Ok(())
 }
 
-fn save(model: &S4DClassifier, config: &S4DClassifierConfig, dir: &Path) -> CliResult {
+fn save(model: &SequenceClassifier, config: &SequenceClassifierConfig, dir: &Path) -> CliResult {
     config
         .save(dir.join("config.json"))
         .map_err(|e| CliError::Io(format!("cannot write {}: {e}", dir.display())))?;
@@ -149,9 +161,9 @@ fn save(model: &S4DClassifier, config: &S4DClassifierConfig, dir: &Path) -> CliR
 }
 
 /// Loads a folder written by `zoo train`, checking that every parameter was found.
-fn load(dir: &Path, device: &Device) -> CliResult<S4DClassifier> {
+fn load(dir: &Path, device: &Device) -> CliResult<SequenceClassifier> {
     let config_path = dir.join("config.json");
-    let config = S4DClassifierConfig::load(&config_path)
+    let config = SequenceClassifierConfig::load(&config_path)
         .map_err(|e| CliError::Io(format!("cannot read {}: {e}", config_path.display())))?;
     let model_path = dir.join("model.bpk");
     if !model_path.is_file() {
@@ -179,7 +191,7 @@ fn load(dir: &Path, device: &Device) -> CliResult<S4DClassifier> {
 }
 
 /// Right answers and total on the test split.
-fn accuracy(model: &S4DClassifier, device: &Device) -> CliResult<(usize, usize)> {
+fn accuracy(model: &SequenceClassifier, device: &Device) -> CliResult<(usize, usize)> {
     use burn::data::dataloader::batcher::Batcher;
     let (_, test) = digits_split().map_err(data_error)?;
     let items = (0..test.len())

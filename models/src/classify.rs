@@ -6,6 +6,7 @@
 //! groups: the SSM kernels' parameters at their own learning rate without weight decay.
 
 use crate::ssm::s4d::{S4D, S4DConfig, S4DInit, S4DKernelConfig};
+use crate::ssm::s5::{S5, S5Config};
 use burn::config::Config;
 use burn::module::{Module, ParamGroup};
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -16,9 +17,18 @@ use burn::tensor::{Device, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use ssm_datasets::SequenceBatch;
 
-/// Configuration of an [`S4DClassifier`].
+/// The SSM layer of a classifier's blocks.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// [`S4D`] (one diagonal SSM per channel, convolution mode).
+    S4D,
+    /// [`S5`] (one MIMO diagonal SSM, parallel scan).
+    S5,
+}
+
+/// Configuration of a [`SequenceClassifier`].
 #[derive(Config, Debug)]
-pub struct S4DClassifierConfig {
+pub struct SequenceClassifierConfig {
     /// Features per sequence step.
     pub d_input: usize,
     /// Classes.
@@ -46,13 +56,22 @@ pub struct S4DClassifierConfig {
     pub dt_min: f64,
     #[config(default = 0.1)]
     pub dt_max: f64,
+    /// The SSM layer.
+    #[config(default = "LayerKind::S4D")]
+    pub layer: LayerKind,
+    /// S5: blocks of the block-diagonal HiPPO-N initialisation.
+    #[config(default = 1)]
+    pub s5_blocks: usize,
+    /// S5: a second scan over the reversed sequence.
+    #[config(default = false)]
+    pub bidirectional: bool,
 }
 
-impl S4DClassifierConfig {
+impl SequenceClassifierConfig {
     /// A randomly initialised classifier.
-    pub fn init(&self, device: &Device) -> S4DClassifier {
+    pub fn init(&self, device: &Device) -> SequenceClassifier {
         let h = self.d_model;
-        let layer = S4DConfig::new(
+        let s4d = S4DConfig::new(
             S4DKernelConfig::new(h)
                 .with_d_state(self.d_state)
                 .with_init(self.init)
@@ -61,9 +80,23 @@ impl S4DClassifierConfig {
                 .with_dt_max(self.dt_max),
         )
         .with_dropout(self.dropout);
-        S4DClassifier {
+        // S5's state counts complex modes: N/2 of them match an S4D layer's N.
+        let s5 = S5Config::new(h)
+            .with_d_state((self.d_state / 2).max(1))
+            .with_blocks(self.s5_blocks)
+            .with_bilinear(self.bilinear)
+            .with_bidirectional(self.bidirectional)
+            .with_dt_min(self.dt_min)
+            .with_dt_max(self.dt_max)
+            .with_dropout(self.dropout);
+        SequenceClassifier {
             encoder: LinearConfig::new(self.d_input, h).init(device),
-            layers: (0..self.n_layers).map(|_| layer.init(device)).collect(),
+            layers: (0..self.n_layers)
+                .map(|_| match self.layer {
+                    LayerKind::S4D => SeqLayer::S4D(s4d.init(device)),
+                    LayerKind::S5 => SeqLayer::S5(s5.init(device)),
+                })
+                .collect(),
             norms: (0..self.n_layers)
                 .map(|_| LayerNormConfig::new(h).init(device))
                 .collect(),
@@ -74,18 +107,36 @@ impl S4DClassifierConfig {
     }
 }
 
-/// An S4D sequence classifier: (B, L, d_input) -> logits (B, classes).
+/// A block's SSM layer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
-pub struct S4DClassifier {
+pub enum SeqLayer {
+    S4D(S4D),
+    S5(S5),
+}
+
+impl SeqLayer {
+    /// (B, L, H) -> (B, L, H).
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            SeqLayer::S4D(l) => l.forward(x.swap_dims(1, 2)).swap_dims(1, 2),
+            SeqLayer::S5(l) => l.forward(x),
+        }
+    }
+}
+
+/// A sequence classifier: (B, L, d_input) -> logits (B, classes).
+#[derive(Module, Debug)]
+pub struct SequenceClassifier {
     pub encoder: Linear,
-    pub layers: Vec<S4D>,
+    pub layers: Vec<SeqLayer>,
     pub norms: Vec<LayerNorm>,
     pub dropout: Dropout,
     pub decoder: Linear,
     pub prenorm: bool,
 }
 
-impl S4DClassifier {
+impl SequenceClassifier {
     /// Logits (B, classes) of sequences (B, L, d_input).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
         let mut x = self.encoder.forward(x); // (B, L, H)
@@ -95,7 +146,7 @@ impl S4DClassifier {
             } else {
                 x.clone()
             };
-            let z = layer.forward(z.swap_dims(1, 2)).swap_dims(1, 2);
+            let z = layer.forward(z);
             x = x + self.dropout.forward(z);
             if !self.prenorm {
                 x = norm.forward(x);
@@ -115,7 +166,7 @@ impl S4DClassifier {
     }
 }
 
-impl TrainStep for S4DClassifier {
+impl TrainStep for SequenceClassifier {
     type Input = SequenceBatch;
     type Output = ClassificationOutput;
 
@@ -125,7 +176,7 @@ impl TrainStep for S4DClassifier {
     }
 }
 
-impl InferenceStep for S4DClassifier {
+impl InferenceStep for SequenceClassifier {
     type Input = SequenceBatch;
     type Output = ClassificationOutput;
 
@@ -134,10 +185,19 @@ impl InferenceStep for S4DClassifier {
     }
 }
 
-/// The parameters of the SSM kernels (`log_dt`, `C`, `log_A_real`, `A_imag`): the reference
-/// trains them at their own learning rate, without weight decay.
+/// The SSM parameters the references train at their own learning rate without weight decay:
+/// S4D's `kernel.log_dt`, `kernel.log_A_real`, `kernel.A_imag` (`C` is an ordinary parameter
+/// in `s4d.py`), S5's `Lambda_re`, `Lambda_im`, `B`, `log_step` (`C`, `D` ordinary).
 pub fn ssm_param_group() -> ParamGroup {
-    ParamGroup::from_predicate("kernel")
+    ParamGroup::from_any_predicates(vec![
+        "log_dt",
+        "log_A_real",
+        "A_imag",
+        "Lambda_re",
+        "Lambda_im",
+        "log_step",
+        ".B",
+    ])
 }
 
 /// The reference's optimiser: AdamW with `weight_decay` for every parameter but the SSM

@@ -1,8 +1,10 @@
 //! Sequence mixers.
 
+pub mod hippo;
 pub mod mamba;
 pub mod mamba2;
 pub mod s4d;
+pub mod s5;
 
 pub use mamba::{MambaLayerCache, MambaMixer, MambaMixerConfig, MambaTrace};
 pub use mamba2::{Mamba2Mixer, Mamba2MixerConfig, Mamba2Trace};

@@ -19,6 +19,7 @@ use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use ssm_backends::conv::causal_conv;
 use std::f64::consts::PI;
+use std::ops::{Div, Mul};
 
 /// Initialisation of the diagonal `A` (state-spaces/s4's `init` names).
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -109,13 +110,18 @@ pub struct Complex<const D: usize> {
     pub im: Tensor<D>,
 }
 
-impl<const D: usize> Complex<D> {
+impl<const D: usize> std::ops::Mul for Complex<D> {
+    type Output = Self;
     fn mul(self, o: Self) -> Self {
         Self {
             re: self.re.clone() * o.re.clone() - self.im.clone() * o.im.clone(),
             im: self.re * o.im + self.im * o.re,
         }
     }
+}
+
+impl<const D: usize> std::ops::Div for Complex<D> {
+    type Output = Self;
     fn div(self, o: Self) -> Self {
         let den = o.re.clone().square() + o.im.clone().square();
         Self {
@@ -123,7 +129,11 @@ impl<const D: usize> Complex<D> {
             im: (self.im * o.re - self.re * o.im) / den,
         }
     }
-    fn exp(self) -> Self {
+}
+
+impl<const D: usize> Complex<D> {
+    /// `exp(re + i im)`.
+    pub fn exp(self) -> Self {
         let m = self.re.exp();
         Self {
             re: m.clone() * self.im.clone().cos(),
