@@ -99,7 +99,7 @@ fn kernel_f64(k: &S4DKernel, len: usize) -> Vec<f64> {
 fn kernels_match_the_float64_formula() {
     let device = Device::flex();
     device.seed(31);
-    for init in [S4DInit::Lin, S4DInit::Inv, S4DInit::Real] {
+    for init in [S4DInit::Lin, S4DInit::Inv, S4DInit::Real, S4DInit::LegS] {
         let k = S4DKernelConfig::new(4)
             .with_d_state(16)
             .with_init(init)

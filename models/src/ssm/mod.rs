@@ -1,5 +1,6 @@
 //! Sequence mixers.
 
+pub mod dss;
 pub mod hippo;
 pub mod mamba;
 pub mod mamba2;

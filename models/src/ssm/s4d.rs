@@ -30,6 +30,9 @@ pub enum S4DInit {
     Inv,
     /// `A_n = -(n + 1)`, real (S4D-Real).
     Real,
+    /// The eigenvalues of HiPPO-LegS's normal part, one of each conjugate pair (S4D-LegS, the
+    /// diagonal of S4's DPLR HiPPO-LegS).
+    LegS,
 }
 
 /// Configuration of an [`S4DKernel`].
@@ -59,10 +62,16 @@ impl S4DKernelConfig {
         let (lo, hi) = (self.dt_min.ln(), self.dt_max.ln());
         let mut re = Vec::with_capacity(h * n2);
         let mut im = Vec::with_capacity(h * n2);
+        let legs = (self.init == S4DInit::LegS).then(|| crate::ssm::hippo::nplr_legs(2 * n2));
         for _ in 0..h {
             for n in 0..n2 {
                 let nf = n as f64;
                 let (r, i) = match self.init {
+                    // Sorted by frequency, positive first: one of each conjugate pair.
+                    S4DInit::LegS => {
+                        let l = legs.as_ref().expect("computed above").lambda[n];
+                        (-l.re, l.im)
+                    }
                     S4DInit::Lin => (0.5, PI * nf),
                     S4DInit::Inv => (
                         0.5,
@@ -304,6 +313,15 @@ pub struct S4D {
     pub dropout: Dropout,
 }
 
+/// The S4-family block output on (B, H, L): `GLU(linear(dropout(GELU(y))))` over the channels
+/// (the reference's `Conv1d(H, 2H, 1)` then `GLU(dim=-2)`).
+pub fn glu_output(linear: &Linear, dropout: &Dropout, y: Tensor<3>) -> Tensor<3> {
+    let y = dropout.forward(gelu(y));
+    let z = linear.forward(y.swap_dims(1, 2));
+    let h = z.dims()[2] / 2;
+    (z.clone().narrow(2, 0, h) * sigmoid(z.narrow(2, h, h))).swap_dims(1, 2)
+}
+
 /// A recurrent state of an [`S4D`] layer (B, H, N/2), complex.
 pub type S4DState = Complex<3>;
 
@@ -316,11 +334,7 @@ impl S4D {
     }
 
     fn output(&self, y: Tensor<3>) -> Tensor<3> {
-        // (B, H, L) -> (B, L, H) -> linear (B, L, 2H) -> GLU -> back to (B, H, L).
-        let y = self.dropout.forward(gelu(y));
-        let z = self.output_linear.forward(y.swap_dims(1, 2));
-        let h = z.dims()[2] / 2;
-        (z.clone().narrow(2, 0, h) * sigmoid(z.narrow(2, h, h))).swap_dims(1, 2)
+        glu_output(&self.output_linear, &self.dropout, y)
     }
 
     /// The parallel (convolution) forward: (B, H, L) -> (B, H, L).

@@ -1,0 +1,345 @@
+//! DSS (Gupta, Gu & Berant, 2022, "Diagonal State Spaces are as Effective as Structured State
+//! Spaces"): a diagonal complex SSM whose `Λ` (N) is shared by all channels, with a per-channel
+//! step (separate steps for the real and imaginary parts when `sep_dt_re_im`).
+//!
+//! With `dtΛ_h = Λ_re dt_re_h + i Λ_im dt_im_h` and `W` (H, N) complex:
+//! - DSS-exp: `K[h, l] = Re Σ_n W_hn (exp(dtΛ_hn) − 1) / Λ_n · exp(dtΛ_hn l)` (Λ's real part kept
+//!   negative as `−exp(Lambda_log_neg_re)`), a recurrence `s_l = exp(dtΛ) s_{l−1} + u_l`;
+//! - DSS-softmax: `K[h, l] = Re Σ_n W_hn (exp(dtΛ_hn) − 1) / ((exp(dtΛ_hn L) − 1) Λ_n) ·
+//!   exp(dtΛ_hn l)` (normalised over the length, so no fixed recurrence; a mode with positive
+//!   real part is evaluated from the other end for stability, as in the reference).
+//!
+//! Divisions use the reference's regularised reciprocal `conj(x) / (|x|² + ε)` (ε = 1e-7; clamped
+//! below at ε for `1/Λ` in DSS-exp). Parameters as in the reference: `log_dt` (H, 1 or 2),
+//! `Lambda_log_neg_re` and `Lambda_im` (exp) or `Lambda` (N, 2) (softmax), `W` (H, N, 2).
+#![allow(non_snake_case)]
+
+use crate::ssm::hippo::nplr_legs;
+use crate::ssm::s4d::{Complex, glu_output};
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use ssm_backends::conv::causal_conv;
+
+const EPSILON: f32 = 1e-7;
+
+/// Configuration of a [`DSS`] layer.
+#[derive(Config, Debug)]
+pub struct DSSConfig {
+    /// Channels H.
+    pub d_model: usize,
+    /// Modes N (no conjugate symmetry: the real part of the kernel is taken).
+    #[config(default = 64)]
+    pub d_state: usize,
+    #[config(default = 0.001)]
+    pub dt_min: f64,
+    #[config(default = 0.1)]
+    pub dt_max: f64,
+    /// Separate steps for the real and imaginary parts of Λ.
+    #[config(default = true)]
+    pub sep_dt_re_im: bool,
+    /// DSS-softmax rather than DSS-exp.
+    #[config(default = false)]
+    pub softmax: bool,
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+impl DSSConfig {
+    /// A layer with the reference's initialisation: `Λ` the eigenvalues of HiPPO-LegS's skew part
+    /// with positive imaginary part, minus 1/2; `log_dt` uniform in `[log dt_min, log dt_max]`;
+    /// `W` standard complex normal per part; `D` standard normal.
+    pub fn init(&self, device: &Device) -> DSS {
+        let (h, n) = (self.d_model, self.d_state.max(1));
+        let f = nplr_legs(2 * n);
+        let re: Vec<f32> = f.lambda[..n].iter().map(|l| l.re as f32).collect();
+        let im: Vec<f32> = f.lambda[..n].iter().map(|l| l.im as f32).collect();
+        let (lo, hi) = (self.dt_min.ln(), self.dt_max.ln());
+        let log_dt = Tensor::<2>::random([h, 1], Distribution::Uniform(lo, hi), device);
+        let log_dt = if self.sep_dt_re_im {
+            log_dt.repeat_dim(1, 2)
+        } else {
+            log_dt
+        };
+        let vec1 = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [n]), device);
+        let kernel = if self.softmax {
+            let pairs: Vec<f32> = re.iter().zip(&im).flat_map(|(r, i)| [*r, *i]).collect();
+            DSSKernel {
+                log_dt: Param::from_tensor(log_dt),
+                Lambda_log_neg_re: None,
+                Lambda_im: None,
+                Lambda: Some(Param::from_tensor(Tensor::from_data(
+                    TensorData::new(pairs, [n, 2]),
+                    device,
+                ))),
+                W: Param::from_tensor(Tensor::random(
+                    [h, n, 2],
+                    Distribution::Normal(0.0, 1.0),
+                    device,
+                )),
+            }
+        } else {
+            DSSKernel {
+                log_dt: Param::from_tensor(log_dt),
+                Lambda_log_neg_re: Some(Param::from_tensor(vec1(re).neg().log())),
+                Lambda_im: Some(Param::from_tensor(vec1(im))),
+                Lambda: None,
+                W: Param::from_tensor(Tensor::random(
+                    [h, n, 2],
+                    Distribution::Normal(0.0, 1.0),
+                    device,
+                )),
+            }
+        };
+        DSS {
+            D: Param::from_tensor(Tensor::random([h], Distribution::Normal(0.0, 1.0), device)),
+            kernel,
+            output_linear: LinearConfig::new(h, 2 * h).init(device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+/// The DSS kernel's parameters (reference names; the exp and softmax versions store Λ
+/// differently).
+#[derive(Module, Debug)]
+pub struct DSSKernel {
+    /// (H, 1), or (H, 2) with separate real / imaginary steps.
+    pub log_dt: Param<Tensor<2>>,
+    /// DSS-exp: (N).
+    pub Lambda_log_neg_re: Option<Param<Tensor<1>>>,
+    /// DSS-exp: (N).
+    pub Lambda_im: Option<Param<Tensor<1>>>,
+    /// DSS-softmax: (N, 2).
+    pub Lambda: Option<Param<Tensor<2>>>,
+    /// (H, N, 2).
+    pub W: Param<Tensor<3>>,
+}
+
+/// `conj(x) / (|x|² + ε)`, or `/ max(|x|², ε)` when `clamp`.
+fn reciprocal<const D: usize>(x: Complex<D>, clamp: bool) -> Complex<D> {
+    let norm = x.re.clone().square() + x.im.clone().square();
+    let norm = if clamp {
+        norm.clamp_min(EPSILON)
+    } else {
+        norm + EPSILON
+    };
+    Complex {
+        re: x.re / norm.clone(),
+        im: x.im.neg() / norm,
+    }
+}
+
+/// The discretised DSS-exp system: `s_l = dA s_{l−1} + u_l`, `y_l = Re Σ_n Wd_n s_l`, (H, N).
+#[derive(Debug, Clone)]
+pub struct DSSRecurrence {
+    pub da: Complex<2>,
+    pub wd: Complex<2>,
+}
+
+impl DSSKernel {
+    /// Whether this is DSS-softmax.
+    pub fn is_softmax(&self) -> bool {
+        self.Lambda.is_some()
+    }
+
+    /// Λ (N).
+    pub fn lambda(&self) -> Complex<1> {
+        match (&self.Lambda, &self.Lambda_log_neg_re, &self.Lambda_im) {
+            (Some(l), _, _) => {
+                let l = l.val();
+                let n = l.dims()[0];
+                Complex {
+                    re: l.clone().narrow(1, 0, 1).reshape([n]),
+                    im: l.narrow(1, 1, 1).reshape([n]),
+                }
+            }
+            (None, Some(re), Some(im)) => Complex {
+                re: re.val().exp().neg(),
+                im: im.val(),
+            },
+            _ => panic!("DSSKernel: neither Lambda nor (Lambda_log_neg_re, Lambda_im) is set"),
+        }
+    }
+
+    /// `dtΛ` (H, N).
+    fn dt_lambda(&self, lambda: &Complex<1>) -> Complex<2> {
+        let dt = self.log_dt.val().exp();
+        let [h, k] = dt.dims();
+        let dt_re = dt.clone().narrow(1, 0, 1);
+        let dt_im = dt.narrow(1, k - 1, 1);
+        let n = lambda.re.dims()[0];
+        let _ = h;
+        Complex {
+            re: dt_re * lambda.re.clone().reshape([1, n]),
+            im: dt_im * lambda.im.clone().reshape([1, n]),
+        }
+    }
+
+    fn w(&self) -> Complex<2> {
+        let w = self.W.val();
+        let [h, n, _] = w.dims();
+        Complex {
+            re: w.clone().narrow(2, 0, 1).reshape([h, n]),
+            im: w.narrow(2, 1, 1).reshape([h, n]),
+        }
+    }
+
+    /// The DSS-exp recurrence.
+    ///
+    /// # Panics
+    /// For DSS-softmax, whose kernel is normalised over the whole length.
+    pub fn recurrence(&self) -> DSSRecurrence {
+        assert!(
+            !self.is_softmax(),
+            "DSS-softmax has no fixed recurrence (its kernel is normalised over the length)"
+        );
+        let lambda = self.lambda();
+        let dtl = self.dt_lambda(&lambda);
+        let da = dtl.exp();
+        let n = lambda.re.dims()[0];
+        let inv = reciprocal(
+            Complex {
+                re: lambda.re.reshape([1, n]),
+                im: lambda.im.reshape([1, n]),
+            },
+            true,
+        );
+        let scale = Complex {
+            re: da.re.clone() - 1.0,
+            im: da.im.clone(),
+        } * inv;
+        DSSRecurrence {
+            da,
+            wd: self.w() * scale,
+        }
+    }
+
+    /// The convolution kernel (H, L).
+    pub fn kernel(&self, len: usize) -> Tensor<2> {
+        let lambda = self.lambda();
+        let dtl = self.dt_lambda(&lambda);
+        let [h, n] = dtl.re.dims();
+        let device = dtl.re.device();
+        let steps = Tensor::<1>::from_data(
+            TensorData::new((0..len).map(|l| l as f32).collect::<Vec<_>>(), [len]),
+            &device,
+        )
+        .reshape([1, 1, len]);
+        let (w, p_re) = if self.is_softmax() {
+            // A mode with Re Λ > 0 is evaluated from the end: P - dtΛ (L - 1), with -dtΛ.
+            let positive = lambda.re.clone().greater_elem(0.0).float().reshape([1, n]);
+            let sign = positive.clone() * -2.0 + 1.0;
+            let neg = Complex {
+                re: dtl.re.clone() * sign.clone(),
+                im: dtl.im.clone() * sign,
+            };
+            let num = Complex {
+                re: neg.re.clone().exp() * neg.im.clone().cos() - 1.0,
+                im: neg.re.clone().exp() * neg.im.clone().sin(),
+            };
+            let scaled = Complex {
+                re: neg.re * len as f32,
+                im: neg.im * len as f32,
+            }
+            .exp();
+            let den = Complex {
+                re: scaled.re - 1.0,
+                im: scaled.im,
+            } * Complex {
+                re: lambda.re.clone().reshape([1, n]),
+                im: lambda.im.clone().reshape([1, n]),
+            };
+            let w = self.w() * num * reciprocal(den, false);
+            let shift = (positive * (len as f32 - 1.0)).reshape([1, n, 1]);
+            (w, Some(shift))
+        } else {
+            (self.recurrence().wd, None)
+        };
+        let mut p = Complex {
+            re: dtl.re.clone().reshape([h, n, 1]) * steps.clone(),
+            im: dtl.im.clone().reshape([h, n, 1]) * steps,
+        };
+        if let Some(shift) = p_re {
+            p = Complex {
+                re: p.re - dtl.re.reshape([h, n, 1]) * shift.clone(),
+                im: p.im - dtl.im.reshape([h, n, 1]) * shift,
+            };
+        }
+        let s = p.exp();
+        let w = Complex {
+            re: w.re.reshape([h, n, 1]),
+            im: w.im.reshape([h, n, 1]),
+        };
+        (w * s).re.sum_dim(1).reshape([h, len])
+    }
+}
+
+impl DSSRecurrence {
+    /// A zero state (B, H, N).
+    pub fn zero_state(&self, batch: usize) -> Complex<3> {
+        let [h, n] = self.da.re.dims();
+        let z = Tensor::zeros([batch, h, n], &self.da.re.device());
+        Complex {
+            re: z.clone(),
+            im: z,
+        }
+    }
+
+    /// One step: `u` (B, H) -> the SSM output (B, H) and the new state.
+    pub fn step(&self, u: Tensor<2>, state: Complex<3>) -> (Tensor<2>, Complex<3>) {
+        let da = Complex {
+            re: self.da.re.clone().unsqueeze::<3>(),
+            im: self.da.im.clone().unsqueeze::<3>(),
+        };
+        let s = da * state;
+        let s = Complex {
+            re: s.re + u.unsqueeze_dim::<3>(2),
+            im: s.im,
+        };
+        let wd = Complex {
+            re: self.wd.re.clone().unsqueeze::<3>(),
+            im: self.wd.im.clone().unsqueeze::<3>(),
+        };
+        let y = (wd * s.clone()).re.sum_dim(2).squeeze_dim::<2>(2);
+        (y, s)
+    }
+}
+
+/// The DSS layer on (B, H, L): `y = GLU(W · GELU(K * u + D u))` as the S4D layer of this crate.
+#[derive(Module, Debug)]
+pub struct DSS {
+    pub D: Param<Tensor<1>>,
+    pub kernel: DSSKernel,
+    pub output_linear: Linear,
+    pub dropout: Dropout,
+}
+
+impl DSS {
+    /// The SSM with the skip: `K * u + D u` (B, H, L).
+    pub fn ssm(&self, u: Tensor<3>) -> Tensor<3> {
+        let [_, _, l] = u.dims();
+        causal_conv(u.clone(), self.kernel.kernel(l))
+            + u * self.D.val().unsqueeze_dims::<3>(&[0, 2])
+    }
+
+    /// The parallel (convolution) forward: (B, H, L) -> (B, H, L).
+    pub fn forward(&self, u: Tensor<3>) -> Tensor<3> {
+        glu_output(&self.output_linear, &self.dropout, self.ssm(u))
+    }
+
+    /// One recurrent step of DSS-exp: `u` (B, H) -> (B, H).
+    pub fn step(
+        &self,
+        u: Tensor<2>,
+        rec: &DSSRecurrence,
+        state: Complex<3>,
+    ) -> (Tensor<2>, Complex<3>) {
+        let (y, state) = rec.step(u.clone(), state);
+        let y = y + u * self.D.val().unsqueeze::<2>();
+        let out = glu_output(&self.output_linear, &self.dropout, y.unsqueeze_dim::<3>(2))
+            .squeeze_dim::<2>(2);
+        (out, state)
+    }
+}
