@@ -4,6 +4,7 @@ pub mod dss;
 pub mod hippo;
 pub mod mamba;
 pub mod mamba2;
+pub mod s4;
 pub mod s4d;
 pub mod s5;
 
