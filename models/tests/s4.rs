@@ -44,3 +44,70 @@ fn steps_match_the_dplr_convolution() {
         );
     }
 }
+
+/// Where theory says the two agree: without its low-rank term (P = 0) S4's DPLR kernel is the
+/// diagonal S4D kernel with the same Λ and (bilinear) step, once S4's `C̃ = (I − Ā^L)* C`
+/// is formed with `C = conj(C_S4D)` (S4 reads out `C* x`, S4D `C x`). With HiPPO-LegS's P the
+/// two differ.
+#[test]
+fn dplr_kernel_without_low_rank_is_the_s4d_kernel() {
+    use burn::module::Param;
+    use ssm_models::ssm::s4d::{S4DInit, S4DKernelConfig};
+    let device = Device::flex();
+    device.seed(62);
+    let (h, n, len) = (2, 8, 24);
+    let s4d = S4DKernelConfig::new(h)
+        .with_d_state(n)
+        .with_init(S4DInit::LegS)
+        .with_bilinear(true)
+        .init(&device);
+    let mut s4 = S4Config::new(h).with_d_state(n).init(&device).kernel;
+    let a = s4d.a();
+    s4.log_dt = Param::from_tensor(s4d.log_dt.val());
+    s4.Lambda_re = Param::from_tensor(a.re.clone());
+    s4.Lambda_im = Param::from_tensor(a.im.clone());
+    // B = 1 (S4D folds B into C), C̃ = (1 − conj(dA^L)) conj(C_S4D) = conj((1 − dA^L) C_S4D).
+    let ones = Tensor::<3>::cat(
+        vec![
+            Tensor::<3>::ones([h, n / 2, 1], &device),
+            Tensor::<3>::zeros([h, n / 2, 1], &device),
+        ],
+        2,
+    );
+    s4.B = Param::from_tensor(ones);
+    let rec = s4d.recurrence();
+    let da = to_vec(rec.da.re.clone())
+        .into_iter()
+        .zip(to_vec(rec.da.im.clone()))
+        .map(|(r, i)| (f64::from(r), f64::from(i)))
+        .collect::<Vec<_>>();
+    let c = to_vec(s4d.C.val());
+    let mut ct = Vec::with_capacity(c.len());
+    for (j, (r, i)) in da.iter().enumerate() {
+        // dA^L by repeated products, conjugated, from 1.
+        let (mut pr, mut pi) = (1.0f64, 0.0f64);
+        for _ in 0..len {
+            let t = pr * r - pi * i;
+            pi = pr * i + pi * r;
+            pr = t;
+        }
+        let (qr, qi) = (1.0 - pr, -pi); // 1 - dA^L
+        let (cr, ci) = (f64::from(c[2 * j]), f64::from(c[2 * j + 1]));
+        ct.push((qr * cr - qi * ci) as f32);
+        ct.push(-(qr * ci + qi * cr) as f32);
+    }
+    s4.C = Param::from_tensor(Tensor::from_data(
+        burn::tensor::TensorData::new(ct, [h, n / 2, 2]),
+        &device,
+    ));
+    let want = to_vec(s4d.kernel(len));
+    let with_p = to_vec(s4.kernel(len));
+    s4.P = Param::from_tensor(s4.P.val().zeros_like());
+    let without_p = to_vec(s4.kernel(len));
+    let err = max_abs_diff(&without_p, &want);
+    assert!(err <= 1e-4, "P = 0: DPLR vs diagonal kernel max abs error {err:e}");
+    assert!(
+        max_abs_diff(&with_p, &want) > 1e-3,
+        "LegS's low-rank term must change the kernel"
+    );
+}
