@@ -71,3 +71,28 @@ pub fn causal_conv_fft(u: Tensor<3>, k: Tensor<2>) -> Tensor<3> {
     let yi = ur * ki + ui * kr;
     irfft(yr, yi, 2, Some(n)).narrow(2, 0, l)
 }
+
+/// A bidirectional (non-causal) convolution: the causal part with `k_fwd` plus the strictly
+/// future part with `k_bwd`, `y[t] = Σ_{j ≥ 0} k_fwd[j] u[t − j] + Σ_{j ≥ 0} k_bwd[j] u[t + 1 + j]`
+/// (the two-sided kernel of state-spaces/s4's bidirectional layers).
+///
+/// # Panics
+/// When a kernel is not (H, L) for `u` (B, H, L).
+pub fn bidirectional_conv(u: Tensor<3>, k_fwd: Tensor<2>, k_bwd: Tensor<2>) -> Tensor<3> {
+    let [b, h, l] = u.dims();
+    let past = causal_conv(u.clone(), k_fwd);
+    // w = causal(flip(u), k_bwd); the future part at t is w[L - 2 - t] (0 at t = L - 1).
+    let w = causal_conv(u.flip([2]), k_bwd).flip([2]);
+    let future = if l > 1 {
+        Tensor::cat(
+            vec![
+                w.narrow(2, 1, l - 1),
+                Tensor::zeros([b, h, 1], &past.device()),
+            ],
+            2,
+        )
+    } else {
+        Tensor::zeros([b, h, l], &past.device())
+    };
+    past + future
+}

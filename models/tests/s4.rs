@@ -105,7 +105,10 @@ fn dplr_kernel_without_low_rank_is_the_s4d_kernel() {
     s4.P = Param::from_tensor(s4.P.val().zeros_like());
     let without_p = to_vec(s4.kernel(len));
     let err = max_abs_diff(&without_p, &want);
-    assert!(err <= 1e-4, "P = 0: DPLR vs diagonal kernel max abs error {err:e}");
+    assert!(
+        err <= 1e-4,
+        "P = 0: DPLR vs diagonal kernel max abs error {err:e}"
+    );
     assert!(
         max_abs_diff(&with_p, &want) > 1e-3,
         "LegS's low-rank term must change the kernel"

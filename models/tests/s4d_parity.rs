@@ -22,6 +22,7 @@ fn fixture_layer(device: &Device) -> (S4D, Fixture) {
             C: Param::from_tensor(p.tensor("kernel.C", device)),
             log_A_real: Param::from_tensor(p.tensor("kernel.log_A_real", device)),
             A_imag: Param::from_tensor(p.tensor("kernel.A_imag", device)),
+            C_bwd: None,
             bilinear: false,
         },
         output_linear: Linear {
@@ -175,4 +176,69 @@ fn wgpu_reproduces_the_s4d_tiny_reference() {
         &to_vec(causal_conv_direct(u, k)),
     );
     assert!(err <= 1e-4, "FFT conv on wgpu: relative error {err:e}");
+}
+
+#[test]
+fn bidirectional_convolution_is_the_two_sided_sum() {
+    use ssm_backends::conv::bidirectional_conv;
+    let device = Device::flex();
+    device.seed(34);
+    let (b, h, l) = (2, 3, 9);
+    let u = Tensor::<3>::random([b, h, l], Distribution::Normal(0.0, 1.0), &device);
+    let kf = Tensor::<2>::random([h, l], Distribution::Normal(0.0, 1.0), &device);
+    let kb = Tensor::<2>::random([h, l], Distribution::Normal(0.0, 1.0), &device);
+    let got = to_vec(bidirectional_conv(u.clone(), kf.clone(), kb.clone()));
+    let (uv, fv, bv) = (to_vec(u), to_vec(kf), to_vec(kb));
+    let mut want = vec![0f32; b * h * l];
+    for bi in 0..b {
+        for hi in 0..h {
+            for t in 0..l {
+                let mut s = 0.0;
+                for j in 0..=t {
+                    s += fv[hi * l + j] * uv[(bi * h + hi) * l + t - j];
+                }
+                for j in 0..l - 1 - t {
+                    s += bv[hi * l + j] * uv[(bi * h + hi) * l + t + 1 + j];
+                }
+                want[(bi * h + hi) * l + t] = s;
+            }
+        }
+    }
+    let err = max_abs_diff(&got, &want);
+    assert!(err <= 1e-5, "max abs error {err:e}");
+}
+
+#[test]
+fn bidirectional_s4d_sees_the_future_and_the_causal_one_does_not() {
+    let device = Device::flex();
+    device.seed(35);
+    let u = Tensor::<3>::random([1, 4, 16], Distribution::Normal(0.0, 1.0), &device);
+    let bumped = u.clone()
+        + Tensor::cat(
+            vec![
+                Tensor::<3>::zeros([1, 4, 15], &device),
+                Tensor::<3>::ones([1, 4, 1], &device),
+            ],
+            2,
+        );
+    for bidirectional in [false, true] {
+        let layer = S4DConfig::new(
+            S4DKernelConfig::new(4)
+                .with_d_state(8)
+                .with_bidirectional(bidirectional),
+        )
+        .init(&device);
+        let moved = max_abs_diff(
+            &to_vec(layer.forward(u.clone()).narrow(2, 0, 8)),
+            &to_vec(layer.forward(bumped.clone()).narrow(2, 0, 8)),
+        );
+        if bidirectional {
+            assert!(moved > 1e-4, "the backward kernel must carry step 15 back");
+        } else {
+            assert_eq!(
+                moved, 0.0,
+                "a causal layer cannot see step 15 at steps 0..8"
+            );
+        }
+    }
 }

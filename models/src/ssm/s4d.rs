@@ -52,6 +52,9 @@ pub struct S4DKernelConfig {
     /// Bilinear rather than zero-order-hold discretisation.
     #[config(default = false)]
     pub bilinear: bool,
+    /// A second output matrix for the reversed direction: a two-sided (non-causal) kernel.
+    #[config(default = false)]
+    pub bidirectional: bool,
 }
 
 impl S4DKernelConfig {
@@ -92,6 +95,13 @@ impl S4DKernelConfig {
             )),
             log_A_real: Param::from_tensor(Tensor::from_data(TensorData::new(re, [h, n2]), device)),
             A_imag: Param::from_tensor(Tensor::from_data(TensorData::new(im, [h, n2]), device)),
+            C_bwd: self.bidirectional.then(|| {
+                Param::from_tensor(Tensor::random(
+                    [h, n2, 2],
+                    Distribution::Normal(0.0, 0.5f64.sqrt()),
+                    device,
+                ))
+            }),
             bilinear: self.bilinear,
         }
     }
@@ -108,6 +118,8 @@ pub struct S4DKernel {
     pub log_A_real: Param<Tensor<2>>,
     /// (H, N/2).
     pub A_imag: Param<Tensor<2>>,
+    /// Bidirectional layers: C of the reversed direction (H, N/2, 2).
+    pub C_bwd: Option<Param<Tensor<3>>>,
     /// Bilinear rather than ZOH discretisation.
     pub bilinear: bool,
 }
@@ -169,7 +181,10 @@ impl S4DKernel {
     }
 
     fn c(&self) -> Complex<2> {
-        let c = self.C.val();
+        Self::pairs(self.C.val())
+    }
+
+    fn pairs(c: Tensor<3>) -> Complex<2> {
         let [h, n2, _] = c.dims();
         Complex {
             re: c.clone().narrow(2, 0, 1).reshape([h, n2]),
@@ -179,6 +194,10 @@ impl S4DKernel {
 
     /// The discretised system (ZOH or bilinear).
     pub fn recurrence(&self) -> S4DRecurrence {
+        self.recurrence_with(self.c())
+    }
+
+    fn recurrence_with(&self, c: Complex<2>) -> S4DRecurrence {
         let a = self.a();
         let dt = self.log_dt.val().exp().unsqueeze_dim::<2>(1); // (H, 1)
         let dta = Complex {
@@ -217,16 +236,23 @@ impl S4DKernel {
             .div(a);
             (da, db)
         };
-        S4DRecurrence {
-            da,
-            cd: self.c().mul(b),
-        }
+        S4DRecurrence { da, cd: c.mul(b) }
     }
 
     /// The convolution kernel K (H, L): `K[l] = 2 Re Σ_n Cd_n dA_n^l`, with `dA^l` as
     /// `exp(l log dA)`.
     pub fn kernel(&self, len: usize) -> Tensor<2> {
-        let r = self.recurrence();
+        Self::kernel_of(self.recurrence(), len)
+    }
+
+    /// The reversed direction's kernel (H, L) of a bidirectional layer.
+    pub fn kernel_backward(&self, len: usize) -> Option<Tensor<2>> {
+        self.C_bwd
+            .as_ref()
+            .map(|c| Self::kernel_of(self.recurrence_with(Self::pairs(c.val())), len))
+    }
+
+    fn kernel_of(r: S4DRecurrence, len: usize) -> Tensor<2> {
         let device = r.da.re.device();
         let [h, n2] = r.da.re.dims();
         // log dA = log|dA| + i arg(dA).
@@ -330,7 +356,11 @@ impl S4D {
     pub fn ssm(&self, u: Tensor<3>) -> Tensor<3> {
         let [_, _, l] = u.dims();
         let k = self.kernel.kernel(l);
-        causal_conv(u.clone(), k) + u * self.D.val().unsqueeze_dims::<3>(&[0, 2])
+        let y = match self.kernel.kernel_backward(l) {
+            Some(kb) => ssm_backends::conv::bidirectional_conv(u.clone(), k, kb),
+            None => causal_conv(u.clone(), k),
+        };
+        y + u * self.D.val().unsqueeze_dims::<3>(&[0, 2])
     }
 
     fn output(&self, y: Tensor<3>) -> Tensor<3> {
