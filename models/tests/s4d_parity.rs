@@ -2,8 +2,6 @@
 //! with D, the layer output) and a float64 recurrence; the recurrent step against the
 //! convolution; the FFT convolution against the direct one.
 
-use burn::module::Param;
-use burn::nn::{DropoutConfig, Linear};
 use burn::tensor::{Device, Distribution, Tensor};
 use ssm_backends::conv::{causal_conv_direct, causal_conv_fft};
 use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff, max_rel_diff};
@@ -12,26 +10,55 @@ use ssm_models::ssm::s4d::{S4D, S4DConfig, S4DInit, S4DKernel, S4DKernelConfig};
 
 fn fixture_layer(device: &Device) -> (S4D, Fixture) {
     let dir = fixtures_dir().join("s4d_tiny");
-    let p = Fixture::open(dir.join("params.safetensors"));
-    let w: Tensor<3> = p.tensor("output_linear.0.weight", device); // (2H, H, 1)
-    let [h2, h, _] = w.dims();
-    let layer = S4D {
-        D: Param::from_tensor(p.tensor("D", device)),
-        kernel: S4DKernel {
-            log_dt: Param::from_tensor(p.tensor("kernel.log_dt", device)),
-            C: Param::from_tensor(p.tensor("kernel.C", device)),
-            log_A_real: Param::from_tensor(p.tensor("kernel.log_A_real", device)),
-            A_imag: Param::from_tensor(p.tensor("kernel.A_imag", device)),
-            C_bwd: None,
-            bilinear: false,
-        },
-        output_linear: Linear {
-            weight: Param::from_tensor(w.reshape([h2, h]).transpose()),
-            bias: Some(Param::from_tensor(p.tensor("output_linear.0.bias", device))),
-        },
-        dropout: DropoutConfig::new(0.0).init(),
-    };
+    // The reference's state dict, loaded by name with shape checks.
+    let layer = S4D::load_reference(&dir.join("params.safetensors"), device).expect("loads");
     (layer, Fixture::open(dir.join("tensors.safetensors")))
+}
+
+#[test]
+fn a_reference_state_dict_with_a_wrong_shape_is_refused() {
+    let device = Device::flex();
+    let src = Fixture::open(fixtures_dir().join("s4d_tiny/params.safetensors"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.safetensors");
+    // D of the wrong length.
+    let (d, _) = src.values("D");
+    let mut tensors: Vec<(String, Vec<f32>, Vec<usize>)> = Vec::new();
+    for key in [
+        "kernel.log_dt",
+        "kernel.C",
+        "kernel.log_A_real",
+        "kernel.A_imag",
+        "output_linear.0.weight",
+        "output_linear.0.bias",
+    ] {
+        let (v, s) = src.values(key);
+        tensors.push((key.into(), v, s));
+    }
+    tensors.push(("D".into(), d[..4].to_vec(), vec![4]));
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, v, s)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    s.clone(),
+                    bytemuck_f32(v),
+                )
+                .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    let err = S4D::load_reference(&path, &device).unwrap_err().to_string();
+    assert!(err.contains("kernel.log_dt") || err.contains("D"), "{err}");
+    assert!(err.contains("[4]") || err.contains("[8]"), "{err}");
+}
+
+fn bytemuck_f32(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte pattern of the slice is readable as u8.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 #[test]

@@ -68,6 +68,17 @@ impl TensorMap {
         self.tensors.contains_key(key)
     }
 
+    /// The shape of a tensor still in the map (to read sizes from a checkpoint).
+    pub fn shape_of(&self, key: &str) -> Result<Vec<usize>> {
+        self.tensors
+            .get(key)
+            .map(|(shape, _)| shape.clone())
+            .ok_or_else(|| ModelError::MissingKey {
+                key: key.into(),
+                expected: Vec::new(),
+            })
+    }
+
     /// The keys not yet taken.
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.tensors.keys()

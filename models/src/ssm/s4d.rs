@@ -386,3 +386,42 @@ impl S4D {
         (out, state)
     }
 }
+
+impl S4D {
+    /// Loads the state dict of state-spaces/s4's `S4D` module (`models/s4/s4d.py`, transposed
+    /// layout) from a safetensors or PyTorch file: `D` (H), `kernel.log_dt` (H), `kernel.C`
+    /// (H, N/2, 2), `kernel.log_A_real`, `kernel.A_imag` (H, N/2), `output_linear.0.weight`
+    /// (2H, H, 1), `output_linear.0.bias` (2H). Every key is checked for presence and shape, and
+    /// leftovers are an error. The reference uses ZOH and no dropout at inference.
+    pub fn load_reference(path: &std::path::Path, device: &Device) -> crate::Result<Self> {
+        let mut w = crate::io::TensorMap::read(path)?;
+        let h = w.shape_of("D")?.first().copied().unwrap_or(0);
+        let n2 = w
+            .shape_of("kernel.log_A_real")?
+            .get(1)
+            .copied()
+            .unwrap_or(0);
+        let layer = S4D {
+            D: w.param("D", [h], device)?,
+            kernel: S4DKernel {
+                log_dt: w.param("kernel.log_dt", [h], device)?,
+                C: w.param("kernel.C", [h, n2, 2], device)?,
+                log_A_real: w.param("kernel.log_A_real", [h, n2], device)?,
+                A_imag: w.param("kernel.A_imag", [h, n2], device)?,
+                C_bwd: None,
+                bilinear: false,
+            },
+            output_linear: Linear {
+                weight: Param::from_tensor(
+                    w.take("output_linear.0.weight", [2 * h, h, 1], device)?
+                        .reshape([2 * h, h])
+                        .transpose(),
+                ),
+                bias: Some(w.param("output_linear.0.bias", [2 * h], device)?),
+            },
+            dropout: DropoutConfig::new(0.0).init(),
+        };
+        w.finish()?;
+        Ok(layer)
+    }
+}
