@@ -294,4 +294,48 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
         // (states recomputed per chunk), so no SSD mask outlives its step.
         crate::ssd::ssd_via_scan::<Self>(x, dt, a, b, c, d, initial_state)
     }
+
+    fn mamba2_decode_step(
+        zxbcdt: FloatTensor<Self>,
+        conv_state: FloatTensor<Self>,
+        ssm_state: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        heads: usize,
+        groups: usize,
+        dt_min: f32,
+        dt_max: f32,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let cfg = crate::step::Mamba2StepConfig {
+            heads,
+            groups,
+            dt_min,
+            dt_max,
+            eps,
+        };
+        if [&zxbcdt, &conv_state, &ssm_state, &weights]
+            .iter()
+            .any(|t| t.is_tracked())
+        {
+            return crate::step::mamba2_step_composed::<Self>(
+                zxbcdt, conv_state, ssm_state, weights, cfg,
+            );
+        }
+        let (y, cs, ss) = B::mamba2_decode_step(
+            zxbcdt.into_primitive(),
+            conv_state.into_primitive(),
+            ssm_state.into_primitive(),
+            weights.into_primitive(),
+            heads,
+            groups,
+            dt_min,
+            dt_max,
+            eps,
+        );
+        (
+            Self::from_inner(y),
+            Self::from_inner(cs),
+            Self::from_inner(ss),
+        )
+    }
 }

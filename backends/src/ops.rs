@@ -182,6 +182,39 @@ pub trait SsmOps: Backend {
         crate::ssd::ssd_chunked::<Self>(x, dt, a, b, c, d, initial_state, chunk)
     }
 
+    /// The whole Mamba2 decode step after `in_proj` (see [`crate::step::mamba2_step_composed`]):
+    /// `zxbcdt` (B, 2 d_inner + 2GN + H), `conv_state` (B, d_inner + 2GN, K), `ssm_state`
+    /// (B, d_inner, N), `weights` from [`crate::step::pack_mamba2_step_weights`]. Returns the
+    /// gated-normed output (B, d_inner) and the new states. One kernel launch on the CubeCL
+    /// backends.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = meta::mamba2_decode_step)]
+    fn mamba2_decode_step(
+        zxbcdt: FloatTensor<Self>,
+        conv_state: FloatTensor<Self>,
+        ssm_state: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        heads: usize,
+        groups: usize,
+        dt_min: f32,
+        dt_max: f32,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        crate::step::mamba2_step_composed::<Self>(
+            zxbcdt,
+            conv_state,
+            ssm_state,
+            weights,
+            crate::step::Mamba2StepConfig {
+                heads,
+                groups,
+                dt_min,
+                dt_max,
+                eps,
+            },
+        )
+    }
+
     /// The SSD's intra-chunk decay mask (see [`crate::ssd::decay_mask`]): `cum` (B, H, K, Q)
     /// to (B, H, K, Q, Q). One kernel launch on the CubeCL backends.
     #[fusion(meta = meta::ssd_decay_mask)]
@@ -301,6 +334,21 @@ mod meta {
 
     pub fn causal_conv1d_step(x: &S, state: &S, _w: &S, _b: &S, _silu: &bool) -> (S, S) {
         (x.clone(), state.clone())
+    }
+
+    pub fn mamba2_decode_step(
+        _zxbcdt: &S,
+        conv: &S,
+        ssm: &S,
+        _w: &S,
+        _heads: &usize,
+        _groups: &usize,
+        _dt_min: &f32,
+        _dt_max: &f32,
+        _eps: &f32,
+    ) -> (S, S, S) {
+        let y = S::new(Shape::new([ssm.shape[0], ssm.shape[1]]), ssm.dtype);
+        (y, conv.clone(), ssm.clone())
     }
 
     pub fn ssd_decay_mask(cum: &S) -> S {
@@ -444,6 +492,36 @@ impl SsmOps for burn_cubecl::CubeBackend {
 
     fn ssd_decay_mask(cum: FloatTensor<Self>) -> FloatTensor<Self> {
         crate::cube::ssd_decay_mask(cum)
+    }
+
+    fn mamba2_decode_step(
+        zxbcdt: FloatTensor<Self>,
+        conv_state: FloatTensor<Self>,
+        ssm_state: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        heads: usize,
+        groups: usize,
+        dt_min: f32,
+        dt_max: f32,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let cfg = crate::step::Mamba2StepConfig {
+            heads,
+            groups,
+            dt_min,
+            dt_max,
+            eps,
+        };
+        crate::cube::mamba2_step(
+            zxbcdt.clone(),
+            conv_state.clone(),
+            ssm_state.clone(),
+            weights.clone(),
+            cfg,
+        )
+        .unwrap_or_else(|| {
+            crate::step::mamba2_step_composed::<Self>(zxbcdt, conv_state, ssm_state, weights, cfg)
+        })
     }
 
     fn ssd_state_pass(

@@ -11,6 +11,7 @@ use crate::ops::SsmOps;
 use crate::prim::P;
 use burn::backend::{TensorMetadata, tensor::FloatTensor};
 use burn::tensor::Tensor;
+use std::ops::{Add, Mul};
 
 /// The sizes of a Mamba decode step, read from the shapes of its inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,4 +236,158 @@ mod tests {
         let e = MambaStepDims::infer(&[16], &[2, 8, 4], &[2, 8, 2], 152).unwrap_err();
         assert!(e.contains("expected xz (B, 2D)"), "{e}");
     }
+}
+
+/// The sizes of a Mamba2 decode step: heads H, groups G and the step limits; the rest is read
+/// from the shapes (`ssm_state` (B, H·P, N), `conv_state` (B, d_inner + 2GN, K)).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mamba2StepConfig {
+    pub heads: usize,
+    pub groups: usize,
+    /// `dt` is clamped to `[dt_min, dt_max]` after the softplus.
+    pub dt_min: f32,
+    pub dt_max: f32,
+    /// Epsilon of the gated RMSNorm.
+    pub eps: f32,
+}
+
+/// Packs a Mamba2 mixer's decode weights: `[conv_w (C, K) | conv_b (C) | dt_bias (H) | A (H) |
+/// D (H) | norm_w (d_inner)]`, with `A = -exp(A_log)`.
+pub fn pack_mamba2_step_weights(
+    conv_w: Tensor<2>,
+    conv_b: Tensor<1>,
+    dt_bias: Tensor<1>,
+    a: Tensor<1>,
+    d: Tensor<1>,
+    norm_w: Tensor<1>,
+) -> Tensor<1> {
+    Tensor::cat(
+        vec![conv_w.flatten::<1>(0, 1), conv_b, dt_bias, a, d, norm_w],
+        0,
+    )
+}
+
+/// The Mamba2 decode step composed from the backend's fused conv and state steps: the default
+/// body of [`SsmOps::mamba2_decode_step`] and its differentiable form under Autodiff. Returns
+/// the gated-normed output (B, d_inner) (before out_proj) and the new conv and SSM states.
+#[allow(clippy::too_many_arguments)]
+pub fn mamba2_step_composed<B: SsmOps>(
+    zxbcdt: FloatTensor<B>,
+    conv_state: FloatTensor<B>,
+    ssm_state: FloatTensor<B>,
+    weights: FloatTensor<B>,
+    cfg: Mamba2StepConfig,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    use burn::backend::Scalar;
+    let ss = ssm_state.shape().to_vec();
+    let cs = conv_state.shape().to_vec();
+    let (batch, di, n) = (ss[0], ss[1], ss[2]);
+    let (conv, k) = (cs[1], cs[2]);
+    let (h, g) = (cfg.heads, cfg.groups);
+    let p = di / h;
+    let w = P::<B>::new(weights);
+    let mut at = 0;
+    let mut part = |len: usize, dims: &[usize]| {
+        let t = w.clone().narrow(0, at, at + len).reshape(dims);
+        at += len;
+        t
+    };
+    let conv_w = part(conv * k, &[conv, k]);
+    let conv_b = part(conv, &[conv]);
+    let dt_bias = part(h, &[1, h]);
+    let a = part(h, &[h]);
+    let d = part(h, &[h]);
+    let norm_w = part(di, &[1, di]);
+    let x = P::<B>::new(zxbcdt);
+    let z = x.clone().narrow(1, 0, di);
+    let xbc = x.clone().narrow(1, di, di + conv).into_inner();
+    let dt = x
+        .narrow(1, di + conv, di + conv + h)
+        .add(dt_bias)
+        .softplus();
+    let dt = P::<B>::new(B::float_clamp(
+        dt.into_inner(),
+        Scalar::Float(cfg.dt_min as f64),
+        Scalar::Float(cfg.dt_max as f64),
+    ));
+    let (xbc, conv_state) = B::causal_conv1d_step(
+        xbc,
+        conv_state,
+        conv_w.into_inner(),
+        conv_b.into_inner(),
+        true,
+    );
+    let xbc = P::<B>::new(xbc);
+    let xs = xbc.clone().narrow(1, 0, di);
+    let bm = xbc
+        .clone()
+        .narrow(1, di, di + g * n)
+        .reshape(&[batch, g, n]);
+    let cm = xbc
+        .narrow(1, di + g * n, di + 2 * g * n)
+        .reshape(&[batch, g, n]);
+    let per_channel = |t: P<B>| t.reshape(&[h, 1]).expand(&[h, p]).reshape(&[di]);
+    let dt = dt
+        .reshape(&[batch, h, 1])
+        .expand(&[batch, h, p])
+        .reshape(&[batch, di]);
+    let a = per_channel(a).reshape(&[di, 1]).expand(&[di, n]);
+    let device = xs.device();
+    let (y, ssm_state) = B::selective_state_step(
+        ssm_state,
+        xs.clone().into_inner(),
+        dt.into_inner(),
+        a.into_inner(),
+        bm.into_inner(),
+        cm.into_inner(),
+        per_channel(d).into_inner(),
+        xs.into_inner(),
+        false,
+        P::<B>::zeros(&[di], &device).into_inner(),
+        false,
+    );
+    // Gated RMSNorm per group of d_inner / G features.
+    let gated = P::<B>::new(y).mul(z.silu()).reshape(&[batch, g, di / g]);
+    let ms = B::float_mean_dim(gated.clone().mul(gated.clone()).into_inner(), 2);
+    let rms = P::<B>::new(B::float_sqrt(
+        P::<B>::new(ms).add_scalar(cfg.eps).into_inner(),
+    ));
+    let normed = P::<B>::new(B::float_div(
+        gated.into_inner(),
+        rms.expand(&[batch, g, di / g]).into_inner(),
+    ))
+    .reshape(&[batch, di])
+    .mul(norm_w);
+    (normed.into_inner(), conv_state, ssm_state)
+}
+
+/// One fused Mamba2 decode step on the tensors' device (one kernel launch on the CubeCL
+/// backends): `zxbcdt` = in_proj's output (B, 2 d_inner + 2GN + H), `conv_state`
+/// (B, d_inner + 2GN, K), `ssm_state` (B, d_inner, N), `weights` from
+/// [`pack_mamba2_step_weights`]. Returns the gated-normed output (B, d_inner) (before out_proj)
+/// and the new conv and SSM states.
+pub fn mamba2_decode_step(
+    zxbcdt: Tensor<2>,
+    conv_state: Tensor<3>,
+    ssm_state: Tensor<3>,
+    weights: Tensor<1>,
+    cfg: Mamba2StepConfig,
+) -> (Tensor<2>, Tensor<3>, Tensor<3>) {
+    use burn::backend::Dispatch;
+    let (y, cs, ss) = <Dispatch as SsmOps>::mamba2_decode_step(
+        zxbcdt.into_dispatch(),
+        conv_state.into_dispatch(),
+        ssm_state.into_dispatch(),
+        weights.into_dispatch(),
+        cfg.heads,
+        cfg.groups,
+        cfg.dt_min,
+        cfg.dt_max,
+        cfg.eps,
+    );
+    (
+        Tensor::from_dispatch(y),
+        Tensor::from_dispatch(cs),
+        Tensor::from_dispatch(ss),
+    )
 }

@@ -444,3 +444,73 @@ fn ssd_on_wgpu_matches_the_cpu_recurrence() {
         );
     }
 }
+
+#[test]
+fn fused_mamba2_step_kernel_matches_composed_step() {
+    use ssm_backends::step::{Mamba2StepConfig, mamba2_decode_step, mamba2_step_composed};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = wgpu_test_device() else {
+        return;
+    };
+    let cpu = Device::flex();
+    cpu.seed(18);
+    // (batch, heads, head_dim, groups, N, K, dt limits): mamba2_tiny's shape, and one with
+    // d_inner above the cube's units, N = 128 and a finite upper dt limit.
+    for (batch, h, p, g, n, k, dt_max) in [
+        (2, 4, 16, 2, 8, 4, f32::INFINITY),
+        (3, 6, 64, 3, 128, 4, 0.05),
+    ] {
+        let di = h * p;
+        let conv = di + 2 * g * n;
+        let weights = ssm_backends::step::pack_mamba2_step_weights(
+            normal([conv, k], &cpu).mul_scalar(0.3),
+            normal([conv], &cpu),
+            Tensor::random([h], Distribution::Uniform(-4.0, -1.0), &cpu),
+            Tensor::<1>::random([h], Distribution::Uniform(1.0, 16.0), &cpu).neg(),
+            normal([h], &cpu),
+            normal([di], &cpu),
+        );
+        let zx = normal([batch, 2 * di + 2 * g * n + h], &cpu);
+        let cs = normal([batch, conv, k], &cpu);
+        let ss = normal([batch, di, n], &cpu);
+        let cfg = Mamba2StepConfig {
+            heads: h,
+            groups: g,
+            dt_min: 0.001,
+            dt_max,
+            eps: 1e-5,
+        };
+        let want = mamba2_step_composed::<Dispatch>(
+            zx.clone().into_dispatch(),
+            cs.clone().into_dispatch(),
+            ss.clone().into_dispatch(),
+            weights.clone().into_dispatch(),
+            cfg,
+        );
+        let counter = LaunchCounter::start();
+        let got = mamba2_decode_step(
+            on(&zx, &gpu),
+            on(&cs, &gpu),
+            on(&ss, &gpu),
+            on(&weights, &gpu),
+            cfg,
+        );
+        let got = (to_vec(got.0), to_vec(got.1), to_vec(got.2));
+        assert_eq!(
+            counter.count_of("mamba2_step_kernel"),
+            1,
+            "the runtime saw {:?}",
+            counter.counts()
+        );
+        drop(counter);
+        let e = [
+            max_rel_diff(&got.0, &to_vec(Tensor::<2>::from_dispatch(want.0))),
+            max_rel_diff(&got.1, &to_vec(Tensor::<3>::from_dispatch(want.1))),
+            max_rel_diff(&got.2, &to_vec(Tensor::<3>::from_dispatch(want.2))),
+        ];
+        assert!(
+            e.iter().all(|e| *e <= 1e-4),
+            "({batch},{h},{p},{g},{n}): y, conv state, ssm state errors {e:?}"
+        );
+    }
+}

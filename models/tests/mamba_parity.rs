@@ -313,10 +313,17 @@ fn wgpu_matches_reference() {
     );
     check_step_vs_forward_with(MAMBA, &device, 1e-4, 1e-3);
     drop(counter);
-    // Mamba2: the chunked SSD body on the GPU, looser bounds where the float order differs.
+    // Mamba2: the chunked SSD body on the GPU, looser bounds where the float order differs;
+    // the fused Mamba2 step kernel decodes.
+    let counter = ssm_backends::launches::LaunchCounter::start();
     check_forward(MAMBA2, &device, 1e-3);
     check_generation(MAMBA2, &device);
     check_step_vs_forward_with(MAMBA2, &device, 1e-4, 1e-3);
+    assert!(
+        counter.count_of("mamba2_step_kernel") >= 2,
+        "the Mamba2 decode-step kernel did not run: {:?}",
+        counter.counts()
+    );
 }
 
 #[test]

@@ -705,6 +705,74 @@ pub(crate) fn add_rms_norm(
     (regions.view(&out, 0, &dims), regions.view(&out, 1, &dims))
 }
 
+/// The fused Mamba2 decode step on the kernel, or `None` when xBC and d_inner do not fit the
+/// shared memory of one cube (then the composed step runs).
+pub(crate) fn mamba2_step(
+    zxbcdt: CubeTensor,
+    conv_state: CubeTensor,
+    ssm_state: CubeTensor,
+    weights: CubeTensor,
+    cfg: crate::step::Mamba2StepConfig,
+) -> Option<(CubeTensor, CubeTensor, CubeTensor)> {
+    let ss = ssm_state.shape().to_vec();
+    let cs = conv_state.shape().to_vec();
+    let (batch, di, n) = (ss[0], ss[1], ss[2]);
+    let (conv, width) = (cs[1], cs[2]);
+    let (heads, groups) = (cfg.heads, cfg.groups);
+    let cap = STEP_UNITS.min(max_units(&zxbcdt));
+    let units = 1usize << cap.max(1).ilog2();
+    let elem = zxbcdt.dtype.size();
+    let shared = (conv + di + units + groups) * elem;
+    if batch * di == 0
+        || heads == 0
+        || groups == 0
+        || !di.is_multiple_of(heads)
+        || !heads.is_multiple_of(groups)
+        || shared > shared_limit(&zxbcdt)
+        || !same_dtype(&[&zxbcdt, &conv_state, &ssm_state, &weights])
+    {
+        return None;
+    }
+    let zx = flat(zxbcdt);
+    let regions = Regions::new(&zx, &[batch * di, batch * conv * width, batch * di * n]);
+    let out = regions.alloc(&zx);
+    let dtype = zx.dtype;
+    let client = zx.client.clone();
+    kernels::mamba2_step_kernel::launch(
+        &client,
+        CubeCount::Static(batch as u32, 1, 1),
+        CubeDim::new_1d(units as u32),
+        zx.into_tensor_arg(),
+        flat(conv_state).into_tensor_arg(),
+        flat(ssm_state).into_tensor_arg(),
+        flat(weights).into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        u32s(&[
+            di,
+            conv,
+            heads,
+            groups,
+            regions.offsets[1],
+            regions.offsets[2],
+        ]),
+        cfg.dt_min,
+        cfg.dt_max.min(f32::MAX),
+        cfg.eps,
+        width,
+        n,
+        conv,
+        di,
+        units,
+        groups,
+        dtype_to_storage_type(dtype),
+    );
+    Some((
+        regions.view(&out, 0, &[batch, di]),
+        regions.view(&out, 1, &[batch, conv, width]),
+        regions.view(&out, 2, &[batch, di, n]),
+    ))
+}
+
 /// The SSD decay mask on the kernel (portable body for odd dtypes or empty tensors).
 pub(crate) fn ssd_decay_mask(cum: CubeTensor) -> CubeTensor {
     let dims = cum.shape().to_vec();

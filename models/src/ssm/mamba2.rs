@@ -15,7 +15,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::softplus;
 use burn::tensor::{Device, Distribution, Tensor};
 use ssm_backends::ssd::ssd;
-use ssm_backends::{causal_conv1d_step, selective_state_step};
+use ssm_backends::step::{Mamba2StepConfig, mamba2_decode_step, pack_mamba2_step_weights};
 
 /// Configuration of a [`Mamba2Mixer`] (mamba_ssm's `Mamba2` arguments).
 #[derive(Config, Debug)]
@@ -354,60 +354,44 @@ impl Mamba2Mixer {
         )
     }
 
-    /// One recurrent step (B, d_model) -> (B, d_model): in_proj, the fused conv step over xBC,
-    /// the fused state step (each head's A, dt and D broadcast over its channels), the gated
-    /// norm, out_proj.
+    /// One recurrent step (B, d_model) -> (B, d_model): in_proj, the fused Mamba2 step
+    /// ([`mamba2_decode_step`]: conv step over xBC, dt, state update, gate and group norm; one
+    /// kernel launch on the GPU backends), out_proj.
     pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
-        let [batch, _] = x.dims();
-        let device = x.device();
-        let (di, n, h, p, g) = (
-            self.d_inner,
-            self.d_state,
-            self.n_heads,
-            self.head_dim,
-            self.n_groups,
-        );
-        let conv = self.conv_dim();
+        let weights = cache.step_weights.unwrap_or_else(|| self.step_weights());
         let zxbcdt = self.in_proj.forward(x);
-        let z = zxbcdt.clone().narrow(1, 0, di);
-        let xbc = zxbcdt.clone().narrow(1, di, conv);
-        let dt = self.step_size(zxbcdt.narrow(1, di + conv, h)); // (B, H)
-        let (xbc, conv_state) = causal_conv1d_step(
-            xbc,
+        let (y, conv_state, ssm_state) = mamba2_decode_step(
+            zxbcdt,
             cache.conv_state,
-            self.conv1d.filters(),
-            self.conv1d.bias_or_zeros(),
-            true,
-        );
-        let xs = xbc.clone().narrow(1, 0, di);
-        let b = xbc.clone().narrow(1, di, g * n).reshape([batch, g, n]);
-        let c = xbc.narrow(1, di + g * n, g * n).reshape([batch, g, n]);
-        let per_channel = |t: Tensor<1>| t.unsqueeze_dim::<2>(1).expand([h, p]).reshape([di]);
-        let dt = dt
-            .unsqueeze_dim::<3>(2)
-            .expand([batch, h, p])
-            .reshape([batch, di]);
-        let a = per_channel(self.a()).unsqueeze_dim::<2>(1).expand([di, n]);
-        let (y, ssm_state) = selective_state_step(
             cache.ssm_state,
-            xs,
-            dt,
-            a,
-            b,
-            c,
-            per_channel(self.D.val()),
-            None,
-            Tensor::zeros([di], &device),
-            false,
+            weights.clone(),
+            Mamba2StepConfig {
+                heads: self.n_heads,
+                groups: self.n_groups,
+                dt_min: self.dt_limit_min as f32,
+                dt_max: self.dt_limit_max as f32,
+                eps: self.norm.eps as f32,
+            },
         );
-        let out = self.out_proj.forward(self.norm.forward_gated(y, z, g));
         (
-            out,
+            self.out_proj.forward(y),
             MambaLayerCache {
                 conv_state,
                 ssm_state,
-                step_weights: None,
+                step_weights: Some(weights),
             },
+        )
+    }
+
+    /// This mixer's decode weights in the packed layout of the fused step.
+    pub fn step_weights(&self) -> Tensor<1> {
+        pack_mamba2_step_weights(
+            self.conv1d.filters(),
+            self.conv1d.bias_or_zeros(),
+            self.dt_bias.val(),
+            self.a(),
+            self.D.val(),
+            self.norm.weight.val(),
         )
     }
 }
