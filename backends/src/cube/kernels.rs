@@ -23,6 +23,35 @@ pub(crate) fn sigmoid_f<F: Float>(x: F) -> F {
     F::new(1.0) / (F::new(1.0) + (-x).exp())
 }
 
+/// One causal conv step of one channel: the channel's window (the last `width` inputs, `state`
+/// from `row * width`, then `x`) shifted into `out` at `off_state + row * width`; returns
+/// `bias + Σ_k filters[c, k] · window[k]` (filters (C, width) at the start of `filters`).
+#[cube]
+fn conv_window_step<F: Float>(
+    state: &Tensor<F>,
+    x: F,
+    filters: &Tensor<F>,
+    out: &mut Tensor<F>,
+    row: usize,
+    c: usize,
+    off_state: usize,
+    bias: F,
+    #[comptime] width: usize,
+) -> F {
+    let mut acc = bias;
+    #[unroll]
+    for k in 0..width {
+        let v = if k + 1 < width {
+            state[row * width + k + 1]
+        } else {
+            x
+        };
+        out[off_state + row * width + k] = v;
+        acc += filters[c * width + k] * v;
+    }
+    acc
+}
+
 /// Selective-scan forward.
 ///
 /// Cube `(x, g, b)` takes `CUBE_DIM_X` consecutive channels of group `g` of batch `b`, one per
@@ -478,17 +507,17 @@ pub(crate) fn conv_step_kernel<F: Float>(
     let pos = ABSOLUTE_POS;
     if pos < batch * ch {
         let c = pos % ch;
-        let mut acc = packed[ch * width + c];
-        #[unroll]
-        for k in 0..width {
-            let v = if k + 1 < width {
-                state[pos * width + k + 1]
-            } else {
-                x[pos]
-            };
-            out[off_state + pos * width + k] = v;
-            acc += packed[c * width + k] * v;
-        }
+        let mut acc = conv_window_step::<F>(
+            state,
+            x[pos],
+            packed,
+            out,
+            pos,
+            c,
+            off_state,
+            packed[ch * width + c],
+            width,
+        );
         if silu {
             acc *= sigmoid_f::<F>(acc);
         }
@@ -549,18 +578,17 @@ pub(crate) fn mamba_step_kernel<F: Float>(
     // 1. Conv step + SiLU.
     let mut c = unit;
     while c < dim {
-        let row = b * dim + c;
-        let mut acc = weights[w_conv_b + c];
-        #[unroll]
-        for k in 0..width {
-            let v = if k + 1 < width {
-                conv_state[row * width + k + 1]
-            } else {
-                xz[b * 2 * dim + c]
-            };
-            out[off_conv + row * width + k] = v;
-            acc += weights[c * width + k] * v;
-        }
+        let acc = conv_window_step::<F>(
+            conv_state,
+            xz[b * 2 * dim + c],
+            weights,
+            out,
+            b * dim + c,
+            c,
+            off_conv,
+            weights[w_conv_b + c],
+            width,
+        );
         xs[c] = acc * sigmoid_f::<F>(acc);
         c += cube_dim;
     }
@@ -786,18 +814,17 @@ pub(crate) fn mamba2_step_kernel<F: Float>(
     // 1. Conv step + SiLU over xBC.
     let mut c = unit;
     while c < conv {
-        let row = b * conv + c;
-        let mut acc = weights[w_bias + c];
-        #[unroll]
-        for k in 0..width {
-            let v = if k + 1 < width {
-                conv_state[row * width + k + 1]
-            } else {
-                zx[b * dinp + di + c]
-            };
-            out[off_conv + row * width + k] = v;
-            acc += weights[c * width + k] * v;
-        }
+        let acc = conv_window_step::<F>(
+            conv_state,
+            zx[b * dinp + di + c],
+            weights,
+            out,
+            b * conv + c,
+            c,
+            off_conv,
+            weights[w_bias + c],
+            width,
+        );
         xs[c] = acc * sigmoid_f::<F>(acc);
         c += units;
     }
