@@ -15,7 +15,7 @@
 #![allow(non_snake_case)]
 
 use crate::ssm::hippo::nplr_legs;
-use crate::ssm::s4d::{Complex, glu_output};
+use crate::ssm::s4d::{Complex, S4DRecurrence, glu_output};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
@@ -131,12 +131,9 @@ fn reciprocal<const D: usize>(x: Complex<D>, clamp: bool) -> Complex<D> {
     }
 }
 
-/// The discretised DSS-exp system: `s_l = dA s_{l−1} + u_l`, `y_l = Re Σ_n Wd_n s_l`, (H, N).
-#[derive(Debug, Clone)]
-pub struct DSSRecurrence {
-    pub da: Complex<2>,
-    pub wd: Complex<2>,
-}
+/// The discretised DSS-exp system: `s_l = dA s_{l−1} + u_l`, `y_l = Re Σ_n Wd_n s_l` (H, N),
+/// the diagonal recurrence of S4D with all modes kept (`scale` = 1, `cd` = `Wd`).
+pub type DSSRecurrence = S4DRecurrence;
 
 impl DSSKernel {
     /// Whether this is DSS-softmax.
@@ -166,11 +163,10 @@ impl DSSKernel {
     /// `dtΛ` (H, N).
     fn dt_lambda(&self, lambda: &Complex<1>) -> Complex<2> {
         let dt = self.log_dt.val().exp();
-        let [h, k] = dt.dims();
+        let k = dt.dims()[1];
         let dt_re = dt.clone().narrow(1, 0, 1);
         let dt_im = dt.narrow(1, k - 1, 1);
         let n = lambda.re.dims()[0];
-        let _ = h;
         Complex {
             re: dt_re * lambda.re.clone().reshape([1, n]),
             im: dt_im * lambda.im.clone().reshape([1, n]),
@@ -212,7 +208,8 @@ impl DSSKernel {
         } * inv;
         DSSRecurrence {
             da,
-            wd: self.w() * scale,
+            cd: self.w() * scale,
+            scale: 1.0,
         }
     }
 
@@ -255,7 +252,7 @@ impl DSSKernel {
             let shift = (positive * (len as f32 - 1.0)).reshape([1, n, 1]);
             (w, Some(shift))
         } else {
-            (self.recurrence().wd, None)
+            (self.recurrence().cd, None)
         };
         let mut p = Complex {
             re: dtl.re.clone().reshape([h, n, 1]) * steps.clone(),
@@ -273,37 +270,6 @@ impl DSSKernel {
             im: w.im.reshape([h, n, 1]),
         };
         (w * s).re.sum_dim(1).reshape([h, len])
-    }
-}
-
-impl DSSRecurrence {
-    /// A zero state (B, H, N).
-    pub fn zero_state(&self, batch: usize) -> Complex<3> {
-        let [h, n] = self.da.re.dims();
-        let z = Tensor::zeros([batch, h, n], &self.da.re.device());
-        Complex {
-            re: z.clone(),
-            im: z,
-        }
-    }
-
-    /// One step: `u` (B, H) -> the SSM output (B, H) and the new state.
-    pub fn step(&self, u: Tensor<2>, state: Complex<3>) -> (Tensor<2>, Complex<3>) {
-        let da = Complex {
-            re: self.da.re.clone().unsqueeze::<3>(),
-            im: self.da.im.clone().unsqueeze::<3>(),
-        };
-        let s = da * state;
-        let s = Complex {
-            re: s.re + u.unsqueeze_dim::<3>(2),
-            im: s.im,
-        };
-        let wd = Complex {
-            re: self.wd.re.clone().unsqueeze::<3>(),
-            im: self.wd.im.clone().unsqueeze::<3>(),
-        };
-        let y = (wd * s.clone()).re.sum_dim(2).squeeze_dim::<2>(2);
-        (y, s)
     }
 }
 

@@ -163,12 +163,14 @@ impl<const D: usize> Complex<D> {
     }
 }
 
-/// The discretised diagonal system: `s_t = dA s_{t-1} + u_t`, `y_t = 2 Re Σ_n Cd_n s_t` (the
-/// input matrix folded into `Cd`), each (H, N/2).
+/// A discretised diagonal system: `s_t = dA s_{t-1} + u_t`, `y_t = scale · Re Σ_n Cd_n s_t`
+/// (the input matrix folded into `Cd`), each (H, N). S4D keeps one of each conjugate pair
+/// (`scale` = 2); DSS keeps all modes (`scale` = 1).
 #[derive(Debug, Clone)]
 pub struct S4DRecurrence {
     pub da: Complex<2>,
     pub cd: Complex<2>,
+    pub scale: f32,
 }
 
 impl S4DKernel {
@@ -236,7 +238,11 @@ impl S4DKernel {
             .div(a);
             (da, db)
         };
-        S4DRecurrence { da, cd: c.mul(b) }
+        S4DRecurrence {
+            da,
+            cd: c.mul(b),
+            scale: 2.0,
+        }
     }
 
     /// The convolution kernel K (H, L): `K[l] = 2 Re Σ_n Cd_n dA_n^l`, with `dA^l` as
@@ -272,12 +278,12 @@ impl S4DKernel {
             re: r.cd.re.reshape([h, n2, 1]),
             im: r.cd.im.reshape([h, n2, 1]),
         };
-        (cd.mul(pow).re.sum_dim(1) * 2.0).reshape([h, len])
+        (cd.mul(pow).re.sum_dim(1) * r.scale).reshape([h, len])
     }
 }
 
 impl S4DRecurrence {
-    /// A zero state (B, H, N/2) for `batch` rows.
+    /// A zero state (B, H, N) for `batch` rows.
     pub fn zero_state(&self, batch: usize) -> Complex<3> {
         let [h, n2] = self.da.re.dims();
         let z = Tensor::zeros([batch, h, n2], &self.da.re.device());
@@ -287,7 +293,8 @@ impl S4DRecurrence {
         }
     }
 
-    /// One step: `u` (B, H) -> the SSM output `2 Re Σ_n Cd_n s_n` (B, H) and the new state.
+    /// One step: `u` (B, H) -> the SSM output `scale · Re Σ_n Cd_n s_n` (B, H) and the new
+    /// state.
     pub fn step(&self, u: Tensor<2>, state: Complex<3>) -> (Tensor<2>, Complex<3>) {
         let da = Complex {
             re: self.da.re.clone().unsqueeze::<3>(),
@@ -302,7 +309,7 @@ impl S4DRecurrence {
             re: self.cd.re.clone().unsqueeze::<3>(),
             im: self.cd.im.clone().unsqueeze::<3>(),
         };
-        let y = cd.mul(s.clone()).re.sum_dim(2).squeeze_dim::<2>(2) * 2.0;
+        let y = cd.mul(s.clone()).re.sum_dim(2).squeeze_dim::<2>(2) * self.scale;
         (y, s)
     }
 }

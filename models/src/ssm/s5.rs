@@ -187,14 +187,6 @@ pub struct S5Discrete {
     pub b_bar: Complex<2>,
 }
 
-fn cmul<const D: usize>(a: &Complex<D>, b: &Complex<D>) -> Complex<D> {
-    a.clone() * b.clone()
-}
-
-fn cdiv<const D: usize>(a: &Complex<D>, b: &Complex<D>) -> Complex<D> {
-    a.clone() / b.clone()
-}
-
 impl S5 {
     fn complex3(t: Tensor<3>) -> Complex<2> {
         let [a, b, _] = t.dims();
@@ -225,14 +217,11 @@ impl S5 {
                 re: ones + half.re,
                 im: half.im,
             };
-            let bl = cdiv(&num, &den);
-            let scale = cdiv(
-                &Complex {
-                    re: step,
-                    im: lambda.re.zeros_like(),
-                },
-                &den,
-            );
+            let bl = num / den.clone();
+            let scale = Complex {
+                re: step,
+                im: lambda.re.zeros_like(),
+            } / den;
             (bl, scale)
         } else {
             let m = (lambda.re.clone() * step.clone()).exp();
@@ -240,13 +229,10 @@ impl S5 {
                 re: m.clone() * (lambda.im.clone() * step.clone()).cos(),
                 im: m * (lambda.im.clone() * step).sin(),
             };
-            let scale = cdiv(
-                &Complex {
-                    re: lb.re.clone() - ones,
-                    im: lb.im.clone(),
-                },
-                &lambda,
-            );
+            let scale = Complex {
+                re: lb.re.clone() - ones,
+                im: lb.im.clone(),
+            } / lambda;
             (lb, scale)
         };
         let b = Self::complex3(self.B.val()); // (P, H)
@@ -256,7 +242,7 @@ impl S5 {
         };
         S5Discrete {
             lambda_bar,
-            b_bar: cmul(&scale2, &b),
+            b_bar: scale2 * b,
         }
     }
 
@@ -286,12 +272,12 @@ impl S5 {
                 re: shifted(x.re.clone()),
                 im: shifted(x.im.clone()),
             };
-            let add = cmul(&power, &prev);
+            let add = power.clone() * prev;
             x = Complex {
                 re: x.re + add.re,
                 im: x.im + add.im,
             };
-            power = cmul(&power, &power);
+            power = power.clone() * power.clone();
             offset *= 2;
         }
         x
@@ -375,7 +361,7 @@ impl S5 {
             re: u.clone().matmul(d.b_bar.re.clone().transpose()),
             im: u.clone().matmul(d.b_bar.im.clone().transpose()),
         };
-        let x = cmul(&lb, &state);
+        let x = lb * state;
         let x = Complex {
             re: x.re + bu.re,
             im: x.im + bu.im,
