@@ -3,22 +3,17 @@
 //!
 //! Two exact forms: the direct (Toeplitz) product, `O(H L²)`, best for short sequences; and the
 //! FFT product (rfft/irfft zero-padded to a power of two at least `2L`, so the circular
-//! convolution equals the linear one), `O(H L log L)`. Burn 0.22's FFT takes power-of-two
-//! lengths only and has no NdArray implementation: on NdArray the direct form runs at any
-//! length. Both are differentiable.
+//! convolution equals the linear one), `O(H L log L)`, an op of [`crate::SsmOps`] on every
+//! backend ([`crate::fft`]: `rustfft` on the CPU backends, Burn's FFT kernels on CubeCL, a
+//! hand-written backward under `Autodiff`). Both are differentiable.
 
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 
 /// Sequences at most this long take the direct form.
 pub const DIRECT_MAX_LEN: usize = 128;
 
-/// Whether Burn's FFT runs on `device` (not on NdArray).
-pub fn has_fft(device: &Device) -> bool {
-    !format!("{device:?}").contains("NdArray")
-}
-
 /// The causal convolution of `u` (B, H, L) with per-channel kernels `k` (H, L): the FFT form
-/// for long sequences where the backend has an FFT, the direct form otherwise.
+/// for sequences longer than [`DIRECT_MAX_LEN`], the direct form otherwise.
 ///
 /// # Panics
 /// When `k` is not (H, L) for `u` (B, H, L).
@@ -29,7 +24,7 @@ pub fn causal_conv(u: Tensor<3>, k: Tensor<2>) -> Tensor<3> {
         [h, l],
         "causal_conv: kernel must be (H, L) = ({h}, {l})"
     );
-    if l > DIRECT_MAX_LEN && has_fft(&u.device()) {
+    if l > DIRECT_MAX_LEN {
         causal_conv_fft(u, k)
     } else {
         causal_conv_direct(u, k)
@@ -59,17 +54,9 @@ pub fn causal_conv_direct(u: Tensor<3>, k: Tensor<2>) -> Tensor<3> {
         .squeeze_dim::<3>(3)
 }
 
-/// The FFT form: rfft of `u` and `k` zero-padded to `n` (a power of two, `n >= 2L`), product,
-/// irfft, first `L` samples.
+/// The FFT form (see [`crate::fft::causal_conv`]).
 pub fn causal_conv_fft(u: Tensor<3>, k: Tensor<2>) -> Tensor<3> {
-    use burn::signal::{irfft, rfft};
-    let [_, _, l] = u.dims();
-    let n = (2 * l).next_power_of_two();
-    let (ur, ui) = rfft(u, 2, Some(n));
-    let (kr, ki) = rfft(k.unsqueeze::<3>(), 2, Some(n));
-    let yr = ur.clone() * kr.clone() - ui.clone() * ki.clone();
-    let yi = ur * ki + ui * kr;
-    irfft(yr, yi, 2, Some(n)).narrow(2, 0, l)
+    crate::fft::causal_conv(u, k)
 }
 
 /// A bidirectional (non-causal) convolution: the causal part with `k_fwd` plus the strictly

@@ -206,6 +206,18 @@ macro_rules! cpu_ssm_ops {
                 $crate::cpu_backend::conv_step::<Self>(x, state, weight, bias, silu)
             }
 
+            fn rfft(x: FloatTensor<Self>, n: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                $crate::cpu_backend::rfft::<Self>(x, n)
+            }
+
+            fn irfft(re: FloatTensor<Self>, im: FloatTensor<Self>, n: usize) -> FloatTensor<Self> {
+                $crate::cpu_backend::irfft::<Self>(re, im, n)
+            }
+
+            fn causal_conv_fft(u: FloatTensor<Self>, k: FloatTensor<Self>) -> FloatTensor<Self> {
+                $crate::cpu_backend::causal_conv_fft::<Self>(u, k)
+            }
+
             fn ssd(
                 x: FloatTensor<Self>,
                 dt: FloatTensor<Self>,
@@ -361,4 +373,43 @@ pub(crate) fn conv_step<B: Backend>(
         device_tensor::<B>(out, vec![sd[0], sd[1]], &device, dtype),
         device_tensor::<B>(st, sd, &device, dtype),
     )
+}
+
+/// The rfft on `rustfft` (see [`crate::fft`]).
+pub(crate) fn rfft<B: Backend>(x: FloatTensor<B>, n: usize) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (dtype, device) = (x.dtype(), x.device());
+    let mut dims = x.shape().to_vec();
+    let m = *dims.last().expect("rfft: a tensor of rank >= 1");
+    let rows = dims.iter().product::<usize>() / m.max(1);
+    let (re, im) = crate::fft::cpu_rfft(&host::<B>(x), rows, m, n);
+    *dims.last_mut().expect("rank >= 1") = n / 2 + 1;
+    (
+        device_tensor::<B>(re, dims.clone(), &device, dtype),
+        device_tensor::<B>(im, dims, &device, dtype),
+    )
+}
+
+/// The irfft on `rustfft` (see [`crate::fft`]).
+pub(crate) fn irfft<B: Backend>(
+    re: FloatTensor<B>,
+    im: FloatTensor<B>,
+    n: usize,
+) -> FloatTensor<B> {
+    let (dtype, device) = (re.dtype(), re.device());
+    let mut dims = re.shape().to_vec();
+    let bins = *dims.last().expect("irfft: a tensor of rank >= 1");
+    let rows = dims.iter().product::<usize>() / bins.max(1);
+    let y = crate::fft::cpu_irfft(&host::<B>(re), &host::<B>(im), rows, n);
+    *dims.last_mut().expect("rank >= 1") = n;
+    device_tensor::<B>(y, dims, &device, dtype)
+}
+
+/// The FFT causal convolution on `rustfft` (see [`crate::fft`]).
+pub(crate) fn causal_conv_fft<B: Backend>(u: FloatTensor<B>, k: FloatTensor<B>) -> FloatTensor<B> {
+    let (dtype, device) = (u.dtype(), u.device());
+    let dims = u.shape().to_vec();
+    let (b, h, l) = (dims[0], dims[1], dims[2]);
+    let bk = k.shape().to_vec()[0];
+    let y = crate::fft::cpu_causal_conv(&host::<B>(u), &host::<B>(k), b, bk, h, l);
+    device_tensor::<B>(y, dims, &device, dtype)
 }

@@ -18,6 +18,7 @@ mod cpu_backend;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod cube;
 pub mod device;
+pub mod fft;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod launches;
 pub mod ops;

@@ -248,6 +248,28 @@ pub trait SsmOps: Backend {
         portable::add_rms_norm::<Self>(x, has_residual.then_some(residual), weight, eps)
     }
 
+    /// The real FFT along the last axis of `x` (.., m), zero-padded or truncated to `n`: the
+    /// one-sided spectrum (re, im), each (.., n/2 + 1). See [`crate::fft`].
+    #[fusion(meta = meta::rfft)]
+    fn rfft(x: FloatTensor<Self>, n: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        crate::fft::rfft_dft::<Self>(x, n)
+    }
+
+    /// The inverse real FFT of a one-sided spectrum (re, im) (.., n/2 + 1) along the last axis,
+    /// to `n` samples. See [`crate::fft`].
+    #[fusion(meta = meta::irfft)]
+    fn irfft(re: FloatTensor<Self>, im: FloatTensor<Self>, n: usize) -> FloatTensor<Self> {
+        crate::fft::irfft_dft::<Self>(re, im, n)
+    }
+
+    /// The causal long convolution `y[b, h, t] = Σ_{j ≤ t} k[b', h, j] u[b, h, t − j]` of `u`
+    /// (B, H, L) with kernels `k` (1 or B, H, L; `b' = 0` or `b`), by FFT zero-padded to at least
+    /// 2L on the backends that have one. See [`crate::fft`].
+    #[fusion(meta = meta::causal_conv_fft)]
+    fn causal_conv_fft(u: FloatTensor<Self>, k: FloatTensor<Self>) -> FloatTensor<Self> {
+        crate::fft::causal_conv_direct::<Self>(u, k)
+    }
+
     #[fusion(meta = meta::mamba_decode_step)]
     fn mamba_decode_step(
         xz: FloatTensor<Self>,
@@ -363,6 +385,23 @@ mod meta {
 
     pub fn add_rms_norm(x: &S, _r: &S, _has: &bool, _w: &S, _eps: &f32) -> (S, S) {
         (x.clone(), x.clone())
+    }
+
+    pub fn rfft(x: &S, n: &usize) -> (S, S) {
+        let mut dims = x.shape.to_vec();
+        *dims.last_mut().expect("rank >= 1") = n / 2 + 1;
+        let s = S::new(Shape::from(dims), x.dtype);
+        (s.clone(), s)
+    }
+
+    pub fn irfft(re: &S, _im: &S, n: &usize) -> S {
+        let mut dims = re.shape.to_vec();
+        *dims.last_mut().expect("rank >= 1") = *n;
+        S::new(Shape::from(dims), re.dtype)
+    }
+
+    pub fn causal_conv_fft(u: &S, _k: &S) -> S {
+        u.clone()
     }
 
     pub fn mamba_decode_step(_xz: &S, conv: &S, ssm: &S, _w: &S) -> (S, S, S) {
@@ -530,6 +569,18 @@ impl SsmOps for burn_cubecl::CubeBackend {
         h0: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         crate::cube::ssd_state_pass(chunk_states, chunk_decay, h0)
+    }
+
+    fn rfft(x: FloatTensor<Self>, n: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        crate::cube::rfft(x, n)
+    }
+
+    fn irfft(re: FloatTensor<Self>, im: FloatTensor<Self>, n: usize) -> FloatTensor<Self> {
+        crate::cube::irfft(re, im, n)
+    }
+
+    fn causal_conv_fft(u: FloatTensor<Self>, k: FloatTensor<Self>) -> FloatTensor<Self> {
+        crate::cube::causal_conv_fft(u, k)
     }
 
     fn add_rms_norm(

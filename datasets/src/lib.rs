@@ -1,12 +1,18 @@
 //! # ssm-datasets
 //!
 //! Data for the SSM zoo as Burn `Dataset`s and `Batcher`s: synthetic tasks generated on
-//! demand (selective copying) and small real data shipped with the crate (sequential digits).
+//! demand (selective copying), small real data shipped with the crate (sequential digits, also
+//! as images), and readers for image folders and the MNIST / CIFAR-10 files.
 
 pub mod digits;
+pub mod images;
 pub mod selective_copying;
 
 pub use digits::{DigitItem, DigitsBatcher, DigitsError, SequenceBatch, digits_split, read_digits};
+pub use images::{
+    ImageBatch, ImageBatcher, ImageDataError, ImageItem, ImageSet, ImageTransform, digits_images,
+    read_cifar10, read_image_folder, read_mnist,
+};
 pub use selective_copying::{
     CopyBatch, CopyBatcher, CopyItem, SelectiveCopyingConfig, SelectiveCopyingDataset,
 };

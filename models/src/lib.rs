@@ -13,5 +13,6 @@ pub mod io;
 pub mod lm;
 pub mod nn;
 pub mod ssm;
+pub mod vision;
 
 pub use error::{ModelError, Result};

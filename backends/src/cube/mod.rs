@@ -844,6 +844,47 @@ pub(crate) fn ssd_state_pass(
     (regions.view(&out, 0, &d), regions.view(&out, 1, &h0_dims))
 }
 
+/// The rfft on Burn's CubeCL FFT (power-of-two `n`); other lengths take the DFT-matrix body.
+pub(crate) fn rfft(x: CubeTensor, n: usize) -> (CubeTensor, CubeTensor) {
+    use burn::signal::SignalOps;
+    if !n.is_power_of_two() || n < 2 || x.shape().num_elements() == 0 {
+        return crate::fft::rfft_dft::<Cb>(x, n);
+    }
+    let r = x.shape().num_dims() - 1;
+    Cb::rfft(crate::fft::fit_last::<Cb>(x, n), r, Some(n))
+}
+
+/// The irfft on Burn's CubeCL FFT (power-of-two `n`); other lengths take the DFT-matrix body.
+pub(crate) fn irfft(re: CubeTensor, im: CubeTensor, n: usize) -> CubeTensor {
+    use burn::signal::SignalOps;
+    if !n.is_power_of_two() || n < 2 || re.shape().num_elements() == 0 {
+        return crate::fft::irfft_dft::<Cb>(re, im, n);
+    }
+    let r = re.shape().num_dims() - 1;
+    Cb::irfft(re, im, r, Some(n))
+}
+
+/// The FFT causal convolution on Burn's CubeCL FFT, zero-padded to the power of two ≥ 2L.
+pub(crate) fn causal_conv_fft(u: CubeTensor, k: CubeTensor) -> CubeTensor {
+    use burn::signal::SignalOps;
+    let dims = u.shape().to_vec();
+    let l = dims[2];
+    if u.shape().num_elements() == 0 {
+        return u;
+    }
+    let n = (2 * l).next_power_of_two();
+    let (ur, ui) = Cb::rfft(crate::fft::fit_last::<Cb>(u, n), 2, Some(n));
+    let (kr, ki) = Cb::rfft(crate::fft::fit_last::<Cb>(k, n), 2, Some(n));
+    let yr = Cb::float_sub(
+        Cb::float_mul(ur.clone(), kr.clone()),
+        Cb::float_mul(ui.clone(), ki.clone()),
+    );
+    let yi = Cb::float_add(Cb::float_mul(ur, ki), Cb::float_mul(ui, kr));
+    P::<Cb>::new(Cb::irfft(yr, yi, 2, Some(n)))
+        .narrow(2, 0, l)
+        .into_inner()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{bwd_tiling, fwd_chunk};

@@ -43,7 +43,7 @@ impl TensorMap {
         };
         Ok(Self {
             path: path.into(),
-            tensors: raw,
+            tensors: unwrap_top_level(raw),
         })
     }
 
@@ -56,6 +56,12 @@ impl TensorMap {
                 .map(|(k, d)| (k, (d.shape().to_vec(), d)))
                 .collect(),
         }
+    }
+
+    /// Adds or replaces a tensor (conversions, tests).
+    pub fn insert(&mut self, key: impl Into<String>, data: TensorData) {
+        self.tensors
+            .insert(key.into(), (data.shape().to_vec(), data));
     }
 
     /// The file the tensors came from.
@@ -142,6 +148,23 @@ impl TensorMap {
             ))
         }
     }
+}
+
+/// Strips the one wrapper that training scripts put around a state dict ("model" as in
+/// hustvl/Vim and DeiT-style checkpoints, "state_dict", or DataParallel's "module") when every
+/// key is under it.
+fn unwrap_top_level(
+    raw: BTreeMap<String, (Vec<usize>, TensorData)>,
+) -> BTreeMap<String, (Vec<usize>, TensorData)> {
+    for prefix in ["model.", "state_dict.", "module."] {
+        if !raw.is_empty() && raw.keys().all(|k| k.starts_with(prefix)) {
+            return raw
+                .into_iter()
+                .map(|(k, v)| (k[prefix.len()..].to_string(), v))
+                .collect();
+        }
+    }
+    raw
 }
 
 fn collect<S: ModuleStore>(

@@ -73,9 +73,48 @@ impl MambaMixerConfig {
     /// `sqrt(n_layer)`.
     pub fn init(&self, device: &Device) -> MambaMixer {
         let (di, n, r, k) = (self.d_inner(), self.d_state, self.dt_rank(), self.d_conv);
+        let (in_proj, out_proj) = self.init_projections(device);
+        let b = self.init_branch(device);
+        MambaMixer {
+            in_proj,
+            conv1d: b.conv1d,
+            x_proj: b.x_proj,
+            dt_proj: b.dt_proj,
+            A_log: b.a_log,
+            D: b.d,
+            out_proj,
+            d_inner: di,
+            d_state: n,
+            dt_rank: r,
+            d_conv: k,
+        }
+    }
+
+    /// in_proj (d_model → 2 d_inner) and out_proj (d_inner → d_model, divided by
+    /// `sqrt(n_layer)`).
+    pub fn init_projections(&self, device: &Device) -> (Linear, Linear) {
+        let di = self.d_inner();
         let in_proj = LinearConfig::new(self.d_model, 2 * di)
             .with_bias(self.bias)
             .init(device);
+        let mut out_proj = LinearConfig::new(di, self.d_model)
+            .with_bias(self.bias)
+            .init(device);
+        out_proj.weight = Param::from_tensor(
+            out_proj
+                .weight
+                .val()
+                .div_scalar((self.n_layer.max(1) as f32).sqrt())
+                .detach(),
+        );
+        (in_proj, out_proj)
+    }
+
+    /// The parameters of one selective-SSM branch with mamba_ssm's initialisation: dt bias the
+    /// inverse softplus of a log-uniform dt in [dt_min, dt_max], `A_log = log(1..=N)`, `D = 1`,
+    /// the conv and x_proj as PyTorch's defaults.
+    pub fn init_branch(&self, device: &Device) -> BranchParams {
+        let (di, n, r, k) = (self.d_inner(), self.d_state, self.dt_rank(), self.d_conv);
         let x_proj = LinearConfig::new(di, r + 2 * n)
             .with_bias(false)
             .init(device);
@@ -97,19 +136,8 @@ impl MambaMixerConfig {
         let a_log = Tensor::<1>::from_data(TensorData::new(logs, [n]), device)
             .unsqueeze_dim::<2>(0)
             .repeat_dim(0, di);
-        let mut out_proj = LinearConfig::new(di, self.d_model)
-            .with_bias(self.bias)
-            .init(device);
-        out_proj.weight = Param::from_tensor(
-            out_proj
-                .weight
-                .val()
-                .div_scalar((self.n_layer.max(1) as f32).sqrt())
-                .detach(),
-        );
         let bound = 1.0 / (k as f64).sqrt();
-        MambaMixer {
-            in_proj,
+        BranchParams {
             conv1d: Conv1dParams {
                 weight: Param::from_tensor(Tensor::random(
                     [di, 1, k],
@@ -126,15 +154,21 @@ impl MambaMixerConfig {
             },
             x_proj,
             dt_proj,
-            A_log: Param::from_tensor(a_log.detach()),
-            D: Param::from_tensor(Tensor::ones([di], device)),
-            out_proj,
-            d_inner: di,
-            d_state: n,
-            dt_rank: r,
-            d_conv: k,
+            a_log: Param::from_tensor(a_log.detach()),
+            d: Param::from_tensor(Tensor::ones([di], device)),
         }
     }
+}
+
+/// Freshly initialised parameters of one selective-SSM branch (see
+/// [`MambaMixerConfig::init_branch`]).
+#[derive(Debug)]
+pub struct BranchParams {
+    pub conv1d: Conv1dParams,
+    pub x_proj: Linear,
+    pub dt_proj: Linear,
+    pub a_log: Param<Tensor<2>>,
+    pub d: Param<Tensor<1>>,
 }
 
 /// The depthwise causal convolution's parameters, named as in the checkpoints
@@ -243,6 +277,81 @@ pub struct MambaTrace {
     pub y: Tensor<3>,
 }
 
+/// The selective-SSM branch of a Mamba mixer, borrowed from its parameters: causal depthwise
+/// conv and SiLU, x_proj into (dt, B, C), dt_proj, and the selective scan with the D skip and the
+/// SiLU(z) gate. Vim's bidirectional mixer runs two of them on one in_proj output.
+#[derive(Debug, Clone, Copy)]
+pub struct SsmBranch<'a> {
+    pub conv1d: &'a Conv1dParams,
+    pub x_proj: &'a Linear,
+    pub dt_proj: &'a Linear,
+    pub a_log: &'a Param<Tensor<2>>,
+    pub d: &'a Param<Tensor<1>>,
+    pub d_state: usize,
+    pub dt_rank: usize,
+}
+
+impl SsmBranch<'_> {
+    /// Runs the branch on `xs` and `z` (B, D, L) from `cache` (zeros when `None`): returns the
+    /// scan's arguments and gated output (`trace.y`, (B, D, L)) and the state after the last step.
+    pub fn run(
+        &self,
+        xs: Tensor<3>,
+        z: Tensor<3>,
+        cache: Option<MambaLayerCache>,
+    ) -> (MambaTrace, MambaLayerCache) {
+        let device = xs.device();
+        let (n, r) = (self.d_state, self.dt_rank);
+        let d_inner = xs.dims()[1];
+        let (conv_prev, h0) = match cache {
+            Some(c) => (Some(c.conv_state), Some(c.ssm_state)),
+            None => (None, None),
+        };
+        let (u, conv_state) = self.conv1d.causal_silu(xs, conv_prev);
+        let x_dbl = self.x_proj.forward(u.clone().swap_dims(1, 2)); // (B, L, R + 2N)
+        let dt = x_dbl.clone().narrow(2, 0, r);
+        let b = x_dbl.clone().narrow(2, r, n).swap_dims(1, 2); // (B, N, L)
+        let c = x_dbl.narrow(2, r + n, n).swap_dims(1, 2);
+        let delta = dt
+            .matmul(self.dt_proj.weight.val().unsqueeze())
+            .swap_dims(1, 2);
+        let dt_bias = match &self.dt_proj.bias {
+            Some(bias) => bias.val(),
+            None => Tensor::zeros([d_inner], &device),
+        };
+        let mut scan = SelectiveScan::new(
+            u.clone(),
+            delta.clone(),
+            self.a_log.val().exp().neg(),
+            b.clone().unsqueeze_dim(1),
+            c.clone().unsqueeze_dim(1),
+        )
+        .d(self.d.val())
+        .z(z.clone())
+        .delta_bias(dt_bias)
+        .softplus(true);
+        if let Some(h0) = h0 {
+            scan = scan.initial_state(h0);
+        }
+        let out = scan.run();
+        (
+            MambaTrace {
+                u,
+                delta,
+                b,
+                c,
+                z,
+                y: out.y,
+            },
+            MambaLayerCache {
+                conv_state,
+                ssm_state: out.state,
+                step_weights: None,
+            },
+        )
+    }
+}
+
 impl MambaMixer {
     /// `A = -exp(A_log)` (D, N).
     pub fn a(&self) -> Tensor<2> {
@@ -278,56 +387,26 @@ impl MambaMixer {
         x: Tensor<3>,
         cache: Option<MambaLayerCache>,
     ) -> (Tensor<3>, MambaLayerCache, MambaTrace) {
-        let device = x.device();
-        let (di, n, r) = (self.d_inner, self.d_state, self.dt_rank);
+        let di = self.d_inner;
         let xz = self.in_proj.forward(x);
         let xs = xz.clone().narrow(2, 0, di).swap_dims(1, 2); // (B, D, L)
         let z = xz.narrow(2, di, di).swap_dims(1, 2);
-        let (conv_prev, h0) = match cache {
-            Some(c) => (Some(c.conv_state), Some(c.ssm_state)),
-            None => (None, None),
-        };
-        let (u, conv_state) = self.conv1d.causal_silu(xs, conv_prev);
-        let x_dbl = self.x_proj.forward(u.clone().swap_dims(1, 2)); // (B, L, R + 2N)
-        let dt = x_dbl.clone().narrow(2, 0, r);
-        let b = x_dbl.clone().narrow(2, r, n).swap_dims(1, 2); // (B, N, L)
-        let c = x_dbl.narrow(2, r + n, n).swap_dims(1, 2);
-        let delta = dt
-            .matmul(self.dt_proj.weight.val().unsqueeze())
-            .swap_dims(1, 2);
-        let mut scan = SelectiveScan::new(
-            u.clone(),
-            delta.clone(),
-            self.a(),
-            b.clone().unsqueeze_dim(1),
-            c.clone().unsqueeze_dim(1),
-        )
-        .d(self.D.val())
-        .z(z.clone())
-        .delta_bias(self.dt_bias(&device))
-        .softplus(true);
-        if let Some(h0) = h0 {
-            scan = scan.initial_state(h0);
+        let (trace, cache) = self.branch().run(xs, z, cache);
+        let y = self.out_proj.forward(trace.y.clone().swap_dims(1, 2));
+        (y, cache, trace)
+    }
+
+    /// The selective-SSM part of this mixer, between in_proj and out_proj.
+    pub fn branch(&self) -> SsmBranch<'_> {
+        SsmBranch {
+            conv1d: &self.conv1d,
+            x_proj: &self.x_proj,
+            dt_proj: &self.dt_proj,
+            a_log: &self.A_log,
+            d: &self.D,
+            d_state: self.d_state,
+            dt_rank: self.dt_rank,
         }
-        let out = scan.run();
-        let y = self.out_proj.forward(out.y.clone().swap_dims(1, 2));
-        let trace = MambaTrace {
-            u,
-            delta,
-            b,
-            c,
-            z,
-            y: out.y,
-        };
-        (
-            y,
-            MambaLayerCache {
-                conv_state,
-                ssm_state: out.state,
-                step_weights: None,
-            },
-            trace,
-        )
     }
 
     /// One recurrent step (B, d_model) -> (B, d_model): in_proj, the fused decode step

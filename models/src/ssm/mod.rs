@@ -1,5 +1,6 @@
 //! Sequence mixers.
 
+pub mod bimamba;
 pub mod dss;
 pub mod hippo;
 pub mod mamba;
@@ -8,6 +9,7 @@ pub mod s4;
 pub mod s4d;
 pub mod s5;
 
+pub use bimamba::BiMambaMixer;
 pub use mamba::{MambaLayerCache, MambaMixer, MambaMixerConfig, MambaTrace};
 pub use mamba2::{Mamba2Mixer, Mamba2MixerConfig, Mamba2Trace};
 

@@ -8,8 +8,9 @@
 //! `K̂(z) = c(z) [k₀₀(z) − k₀₁(z) (1 + k₁₁(z))⁻¹ k₁₀(z)]`, `c(z) = 2 / (1 + z)`,
 //! `g(z) = (2/Δ) (1 − z) / (1 + z)`, `k_ab(z) = Σ_n a_n* b_n / (g(z) − Λ_n)` over all N modes
 //!
-//! (a Cauchy kernel, then the Woodbury correction for the low-rank term), and `K` its inverse DFT.
-//! The DFT is taken as a product with the (L, L) Fourier matrix, exact at any length. The
+//! (a Cauchy kernel, then the Woodbury correction for the low-rank term), evaluated at the
+//! `L/2 + 1` non-negative frequencies only (K is real, so its spectrum is Hermitian), and `K` is
+//! its inverse real FFT ([`ssm_backends::fft::irfft`], any L, differentiable). The
 //! recurrent step runs the dense bilinear system `x_t = Ā x_{t−1} + B̄ u_t`, `y_t = Re(C* x_t)`,
 //! with `C` recovered from `C̃` by one solve, set up in float64 by `nalgebra`.
 #![allow(non_snake_case)]
@@ -133,11 +134,13 @@ impl S4Kernel {
         let device = self.log_dt.val().device();
         let [h, n2] = self.Lambda_re.dims();
         let dt = self.log_dt.val().exp().reshape([h, 1, 1]);
-        // Roots of unity z_k = exp(-2πi k / L) and g, c at them (1, L, 1).
-        let ang: Vec<f32> = (0..len)
+        // Roots of unity z_k = exp(-2πi k / L), k = 0..=L/2, and g, c at them (1, bins, 1).
+        let bins = len / 2 + 1;
+        let ang: Vec<f32> = (0..bins)
             .map(|k| (-2.0 * PI * k as f64 / len as f64) as f32)
             .collect();
-        let ang = Tensor::<1>::from_data(TensorData::new(ang, [len]), &device).reshape([1, len, 1]);
+        let ang =
+            Tensor::<1>::from_data(TensorData::new(ang, [bins]), &device).reshape([1, bins, 1]);
         let z = Complex {
             re: ang.clone().cos(),
             im: ang.sin(),
@@ -186,8 +189,8 @@ impl S4Kernel {
             let v = conj(a.clone()) * bb.clone(); // (H, 1, N)
             let s = r.clone() * v;
             Complex {
-                re: s.re.sum_dim(2).reshape([h, len]),
-                im: s.im.sum_dim(2).reshape([h, len]),
+                re: s.re.sum_dim(2).reshape([h, bins]),
+                im: s.im.sum_dim(2).reshape([h, bins]),
             }
         };
         let k00 = cauchy(&ct, &b);
@@ -200,23 +203,16 @@ impl S4Kernel {
         };
         let corr = (k01 * k10) / one_k11;
         let c2 = Complex {
-            re: c.re.reshape([1, len]),
-            im: c.im.reshape([1, len]),
+            re: c.re.reshape([1, bins]),
+            im: c.im.reshape([1, bins]),
         };
         let khat = c2
             * Complex {
                 re: k00.re - corr.re,
                 im: k00.im - corr.im,
             }; // (H, L)
-        // Inverse DFT: K_l = Re (1/L) Σ_k K̂_k exp(2πi k l / L).
-        let theta: Vec<f32> = (0..len * len)
-            .map(|i| {
-                let (k, l) = (i / len, i % len);
-                (2.0 * PI * ((k * l) % len) as f64 / len as f64) as f32
-            })
-            .collect();
-        let theta = Tensor::<2>::from_data(TensorData::new(theta, [len, len]), &device);
-        (khat.re.matmul(theta.clone().cos()) - khat.im.matmul(theta.sin())) / len as f32
+        // K = irfft(K̂) at L samples.
+        ssm_backends::fft::irfft(khat.re, khat.im, len)
     }
 
     /// The dense bilinear system for stepping, set up in float64: per channel `Ā` (N, N),

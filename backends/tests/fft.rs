@@ -1,0 +1,233 @@
+//! The FFT ops (rfft, irfft, FFT causal convolution) on every backend built: values against a
+//! float64 DFT and direct sum, gradients against autodiff through the DFT-matrix and Toeplitz
+//! forms.
+
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use ssm_backends::conv::causal_conv_direct;
+use ssm_backends::fft::{causal_conv, irfft, rfft};
+use ssm_backends::testing::max_rel_diff;
+use ssm_backends::to_vec;
+use std::f64::consts::PI;
+
+fn devices() -> Vec<Device> {
+    let mut all = vec![Device::flex()];
+    #[cfg(feature = "ndarray")]
+    all.push(Device::ndarray());
+    #[cfg(feature = "wgpu")]
+    all.extend(ssm_backends::testing::wgpu_test_device());
+    all
+}
+
+fn host(t: Tensor<2>) -> Vec<f64> {
+    to_vec(t).into_iter().map(f64::from).collect()
+}
+
+/// The float64 one-sided DFT of each row of `x` (rows, m), zero-padded or truncated to `n`.
+fn dft_f64(x: &[f64], rows: usize, m: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let bins = n / 2 + 1;
+    let (mut re, mut im) = (vec![0.0; rows * bins], vec![0.0; rows * bins]);
+    for r in 0..rows {
+        for k in 0..bins {
+            for l in 0..m.min(n) {
+                let a = 2.0 * PI * (k * l) as f64 / n as f64;
+                re[r * bins + k] += x[r * m + l] * a.cos();
+                im[r * bins + k] -= x[r * m + l] * a.sin();
+            }
+        }
+    }
+    (re, im)
+}
+
+/// The float64 inverse real DFT (imaginary parts of the DC and Nyquist bins ignored).
+fn idft_f64(re: &[f64], im: &[f64], rows: usize, n: usize) -> Vec<f64> {
+    let bins = n / 2 + 1;
+    let mut y = vec![0.0; rows * n];
+    for r in 0..rows {
+        for l in 0..n {
+            for k in 0..bins {
+                let c = if k == 0 || 2 * k == n { 1.0 } else { 2.0 };
+                let a = 2.0 * PI * (k * l) as f64 / n as f64;
+                y[r * n + l] +=
+                    c * (re[r * bins + k] * a.cos() - im[r * bins + k] * a.sin()) / n as f64;
+            }
+        }
+    }
+    y
+}
+
+fn rel(a: &[f64], b: &[f64]) -> f64 {
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
+    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn rfft_and_irfft_match_the_float64_dft_at_any_length() {
+    for device in devices() {
+        device.seed(7);
+        // (input width m, transform length n): equal, padded, truncated; odd, even, powers of two.
+        for (m, n) in [
+            (1, 1),
+            (8, 8),
+            (5, 8),
+            (12, 12),
+            (45, 45),
+            (50, 45),
+            (64, 128),
+            (100, 100),
+        ] {
+            let x = Tensor::<2>::random([3, m], Distribution::Normal(0.0, 1.0), &device);
+            let xs = host(x.clone());
+            let (re, im) = rfft(x, n);
+            let (want_re, want_im) = dft_f64(&xs, 3, m, n);
+            let (got_re, got_im) = (host(re), host(im));
+            let err = rel(&got_re, &want_re).max(rel(&got_im, &want_im));
+            assert!(
+                err <= 1e-5,
+                "{device:?} rfft m {m} n {n}: relative error {err:e}"
+            );
+
+            let bins = n / 2 + 1;
+            let sr = Tensor::<2>::random([2, bins], Distribution::Normal(0.0, 1.0), &device);
+            let si = Tensor::<2>::random([2, bins], Distribution::Normal(0.0, 1.0), &device);
+            let want = idft_f64(&host(sr.clone()), &host(si.clone()), 2, n);
+            let err = rel(&host(irfft(sr, si, n)), &want);
+            assert!(
+                err <= 1e-5,
+                "{device:?} irfft n {n}: relative error {err:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fft_convolution_matches_the_float64_direct_sum() {
+    for device in devices() {
+        device.seed(8);
+        for l in [1, 2, 37, 129, 200, 513] {
+            let (b, h) = (3, 2);
+            let u = Tensor::<3>::random([b, h, l], Distribution::Normal(0.0, 1.0), &device);
+            let k = Tensor::<2>::random([h, l], Distribution::Normal(0.0, 1.0), &device);
+            let (us, ks) = (to_vec(u.clone()), to_vec(k.clone()));
+            let mut want = vec![0f64; b * h * l];
+            for i in 0..b {
+                for c in 0..h {
+                    for t in 0..l {
+                        want[(i * h + c) * l + t] = (0..=t)
+                            .map(|j| ks[c * l + j] as f64 * us[(i * h + c) * l + t - j] as f64)
+                            .sum();
+                    }
+                }
+            }
+            let got: Vec<f64> = to_vec(causal_conv(u, k))
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            let err = rel(&got, &want);
+            assert!(err <= 1e-5, "{device:?} L {l}: relative error {err:e}");
+        }
+    }
+}
+
+/// The (n, bins) DFT matrices for the reference forms, scaled per bin.
+fn dft_mats(n: usize, w: impl Fn(usize) -> f64, device: &Device) -> (Tensor<2>, Tensor<2>) {
+    let bins = n / 2 + 1;
+    let (mut c, mut s) = (vec![0f32; n * bins], vec![0f32; n * bins]);
+    for l in 0..n {
+        for k in 0..bins {
+            let a = 2.0 * PI * (k * l) as f64 / n as f64;
+            c[l * bins + k] = (a.cos() * w(k)) as f32;
+            s[l * bins + k] = (a.sin() * w(k)) as f32;
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(c, [n, bins]), device),
+        Tensor::from_data(TensorData::new(s, [n, bins]), device),
+    )
+}
+
+#[test]
+fn gradients_match_autodiff_through_the_dft_and_toeplitz_forms() {
+    for base in devices() {
+        base.seed(9);
+        // Lavapipe compiles a kernel set per shape (seconds each): fewer cases on wgpu, still
+        // one power-of-two (Burn's FFT) and one other length (DFT body) and the long conv.
+        let gpu = format!("{base:?}").contains("Cube");
+        let device = base.clone().autodiff();
+        let spectra: &[(usize, usize)] = if gpu {
+            &[(5, 8), (9, 7)]
+        } else {
+            &[(6, 6), (5, 8), (9, 7), (16, 16)]
+        };
+        for &(m, n) in spectra {
+            let bins = n / 2 + 1;
+            let data = |dims: [usize; 2]| {
+                Tensor::<2>::random(dims, Distribution::Normal(0.0, 1.0), &device).into_data()
+            };
+            let (xd, wre, wim) = (data([2, m]), data([2, bins]), data([2, bins]));
+            let (sre, sim, wy) = (data([2, bins]), data([2, bins]), data([2, n]));
+            let run = |reference: bool| {
+                let t = |d: &TensorData| Tensor::<2>::from_data(d.clone(), &device).require_grad();
+                let (x, sr, si) = (t(&xd), t(&sre), t(&sim));
+                let c = |d: &TensorData| Tensor::<2>::from_data(d.clone(), &device);
+                let (re, im, y) = if reference {
+                    let (cf, sf) = dft_mats(n, |_| 1.0, &device);
+                    let xp = if m >= n {
+                        x.clone().narrow(1, 0, n)
+                    } else {
+                        Tensor::cat(vec![x.clone(), Tensor::zeros([2, n - m], &device)], 1)
+                    };
+                    let w = |k: usize| if k == 0 || 2 * k == n { 1.0 } else { 2.0 } / n as f64;
+                    let (ci, si_) = dft_mats(n, w, &device);
+                    (
+                        xp.clone().matmul(cf),
+                        xp.matmul(sf).neg(),
+                        sr.clone().matmul(ci.transpose()) - si.clone().matmul(si_.transpose()),
+                    )
+                } else {
+                    let (re, im) = rfft(x.clone(), n);
+                    (re, im, irfft(sr.clone(), si.clone(), n))
+                };
+                let loss = (re * c(&wre)).sum() + (im * c(&wim)).sum() + (y * c(&wy)).sum();
+                let g = loss.backward();
+                [x, sr, si].map(|p| to_vec(p.grad(&g).expect("gradient")))
+            };
+            let (ours, reference) = (run(false), run(true));
+            for (name, (a, b)) in ["x", "re", "im"].iter().zip(ours.iter().zip(&reference)) {
+                let err = max_rel_diff(a, b);
+                assert!(
+                    err <= 1e-4,
+                    "{base:?} m {m} n {n} d{name}: relative error {err:e}"
+                );
+            }
+        }
+        // The convolution: du and dk (kernel shared over the batch), at a short and a long L.
+        let lengths: &[usize] = if gpu { &[150] } else { &[5, 150] };
+        for &l in lengths {
+            let ud =
+                Tensor::<3>::random([3, 2, l], Distribution::Normal(0.0, 1.0), &device).into_data();
+            let kd =
+                Tensor::<2>::random([2, l], Distribution::Normal(0.0, 1.0), &device).into_data();
+            let wd =
+                Tensor::<3>::random([3, 2, l], Distribution::Normal(0.0, 1.0), &device).into_data();
+            let run = |reference: bool| {
+                let u = Tensor::<3>::from_data(ud.clone(), &device).require_grad();
+                let k = Tensor::<2>::from_data(kd.clone(), &device).require_grad();
+                let y = if reference {
+                    causal_conv_direct(u.clone(), k.clone())
+                } else {
+                    causal_conv(u.clone(), k.clone())
+                };
+                let g = (y * Tensor::<3>::from_data(wd.clone(), &device))
+                    .sum()
+                    .backward();
+                (
+                    to_vec(u.grad(&g).expect("du")),
+                    to_vec(k.grad(&g).expect("dk")),
+                )
+            };
+            let ((du, dk), (du_ref, dk_ref)) = (run(false), run(true));
+            let err = max_rel_diff(&du, &du_ref).max(max_rel_diff(&dk, &dk_ref));
+            assert!(err <= 1e-4, "{base:?} conv L {l}: relative error {err:e}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Vim's bidirectional Mamba mixer ("bimamba v2", Zhu et al., "Vision Mamba: Efficient Visual
+//! Representation Learning with Bidirectional State Space Model", 2024).
+//!
+//! One in_proj and one out_proj are shared by two selective-SSM branches with their own conv,
+//! x_proj, dt_proj, `A` and `D`: the forward branch reads the sequence in order, the backward
+//! branch reads it reversed (the gate `z` reversed with it), and the two gated outputs are
+//! averaged (Vim's `if_divide_out`) before out_proj:
+//!
+//! ```text
+//! [x | z] = in_proj(u)
+//! y_f = branch_f(x, z);   y_b = flip(branch_b(flip(x), flip(z)))
+//! out = out_proj((y_f + y_b) / 2)
+//! ```
+//!
+//! Parameter names are Vim's checkpoint keys: `in_proj`, `conv1d`, `x_proj`, `dt_proj`, `A_log`,
+//! `D`, `conv1d_b`, `x_proj_b`, `dt_proj_b`, `A_b_log`, `D_b`, `out_proj`. The mixer reads the
+//! whole sequence in both directions, so it has no recurrent step.
+#![allow(non_snake_case)]
+
+use crate::ssm::mamba::{Conv1dParams, MambaMixerConfig, SsmBranch};
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor};
+
+/// The bidirectional Mamba mixer of Vim. Built by [`MambaMixerConfig::init_bidirectional`].
+#[derive(Module, Debug)]
+pub struct BiMambaMixer {
+    pub in_proj: Linear,
+    pub conv1d: Conv1dParams,
+    pub x_proj: Linear,
+    pub dt_proj: Linear,
+    pub A_log: Param<Tensor<2>>,
+    pub D: Param<Tensor<1>>,
+    pub conv1d_b: Conv1dParams,
+    pub x_proj_b: Linear,
+    pub dt_proj_b: Linear,
+    pub A_b_log: Param<Tensor<2>>,
+    pub D_b: Param<Tensor<1>>,
+    pub out_proj: Linear,
+    pub d_inner: usize,
+    pub d_state: usize,
+    pub dt_rank: usize,
+    /// Divide the sum of the two directions by 2 (Vim's `if_divide_out`, on in all released
+    /// models).
+    pub divide_out: bool,
+}
+
+impl MambaMixerConfig {
+    /// A bidirectional mixer: both branches with mamba_ssm's initialisation.
+    pub fn init_bidirectional(&self, device: &Device) -> BiMambaMixer {
+        let (in_proj, out_proj) = self.init_projections(device);
+        let (f, b) = (self.init_branch(device), self.init_branch(device));
+        BiMambaMixer {
+            in_proj,
+            conv1d: f.conv1d,
+            x_proj: f.x_proj,
+            dt_proj: f.dt_proj,
+            A_log: f.a_log,
+            D: f.d,
+            conv1d_b: b.conv1d,
+            x_proj_b: b.x_proj,
+            dt_proj_b: b.dt_proj,
+            A_b_log: b.a_log,
+            D_b: b.d,
+            out_proj,
+            d_inner: self.d_inner(),
+            d_state: self.d_state,
+            dt_rank: self.dt_rank(),
+            divide_out: true,
+        }
+    }
+}
+
+impl BiMambaMixer {
+    /// The forward branch.
+    pub fn forward_branch(&self) -> SsmBranch<'_> {
+        SsmBranch {
+            conv1d: &self.conv1d,
+            x_proj: &self.x_proj,
+            dt_proj: &self.dt_proj,
+            a_log: &self.A_log,
+            d: &self.D,
+            d_state: self.d_state,
+            dt_rank: self.dt_rank,
+        }
+    }
+
+    /// The backward branch (run on the reversed sequence).
+    pub fn backward_branch(&self) -> SsmBranch<'_> {
+        SsmBranch {
+            conv1d: &self.conv1d_b,
+            x_proj: &self.x_proj_b,
+            dt_proj: &self.dt_proj_b,
+            a_log: &self.A_b_log,
+            d: &self.D_b,
+            d_state: self.d_state,
+            dt_rank: self.dt_rank,
+        }
+    }
+
+    /// (B, L, d_model) -> (B, L, d_model), reading the sequence both ways.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let di = self.d_inner;
+        let xz = self.in_proj.forward(x);
+        let xs = xz.clone().narrow(2, 0, di).swap_dims(1, 2); // (B, D, L)
+        let z = xz.narrow(2, di, di).swap_dims(1, 2);
+        let (fwd, _) = self.forward_branch().run(xs.clone(), z.clone(), None);
+        let (bwd, _) = self.backward_branch().run(xs.flip([2]), z.flip([2]), None);
+        let mut y = fwd.y + bwd.y.flip([2]);
+        if self.divide_out {
+            y = y.div_scalar(2.0);
+        }
+        self.out_proj.forward(y.swap_dims(1, 2))
+    }
+}
