@@ -248,6 +248,17 @@ pub fn read_cifar10(files: &[PathBuf]) -> Result<ImageSet, ImageDataError> {
     })
 }
 
+/// Reads one image file (PNG, JPEG, BMP), naming the file on failure.
+pub fn read_image(path: &Path) -> Result<DynamicImage, ImageDataError> {
+    if !path.is_file() {
+        return Err(ImageDataError::Io {
+            path: path.into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+    }
+    image::open(path).map_err(|e| format_err(path, e.to_string()))
+}
+
 /// A digit (8×8, intensities 0..=1) as a grayscale image.
 pub fn digit_image(d: &DigitItem) -> ImageItem {
     let px = d
@@ -282,6 +293,11 @@ pub struct ImageTransform {
     pub channels: usize,
     /// Resize to this square side first (bilinear), if set.
     pub resize: Option<u32>,
+    /// Evaluation-style resize instead: scale the shorter side to this (bicubic, aspect kept)
+    /// then take the centred `center_crop` square.
+    pub shorter_side: Option<u32>,
+    /// The centred square kept after `shorter_side`.
+    pub center_crop: Option<u32>,
     /// Training: pad by this many pixels on each side, then crop back at a random offset.
     pub crop_padding: u32,
     /// Training: flip horizontally with probability 1/2.
@@ -296,10 +312,24 @@ impl ImageTransform {
         Self {
             channels: 3,
             resize: Some(side),
+            shorter_side: None,
+            center_crop: None,
             crop_padding: 0,
             hflip: false,
             mean: vec![0.485, 0.456, 0.406],
             std: vec![0.229, 0.224, 0.225],
+        }
+    }
+
+    /// The ImageNet evaluation transform of the Vim and VMamba recipes (timm's defaults): the
+    /// shorter side scaled to `side / 0.875` (bicubic), the centred `side` square, ImageNet's
+    /// normalisation.
+    pub fn imagenet_eval(side: u32) -> Self {
+        Self {
+            resize: None,
+            shorter_side: Some((side as f64 / 0.875).floor() as u32),
+            center_crop: Some(side),
+            ..Self::imagenet(side)
         }
     }
 
@@ -308,6 +338,8 @@ impl ImageTransform {
         Self {
             channels: 1,
             resize: Some(side),
+            shorter_side: None,
+            center_crop: None,
             crop_padding: 0,
             hflip: false,
             mean: vec![0.5],
@@ -328,8 +360,15 @@ impl ImageTransform {
                 self.std.len()
             ));
         }
-        if self.std.iter().any(|s| *s <= 0.0) || self.resize == Some(0) {
-            return Err("std must be positive and the resize side at least 1".into());
+        if self.std.iter().any(|s| *s <= 0.0)
+            || [self.resize, self.shorter_side, self.center_crop].contains(&Some(0))
+        {
+            return Err("std must be positive and every size at least 1".into());
+        }
+        if let (Some(s), Some(c)) = (self.shorter_side, self.center_crop)
+            && c > s
+        {
+            return Err(format!("center_crop {c} is larger than shorter_side {s}"));
         }
         Ok(())
     }
@@ -343,6 +382,20 @@ impl ImageTransform {
             }
             _ => image.clone(),
         };
+        if let Some(s) = self.shorter_side {
+            let (w, h) = (img.width().max(1), img.height().max(1));
+            let scale = s as f64 / w.min(h) as f64;
+            let (nw, nh) = (
+                ((w as f64 * scale).round() as u32).max(s),
+                ((h as f64 * scale).round() as u32).max(s),
+            );
+            img = img.resize_exact(nw, nh, FilterType::CatmullRom);
+        }
+        if let Some(c) = self.center_crop {
+            let (w, h) = (img.width(), img.height());
+            let (cw, ch) = (c.min(w), c.min(h));
+            img = img.crop_imm((w - cw) / 2, (h - ch) / 2, cw, ch);
+        }
         if let Some(rng) = rng {
             if self.crop_padding > 0 {
                 let p = self.crop_padding;
@@ -533,6 +586,8 @@ mod tests {
         let t = ImageTransform {
             channels: 1,
             resize: None,
+            shorter_side: None,
+            center_crop: None,
             crop_padding: 0,
             hflip: false,
             mean: vec![0.5],

@@ -11,7 +11,7 @@ pub mod selective_copying;
 pub use digits::{DigitItem, DigitsBatcher, DigitsError, SequenceBatch, digits_split, read_digits};
 pub use images::{
     ImageBatch, ImageBatcher, ImageDataError, ImageItem, ImageSet, ImageTransform, digits_images,
-    read_cifar10, read_image_folder, read_mnist,
+    read_cifar10, read_image, read_image_folder, read_mnist,
 };
 pub use selective_copying::{
     CopyBatch, CopyBatcher, CopyItem, SelectiveCopyingConfig, SelectiveCopyingDataset,

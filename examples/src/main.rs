@@ -5,14 +5,18 @@
 //! zoo logits   --model DIR --ids "1,2;3,4" --out logits.safetensors
 //! zoo generate --model DIR --prompt "Mamba is" --max-new-tokens 32
 //! zoo bench lm [--arch mamba] [--d-model 768] [--layers 24] [--device wgpu]
+//! zoo train s4d-digits | s5-digits | vim-digits | vmamba-digits
+//! zoo classify --model vim_t_midclstok_76p1acc.pth cat.jpg dog.png
 //! ```
 
 mod bench;
+mod classify;
 mod common;
 mod demo;
 mod generate;
 mod logits;
 mod train;
+mod train_vision;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -43,6 +47,8 @@ enum Command {
     },
     /// Test accuracy of a model saved by `zoo train`.
     Eval(train::EvalArgs),
+    /// Top classes of images under a Vim or VMamba checkpoint (or a `zoo train` folder).
+    Classify(classify::ClassifyArgs),
     /// Benchmarks (prints one JSON object).
     Bench {
         #[command(subcommand)]
@@ -58,6 +64,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => generate::run(a),
         Command::Train { task } => train::train(task),
         Command::Eval(a) => train::eval(a),
+        Command::Classify(a) => classify::run(a),
         Command::Bench { what } => bench::run(what),
     };
     match result {

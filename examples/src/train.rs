@@ -5,22 +5,20 @@
 //! `zoo eval`.
 
 use crate::common::{CliError, CliResult, device};
+use crate::train_vision::VisionArgs;
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::Dataset;
 use burn::module::Module;
-use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrSchedulerConfig;
 use burn::prelude::Config;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
 use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 use clap::{Args, Subcommand};
-use ssm_datasets::images::{ImageBatcher, ImageTransform, digits_images};
 use ssm_datasets::{DigitsBatcher, digits_split};
 use ssm_models::classify::{
     LayerKind, SequenceClassifier, SequenceClassifierConfig, learning_rates, optimizer,
 };
-use ssm_models::vision::{self, Vim, VimConfig};
 use std::path::{Path, PathBuf};
 
 /// The variants name the command-line tasks (`s4d-digits`, ...), hence the shared suffix.
@@ -33,42 +31,8 @@ pub enum TrainTask {
     S5Digits(TrainArgs),
     /// A small Vim (bidirectional Mamba over patches) on the digits upsampled to 16x16.
     VimDigits(VisionArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct VisionArgs {
-    #[arg(long, default_value_t = 20)]
-    epochs: usize,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// AdamW learning rate.
-    #[arg(long, default_value_t = 0.002)]
-    lr: f64,
-    /// AdamW weight decay (none on biases, norms, A_log, D, pos_embed, cls_token).
-    #[arg(long, default_value_t = 0.05)]
-    weight_decay: f64,
-    /// Input side after upsampling the 8x8 digits.
-    #[arg(long, default_value_t = 16)]
-    img_size: usize,
-    #[arg(long, default_value_t = 4)]
-    patch_size: usize,
-    #[arg(long, default_value_t = 64)]
-    embed_dim: usize,
-    #[arg(long, default_value_t = 4)]
-    depth: usize,
-    #[arg(long, default_value_t = 16)]
-    d_state: usize,
-    /// Largest stochastic-depth rate.
-    #[arg(long, default_value_t = 0.0)]
-    drop_path: f64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Where the checkpoints, the final model and its config go (default runs/<task>).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// cpu, ndarray, wgpu, wgpu:N, cuda:N (default cpu).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// A small VMamba (2D cross-scan stages) on the digits upsampled to 16x16.
+    VmambaDigits(VisionArgs),
 }
 
 #[derive(Args, Debug)]
@@ -117,168 +81,9 @@ pub fn train(task: TrainTask) -> CliResult {
     match task {
         TrainTask::S4dDigits(a) => digits(a, LayerKind::S4D),
         TrainTask::S5Digits(a) => digits(a, LayerKind::S5),
-        TrainTask::VimDigits(a) => vim_digits(a),
+        TrainTask::VimDigits(a) => crate::train_vision::vim_digits(a),
+        TrainTask::VmambaDigits(a) => crate::train_vision::vmamba_digits(a),
     }
-}
-
-/// What `zoo.json` in a run folder says: the model kind `zoo eval` rebuilds.
-const KIND_FILE: &str = "zoo.json";
-
-fn write_kind(dir: &Path, kind: &str) -> CliResult {
-    std::fs::write(dir.join(KIND_FILE), format!("{{\"kind\": \"{kind}\"}}\n"))
-        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", dir.display())))
-}
-
-/// The model kind of a run folder: "vim", or "sequence" (also for folders from before
-/// `zoo.json` existed).
-fn read_kind(dir: &Path) -> CliResult<String> {
-    let path = dir.join(KIND_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok("sequence".into());
-    };
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| CliError::Io(format!("{} is not valid JSON: {e}", path.display())))?;
-    match v.get("kind").and_then(|k| k.as_str()) {
-        Some(k @ ("vim" | "sequence")) => Ok(k.to_string()),
-        other => Err(CliError::Io(format!(
-            "{}: unknown model kind {other:?} (expected \"vim\" or \"sequence\")",
-            path.display()
-        ))),
-    }
-}
-
-/// The digits transform for a Vim at `side` pixels; `train` adds random shifts of up to
-/// `side / 8` pixels.
-fn digits_transform(side: usize, train: bool) -> ImageTransform {
-    ImageTransform {
-        crop_padding: if train { (side / 8) as u32 } else { 0 },
-        ..ImageTransform::grayscale(side as u32)
-    }
-}
-
-fn vim_digits(a: VisionArgs) -> CliResult {
-    if a.epochs == 0 || a.batch_size == 0 || a.embed_dim == 0 || a.depth == 0 || a.d_state == 0 {
-        return Err(CliError::Usage(
-            "epochs, batch size, width, depth and d_state must be at least 1".into(),
-        ));
-    }
-    if a.lr <= 0.0 || a.weight_decay < 0.0 {
-        return Err(CliError::Usage("need lr > 0 and weight-decay >= 0".into()));
-    }
-    let config = VimConfig::new()
-        .with_img_size(a.img_size)
-        .with_patch_size(a.patch_size)
-        .with_stride(a.patch_size)
-        .with_channels(1)
-        .with_embed_dim(a.embed_dim)
-        .with_depth(a.depth)
-        .with_d_state(a.d_state)
-        .with_num_classes(ssm_datasets::digits::CLASSES)
-        .with_drop_path_rate(a.drop_path);
-    config
-        .validate()
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs/vim-digits"));
-    let device = device(Some(&a.device))?;
-    device.seed(a.seed);
-    let train_device = device.clone().autodiff();
-    let (train, test) = digits_images().map_err(|e| CliError::Io(e.to_string()))?;
-    let (n_train, n_test) = (train.len(), test.len());
-    let model = config.init(&train_device);
-    println!(
-        "training a Vim ({} parameters, {} tokens of width {}) on {n_train} digits at {}x{}, \
-         testing on {n_test}",
-        model.num_params(),
-        config.tokens(),
-        a.embed_dim,
-        a.img_size,
-        a.img_size
-    );
-    let dl_train = DataLoaderBuilder::new(ImageBatcher::train(
-        digits_transform(a.img_size, true),
-        a.seed,
-    ))
-    .batch_size(a.batch_size)
-    .shuffle(a.seed)
-    .num_workers(1)
-    .set_device(train_device.clone())
-    .build(train);
-    let dl_valid = DataLoaderBuilder::new(ImageBatcher::eval(digits_transform(a.img_size, false)))
-        .batch_size(a.batch_size)
-        .num_workers(1)
-        .set_device(train_device.clone())
-        .build(test);
-    std::fs::create_dir_all(&out)
-        .map_err(|e| CliError::Io(format!("cannot create {}: {e}", out.display())))?;
-    let lr = ModuleLrSchedulerConfig::new(a.lr.into())
-        .init()
-        .map_err(|e| CliError::Usage(format!("learning rate: {e}")))?;
-    let result = SupervisedTraining::new(&out, dl_train, dl_valid)
-        .metrics((AccuracyMetric::new(), LossMetric::new()))
-        .with_default_checkpointers()
-        .renderer(Box::new(Progress::default()))
-        .num_epochs(a.epochs)
-        .summary()
-        .launch(Learner::new(model, vision::optimizer(a.weight_decay), lr));
-    if let Some(e) = result.error {
-        return Err(CliError::Io(format!("training failed: {e}")));
-    }
-    save(&result.model, &config, &out)?;
-    write_kind(&out, "vim")?;
-    let model = load_vim(&out, &device)?;
-    let (right, total) = vim_accuracy(&model, &device)?;
-    println!(
-        "test accuracy {:.2}% ({right}/{total}); model saved to {}",
-        100.0 * right as f64 / total as f64,
-        out.display()
-    );
-    Ok(())
-}
-
-fn load_vim(dir: &Path, device: &Device) -> CliResult<Vim> {
-    let config_path = dir.join("config.json");
-    let config = VimConfig::load(&config_path)
-        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", config_path.display())))?;
-    config
-        .validate()
-        .map_err(|e| CliError::Io(format!("{}: {e}", config_path.display())))?;
-    load_weights(config.init(device), dir)
-}
-
-/// Right answers and total of a Vim on the digits' test split.
-fn vim_accuracy(model: &Vim, device: &Device) -> CliResult<(usize, usize)> {
-    use burn::data::dataloader::batcher::Batcher;
-    let (_, test) = digits_images().map_err(|e| CliError::Io(e.to_string()))?;
-    let items = (0..test.len())
-        .map(|i| test.get(i))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CliError::Io(format!("reading the test split: {e}")))?;
-    let batcher = ImageBatcher::eval(digits_transform(model.img_size, false));
-    let mut right = 0;
-    for chunk in items.chunks(128) {
-        let batch = batcher.batch(chunk.to_vec(), device);
-        let labels: Vec<usize> = chunk.iter().map(|i| i.label).collect();
-        right += count_right(model.forward(batch.images), &labels)?;
-    }
-    Ok((right, items.len()))
-}
-
-/// How many rows of `logits` (B, classes) pick their label.
-fn count_right(logits: burn::tensor::Tensor<2>, labels: &[usize]) -> CliResult<usize> {
-    let p = logits
-        .argmax(1)
-        .squeeze_dim::<1>(1)
-        .into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .map_err(|e| CliError::Io(format!("reading predictions: {e:?}")))?;
-    Ok(p.iter()
-        .zip(labels)
-        .filter(|(p, l)| **p == **l as i64)
-        .count())
 }
 
 fn data_error(e: ssm_datasets::DigitsError) -> CliError {
@@ -346,7 +151,7 @@ fn digits(a: TrainArgs, layer: LayerKind) -> CliResult {
         return Err(CliError::Io(format!("training failed: {e}")));
     }
     save(&result.model, &config, &out)?;
-    write_kind(&out, "sequence")?;
+    crate::train_vision::write_kind(&out, "sequence", 0)?;
     let model = load(&out, &device)?;
     let (right, total) = accuracy(&model, &device)?;
     println!(
@@ -357,7 +162,7 @@ fn digits(a: TrainArgs, layer: LayerKind) -> CliResult {
     Ok(())
 }
 
-fn save<M: Module, C: Config>(model: &M, config: &C, dir: &Path) -> CliResult {
+pub(crate) fn save<M: Module, C: Config>(model: &M, config: &C, dir: &Path) -> CliResult {
     config
         .save(dir.join("config.json"))
         .map_err(|e| CliError::Io(format!("cannot write {}: {e}", dir.display())))?;
@@ -376,7 +181,7 @@ fn load(dir: &Path, device: &Device) -> CliResult<SequenceClassifier> {
 }
 
 /// Loads `model.bpk` of `dir` into `model`, checking that every parameter was found.
-fn load_weights<M: Module>(mut model: M, dir: &Path) -> CliResult<M> {
+pub(crate) fn load_weights<M: Module>(mut model: M, dir: &Path) -> CliResult<M> {
     let model_path = dir.join("model.bpk");
     if !model_path.is_file() {
         return Err(CliError::Io(format!(
@@ -413,17 +218,16 @@ fn accuracy(model: &SequenceClassifier, device: &Device) -> CliResult<(usize, us
     for chunk in items.chunks(256) {
         let batch = DigitsBatcher.batch(chunk.to_vec(), device);
         let labels: Vec<usize> = chunk.iter().map(|i| i.label).collect();
-        right += count_right(model.forward(batch.inputs), &labels)?;
+        right += crate::train_vision::count_right(model.forward(batch.inputs), &labels)?;
     }
     Ok((right, items.len()))
 }
 
 pub fn eval(a: EvalArgs) -> CliResult {
     let device = device(Some(&a.device))?;
-    let (right, total) = if read_kind(&a.model)? == "vim" {
-        vim_accuracy(&load_vim(&a.model, &device)?, &device)?
-    } else {
-        accuracy(&load(&a.model, &device)?, &device)?
+    let (right, total) = match crate::train_vision::read_kind(&a.model)? {
+        Some(kind) => crate::train_vision::accuracy(&a.model, &kind, &device)?,
+        None => accuracy(&load(&a.model, &device)?, &device)?,
     };
     println!(
         "{{\"test_accuracy\": {:.4}, \"right\": {right}, \"total\": {total}}}",
@@ -435,7 +239,7 @@ pub fn eval(a: EvalArgs) -> CliResult {
 /// The training progress as an indicatif bar per split on a terminal, and one line per split
 /// with its metrics everywhere (burn's own non-terminal renderer prints a line per batch).
 #[derive(Default)]
-struct Progress {
+pub(crate) struct Progress {
     bar: Option<indicatif::ProgressBar>,
     epoch: usize,
     epochs: usize,

@@ -40,6 +40,8 @@ fn fixture_model(device: &Device) -> (Vim, Fixture) {
     let dir = fixtures_dir().join("vim_tiny");
     let config = VimConfig::new().with_img_size(8).with_stride(4);
     let mut w = TensorMap::read(&dir.join("model.pth")).expect("fixture checkpoint");
+    let found = Vim::config_of(&w, Some(4)).expect("sizes");
+    assert_eq!((found.img_size, found.patch_size, found.stride), (8, 4, 4));
     let model = Vim::from_weights(&config, &mut w, device).expect("vim_tiny loads");
     w.finish().expect("every key used");
     (model, Fixture::open(dir.join("tensors.safetensors")))

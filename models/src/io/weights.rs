@@ -36,7 +36,9 @@ impl TensorMap {
                 collect(&mut store).map_err(err)?
             }
             "bin" | "pt" | "pth" => {
-                let mut store = PytorchStore::from_file(path);
+                // The keys as written: burn-store would renumber gaps in numeric indices
+                // (nn.Sequential's `patch_embed.0, .2, .5`), which the key maps here name.
+                let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
                 collect(&mut store).map_err(err)?
             }
             _ => return Err(err(format!("unknown weight format '.{ext}'"))),
@@ -62,6 +64,13 @@ impl TensorMap {
     pub fn insert(&mut self, key: impl Into<String>, data: TensorData) {
         self.tensors
             .insert(key.into(), (data.shape().to_vec(), data));
+    }
+
+    /// Moves a tensor to another key (no-op when `from` is absent).
+    pub fn rename(&mut self, from: &str, to: impl Into<String>) {
+        if let Some(v) = self.tensors.remove(from) {
+            self.tensors.insert(to.into(), v);
+        }
     }
 
     /// The file the tensors came from.

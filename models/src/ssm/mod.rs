@@ -8,10 +8,12 @@ pub mod mamba2;
 pub mod s4;
 pub mod s4d;
 pub mod s5;
+pub mod ss2d;
 
 pub use bimamba::BiMambaMixer;
 pub use mamba::{MambaLayerCache, MambaMixer, MambaMixerConfig, MambaTrace};
 pub use mamba2::{Mamba2Mixer, Mamba2MixerConfig, Mamba2Trace};
+pub use ss2d::{Ss2d, Ss2dConfig, Ss2dForward};
 
 use burn::module::Module;
 use burn::tensor::Tensor;

@@ -1,8 +1,11 @@
-//! Vision networks on the SSM mixers: Vim (bidirectional Mamba over patch tokens).
+//! Vision networks on the SSM mixers: Vim (bidirectional Mamba over patch tokens) and VMamba
+//! (four-route 2D selective scans in a stage hierarchy).
 
 pub mod vim;
+pub mod vmamba;
 
 pub use vim::{Vim, VimConfig};
+pub use vmamba::{VMamba, VMambaConfig};
 
 use burn::tensor::{Distribution, Tensor};
 
@@ -27,10 +30,13 @@ use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use ssm_datasets::ImageBatch;
 
-impl Vim {
+/// An image classifier: logits (B, classes) of images (B, C, H, W).
+pub trait ImageClassifier {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2>;
+
     /// Cross-entropy loss and logits of a batch.
-    pub fn classify(&self, batch: ImageBatch) -> ClassificationOutput {
-        let logits = self.forward(batch.images);
+    fn classify(&self, batch: ImageBatch) -> ClassificationOutput {
+        let logits = self.logits(batch.images);
         let loss = CrossEntropyLossConfig::new()
             .init(&logits.device())
             .forward(logits.clone(), batch.targets.clone());
@@ -38,33 +44,47 @@ impl Vim {
     }
 }
 
-impl TrainStep for Vim {
-    type Input = ImageBatch;
-    type Output = ClassificationOutput;
+/// burn-train's steps for an [`ImageClassifier`].
+macro_rules! image_classifier_steps {
+    ($model:ty) => {
+        impl ImageClassifier for $model {
+            fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+                self.forward(images)
+            }
+        }
 
-    fn step(&self, batch: ImageBatch) -> TrainOutput<ClassificationOutput> {
-        let out = self.classify(batch);
-        TrainOutput::new(self, out.loss.backward(), out)
-    }
+        impl TrainStep for $model {
+            type Input = ImageBatch;
+            type Output = ClassificationOutput;
+
+            fn step(&self, batch: ImageBatch) -> TrainOutput<ClassificationOutput> {
+                let out = self.classify(batch);
+                TrainOutput::new(self, out.loss.backward(), out)
+            }
+        }
+
+        impl InferenceStep for $model {
+            type Input = ImageBatch;
+            type Output = ClassificationOutput;
+
+            fn step(&self, batch: ImageBatch) -> ClassificationOutput {
+                self.classify(batch)
+            }
+        }
+    };
 }
 
-impl InferenceStep for Vim {
-    type Input = ImageBatch;
-    type Output = ClassificationOutput;
+image_classifier_steps!(Vim);
+image_classifier_steps!(VMamba);
 
-    fn step(&self, batch: ImageBatch) -> ClassificationOutput {
-        self.classify(batch)
-    }
-}
-
-/// The parameters Vim's recipe (timm's optimiser factory plus mamba_ssm's `_no_weight_decay`
-/// marks) trains without weight decay: biases, norm weights, `A_log`, `A_b_log`, `D`, `D_b`,
-/// `pos_embed`, `cls_token`.
+/// The parameters the Vim and VMamba recipes (timm's optimiser factory plus mamba_ssm's
+/// `_no_weight_decay` marks) train without weight decay: biases and LayerNorm shifts, norm
+/// weights, `A_log`, `A_b_log`, `D`, `D_b`, `A_logs`, `Ds`, `pos_embed`, `cls_token`.
 pub fn no_weight_decay_group() -> ParamGroup {
     ParamGroup::from_any_regexes(vec![
-        r"\.bias$",
-        r"norm(_f)?\.weight$",
-        r"(^|\.)(A_log|A_b_log|D|D_b|pos_embed|cls_token)$",
+        r"\.(bias|beta)$",
+        r"norm[0-9_f]*\.(weight|gamma)$",
+        r"(^|\.)(A_log|A_b_log|D|D_b|A_logs|Ds|pos_embed|cls_token)$",
     ])
     .expect("the patterns are valid regexes")
 }
@@ -79,4 +99,48 @@ pub fn optimizer(weight_decay: f64) -> ModuleOptimizer {
             AdamWConfig::new().with_weight_decay(0.0).build(),
             None,
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::ParamId;
+
+    #[test]
+    fn weight_decay_spares_biases_norms_and_ssm_parameters() {
+        let g = no_weight_decay_group();
+        let id = ParamId::new();
+        for path in [
+            "layers.0.mixer.A_log",
+            "layers.3.mixer.A_b_log",
+            "layers.3.mixer.D",
+            "layers.3.mixer.D_b",
+            "layers.0.mixer.dt_proj.bias",
+            "layers.0.norm.weight",
+            "norm_f.weight",
+            "pos_embed",
+            "cls_token",
+            "layers.1.blocks.0.op.A_logs",
+            "layers.1.blocks.0.op.Ds",
+            "layers.1.blocks.0.norm2.gamma",
+            "layers.1.blocks.0.op.out_norm.beta",
+            "classifier.norm.gamma",
+        ] {
+            assert!(
+                g.matches(&id, Some(path)),
+                "{path} should have no weight decay"
+            );
+        }
+        for path in [
+            "layers.0.mixer.in_proj.weight",
+            "layers.0.mixer.x_proj_b.weight",
+            "layers.1.blocks.0.op.x_proj_weight",
+            "layers.1.blocks.0.op.dt_projs_weight",
+            "layers.1.blocks.0.mlp.fc1.weight",
+            "head.weight",
+            "patch_embed.proj.weight",
+        ] {
+            assert!(!g.matches(&id, Some(path)), "{path} should decay");
+        }
+    }
 }

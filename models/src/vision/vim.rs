@@ -245,6 +245,32 @@ impl Vim {
         self.head.forward(self.forward_features(images))
     }
 
+    /// The configuration of a checkpoint with hustvl/Vim's keys: the sizes from the tensors'
+    /// shapes, the input side from the position embedding's token count assuming patches with
+    /// `stride` (the patch size when `None`; pass 8 for the "stride8" models).
+    pub fn config_of(w: &TensorMap, stride: Option<usize>) -> crate::Result<VimConfig> {
+        let pe = w.shape_of("patch_embed.proj.weight")?;
+        let pos = w.shape_of("pos_embed")?;
+        let bad = |m: String| crate::ModelError::InvalidConfig(format!("vim checkpoint: {m}"));
+        if pe.len() != 4 || pos.len() != 3 || pos[1] < 2 {
+            return Err(bad(format!(
+                "patch_embed.proj.weight {pe:?} must be (D, C, p, p) and pos_embed {pos:?} (1, tokens, D)"
+            )));
+        }
+        let patches = pos[1] - 1;
+        let grid = (patches as f64).sqrt().round() as usize;
+        if grid * grid != patches {
+            return Err(bad(format!(
+                "{patches} patch tokens do not form a square grid"
+            )));
+        }
+        let (patch, stride) = (pe[2], stride.unwrap_or(pe[2]));
+        Ok(VimConfig::new()
+            .with_patch_size(patch)
+            .with_stride(stride)
+            .with_img_size((grid - 1) * stride + patch))
+    }
+
     /// Builds a model from checkpoint tensors with hustvl/Vim's keys, reading the sizes (width,
     /// depth, patch, classes, state size) from the tensors' shapes; `img_size` and `stride`
     /// come from `config`. Every key is checked for presence and shape; keys left over are an
