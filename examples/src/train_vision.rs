@@ -201,6 +201,28 @@ fn finish<M: Module, C: Config>(
     Ok(())
 }
 
+/// Seeds, builds the model on the autodiff device, trains it on the digits and saves it under
+/// `--out` (default `runs/<kind>-digits`).
+fn run<C, M>(a: VisionArgs, kind: &str, config: C, init: impl FnOnce(&C, &Device) -> M) -> CliResult
+where
+    C: Config,
+    M: LearnerModel
+        + TrainStep<Input = ImageBatch, Output = ClassificationOutput>
+        + InferenceStep<Input = ImageBatch, Output = ClassificationOutput>,
+{
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{kind}-digits")));
+    let device = device(Some(&a.device))?;
+    device.seed(a.seed);
+    let train_device = device.autodiff();
+    let model = init(&config, &train_device);
+    println!("a {kind} model of {} parameters", model.num_params());
+    let model = train_on_digits(model, &a, &out, &train_device)?;
+    finish(&model, &config, kind, &a, &out)
+}
+
 pub fn vim_digits(a: VisionArgs) -> CliResult {
     a.check()?;
     let config = VimConfig::new()
@@ -216,23 +238,13 @@ pub fn vim_digits(a: VisionArgs) -> CliResult {
     config
         .validate()
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs/vim-digits"));
-    let device = device(Some(&a.device))?;
-    device.seed(a.seed);
-    let train_device = device.autodiff();
-    let model = config.init(&train_device);
     println!(
-        "a Vim: {} parameters, {} tokens of width {}, {} blocks",
-        model.num_params(),
+        "Vim: {} tokens of width {}, {} blocks",
         config.tokens(),
         a.embed_dim,
         a.depth
     );
-    let model = train_on_digits(model, &a, &out, &train_device)?;
-    finish(&model, &config, "vim", &a, &out)
+    run(a, "vim", config, VimConfig::init)
 }
 
 pub fn vmamba_digits(a: VisionArgs) -> CliResult {
@@ -247,24 +259,14 @@ pub fn vmamba_digits(a: VisionArgs) -> CliResult {
     config
         .validate()
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs/vmamba-digits"));
-    let device = device(Some(&a.device))?;
-    device.seed(a.seed);
-    let train_device = device.autodiff();
-    let model = config.init(&train_device);
     println!(
-        "a VMamba: {} parameters, {} stages of {} blocks, widths {}..{}",
-        model.num_params(),
+        "VMamba: {} stages of {} blocks, widths {}..{}",
         a.stages,
         a.depth,
         config.stage_dim(0),
-        config.stage_dim(a.stages.max(1) - 1)
+        config.stage_dim(a.stages - 1)
     );
-    let model = train_on_digits(model, &a, &out, &train_device)?;
-    finish(&model, &config, "vmamba", &a, &out)
+    run(a, "vmamba", config, VMambaConfig::init)
 }
 
 fn load_config<C: Config>(dir: &Path) -> CliResult<C> {

@@ -3,6 +3,7 @@
 
 use crate::error::{ModelError, Result};
 use burn::module::Param;
+use burn::nn::Linear;
 use burn::store::{ModuleStore, PytorchStore, SafetensorsStore};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
@@ -131,6 +132,33 @@ impl TensorMap {
         device: &Device,
     ) -> Result<Param<Tensor<D>>> {
         self.take(key, expected, device).map(Param::from_tensor)
+    }
+
+    /// A Linear layer from `{key}.weight`, stored (out, in) as PyTorch does (or as a 1×1 conv
+    /// kernel (out, in, 1, 1), VMamba's `Linear2d`), and `{key}.bias` (out) when `bias`.
+    pub fn linear(
+        &mut self,
+        key: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Linear> {
+        let k = format!("{key}.weight");
+        let weight = if self.shape_of(&k).is_ok_and(|s| s.len() == 4) {
+            self.take(&k, [d_out, d_in, 1, 1], device)?
+                .reshape([d_out, d_in])
+        } else {
+            self.take(&k, [d_out, d_in], device)?
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight.transpose()),
+            bias: if bias {
+                Some(self.param(&format!("{key}.bias"), [d_out], device)?)
+            } else {
+                None
+            },
+        })
     }
 
     /// Drops a key if present, checking its shape (e.g. a tied `lm_head.weight`).

@@ -283,23 +283,8 @@ impl MambaLm {
             "backbone.embeddings.weight"
         };
         let embedding = w.take(emb_key, [v, d], device)?;
-        let linear = |w: &mut TensorMap,
-                      key: &str,
-                      din: usize,
-                      dout: usize,
-                      bias: bool|
-         -> crate::Result<Linear> {
-            Ok(Linear {
-                weight: Param::from_tensor(
-                    w.take(&format!("{key}.weight"), [dout, din], device)?
-                        .transpose(),
-                ),
-                bias: if bias {
-                    Some(w.param(&format!("{key}.bias"), [dout], device)?)
-                } else {
-                    None
-                },
-            })
+        let linear = |w: &mut TensorMap, key: &str, din: usize, dout: usize, bias: bool| {
+            w.linear(key, din, dout, bias, device)
         };
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {

@@ -97,16 +97,7 @@ impl MambaMixerConfig {
         let in_proj = LinearConfig::new(self.d_model, 2 * di)
             .with_bias(self.bias)
             .init(device);
-        let mut out_proj = LinearConfig::new(di, self.d_model)
-            .with_bias(self.bias)
-            .init(device);
-        out_proj.weight = Param::from_tensor(
-            out_proj
-                .weight
-                .val()
-                .div_scalar((self.n_layer.max(1) as f32).sqrt())
-                .detach(),
-        );
+        let out_proj = rescaled_out_proj(di, self.d_model, self.bias, self.n_layer, device);
         (in_proj, out_proj)
     }
 
@@ -125,13 +116,8 @@ impl MambaMixerConfig {
             Distribution::Uniform(-std, std),
             device,
         ));
-        let (lo, hi) = (self.dt_min.ln(), self.dt_max.ln());
-        let dt = Tensor::<1>::random([di], Distribution::Uniform(lo, hi), device)
-            .exp()
-            .clamp_min(self.dt_init_floor);
-        // Inverse softplus: dt + log(1 - exp(-dt)).
-        let inv = dt.clone() + (dt.neg().exp().neg() + 1.0).log();
-        dt_proj.bias = Some(Param::from_tensor(inv.detach()));
+        let inv = dt_bias_init([di], self.dt_min, self.dt_max, self.dt_init_floor, device);
+        dt_proj.bias = Some(Param::from_tensor(inv));
         let logs: Vec<f32> = (1..=n).map(|i| (i as f32).ln()).collect();
         let a_log = Tensor::<1>::from_data(TensorData::new(logs, [n]), device)
             .unsqueeze_dim::<2>(0)
@@ -158,6 +144,45 @@ impl MambaMixerConfig {
             d: Param::from_tensor(Tensor::ones([di], device)),
         }
     }
+}
+
+/// mamba_ssm's dt bias: the inverse softplus, `dt + log(1 − exp(−dt))`, of steps drawn
+/// log-uniformly in [dt_min, dt_max] and floored at `floor`.
+pub fn dt_bias_init<const D: usize>(
+    dims: [usize; D],
+    dt_min: f64,
+    dt_max: f64,
+    floor: f64,
+    device: &Device,
+) -> Tensor<D> {
+    let dt = Tensor::<D>::random(
+        dims,
+        Distribution::Uniform(dt_min.ln(), dt_max.ln()),
+        device,
+    )
+    .exp()
+    .clamp_min(floor);
+    (dt.clone() + (dt.neg().exp().neg() + 1.0).log()).detach()
+}
+
+/// out_proj (PyTorch's default init) divided by `sqrt(n_layer)`, mamba_ssm's rescale of the
+/// residual branches.
+pub fn rescaled_out_proj(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    n_layer: usize,
+    device: &Device,
+) -> Linear {
+    let mut out_proj = LinearConfig::new(d_in, d_out).with_bias(bias).init(device);
+    out_proj.weight = Param::from_tensor(
+        out_proj
+            .weight
+            .val()
+            .div_scalar((n_layer.max(1) as f32).sqrt())
+            .detach(),
+    );
+    out_proj
 }
 
 /// Freshly initialised parameters of one selective-SSM branch (see

@@ -8,7 +8,7 @@
 #![allow(non_snake_case)]
 
 use crate::nn::RmsNorm;
-use crate::ssm::mamba::{Conv1dParams, MambaLayerCache};
+use crate::ssm::mamba::{Conv1dParams, MambaLayerCache, dt_bias_init, rescaled_out_proj};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -145,26 +145,13 @@ impl Mamba2MixerConfig {
             panic!("{e}");
         }
         let (di, h, k) = (self.d_inner(), self.n_heads(), self.d_conv);
-        let (lo, hi) = (self.dt_min.ln(), self.dt_max.ln());
-        let dt = Tensor::<1>::random([h], Distribution::Uniform(lo, hi), device)
-            .exp()
-            .clamp_min(self.dt_init_floor);
-        let inv = dt.clone() + (dt.neg().exp().neg() + 1.0).log();
+        let inv = dt_bias_init([h], self.dt_min, self.dt_max, self.dt_init_floor, device);
         let a = Tensor::<1>::random(
             [h],
             Distribution::Uniform(self.a_init_min, self.a_init_max),
             device,
         );
-        let mut out_proj = LinearConfig::new(di, self.d_model)
-            .with_bias(self.bias)
-            .init(device);
-        out_proj.weight = Param::from_tensor(
-            out_proj
-                .weight
-                .val()
-                .div_scalar((self.n_layer.max(1) as f32).sqrt())
-                .detach(),
-        );
+        let out_proj = rescaled_out_proj(di, self.d_model, self.bias, self.n_layer, device);
         let bound = 1.0 / (k as f64).sqrt();
         let conv = self.conv_dim();
         Mamba2Mixer {

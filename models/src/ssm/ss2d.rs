@@ -18,6 +18,7 @@
 //! `A_logs` (4·D, N), `Ds` (4·D), `out_norm`, `out_proj`).
 #![allow(non_snake_case)]
 
+use crate::ssm::mamba::dt_bias_init;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -83,14 +84,7 @@ impl Ss2dConfig {
         let gate = self.forward == Ss2dForward::V0;
         let x_bound = 1.0 / (d as f64).sqrt();
         let dt_std = 1.0 / (r as f64).sqrt();
-        let dt = Tensor::<2>::random(
-            [ROUTES, d],
-            Distribution::Uniform(0.001f64.ln(), 0.1f64.ln()),
-            device,
-        )
-        .exp()
-        .clamp_min(1e-4);
-        let inv = dt.clone() + (dt.neg().exp().neg() + 1.0).log();
+        let inv = dt_bias_init([ROUTES, d], 0.001, 0.1, 1e-4, device);
         let logs: Vec<f32> = (0..ROUTES * d)
             .flat_map(|_| (1..=n).map(|i| (i as f32).ln()))
             .collect();
@@ -118,7 +112,7 @@ impl Ss2dConfig {
                 Distribution::Uniform(-dt_std, dt_std),
                 device,
             )),
-            dt_projs_bias: Param::from_tensor(inv.detach()),
+            dt_projs_bias: Param::from_tensor(inv),
             A_logs: Param::from_tensor(Tensor::from_data(
                 TensorData::new(logs, [ROUTES * d, n]),
                 device,

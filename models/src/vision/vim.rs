@@ -307,17 +307,7 @@ impl Vim {
         let mc = config.mixer();
         let (di, n, r, k) = (mc.d_inner(), mc.d_state, mc.dt_rank(), mc.d_conv);
         let linear = |w: &mut TensorMap, key: &str, din: usize, dout: usize, bias: bool| {
-            Ok::<_, crate::ModelError>(Linear {
-                weight: Param::from_tensor(
-                    w.take(&format!("{key}.weight"), [dout, din], device)?
-                        .transpose(),
-                ),
-                bias: if bias {
-                    Some(w.param(&format!("{key}.bias"), [dout], device)?)
-                } else {
-                    None
-                },
-            })
+            w.linear(key, din, dout, bias, device)
         };
         let conv = |w: &mut TensorMap, key: &str| {
             Ok::<_, crate::ModelError>(Conv1dParams {

@@ -526,20 +526,7 @@ impl VMamba {
         };
         let linear = |w: &mut TensorMap, key: &str, l: &Linear| -> crate::Result<Linear> {
             let [din, dout] = l.weight.dims();
-            let k = format!("{key}.weight");
-            // Linear2d weights may be stored as 1×1 conv kernels (out, in, 1, 1).
-            let weight = if w.shape_of(&k)?.len() == 4 {
-                w.take(&k, [dout, din, 1, 1], device)?.reshape([dout, din])
-            } else {
-                w.take(&k, [dout, din], device)?
-            };
-            Ok(Linear {
-                weight: Param::from_tensor(weight.transpose()),
-                bias: match &l.bias {
-                    Some(_) => Some(w.param(&format!("{key}.bias"), [dout], device)?),
-                    None => None,
-                },
-            })
+            w.linear(key, din, dout, l.bias.is_some(), device)
         };
         let pe = &mut model.patch_embed;
         let c0 = config.dim;
