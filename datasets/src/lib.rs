@@ -7,6 +7,7 @@
 pub mod digits;
 pub mod images;
 pub mod selective_copying;
+pub mod timeseries;
 
 pub use digits::{DigitItem, DigitsBatcher, DigitsError, SequenceBatch, digits_split, read_digits};
 pub use images::{
