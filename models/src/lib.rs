@@ -13,6 +13,7 @@ pub mod io;
 pub mod lm;
 pub mod nn;
 pub mod ssm;
+pub mod timeseries;
 pub mod vision;
 
 pub use error::{ModelError, Result};
