@@ -16,6 +16,7 @@ mod demo;
 mod generate;
 mod logits;
 mod train;
+mod train_series;
 mod train_vision;
 
 use clap::{Parser, Subcommand};

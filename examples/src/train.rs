@@ -33,6 +33,8 @@ pub enum TrainTask {
     VimDigits(VisionArgs),
     /// A small VMamba (2D cross-scan stages) on the digits upsampled to 16x16.
     VmambaDigits(VisionArgs),
+    /// S-Mamba forecasting a multivariate series (MSE), against linear and last-value baselines.
+    SMamba(crate::train_series::SeriesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +85,7 @@ pub fn train(task: TrainTask) -> CliResult {
         TrainTask::S5Digits(a) => digits(a, LayerKind::S5),
         TrainTask::VimDigits(a) => crate::train_vision::vim_digits(a),
         TrainTask::VmambaDigits(a) => crate::train_vision::vmamba_digits(a),
+        TrainTask::SMamba(a) => crate::train_series::s_mamba(a),
     }
 }
 

@@ -589,3 +589,80 @@ fn classify_prints_the_top_classes_of_vim_and_vmamba_checkpoints() {
         "--top",
     );
 }
+
+#[test]
+fn s_mamba_trains_on_the_macro_series_and_reports_the_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("sm");
+    let out = zoo(&[
+        "train",
+        "s-mamba",
+        "--seq-len",
+        "16",
+        "--pred-len",
+        "4",
+        "--epochs",
+        "2",
+        "--d-model",
+        "16",
+        "--d-ff",
+        "32",
+        "--time-features",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).expect("a JSON summary line");
+    for model in ["s_mamba", "linear", "last_value"] {
+        let mse = v[model]["mse"].as_f64().unwrap();
+        let mae = v[model]["mae"].as_f64().unwrap();
+        assert!(
+            mse.is_finite() && mse > 0.0 && mae.is_finite() && mae > 0.0,
+            "{model}: {v}"
+        );
+    }
+    assert_eq!(v["test_windows"], 37);
+    assert!(out_dir.join("model.bpk").is_file() && out_dir.join("metrics.json").is_file());
+    // Impossible settings and bad files are one-line errors.
+    assert_clean_error(
+        &zoo(&[
+            "train",
+            "s-mamba",
+            "--seq-len",
+            "300",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]),
+        "cannot hold the splits",
+    );
+    assert_clean_error(
+        &zoo(&[
+            "train",
+            "s-mamba",
+            "--missing",
+            "drop",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]),
+        "--missing drop",
+    );
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "date,a\n2020-01-01,1\nnot-a-date,2\n").unwrap();
+    assert_clean_error(
+        &zoo(&[
+            "train",
+            "s-mamba",
+            "--csv",
+            bad.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]),
+        "line 3",
+    );
+}

@@ -1,4 +1,5 @@
-//! Forecasting networks on the Mamba mixer: S-Mamba (bidirectional Mamba over variate tokens).
+//! Forecasting networks on the Mamba mixer: S-Mamba (bidirectional Mamba over variate tokens),
+//! with the persistence and linear baselines and burn-train steps (MSE).
 
 pub mod smamba;
 
@@ -23,3 +24,113 @@ pub fn normalize(x: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
 pub fn denormalize(y: Tensor<3>, mean: Tensor<3>, std: Tensor<3>) -> Tensor<3> {
     y * std + mean
 }
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::Device;
+use burn::train::{InferenceStep, RegressionOutput, TrainOutput, TrainStep};
+use ssm_datasets::timeseries::ForecastBatch;
+
+/// A forecaster: the horizon (B, S, N) of look-backs (B, L, N) with calendar features
+/// (B, L, F).
+pub trait Forecaster {
+    fn forecast(&self, x: Tensor<3>, x_mark: Tensor<3>) -> Tensor<3>;
+
+    /// MSE loss and the flattened forecast and targets of a batch.
+    fn regress(&self, batch: ForecastBatch) -> RegressionOutput {
+        let y = self.forecast(batch.x, batch.x_mark);
+        let [b, s, n] = y.dims();
+        let loss = (y.clone() - batch.y.clone()).square().mean();
+        RegressionOutput::new(loss, y.reshape([b, s * n]), batch.y.reshape([b, s * n]))
+    }
+}
+
+/// The persistence baseline: every step of the horizon repeats the look-back's last value.
+pub fn last_value_forecast(x: Tensor<3>, pred_len: usize) -> Tensor<3> {
+    let [b, l, n] = x.dims();
+    x.narrow(1, l - 1, 1).expand([b, pred_len, n])
+}
+
+/// Configuration of a [`LinearForecaster`].
+#[derive(Config, Debug)]
+pub struct LinearForecasterConfig {
+    pub seq_len: usize,
+    pub pred_len: usize,
+    /// The same per-variate normalisation as S-Mamba.
+    #[config(default = true)]
+    pub use_norm: bool,
+}
+
+impl LinearForecasterConfig {
+    pub fn init(&self, device: &Device) -> LinearForecaster {
+        LinearForecaster {
+            linear: LinearConfig::new(self.seq_len, self.pred_len).init(device),
+            use_norm: self.use_norm,
+        }
+    }
+}
+
+/// The linear baseline: one Linear map from the look-back to the horizon, shared by the
+/// variates (the "Linear" of Zeng et al., 2023), with S-Mamba's normalisation.
+#[derive(Module, Debug)]
+pub struct LinearForecaster {
+    pub linear: Linear,
+    pub use_norm: bool,
+}
+
+impl LinearForecaster {
+    /// (B, L, N) → (B, S, N).
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        if self.use_norm {
+            let (x, mean, std) = normalize(x);
+            denormalize(
+                self.linear.forward(x.swap_dims(1, 2)).swap_dims(1, 2),
+                mean,
+                std,
+            )
+        } else {
+            self.linear.forward(x.swap_dims(1, 2)).swap_dims(1, 2)
+        }
+    }
+}
+
+impl Forecaster for LinearForecaster {
+    fn forecast(&self, x: Tensor<3>, _x_mark: Tensor<3>) -> Tensor<3> {
+        self.forward(x)
+    }
+}
+
+impl Forecaster for SMamba {
+    fn forecast(&self, x: Tensor<3>, x_mark: Tensor<3>) -> Tensor<3> {
+        let marks = (x_mark.dims()[2] > 0 && self.takes_time_features()).then_some(x_mark);
+        self.forward(x, marks)
+    }
+}
+
+/// burn-train's steps for a [`Forecaster`] (MSE).
+macro_rules! forecaster_steps {
+    ($model:ty) => {
+        impl TrainStep for $model {
+            type Input = ForecastBatch;
+            type Output = RegressionOutput;
+
+            fn step(&self, batch: ForecastBatch) -> TrainOutput<RegressionOutput> {
+                let out = self.regress(batch);
+                TrainOutput::new(self, out.loss.backward(), out)
+            }
+        }
+
+        impl InferenceStep for $model {
+            type Input = ForecastBatch;
+            type Output = RegressionOutput;
+
+            fn step(&self, batch: ForecastBatch) -> RegressionOutput {
+                self.regress(batch)
+            }
+        }
+    };
+}
+
+forecaster_steps!(SMamba);
+forecaster_steps!(LinearForecaster);

@@ -109,6 +109,7 @@ impl SMambaConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             gelu: self.gelu,
             use_norm: self.use_norm,
+            time_features: self.time_features,
         }
     }
 }
@@ -146,9 +147,16 @@ pub struct SMamba {
     pub dropout: Dropout,
     pub gelu: bool,
     pub use_norm: bool,
+    /// Calendar features taken as extra tokens (0: none).
+    pub time_features: usize,
 }
 
 impl SMamba {
+    /// Whether the forecast reads calendar features.
+    pub fn takes_time_features(&self) -> bool {
+        self.time_features > 0
+    }
+
     fn layer(&self, l: &SMambaLayer, x: Tensor<3>) -> Tensor<3> {
         let mixed =
             l.attention.forward(x.clone()) + l.attention_r.forward(x.clone().flip([1])).flip([1]);
@@ -173,6 +181,13 @@ impl SMamba {
         };
         let mut tokens = x.swap_dims(1, 2); // (B, N, L)
         if let Some(m) = x_mark {
+            assert_eq!(
+                m.dims()[2],
+                self.time_features,
+                "s-mamba: x_mark has {} features, the model takes {}",
+                m.dims()[2],
+                self.time_features
+            );
             tokens = Tensor::cat(vec![tokens, m.swap_dims(1, 2)], 1);
         }
         let mut e = self
