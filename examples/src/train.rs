@@ -35,6 +35,8 @@ pub enum TrainTask {
     VmambaDigits(VisionArgs),
     /// S-Mamba forecasting a multivariate series (MSE), against linear and last-value baselines.
     SMamba(crate::train_series::SeriesArgs),
+    /// TimeMachine (RevIN, four Mambas at two scales) on the same data, against the baselines.
+    TimeMachine(crate::train_series::SeriesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -86,6 +88,7 @@ pub fn train(task: TrainTask) -> CliResult {
         TrainTask::VimDigits(a) => crate::train_vision::vim_digits(a),
         TrainTask::VmambaDigits(a) => crate::train_vision::vmamba_digits(a),
         TrainTask::SMamba(a) => crate::train_series::s_mamba(a),
+        TrainTask::TimeMachine(a) => crate::train_series::time_machine(a),
     }
 }
 

@@ -23,7 +23,7 @@ use ssm_datasets::timeseries::{
     forecast_splits, read_series_csv, shipped_series,
 };
 use ssm_models::timeseries::{
-    Forecaster, LinearForecasterConfig, SMambaConfig, last_value_forecast,
+    Forecaster, LinearForecasterConfig, SMambaConfig, TimeMachineConfig, last_value_forecast,
 };
 use std::path::{Path, PathBuf};
 
@@ -69,11 +69,17 @@ pub struct SeriesArgs {
     e_layers: usize,
     #[arg(long, default_value_t = 0.1)]
     dropout: f64,
+    /// TimeMachine: the first scale n1.
+    #[arg(long, default_value_t = 64)]
+    n1: usize,
+    /// TimeMachine: the second scale n2.
+    #[arg(long, default_value_t = 16)]
+    n2: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Where the checkpoints, the model, its config and metrics.json go.
-    #[arg(long, default_value = "runs/s-mamba")]
-    out: PathBuf,
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// cpu, ndarray, wgpu, wgpu:N, cuda:N (default cpu).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -191,10 +197,15 @@ fn score(
     Ok((se / n as f64, ae / n as f64))
 }
 
-pub fn s_mamba(a: SeriesArgs) -> CliResult {
+fn check(a: &SeriesArgs) -> CliResult {
     if a.epochs == 0 || a.batch_size == 0 || a.lr <= 0.0 {
         return Err(usage("epochs and batch size must be at least 1, lr > 0"));
     }
+    Ok(())
+}
+
+pub fn s_mamba(a: SeriesArgs) -> CliResult {
+    check(&a)?;
     let (splits, path) = prepare(&a)?;
     let config = SMambaConfig::new(a.seq_len, a.pred_len)
         .with_time_features(if a.time_features {
@@ -208,6 +219,49 @@ pub fn s_mamba(a: SeriesArgs) -> CliResult {
         .with_e_layers(a.e_layers)
         .with_dropout(a.dropout);
     config.validate().map_err(|e| usage(e.to_string()))?;
+    run(a, "s-mamba", splits, path, config, SMambaConfig::init)
+}
+
+pub fn time_machine(a: SeriesArgs) -> CliResult {
+    check(&a)?;
+    let (splits, path) = prepare(&a)?;
+    let config = TimeMachineConfig::new(a.seq_len, a.pred_len, splits.columns.len())
+        .with_n1(a.n1)
+        .with_n2(a.n2)
+        .with_d_state(a.d_state)
+        .with_dropout(a.dropout);
+    config.validate().map_err(|e| usage(e.to_string()))?;
+    run(
+        a,
+        "time-machine",
+        splits,
+        path,
+        config,
+        TimeMachineConfig::init,
+    )
+}
+
+/// Trains the model and the linear baseline the same way, scores both and the last-value
+/// baseline on the test split, saves the model, its config and `metrics.json`.
+fn run<C, M>(
+    a: SeriesArgs,
+    kind: &str,
+    splits: ForecastSplits,
+    path: PathBuf,
+    config: C,
+    init: impl FnOnce(&C, &Device) -> M,
+) -> CliResult
+where
+    C: burn::prelude::Config,
+    M: Forecaster
+        + LearnerModel
+        + TrainStep<Input = ForecastBatch, Output = RegressionOutput>
+        + InferenceStep<Input = ForecastBatch, Output = RegressionOutput>,
+{
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{kind}")));
     let device = device(Some(&a.device))?;
     device.seed(a.seed);
     let train_device = device.clone().autodiff();
@@ -223,16 +277,15 @@ pub fn s_mamba(a: SeriesArgs) -> CliResult {
         a.seq_len,
         a.pred_len
     );
-    let model = config.init(&train_device);
-    println!("S-Mamba: {} parameters", model.num_params());
-    let model = fit(model, &a, &splits, &a.out, &train_device)?.valid();
-    let linear_config = LinearForecasterConfig::new(a.seq_len, a.pred_len);
+    let model = init(&config, &train_device);
+    println!("{kind}: {} parameters", model.num_params());
+    let model = fit(model, &a, &splits, &out, &train_device)?.valid();
     println!("linear baseline, trained the same way");
     let linear = fit(
-        linear_config.init(&train_device),
+        LinearForecasterConfig::new(a.seq_len, a.pred_len).init(&train_device),
         &a,
         &splits,
-        &a.out.join("linear"),
+        &out.join("linear"),
         &train_device,
     )?
     .valid();
@@ -240,7 +293,7 @@ pub fn s_mamba(a: SeriesArgs) -> CliResult {
         channels: splits.columns.len(),
         features: splits.freq.features(),
     };
-    let (sm_mse, sm_mae) = score(&splits.test, &batcher, &device, &|b| {
+    let (m_mse, m_mae) = score(&splits.test, &batcher, &device, &|b| {
         model.forecast(b.x.clone(), b.x_mark.clone())
     })?;
     let (li_mse, li_mae) = score(&splits.test, &batcher, &device, &|b| {
@@ -249,18 +302,19 @@ pub fn s_mamba(a: SeriesArgs) -> CliResult {
     let (lv_mse, lv_mae) = score(&splits.test, &batcher, &device, &|b| {
         last_value_forecast(b.x.clone(), a.pred_len)
     })?;
-    save(&model, &config, &a.out)?;
+    save(&model, &config, &out)?;
     let metrics = serde_json::json!({
+        "model": kind,
         "series": path.display().to_string(),
         "seq_len": a.seq_len,
         "pred_len": a.pred_len,
         "test_windows": splits.test.len(),
-        "s_mamba": {"mse": sm_mse, "mae": sm_mae},
+        kind.replace('-', "_"): {"mse": m_mse, "mae": m_mae},
         "linear": {"mse": li_mse, "mae": li_mae},
         "last_value": {"mse": lv_mse, "mae": lv_mae},
     });
-    std::fs::write(a.out.join("metrics.json"), metrics.to_string() + "\n")
-        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", a.out.display())))?;
+    std::fs::write(out.join("metrics.json"), metrics.to_string() + "\n")
+        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", out.display())))?;
     println!("{metrics}");
     Ok(())
 }

@@ -629,6 +629,36 @@ fn s_mamba_trains_on_the_macro_series_and_reports_the_baselines() {
     }
     assert_eq!(v["test_windows"], 37);
     assert!(out_dir.join("model.bpk").is_file() && out_dir.join("metrics.json").is_file());
+    let tm_dir = dir.path().join("tm");
+    let out = zoo(&[
+        "train",
+        "time-machine",
+        "--seq-len",
+        "16",
+        "--pred-len",
+        "4",
+        "--epochs",
+        "2",
+        "--n1",
+        "16",
+        "--n2",
+        "8",
+        "--d-state",
+        "4",
+        "--out",
+        tm_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(
+        v["time_machine"]["mse"].as_f64().unwrap().is_finite(),
+        "{v}"
+    );
     // Impossible settings and bad files are one-line errors.
     assert_clean_error(
         &zoo(&[

@@ -1,9 +1,12 @@
 //! Forecasting networks on the Mamba mixer: S-Mamba (bidirectional Mamba over variate tokens),
+//! TimeMachine (RevIN and a two-scale stack of four Mambas),
 //! with the persistence and linear baselines and burn-train steps (MSE).
 
 pub mod smamba;
+pub mod timemachine;
 
 pub use smamba::{SMamba, SMambaConfig};
+pub use timemachine::{RevIn, TimeMachine, TimeMachineConfig};
 
 use burn::tensor::Tensor;
 
@@ -101,6 +104,12 @@ impl Forecaster for LinearForecaster {
     }
 }
 
+impl Forecaster for TimeMachine {
+    fn forecast(&self, x: Tensor<3>, _x_mark: Tensor<3>) -> Tensor<3> {
+        self.forward(x)
+    }
+}
+
 impl Forecaster for SMamba {
     fn forecast(&self, x: Tensor<3>, x_mark: Tensor<3>) -> Tensor<3> {
         let marks = (x_mark.dims()[2] > 0 && self.takes_time_features()).then_some(x_mark);
@@ -134,3 +143,4 @@ macro_rules! forecaster_steps {
 
 forecaster_steps!(SMamba);
 forecaster_steps!(LinearForecaster);
+forecaster_steps!(TimeMachine);

@@ -1,0 +1,222 @@
+//! TimeMachine (Ahamed & Cheng, "TimeMachine: A Time Series is Worth 4 Mambas for Long-term
+//! Forecasting", 2024): RevIN, then two scales of the look-back (linear maps L → n1 → n2) each
+//! read by two Mambas, merged back to the horizon.
+//!
+//! Channel-independent (`ch_ind`, the published setting): each variate is its own sequence, and
+//! at each scale one Mamba reads the scale's n values as one token of width n while the other
+//! reads them as n tokens of width 1:
+//!
+//! ```text
+//! x = RevIN(x)ᵀ                    (B·N, 1, L)
+//! h₁ = lin1(x);  x₄ = Mamba₃(h₁) + Mamba₄(h₁ᵀ)ᵀ
+//! h₂ = lin2(h₁); y = lin3(Mamba₁(h₂ᵀ)ᵀ + h₂ + Mamba₂(h₂)) + h₁        (the residual setting)
+//! out = RevIN⁻¹(lin4([y, x₄]))     (B, S, N)
+//! ```
+//!
+//! Without `ch_ind` the variates are the tokens and all four Mambas have the scale's width.
+//! Field names follow the reference (`revin_layer.affine_weight`, `lin1`..`lin4`,
+//! `mamba1`..`mamba4`).
+
+use crate::ssm::mamba::{MambaMixer, MambaMixerConfig};
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor};
+
+/// Reversible instance normalisation (Kim et al., 2022): per-variate normalisation over time
+/// with a learnt affine map, undone on the output.
+#[derive(Module, Debug)]
+pub struct RevIn {
+    pub affine_weight: Param<Tensor<1>>,
+    pub affine_bias: Param<Tensor<1>>,
+    pub eps: f64,
+}
+
+impl RevIn {
+    /// Unit weight, zero bias over `channels` variates.
+    pub fn new(channels: usize, device: &Device) -> Self {
+        Self {
+            affine_weight: Param::from_tensor(Tensor::ones([channels], device)),
+            affine_bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            eps: 1e-5,
+        }
+    }
+
+    /// (B, L, N) → normalised (B, L, N), with the means and standard deviations (B, 1, N).
+    pub fn norm(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
+        let mean = x.clone().mean_dim(1).detach();
+        let centred = x - mean.clone();
+        let std = (centred.clone().square().mean_dim(1) + self.eps)
+            .sqrt()
+            .detach();
+        let y = centred / std.clone() * self.affine_weight.val().reshape([1, 1, -1])
+            + self.affine_bias.val().reshape([1, 1, -1]);
+        (y, mean, std)
+    }
+
+    /// Undoes [`RevIn::norm`] on (B, S, N).
+    pub fn denorm(&self, y: Tensor<3>, mean: Tensor<3>, std: Tensor<3>) -> Tensor<3> {
+        let y = (y - self.affine_bias.val().reshape([1, 1, -1]))
+            / (self.affine_weight.val().reshape([1, 1, -1]) + self.eps * self.eps);
+        y * std + mean
+    }
+}
+
+/// Configuration of a [`TimeMachine`] (the reference's run arguments).
+#[derive(Config, Debug)]
+pub struct TimeMachineConfig {
+    pub seq_len: usize,
+    pub pred_len: usize,
+    /// Variates N (for RevIN).
+    pub enc_in: usize,
+    /// The first scale.
+    #[config(default = 512)]
+    pub n1: usize,
+    /// The second scale.
+    #[config(default = 32)]
+    pub n2: usize,
+    #[config(default = 256)]
+    pub d_state: usize,
+    #[config(default = 2)]
+    pub dconv: usize,
+    #[config(default = 1)]
+    pub e_fact: usize,
+    #[config(default = 0.7)]
+    pub dropout: f64,
+    #[config(default = true)]
+    pub revin: bool,
+    #[config(default = true)]
+    pub ch_ind: bool,
+    #[config(default = true)]
+    pub residual: bool,
+}
+
+impl TimeMachineConfig {
+    /// Checks the sizes.
+    pub fn validate(&self) -> crate::Result<()> {
+        let sizes = [
+            self.seq_len,
+            self.pred_len,
+            self.enc_in,
+            self.n1,
+            self.n2,
+            self.d_state,
+        ];
+        if sizes.contains(&0)
+            || self.dconv < 1
+            || self.e_fact < 1
+            || !(0.0..1.0).contains(&self.dropout)
+        {
+            return Err(crate::ModelError::InvalidConfig(
+                "time-machine: sizes must be positive and 0 <= dropout < 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn mamba(&self, d_model: usize, device: &Device) -> MambaMixer {
+        MambaMixerConfig::new(d_model)
+            .with_d_state(self.d_state)
+            .with_d_conv(self.dconv)
+            .with_expand(self.e_fact)
+            .init(device)
+    }
+
+    /// A model with PyTorch-default Linear init and mamba_ssm's mixer init.
+    ///
+    /// # Panics
+    /// On an invalid configuration (see [`TimeMachineConfig::validate`]).
+    pub fn init(&self, device: &Device) -> TimeMachine {
+        self.validate().unwrap_or_else(|e| panic!("{e}"));
+        let (p1, p2) = if self.ch_ind {
+            (1, 1)
+        } else {
+            (self.n2, self.n1)
+        };
+        let lin = |i, o| LinearConfig::new(i, o).init(device);
+        TimeMachine {
+            revin_layer: self.revin.then(|| RevIn::new(self.enc_in, device)),
+            lin1: lin(self.seq_len, self.n1),
+            lin2: lin(self.n1, self.n2),
+            lin3: lin(self.n2, self.n1),
+            lin4: lin(2 * self.n1, self.pred_len),
+            mamba1: self.mamba(p1, device),
+            mamba2: self.mamba(self.n2, device),
+            mamba3: self.mamba(self.n1, device),
+            mamba4: self.mamba(p2, device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            ch_ind: self.ch_ind,
+            residual: self.residual,
+        }
+    }
+}
+
+/// The TimeMachine forecaster.
+#[derive(Module, Debug)]
+pub struct TimeMachine {
+    pub revin_layer: Option<RevIn>,
+    pub lin1: Linear,
+    pub lin2: Linear,
+    pub lin3: Linear,
+    pub lin4: Linear,
+    pub mamba1: MambaMixer,
+    pub mamba2: MambaMixer,
+    pub mamba3: MambaMixer,
+    pub mamba4: MambaMixer,
+    pub dropout: Dropout,
+    pub ch_ind: bool,
+    pub residual: bool,
+}
+
+impl TimeMachine {
+    /// A Mamba reading the last axis's values as tokens of width 1 (channel-independent) or the
+    /// tensor as it is.
+    fn read(&self, m: &MambaMixer, x: Tensor<3>) -> Tensor<3> {
+        if self.ch_ind {
+            m.forward(x.swap_dims(1, 2)).swap_dims(1, 2)
+        } else {
+            m.forward(x)
+        }
+    }
+
+    /// (B, L, N) → (B, S, N).
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, _, n] = x.dims();
+        let (x, stats) = match &self.revin_layer {
+            Some(r) => {
+                let (x, mean, std) = r.norm(x);
+                (x, (mean, std))
+            }
+            None => {
+                let (x, mean, std) = crate::timeseries::normalize(x);
+                (x, (mean, std))
+            }
+        };
+        let mut x = x.swap_dims(1, 2); // (B, N, L)
+        if self.ch_ind {
+            let l = x.dims()[2];
+            x = x.reshape([b * n, 1, l]);
+        }
+        let h1 = self.lin1.forward(x);
+        let d1 = self.dropout.forward(h1.clone());
+        let x4 = self.read(&self.mamba4, d1.clone()) + self.mamba3.forward(d1.clone());
+        let h2 = self.lin2.forward(d1);
+        let d2 = self.dropout.forward(h2.clone());
+        let mut y = self.read(&self.mamba1, d2.clone()) + self.mamba2.forward(d2);
+        if self.residual {
+            y = y + h2;
+        }
+        let mut y = self.lin3.forward(y);
+        if self.residual {
+            y = y + h1;
+        }
+        let out = self.lin4.forward(Tensor::cat(vec![y, x4], 2)); // (B·N or B, 1 or N, S)
+        let s = out.dims()[2];
+        let out = out.reshape([b, n, s]).swap_dims(1, 2);
+        let (mean, std) = stats;
+        match &self.revin_layer {
+            Some(r) => r.denorm(out, mean, std),
+            None => crate::timeseries::denormalize(out, mean, std),
+        }
+    }
+}
