@@ -13,6 +13,7 @@ mod bench;
 mod classify;
 mod common;
 mod demo;
+mod forecast;
 mod generate;
 mod logits;
 mod train;
@@ -50,6 +51,8 @@ enum Command {
     Eval(train::EvalArgs),
     /// Top classes of images under a Vim or VMamba checkpoint (or a `zoo train` folder).
     Classify(classify::ClassifyArgs),
+    /// Test MSE/MAE of a forecaster from `zoo train s-mamba|time-machine`, and a forecast plot.
+    Forecast(forecast::ForecastArgs),
     /// Benchmarks (prints one JSON object).
     Bench {
         #[command(subcommand)]
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Train { task } => train::train(task),
         Command::Eval(a) => train::eval(a),
         Command::Classify(a) => classify::run(a),
+        Command::Forecast(a) => forecast::run(a),
         Command::Bench { what } => bench::run(what),
     };
     match result {

@@ -89,7 +89,29 @@ fn usage(m: impl Into<String>) -> CliError {
     CliError::Usage(m.into())
 }
 
+/// The data settings of a forecasting run.
+pub(crate) struct DataSettings {
+    pub csv: Option<PathBuf>,
+    pub seq_len: usize,
+    pub pred_len: usize,
+    pub split: String,
+    pub freq: String,
+    pub missing: String,
+}
+
 fn prepare(a: &SeriesArgs) -> CliResult<(ForecastSplits, PathBuf)> {
+    prepare_data(&DataSettings {
+        csv: a.csv.clone(),
+        seq_len: a.seq_len,
+        pred_len: a.pred_len,
+        split: a.split.clone(),
+        freq: a.freq.clone(),
+        missing: a.missing.clone(),
+    })
+}
+
+/// Reads the series and cuts the splits as a run's settings say.
+pub(crate) fn prepare_data(a: &DataSettings) -> CliResult<(ForecastSplits, PathBuf)> {
     let path = a
         .csv
         .clone()
@@ -176,7 +198,7 @@ where
 }
 
 /// Test MSE and MAE of `predict` over every window of `test`.
-fn score(
+pub(crate) fn score(
     test: &ForecastDataset,
     batcher: &ForecastBatcher,
     device: &Device,
@@ -303,6 +325,17 @@ where
         last_value_forecast(b.x.clone(), a.pred_len)
     })?;
     save(&model, &config, &out)?;
+    let settings = serde_json::json!({
+        "kind": kind,
+        "csv": path.display().to_string(),
+        "seq_len": a.seq_len,
+        "pred_len": a.pred_len,
+        "split": a.split,
+        "freq": a.freq,
+        "missing": a.missing,
+    });
+    std::fs::write(out.join("zoo.json"), settings.to_string() + "\n")
+        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", out.display())))?;
     let metrics = serde_json::json!({
         "model": kind,
         "series": path.display().to_string(),

@@ -629,6 +629,55 @@ fn s_mamba_trains_on_the_macro_series_and_reports_the_baselines() {
     }
     assert_eq!(v["test_windows"], 37);
     assert!(out_dir.join("model.bpk").is_file() && out_dir.join("metrics.json").is_file());
+    // `zoo forecast` reloads the model: the same test MSE, and a PNG of a window.
+    let plot = dir.path().join("plot.png");
+    let out = zoo(&[
+        "forecast",
+        "--model",
+        out_dir.to_str().unwrap(),
+        "--variate",
+        "cpi",
+        "--window",
+        "3",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let (a, b) = (
+        f["mse"].as_f64().unwrap(),
+        v["s_mamba"]["mse"].as_f64().unwrap(),
+    );
+    assert!(
+        (a - b).abs() <= 1e-6 * b.max(1.0),
+        "forecast MSE {a} vs training-time {b}"
+    );
+    let png = image::open(&plot).expect("a PNG");
+    assert_eq!((png.width(), png.height()), (960, 480));
+    assert_clean_error(
+        &zoo(&[
+            "forecast",
+            "--model",
+            out_dir.to_str().unwrap(),
+            "--variate",
+            "gdp",
+        ]),
+        "no variate 'gdp'",
+    );
+    assert_clean_error(
+        &zoo(&[
+            "forecast",
+            "--model",
+            out_dir.to_str().unwrap(),
+            "--window",
+            "999",
+        ]),
+        "--window 999",
+    );
     let tm_dir = dir.path().join("tm");
     let out = zoo(&[
         "train",
