@@ -5,6 +5,7 @@
 //! as images), and readers for image folders and the MNIST / CIFAR-10 files.
 
 pub mod digits;
+pub mod graphs;
 pub mod images;
 pub mod selective_copying;
 pub mod timeseries;

@@ -17,6 +17,7 @@ mod forecast;
 mod generate;
 mod logits;
 mod train;
+mod train_graph;
 mod train_series;
 mod train_vision;
 

@@ -37,6 +37,8 @@ pub enum TrainTask {
     SMamba(crate::train_series::SeriesArgs),
     /// TimeMachine (RevIN, four Mambas at two scales) on the same data, against the baselines.
     TimeMachine(crate::train_series::SeriesArgs),
+    /// Graph-Mamba on node (stochastic block model, karate club) or graph (TU) classification.
+    GraphMamba(crate::train_graph::GraphArgs),
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +91,7 @@ pub fn train(task: TrainTask) -> CliResult {
         TrainTask::VmambaDigits(a) => crate::train_vision::vmamba_digits(a),
         TrainTask::SMamba(a) => crate::train_series::s_mamba(a),
         TrainTask::TimeMachine(a) => crate::train_series::time_machine(a),
+        TrainTask::GraphMamba(a) => crate::train_graph::graph_mamba(a),
     }
 }
 

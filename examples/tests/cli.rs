@@ -745,3 +745,87 @@ fn s_mamba_trains_on_the_macro_series_and_reports_the_baselines() {
         "line 3",
     );
 }
+
+#[test]
+fn graph_mamba_trains_on_node_and_graph_tasks() {
+    let json_line = |out: &std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.lines().last().unwrap()).expect("a JSON summary line")
+    };
+    let v = json_line(&zoo(&[
+        "train",
+        "graph-mamba",
+        "--data",
+        "sbm",
+        "--block-size",
+        "10",
+        "--epochs",
+        "5",
+        "--dim",
+        "8",
+        "--layers",
+        "1",
+    ]));
+    assert_eq!(v["test_nodes"], 20);
+    let acc = v["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    let v = json_line(&zoo(&[
+        "train",
+        "graph-mamba",
+        "--data",
+        "karate",
+        "--epochs",
+        "3",
+        "--dim",
+        "8",
+    ]));
+    assert_eq!(v["test_nodes"], 32);
+    // A TU data set: 10 small graphs, triangles (class 1) and paths (class 0).
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut ind, mut lab) = (String::new(), String::new(), String::new());
+    let mut next = 1;
+    for g in 0..10 {
+        let tri = g % 2 == 1;
+        for _ in 0..3 {
+            ind.push_str(&format!("{}\n", g + 1));
+        }
+        let (x, y, z) = (next, next + 1, next + 2);
+        let mut edges = vec![(x, y), (y, z)];
+        if tri {
+            edges.push((x, z));
+        }
+        for (p, q) in edges {
+            a.push_str(&format!("{p}, {q}\n{q}, {p}\n"));
+        }
+        lab.push_str(if tri { "1\n" } else { "0\n" });
+        next += 3;
+    }
+    for (f, t) in [("A", a), ("graph_indicator", ind), ("graph_labels", lab)] {
+        std::fs::write(dir.path().join(format!("TOY_{f}.txt")), t).unwrap();
+    }
+    let v = json_line(&zoo(&[
+        "train",
+        "graph-mamba",
+        "--data",
+        "tu",
+        "--tu-dir",
+        dir.path().to_str().unwrap(),
+        "--tu-name",
+        "TOY",
+        "--epochs",
+        "3",
+        "--dim",
+        "8",
+    ]));
+    assert_eq!(v["test_graphs"], 2);
+    assert_clean_error(&zoo(&["train", "graph-mamba", "--data", "tu"]), "--tu-dir");
+    assert_clean_error(
+        &zoo(&["train", "graph-mamba", "--data", "cora"]),
+        "--data cora",
+    );
+}

@@ -9,6 +9,7 @@
 
 pub mod classify;
 pub mod error;
+pub mod graph;
 pub mod io;
 pub mod lm;
 pub mod nn;
