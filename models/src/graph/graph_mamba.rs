@@ -18,8 +18,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, IndexingUpdateOp, Tensor};
-use rand::Rng;
+use burn::tensor::{Device, Distribution, IndexingUpdateOp, Tensor};
 
 /// What the network predicts.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -166,9 +165,16 @@ impl GraphMambaLayer {
         let (h_local, e) = self.local_model.forward(h.clone(), e, g);
         let h_local = self.norm1_local.forward(h_local);
         let degrees: Vec<f32> = g.degrees().iter().map(|&d| d as f32).collect();
-        let mut rng = rand::rng();
-        let mut noisy =
-            || -> Vec<f32> { degrees.iter().map(|d| d + rng.random::<f32>()).collect() };
+        // Tie-breaking noise from the device's generator, so `Device::seed` makes runs repeat.
+        let device = h.device();
+        let noisy = || -> Vec<f32> {
+            let u = Tensor::<1>::random([degrees.len()], Distribution::Uniform(0.0, 1.0), &device);
+            degrees
+                .iter()
+                .zip(ssm_backends::to_vec(u))
+                .map(|(d, n)| d + n)
+                .collect()
+        };
         let h_attn = if training {
             mamba_in_order(&self.self_attn, h.clone(), &g.batch, &noisy())
         } else {
