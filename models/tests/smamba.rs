@@ -8,6 +8,10 @@ use ssm_backends::testing::max_abs_diff;
 use ssm_backends::to_vec;
 use ssm_models::timeseries::{SMambaConfig, denormalize, normalize};
 
+/// `Device::seed` seeds a generator shared by the tests of this binary: the seeded tests run
+/// one at a time so each sees its own seed's numbers.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn config() -> SMambaConfig {
     SMambaConfig::new(24, 6)
         .with_d_model(16)
@@ -18,6 +22,7 @@ fn config() -> SMambaConfig {
 
 #[test]
 fn forecasts_have_the_horizon_and_the_variates() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex();
     device.seed(71);
     let x = Tensor::<3>::random([2, 24, 3], Distribution::Normal(0.0, 1.0), &device);
@@ -31,6 +36,7 @@ fn forecasts_have_the_horizon_and_the_variates() {
 
 #[test]
 fn normalisation_round_trips_and_shifts_pass_through() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex();
     device.seed(72);
     let x = Tensor::<3>::random([2, 24, 3], Distribution::Normal(3.0, 2.0), &device);
@@ -49,6 +55,7 @@ fn normalisation_round_trips_and_shifts_pass_through() {
 
 #[test]
 fn the_variate_tokens_are_read_both_ways() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex();
     device.seed(73);
     let m = config().with_use_norm(false).init(&device);
@@ -79,6 +86,7 @@ fn the_variate_tokens_are_read_both_ways() {
 
 #[test]
 fn a_short_training_run_lowers_the_loss() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex().autodiff();
     device.seed(74);
     // Three phase-shifted sines with noise: 64 windows of 24 steps, horizon 6.

@@ -9,6 +9,10 @@ use ssm_backends::testing::max_abs_diff;
 use ssm_backends::to_vec;
 use ssm_models::timeseries::{RevIn, TimeMachineConfig};
 
+/// `Device::seed` seeds a generator shared by the tests of this binary: the seeded tests run
+/// one at a time so each sees its own seed's numbers.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn config(ch_ind: bool) -> TimeMachineConfig {
     TimeMachineConfig::new(24, 6, 3)
         .with_n1(16)
@@ -20,6 +24,7 @@ fn config(ch_ind: bool) -> TimeMachineConfig {
 
 #[test]
 fn forecasts_have_the_horizon_and_the_variates() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex();
     device.seed(81);
     let x = Tensor::<3>::random([2, 24, 3], Distribution::Normal(0.0, 1.0), &device);
@@ -34,6 +39,7 @@ fn forecasts_have_the_horizon_and_the_variates() {
 
 #[test]
 fn revin_round_trips_and_shifts_pass_through() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex();
     device.seed(82);
     let mut r = RevIn::new(3, &device);
@@ -51,6 +57,7 @@ fn revin_round_trips_and_shifts_pass_through() {
 
 #[test]
 fn channel_independence_keeps_variates_apart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex();
     device.seed(83);
     let x = Tensor::<3>::random([1, 24, 3], Distribution::Normal(0.0, 1.0), &device);
@@ -79,14 +86,17 @@ fn channel_independence_keeps_variates_apart() {
     let last = |y: Tensor<3>| to_vec(y.narrow(2, 2, 1));
     let mixing = config(false).init(&device);
     let change = max_abs_diff(&last(mixing.forward(x)), &last(mixing.forward(moved0)));
+    // The cross-variate terms are small at the reference init (dt ≈ 0.001..0.1: ~1e-5 here)
+    // but far above rounding, and a channel-independent model gives exactly 0 (above).
     assert!(
-        change > 1e-6,
-        "channel-mixing: variate 2's forecast ignores variate 0"
+        change > 1e-7,
+        "channel-mixing: variate 2's forecast ignores variate 0 ({change:e})"
     );
 }
 
 #[test]
 fn a_short_training_run_lowers_the_loss() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex().autodiff();
     device.seed(84);
     let (b, l, s, n) = (64, 24, 6, 3);

@@ -137,8 +137,10 @@ fn bidirectional_mixer_averages_a_forward_and_a_reversed_mamba() {
         uni <= 1e-6,
         "the causal mixer's first token moved by {uni:e}"
     );
+    // At the reference init the cross-token terms are small (dt ≈ 0.001..0.1; ~1e-4 here),
+    // but a causal mixer's first token does not move at all.
     assert!(
-        bi >= 1e-4,
+        bi >= 1e-6,
         "the bidirectional mixer's first token moved by only {bi:e}"
     );
 }
