@@ -13,7 +13,8 @@ use ssm_models::vision::vmamba::{DownsampleVersion, PatchEmbedVersion};
 use ssm_models::vision::{VMamba, VMambaConfig};
 use std::sync::Mutex;
 
-/// The CPU kernel's call counter is process-wide: tests that count calls run alone.
+/// The CPU kernel's call counter is process-wide: every test that runs a scan holds this lock,
+/// so the counting test sees only its own calls.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The parameters of MzeroMiko/VMamba's `VSSM` (forward type v05_noz, patch embedding v2,
@@ -46,6 +47,7 @@ fn reference_count(depths: &[usize], dim: usize) -> usize {
 
 #[test]
 fn parameter_counts_match_the_released_models() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex();
     for (config, millions, exact) in [
         (VMambaConfig::vmamba_tiny(), "30.25", 30_249_064),
@@ -104,18 +106,21 @@ fn check_fixture(device: &Device, tol: f32) {
 
 #[test]
 fn reproduces_the_float64_reference_forward() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     check_fixture(&Device::flex(), 1e-5);
 }
 
 #[cfg(feature = "ndarray")]
 #[test]
 fn ndarray_reproduces_the_float64_reference_forward() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     check_fixture(&Device::ndarray(), 1e-5);
 }
 
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_reproduces_the_float64_reference_forward() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(device) = ssm_backends::testing::wgpu_test_device() {
         check_fixture(&device, 1e-4);
     }
@@ -123,6 +128,7 @@ fn wgpu_reproduces_the_float64_reference_forward() {
 
 #[test]
 fn the_four_routes_are_rows_columns_and_their_reverses() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex();
     let (h, w) = (3, 4);
     let values: Vec<f32> = (0..h * w).map(|i| i as f32).collect();
@@ -155,6 +161,7 @@ fn one_selective_scan_call_covers_the_four_routes() {
 
 #[test]
 fn checkpoint_errors_name_the_key_and_the_shapes() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::flex();
     let path = fixtures_dir().join("vmamba_tiny/v05.pth");
     let mut w = TensorMap::read(&path).unwrap();
