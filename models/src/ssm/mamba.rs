@@ -317,6 +317,17 @@ pub struct SsmBranch<'a> {
 }
 
 impl SsmBranch<'_> {
+    /// The dt_proj bias, or zeros (D).
+    pub fn dt_bias(&self) -> Tensor<1> {
+        match &self.dt_proj.bias {
+            Some(bias) => bias.val(),
+            None => {
+                let w = self.dt_proj.weight.val();
+                Tensor::zeros([w.dims()[1]], &w.device())
+            }
+        }
+    }
+
     /// Runs the branch on `xs` and `z` (B, D, L) from `cache` (zeros when `None`): returns the
     /// scan's arguments and gated output (`trace.y`, (B, D, L)) and the state after the last step.
     pub fn run(
@@ -325,9 +336,7 @@ impl SsmBranch<'_> {
         z: Tensor<3>,
         cache: Option<MambaLayerCache>,
     ) -> (MambaTrace, MambaLayerCache) {
-        let device = xs.device();
         let (n, r) = (self.d_state, self.dt_rank);
-        let d_inner = xs.dims()[1];
         let (conv_prev, h0) = match cache {
             Some(c) => (Some(c.conv_state), Some(c.ssm_state)),
             None => (None, None),
@@ -340,10 +349,7 @@ impl SsmBranch<'_> {
         let delta = dt
             .matmul(self.dt_proj.weight.val().unsqueeze())
             .swap_dims(1, 2);
-        let dt_bias = match &self.dt_proj.bias {
-            Some(bias) => bias.val(),
-            None => Tensor::zeros([d_inner], &device),
-        };
+        let dt_bias = self.dt_bias();
         let mut scan = SelectiveScan::new(
             u.clone(),
             delta.clone(),
@@ -381,13 +387,6 @@ impl MambaMixer {
     /// `A = -exp(A_log)` (D, N).
     pub fn a(&self) -> Tensor<2> {
         self.A_log.val().exp().neg()
-    }
-
-    fn dt_bias(&self, device: &Device) -> Tensor<1> {
-        match &self.dt_proj.bias {
-            Some(b) => b.val(),
-            None => Tensor::zeros([self.d_inner], device),
-        }
     }
 
     /// The parallel forward over a sequence (B, L, d_model) -> (B, L, d_model).
@@ -438,9 +437,7 @@ impl MambaMixer {
     /// ([`mamba_decode_step`]: conv step, x_proj, dt_proj, state update and gate; one kernel
     /// launch on the GPU backends), out_proj.
     pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
-        let weights = cache
-            .step_weights
-            .unwrap_or_else(|| self.step_weights(&x.device()));
+        let weights = cache.step_weights.unwrap_or_else(|| self.step_weights());
         let xz = self.in_proj.forward(x);
         let (y, conv_state, ssm_state) =
             mamba_decode_step(xz, cache.conv_state, cache.ssm_state, weights.clone());
@@ -455,7 +452,7 @@ impl MambaMixer {
     }
 
     /// This mixer's decode weights in the packed layout of the fused step.
-    pub fn step_weights(&self, device: &Device) -> Tensor<1> {
+    pub fn step_weights(&self) -> Tensor<1> {
         pack_mamba_step_weights(
             self.conv1d
                 .weight
@@ -464,7 +461,7 @@ impl MambaMixer {
             self.conv1d.bias_or_zeros(),
             self.x_proj.weight.val(),
             self.dt_proj.weight.val(),
-            self.dt_bias(device),
+            self.branch().dt_bias(),
             self.a(),
             self.D.val(),
         )

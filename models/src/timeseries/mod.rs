@@ -15,11 +15,14 @@ use burn::tensor::Tensor;
 /// variance over L. Returns the normalised series, the means and the standard deviations
 /// (B, 1, N).
 pub fn normalize(x: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
+    normalize_with(x, 1e-5)
+}
+
+/// [`normalize`] with `eps` added to the variance.
+pub fn normalize_with(x: Tensor<3>, eps: f64) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
     let mean = x.clone().mean_dim(1).detach();
     let centred = x - mean.clone();
-    let std = (centred.clone().square().mean_dim(1) + 1e-5)
-        .sqrt()
-        .detach();
+    let std = (centred.clone().square().mean_dim(1) + eps).sqrt().detach();
     (centred / std.clone(), mean, std)
 }
 

@@ -44,12 +44,8 @@ impl RevIn {
 
     /// (B, L, N) → normalised (B, L, N), with the means and standard deviations (B, 1, N).
     pub fn norm(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
-        let mean = x.clone().mean_dim(1).detach();
-        let centred = x - mean.clone();
-        let std = (centred.clone().square().mean_dim(1) + self.eps)
-            .sqrt()
-            .detach();
-        let y = centred / std.clone() * self.affine_weight.val().reshape([1, 1, -1])
+        let (x, mean, std) = crate::timeseries::normalize_with(x, self.eps);
+        let y = x * self.affine_weight.val().reshape([1, 1, -1])
             + self.affine_bias.val().reshape([1, 1, -1]);
         (y, mean, std)
     }
