@@ -2,9 +2,11 @@
 //!
 //! Data for the SSM zoo as Burn `Dataset`s and `Batcher`s: synthetic tasks generated on
 //! demand (selective copying), small real data shipped with the crate (sequential digits, also
-//! as images), and readers for image folders and the MNIST / CIFAR-10 files.
+//! as images), and readers for image folders and the MNIST / CIFAR-10 files, and the
+//! long-horizon forecasting benchmarks downloaded into a cache ([`download`]).
 
 pub mod digits;
+pub mod download;
 pub mod graphs;
 pub mod images;
 pub mod selective_copying;

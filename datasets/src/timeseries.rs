@@ -105,6 +105,7 @@ pub fn parse_date(text: &str) -> Option<NaiveDateTime> {
         "%Y/%m/%d %H:%M:%S",
         "%Y/%m/%d %H:%M",
         "%Y-%m-%dT%H:%M:%S",
+        "%d.%m.%Y %H:%M:%S",
     ] {
         if let Ok(d) = NaiveDateTime::parse_from_str(t, f) {
             return Some(d);

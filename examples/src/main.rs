@@ -12,6 +12,7 @@
 mod bench;
 mod classify;
 mod common;
+mod data;
 mod demo;
 mod forecast;
 mod generate;
@@ -54,6 +55,11 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Test MSE/MAE of a forecaster from `zoo train s-mamba|time-machine`, and a forecast plot.
     Forecast(forecast::ForecastArgs),
+    /// The forecasting benchmarks: list them, download them into the cache.
+    Data {
+        #[command(subcommand)]
+        what: data::DataCommand,
+    },
     /// Benchmarks (prints one JSON object).
     Bench {
         #[command(subcommand)]
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => train::eval(a),
         Command::Classify(a) => classify::run(a),
         Command::Forecast(a) => forecast::run(a),
+        Command::Data { what } => data::run(what),
         Command::Bench { what } => bench::run(what),
     };
     match result {

@@ -31,8 +31,15 @@ use std::path::{Path, PathBuf};
 pub struct SeriesArgs {
     /// The series: a CSV with a date column then the variables (default: the shipped US macro
     /// series, 203 quarters x 12 variables).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dataset")]
     csv: Option<PathBuf>,
+    /// A benchmark instead of --csv: etth1, ettm1, weather or electricity, downloaded into the
+    /// cache on first use (`zoo data list` shows where).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// With --dataset: download from this URL instead of the built-in mirrors (repeatable).
+    #[arg(long, requires = "dataset")]
+    mirror: Vec<String>,
     /// Look-back L.
     #[arg(long, default_value_t = 96)]
     seq_len: usize,
@@ -100,8 +107,12 @@ pub(crate) struct DataSettings {
 }
 
 fn prepare(a: &SeriesArgs) -> CliResult<(ForecastSplits, PathBuf)> {
+    let csv = match &a.dataset {
+        Some(name) => Some(crate::data::benchmark_file(name, &a.mirror)?),
+        None => a.csv.clone(),
+    };
     prepare_data(&DataSettings {
-        csv: a.csv.clone(),
+        csv,
         seq_len: a.seq_len,
         pred_len: a.pred_len,
         split: a.split.clone(),
