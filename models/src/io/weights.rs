@@ -121,6 +121,12 @@ impl TensorMap {
                 found: shape,
             });
         }
+        if !data.dtype().is_float() {
+            return Err(ModelError::Invalid(format!(
+                "weights: key '{key}' holds {:?} values, expected floating point",
+                data.dtype()
+            )));
+        }
         Ok(Tensor::from_data(data.convert::<f32>(), device))
     }
 
@@ -158,6 +164,32 @@ impl TensorMap {
             } else {
                 None
             },
+        })
+    }
+
+    /// Takes an integer scalar (a 0-d or one-element tensor, e.g. a length buffer).
+    pub fn take_usize(&mut self, key: &str) -> Result<usize> {
+        let (shape, data) = self
+            .tensors
+            .remove(key)
+            .ok_or_else(|| ModelError::MissingKey {
+                key: key.into(),
+                expected: Vec::new(),
+            })?;
+        let bad = |found: Vec<usize>| ModelError::ShapeMismatch {
+            key: key.into(),
+            expected: Vec::new(),
+            found,
+        };
+        if shape.iter().product::<usize>() != 1 || data.dtype().is_float() {
+            return Err(bad(shape));
+        }
+        let v = data
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .map_err(|_| bad(shape.clone()))?;
+        usize::try_from(v[0]).map_err(|_| {
+            ModelError::Invalid(format!("weights: key '{key}' holds {}, not a length", v[0]))
         })
     }
 
@@ -218,10 +250,10 @@ where
             .to_bytes()
             .map_err(|e| format!("tensor '{key}' cannot be read: {e}"))?;
         let data = TensorData::from_bytes(bytes, shape.clone(), t.dtype);
-        if !data.dtype().is_float() {
+        let dt = data.dtype();
+        if !(dt.is_float() || dt.is_int() || dt.is_uint()) {
             return Err(format!(
-                "tensor '{key}' has dtype {:?}, expected a float type",
-                data.dtype()
+                "tensor '{key}' has dtype {dt:?}, expected a float or integer type"
             ));
         }
         out.insert(key.clone(), (shape, data));

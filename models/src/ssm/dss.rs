@@ -273,7 +273,9 @@ impl DSSKernel {
     }
 }
 
-/// The DSS layer on (B, H, L): `y = GLU(W · GELU(K * u + D u))` as the S4D layer of this crate.
+/// The DSS layer on (B, H, L): `y = GLU(W · GELU(K * u + D u))` as the S4D layer of this crate,
+/// or `y = W · GELU(K * u + D u)` when `output_linear` maps H to H (the reference's default
+/// `postact=None`, as [`DSS::load_reference`] finds it).
 #[derive(Module, Debug)]
 pub struct DSS {
     pub D: Param<Tensor<1>>,
@@ -292,7 +294,7 @@ impl DSS {
 
     /// The parallel (convolution) forward: (B, H, L) -> (B, H, L).
     pub fn forward(&self, u: Tensor<3>) -> Tensor<3> {
-        glu_output(&self.output_linear, &self.dropout, self.ssm(u))
+        self.output(self.ssm(u))
     }
 
     /// One recurrent step of DSS-exp: `u` (B, H) -> (B, H).
@@ -304,8 +306,90 @@ impl DSS {
     ) -> (Tensor<2>, Complex<3>) {
         let (y, state) = rec.step(u.clone(), state);
         let y = y + u * self.D.val().unsqueeze::<2>();
-        let out = glu_output(&self.output_linear, &self.dropout, y.unsqueeze_dim::<3>(2))
-            .squeeze_dim::<2>(2);
+        let out = self.output(y.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
         (out, state)
+    }
+}
+
+impl DSS {
+    /// Whether the output is gated (`output_linear` H -> 2H, then a GLU).
+    pub fn gated_output(&self) -> bool {
+        let [d_in, d_out] = self.output_linear.weight.dims();
+        d_out == 2 * d_in
+    }
+
+    /// GELU, dropout, `output_linear`, and the GLU when the layer has one (B, H, L).
+    fn output(&self, y: Tensor<3>) -> Tensor<3> {
+        if self.gated_output() {
+            glu_output(&self.output_linear, &self.dropout, y)
+        } else {
+            let y = self.dropout.forward(burn::tensor::activation::gelu(y));
+            self.output_linear
+                .forward(y.swap_dims(1, 2))
+                .swap_dims(1, 2)
+        }
+    }
+
+    /// Loads a state dict of ag1988/dss's `DSS` layer (`src/models/sequence/ss/standalone/
+    /// dss.py`; one channel, `transposed=True`): `D` (1, H), `kernel.log_dt` (H) or (H, 2),
+    /// DSS-exp's `kernel.Lambda_log_neg_re` and `kernel.Lambda_im` (N) or DSS-softmax's
+    /// `kernel.Lambda` (N, 2), `kernel.W` (1, H, N, 2), and `output_linear.weight` (H, H) with
+    /// `output_linear.bias` (H, 1) (`postact=None`, the default) or `output_linear.0.*`
+    /// (2H, H) and (2H, 1) (`postact='glu'`).
+    ///
+    /// A `Lambda` (N, 2) is read as DSS-softmax, the reference's default version; its `clip`
+    /// versions store the same key and are not told apart. `exp-re-im`
+    /// (`Lambda_log_im`) is refused.
+    pub fn load_reference(path: &std::path::Path, device: &Device) -> crate::Result<Self> {
+        let mut w = crate::io::TensorMap::read(path)?;
+        if w.contains("kernel.Lambda_log_im") {
+            return Err(crate::ModelError::Invalid(
+                "weights: 'kernel.Lambda_log_im' (DSS version exp-re-im) is not supported".into(),
+            ));
+        }
+        let d = w.shape_of("D")?;
+        let h = d.last().copied().unwrap_or(0);
+        let wk = w.shape_of("kernel.W")?;
+        let n = wk.get(2).copied().unwrap_or(0);
+        let d = w.take("D", [1, h], device)?.reshape([h]);
+        let log_dt = if w.shape_of("kernel.log_dt")?.len() == 1 {
+            w.take("kernel.log_dt", [h], device)?.reshape([h, 1])
+        } else {
+            w.take("kernel.log_dt", [h, 2], device)?
+        };
+        let (lnr, lim, lam) = if w.contains("kernel.Lambda") {
+            (None, None, Some(w.param("kernel.Lambda", [n, 2], device)?))
+        } else {
+            (
+                Some(w.param("kernel.Lambda_log_neg_re", [n], device)?),
+                Some(w.param("kernel.Lambda_im", [n], device)?),
+                None,
+            )
+        };
+        let kernel = DSSKernel {
+            log_dt: Param::from_tensor(log_dt),
+            Lambda_log_neg_re: lnr,
+            Lambda_im: lim,
+            Lambda: lam,
+            W: Param::from_tensor(w.take("kernel.W", [1, h, n, 2], device)?.reshape([h, n, 2])),
+        };
+        let (key, out) = if w.contains("output_linear.0.weight") {
+            ("output_linear.0", 2 * h)
+        } else {
+            ("output_linear", h)
+        };
+        // The reference's TransposedLinear keeps its bias as a column (out, 1).
+        let bias_key = format!("{key}.bias");
+        let bias = w.take(&bias_key, [out, 1], device)?.reshape([out]);
+        w.insert(bias_key, bias.into_data());
+        let output_linear = w.linear(key, h, out, true, device)?;
+        let layer = DSS {
+            D: Param::from_tensor(d),
+            kernel,
+            output_linear,
+            dropout: DropoutConfig::new(0.0).init(),
+        };
+        w.finish()?;
+        Ok(layer)
     }
 }

@@ -15,6 +15,7 @@
 //! with `C` recovered from `C̃` by one solve, set up in float64 by `nalgebra`.
 #![allow(non_snake_case)]
 
+use crate::io::TensorMap;
 use crate::ssm::hippo::nplr_legs;
 use crate::ssm::s4d::{Complex, glu_output};
 use burn::config::Config;
@@ -93,6 +94,7 @@ impl S4Config {
                     Distribution::Normal(0.0, 0.5f64.sqrt()),
                     device,
                 )),
+                l_kernel: 0,
             },
             D: Param::from_tensor(Tensor::random([h], Distribution::Normal(0.0, 1.0), device)),
             output_linear: LinearConfig::new(h, 2 * h).init(device),
@@ -109,8 +111,13 @@ pub struct S4Kernel {
     pub Lambda_im: Param<Tensor<2>>,
     pub P: Param<Tensor<3>>,
     pub B: Param<Tensor<3>>,
-    /// `C̃ = (I − Ā^L)* C` for the length the kernel is used at.
+    /// `C̃ = (I − Ā^L)* C` for the length L the kernel is attuned to.
     pub C: Param<Tensor<3>>,
+    /// The length `C̃` is attuned to (the reference's `l_kernel` buffer), which is also the
+    /// longest kernel: the kernel is evaluated at its `l_kernel` roots of unity, truncated for
+    /// shorter inputs and zero beyond for longer ones (the reference's `FFTConv` with
+    /// `l_max = l_kernel`). 0: attuned to whatever length the kernel is asked for.
+    pub l_kernel: usize,
 }
 
 fn pairs(t: Tensor<3>) -> Complex<2> {
@@ -129,8 +136,33 @@ fn conj<const D: usize>(c: Complex<D>) -> Complex<D> {
 }
 
 impl S4Kernel {
-    /// The kernel K (H, L).
+    /// The length `C̃` is read at for an input of length `len`.
+    pub fn attuned_length(&self, len: usize) -> usize {
+        if self.l_kernel > 0 {
+            self.l_kernel
+        } else {
+            len
+        }
+    }
+
+    /// The kernel K (H, L): evaluated at the [`attuned_length`](Self::attuned_length), then
+    /// truncated to `len` or padded with zeros.
     pub fn kernel(&self, len: usize) -> Tensor<2> {
+        let m = self.attuned_length(len);
+        let k = self.kernel_at(m);
+        if len <= m {
+            k.narrow(1, 0, len)
+        } else {
+            let [h, _] = k.dims();
+            Tensor::cat(
+                vec![k, Tensor::zeros([h, len - m], &self.log_dt.val().device())],
+                1,
+            )
+        }
+    }
+
+    /// The kernel at the `len` roots of unity, `C̃` read as attuned to `len`.
+    fn kernel_at(&self, len: usize) -> Tensor<2> {
         let device = self.log_dt.val().device();
         let [h, n2] = self.Lambda_re.dims();
         let dt = self.log_dt.val().exp().reshape([h, 1, 1]);
@@ -216,8 +248,12 @@ impl S4Kernel {
     }
 
     /// The dense bilinear system for stepping, set up in float64: per channel `Ā` (N, N),
-    /// `B̄` (N), and `C = ((I − Ā^L)*)⁻¹ C̃` (N), with `len` the length `C̃` was made for.
+    /// `B̄` (N), and `C = ((I − Ā^L)*)⁻¹ C̃` (N), with L the length `C̃` is attuned to
+    /// ([`attuned_length`](Self::attuned_length) of `len`, the length the convolution runs at).
+    /// The step equals the convolution over the first L steps (beyond, a kernel attuned to L is
+    /// zero and the recurrence is not).
     pub fn recurrence(&self, len: usize) -> S4Recurrence {
+        let len = self.attuned_length(len);
         let f = |t: Tensor<2>| {
             ssm_backends::to_vec(t)
                 .into_iter()
@@ -397,5 +433,137 @@ impl S4 {
         let out = glu_output(&self.output_linear, &self.dropout, y.unsqueeze_dim::<3>(2))
             .squeeze_dim::<2>(2);
         (out, state)
+    }
+}
+
+/// Tensors of the state-spaces/s4 `SSMKernel` layouts (v4, `models/s4/s4.py` and
+/// `src/models/sequence/kernels`), shared by the S4 and S4D loaders.
+pub(crate) mod reference {
+    use crate::error::{ModelError, Result};
+    use crate::io::TensorMap;
+    use burn::tensor::{Device, Tensor};
+
+    /// H and the number of trained copies S of (A, B) (`n_ssm`), checked: S divides H.
+    pub fn sizes(w: &TensorMap, k: &str) -> Result<(usize, usize, usize)> {
+        let d = w.shape_of("layer.D")?;
+        let a = w.shape_of(&format!("{k}.A_real"))?;
+        let (h, s, n2) = (
+            d.last().copied().unwrap_or(0),
+            a.first().copied().unwrap_or(0),
+            a.get(1).copied().unwrap_or(0),
+        );
+        if d.len() != 2 || d[0] != 1 {
+            return Err(ModelError::Invalid(format!(
+                "weights: key 'layer.D' has shape {d:?}: only one output channel (channels = 1, \
+                 not bidirectional) is supported"
+            )));
+        }
+        if a.len() != 2 || s == 0 || h % s != 0 {
+            return Err(ModelError::Invalid(format!(
+                "weights: key '{k}.A_real' has shape {a:?}: expected (n_ssm, N/2) with n_ssm \
+                 dividing H = {h}"
+            )));
+        }
+        Ok((h, s, n2))
+    }
+
+    /// `log Δ` (H): `inv_dt` (H, 1) under the default `exp` transform, or v3's `log_dt` (H).
+    pub fn log_dt(w: &mut TensorMap, k: &str, h: usize, device: &Device) -> Result<Tensor<1>> {
+        let old = format!("{k}.log_dt");
+        if w.contains(&old) {
+            return w.take(&old, [h], device);
+        }
+        Ok(w.take(&format!("{k}.inv_dt"), [h, 1], device)?.reshape([h]))
+    }
+
+    /// Λ (H, N/2) from `A_real` (stored `log(−Re Λ)`) and `A_imag` (stored `−Im Λ`), each
+    /// (S, N/2) and repeated over the H/S groups of channels as the reference does.
+    pub fn lambda(
+        w: &mut TensorMap,
+        k: &str,
+        (h, s, n2): (usize, usize, usize),
+        device: &Device,
+    ) -> Result<(Tensor<2>, Tensor<2>)> {
+        let re = w.take(&format!("{k}.A_real"), [s, n2], device)?.exp().neg();
+        let im = w.take(&format!("{k}.A_imag"), [s, n2], device)?.neg();
+        Ok((re.repeat_dim(0, h / s), im.repeat_dim(0, h / s)))
+    }
+
+    /// A complex (1 or R, S, N/2, 2) tensor such as `B` or `P` as (H, N/2, 2), repeated over
+    /// the channel groups.
+    pub fn shared(
+        w: &mut TensorMap,
+        key: &str,
+        (h, s, n2): (usize, usize, usize),
+        device: &Device,
+    ) -> Result<Tensor<3>> {
+        Ok(w.take(key, [1, s, n2, 2], device)?
+            .reshape([s, n2, 2])
+            .repeat_dim(0, h / s))
+    }
+
+    /// `output_linear.0` (`nn.Linear(H, 2H)` before the GLU).
+    pub fn glu_linear(w: &mut TensorMap, h: usize, device: &Device) -> Result<burn::nn::Linear> {
+        w.linear("output_linear.0", h, 2 * h, true, device)
+    }
+}
+
+impl S4 {
+    /// Loads an `S4Block` state dict of state-spaces/s4 with the DPLR kernel (`mode='dplr'`,
+    /// rank 1, one channel, `final_act='glu'`, `dt_transform='exp'`, the defaults):
+    /// `layer.kernel.{inv_dt, A_real, A_imag, B, P, C, l_kernel}`, `layer.D`,
+    /// `output_linear.0.{weight, bias}` (`.pt`/`.pth`/`.safetensors`, possibly under "model").
+    ///
+    /// The reference's `C` holds `C̃` for `l_kernel` with its own conjugation convention
+    /// (`K̂ = Σ B C / (g − Λ)`), stored here conjugated; `A`, `B`, `P` shared over `n_ssm`
+    /// copies are repeated over the channels. A checkpoint whose kernel was never run
+    /// (`l_kernel` 0) holds `C`, not `C̃`, and is refused.
+    pub fn load_reference(path: &std::path::Path, device: &Device) -> crate::Result<Self> {
+        let mut w = TensorMap::read(path)?;
+        let k = "layer.kernel";
+        let (h, s, n2) = reference::sizes(&w, k)?;
+        let rank = w.shape_of(&format!("{k}.P"))?;
+        if rank.first() != Some(&1) {
+            return Err(crate::ModelError::Invalid(format!(
+                "weights: key '{k}.P' has shape {rank:?}: only rank 1 (the LegS/FouT \
+                 initialisations) is supported"
+            )));
+        }
+        let l_kernel = w.take_usize(&format!("{k}.l_kernel"))?;
+        if l_kernel == 0 {
+            return Err(crate::ModelError::Invalid(format!(
+                "weights: '{k}.l_kernel' is 0: the checkpoint was saved before its kernel first \
+                 ran, so its C is not C~; run one forward in the reference before saving"
+            )));
+        }
+        let log_dt = reference::log_dt(&mut w, k, h, device)?;
+        let (lre, lim) = reference::lambda(&mut w, k, (h, s, n2), device)?;
+        let b = reference::shared(&mut w, &format!("{k}.B"), (h, s, n2), device)?;
+        let p = w
+            .take(&format!("{k}.P"), [1, s, n2, 2], device)?
+            .reshape([s, n2, 2])
+            .repeat_dim(0, h / s);
+        let c = w
+            .take(&format!("{k}.C"), [1, h, n2, 2], device)?
+            .reshape([h, n2, 2]);
+        // Conjugate: this crate's Cauchy sums read conj(C̃) B.
+        let c = Tensor::cat(vec![c.clone().narrow(2, 0, 1), c.narrow(2, 1, 1).neg()], 2);
+        let d = w.take("layer.D", [1, h], device)?.reshape([h]);
+        let layer = S4 {
+            kernel: S4Kernel {
+                log_dt: Param::from_tensor(log_dt),
+                Lambda_re: Param::from_tensor(lre),
+                Lambda_im: Param::from_tensor(lim),
+                P: Param::from_tensor(p),
+                B: Param::from_tensor(b),
+                C: Param::from_tensor(c),
+                l_kernel,
+            },
+            D: Param::from_tensor(d),
+            output_linear: reference::glu_linear(&mut w, h, device)?,
+            dropout: DropoutConfig::new(0.0).init(),
+        };
+        w.finish()?;
+        Ok(layer)
     }
 }

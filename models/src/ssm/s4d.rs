@@ -400,8 +400,29 @@ impl S4D {
     /// (H, N/2, 2), `kernel.log_A_real`, `kernel.A_imag` (H, N/2), `output_linear.0.weight`
     /// (2H, H, 1), `output_linear.0.bias` (2H). Every key is checked for presence and shape, and
     /// leftovers are an error. The reference uses ZOH and no dropout at inference.
+    ///
+    /// An `S4Block` state dict with the diagonal kernel (`SSMKernelDiag`, `mode='diag'`, keys
+    /// `layer.kernel.{inv_dt, A_real, A_imag, B, C}`, `layer.D`, `output_linear.0.*`, from
+    /// `models/s4/s4.py` or the training repository) loads too: `A`, `B` shared over `n_ssm`
+    /// copies are repeated over the channels and `B` is folded into `C` (the kernel depends
+    /// on `B_n C_n` only). Its discretisation is not in the state dict: `bilinear` says which
+    /// one the model was trained with (the reference default is ZOH, `false`).
     pub fn load_reference(path: &std::path::Path, device: &Device) -> crate::Result<Self> {
+        Self::load_reference_with(path, false, device)
+    }
+
+    /// [`load_reference`](Self::load_reference) with the discretisation of an `S4Block`
+    /// checkpoint (`disc='bilinear'` when `bilinear`; ignored for `models/s4/s4d.py`, which is
+    /// always ZOH).
+    pub fn load_reference_with(
+        path: &std::path::Path,
+        bilinear: bool,
+        device: &Device,
+    ) -> crate::Result<Self> {
         let mut w = crate::io::TensorMap::read(path)?;
+        if w.contains("layer.kernel.A_real") {
+            return Self::from_block(w, bilinear, device);
+        }
         let h = w.shape_of("D")?.first().copied().unwrap_or(0);
         let n2 = w
             .shape_of("kernel.log_A_real")?
@@ -426,6 +447,54 @@ impl S4D {
                 ),
                 bias: Some(w.param("output_linear.0.bias", [2 * h], device)?),
             },
+            dropout: DropoutConfig::new(0.0).init(),
+        };
+        w.finish()?;
+        Ok(layer)
+    }
+}
+
+impl S4D {
+    fn from_block(
+        mut w: crate::io::TensorMap,
+        bilinear: bool,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        use crate::ssm::s4::reference;
+        let k = "layer.kernel";
+        if w.contains(&format!("{k}.P")) {
+            return Err(crate::ModelError::Invalid(format!(
+                "weights: '{k}.P' present: a DPLR (S4) kernel, load it with S4::load_reference"
+            )));
+        }
+        let sizes = reference::sizes(&w, k)?;
+        let (h, _, n2) = sizes;
+        let log_dt = reference::log_dt(&mut w, k, h, device)?;
+        let (lre, lim) = reference::lambda(&mut w, k, sizes, device)?;
+        let b = reference::shared(&mut w, &format!("{k}.B"), sizes, device)?;
+        let c = w
+            .take(&format!("{k}.C"), [1, h, n2, 2], device)?
+            .reshape([h, n2, 2]);
+        let part = |t: &Tensor<3>, i: usize| t.clone().narrow(2, i, 1);
+        // B C as one complex coefficient.
+        let bc = Tensor::cat(
+            vec![
+                part(&b, 0) * part(&c, 0) - part(&b, 1) * part(&c, 1),
+                part(&b, 0) * part(&c, 1) + part(&b, 1) * part(&c, 0),
+            ],
+            2,
+        );
+        let layer = S4D {
+            D: Param::from_tensor(w.take("layer.D", [1, h], device)?.reshape([h])),
+            kernel: S4DKernel {
+                log_dt: Param::from_tensor(log_dt),
+                C: Param::from_tensor(bc),
+                log_A_real: Param::from_tensor(lre.neg().log()),
+                A_imag: Param::from_tensor(lim),
+                C_bwd: None,
+                bilinear,
+            },
+            output_linear: reference::glu_linear(&mut w, h, device)?,
             dropout: DropoutConfig::new(0.0).init(),
         };
         w.finish()?;

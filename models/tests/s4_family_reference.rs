@@ -1,0 +1,164 @@
+//! The S4, S4D (diagonal `S4Block`) and DSS loaders against state dicts saved by the reference
+//! modules themselves, and those modules' outputs (`fixtures/s4_family`, written by
+//! `fixtures/tools/make_s4_family.py` running state-spaces/s4 `models/s4/s4.py` and
+//! ag1988/dss `standalone/dss.py`).
+
+use burn::tensor::{Device, Tensor};
+use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::to_vec;
+use ssm_models::ssm::dss::DSS;
+use ssm_models::ssm::s4::S4;
+use ssm_models::ssm::s4d::S4D;
+use std::path::PathBuf;
+
+fn dir() -> PathBuf {
+    fixtures_dir().join("s4_family")
+}
+
+fn fixture() -> Fixture {
+    Fixture::open(dir().join("tensors.safetensors"))
+}
+
+fn input(t: &Fixture, len: usize, device: &Device) -> Tensor<3> {
+    t.tensor::<3>("x", device).narrow(2, 0, len)
+}
+
+fn close(name: &str, got: Tensor<3>, t: &Fixture, tol: f32) {
+    let (want, shape) = t.values(name);
+    assert_eq!(got.dims().to_vec(), shape, "{name}");
+    let err = max_abs_diff(&to_vec(got), &want);
+    assert!(
+        err <= tol,
+        "{name}: max abs error {err:e} (tolerance {tol:e})"
+    );
+}
+
+#[test]
+fn s4_dplr_block_reproduces_the_reference() {
+    let device = Device::flex();
+    let t = fixture();
+    let layer = S4::load_reference(&dir().join("s4_block.pth"), &device).expect("loads");
+    assert_eq!(layer.kernel.l_kernel, 16);
+    // The kernel at the 16 roots of unity.
+    let (want, _) = t.values("s4.k16");
+    let err = max_abs_diff(&to_vec(layer.kernel.kernel(16)), &want);
+    assert!(err <= 1e-5, "kernel: max abs error {err:e}");
+    // Length 16; 12 (the kernel still read at 16 roots, then truncated); 24 (longer than
+    // l_kernel: the kernel stops at 16, as the reference's FFTConv with l_max 16).
+    for len in [16, 12, 24] {
+        close(
+            &format!("s4.y{len}"),
+            layer.forward(input(&t, len, &device)),
+            &t,
+            1e-5,
+        );
+    }
+    // The recurrent step against the reference's own step outputs.
+    let rec = layer.kernel.recurrence(16);
+    let x = input(&t, 16, &device);
+    let mut state = rec.zero_state(2);
+    let mut ys = Vec::new();
+    for i in 0..16 {
+        let u = x.clone().narrow(2, i, 1).squeeze_dim::<2>(2);
+        let (y, s) = layer.step(u, &rec, state);
+        state = s;
+        ys.push(y.unsqueeze_dim::<3>(2));
+    }
+    close("s4.y16_step", Tensor::cat(ys, 2), &t, 1e-4);
+}
+
+#[test]
+fn s4d_diagonal_block_reproduces_the_reference() {
+    let device = Device::flex();
+    let t = fixture();
+    let layer = S4D::load_reference(&dir().join("s4d_block.pth"), &device).expect("loads");
+    close("s4d.y16", layer.forward(input(&t, 16, &device)), &t, 1e-5);
+    // Its recurrent step equals its convolution.
+    let x = input(&t, 16, &device);
+    let rec = layer.kernel.recurrence();
+    let mut state = rec.zero_state(2);
+    let mut ys = Vec::new();
+    for i in 0..16 {
+        let u = x.clone().narrow(2, i, 1).squeeze_dim::<2>(2);
+        let (y, s) = layer.step(u, &rec, state);
+        state = s;
+        ys.push(y.unsqueeze_dim::<3>(2));
+    }
+    close("s4d.y16", Tensor::cat(ys, 2), &t, 1e-4);
+}
+
+#[test]
+fn dss_exp_and_softmax_reproduce_the_reference() {
+    let device = Device::flex();
+    let t = fixture();
+    for name in ["dss_exp", "dss_softmax"] {
+        let layer =
+            DSS::load_reference(&dir().join(format!("{name}.pth")), &device).expect("loads");
+        assert_eq!(layer.gated_output(), name == "dss_softmax");
+        assert_eq!(layer.kernel.is_softmax(), name == "dss_softmax");
+        let (want, _) = t.values(&format!("{name}.k16"));
+        let err = max_abs_diff(&to_vec(layer.kernel.kernel(16)), &want);
+        assert!(err <= 1e-5, "{name} kernel: max abs error {err:e}");
+        close(
+            &format!("{name}.y16"),
+            layer.forward(input(&t, 16, &device)),
+            &t,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn the_wrong_loader_or_a_damaged_file_is_a_clear_error() {
+    let device = Device::flex();
+    let err = S4D::load_reference(&dir().join("s4_block.pth"), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer.kernel.P") && err.contains("S4::load_reference"),
+        "{err}"
+    );
+    let err = S4::load_reference(&dir().join("s4d_block.pth"), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("layer.kernel.P") && err.contains("missing"),
+        "{err}"
+    );
+    let err = DSS::load_reference(&dir().join("s4_block.pth"), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'D'") && err.contains("missing"), "{err}");
+    // A truncated file.
+    let bytes = std::fs::read(dir().join("s4_block.pth")).unwrap();
+    let tmp = tempfile::Builder::new().suffix(".pth").tempfile().unwrap();
+    std::fs::write(tmp.path(), &bytes[..bytes.len() / 2]).unwrap();
+    let err = S4::load_reference(tmp.path(), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot read weights"), "{err}");
+}
+
+#[test]
+fn wgpu_reproduces_the_reference_s4_and_dss() {
+    let Some(device) = ssm_backends::testing::wgpu_test_device() else {
+        return;
+    };
+    let t = fixture();
+    let s4 = S4::load_reference(&dir().join("s4_block.pth"), &device).expect("loads");
+    for len in [16, 12] {
+        close(
+            &format!("s4.y{len}"),
+            s4.forward(input(&t, len, &device)),
+            &t,
+            1e-4,
+        );
+    }
+    let dss = DSS::load_reference(&dir().join("dss_softmax.pth"), &device).expect("loads");
+    close(
+        "dss_softmax.y16",
+        dss.forward(input(&t, 16, &device)),
+        &t,
+        1e-4,
+    );
+}
