@@ -162,3 +162,53 @@ fn wgpu_reproduces_the_reference_s4_and_dss() {
         1e-4,
     );
 }
+
+/// S5 layers initialised and run by the JAX reference (lindermanlab/S5), saved as Flax msgpack
+/// (`fixtures/s5_reference`, `fixtures/tools/make_s5_reference.py`).
+#[test]
+fn s5_layers_from_flax_reproduce_the_reference() {
+    use ssm_models::ssm::s5::S5;
+    let device = Device::flex();
+    let d = fixtures_dir().join("s5_reference");
+    let t = Fixture::open(d.join("tensors.safetensors"));
+    let x: Tensor<3> = t.tensor("x", &device);
+    for (name, bilinear) in [("zoh", false), ("bidir", true)] {
+        let layer = S5::load_reference(
+            &d.join(format!("{name}.msgpack")),
+            "params",
+            bilinear,
+            &device,
+        )
+        .expect("loads");
+        assert_eq!(layer.bidirectional, name == "bidir");
+        close(&format!("{name}.ssm"), layer.ssm(x.clone()), &t, 1e-5);
+        close(&format!("{name}.glu"), layer.forward(x.clone()), &t, 1e-5);
+    }
+    // The wrong prefix, a missing key, a damaged file: errors naming what is wrong.
+    let zoh = d.join("zoh.msgpack");
+    let err = S5::load_reference(&zoh, "params.encoder", false, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("params.encoder.seq.Lambda_re") && err.contains("missing"),
+        "{err}"
+    );
+    let bytes = std::fs::read(&zoh).unwrap();
+    let tmp = tempfile::Builder::new()
+        .suffix(".msgpack")
+        .tempfile()
+        .unwrap();
+    std::fs::write(tmp.path(), &bytes[..bytes.len() - 9]).unwrap();
+    let err = S5::load_reference(tmp.path(), "params", false, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not Flax msgpack") && err.contains("truncated"),
+        "{err}"
+    );
+    std::fs::write(tmp.path(), b"not msgpack at all").unwrap();
+    let err = S5::load_reference(tmp.path(), "params", false, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not Flax msgpack"), "{err}");
+}

@@ -61,6 +61,16 @@ impl TensorMap {
         }
     }
 
+    /// A map from tensors read from `path` by another reader (e.g. Flax msgpack).
+    pub fn from_tensors_at(
+        path: &Path,
+        tensors: impl IntoIterator<Item = (String, TensorData)>,
+    ) -> Self {
+        let mut m = Self::from_tensors(tensors);
+        m.path = path.into();
+        m
+    }
+
     /// Adds or replaces a tensor (conversions, tests).
     pub fn insert(&mut self, key: impl Into<String>, data: TensorData) {
         self.tensors

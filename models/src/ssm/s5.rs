@@ -150,6 +150,7 @@ impl S5Config {
             dropout: DropoutConfig::new(self.dropout).init(),
             bilinear: self.bilinear,
             bidirectional: self.bidirectional,
+            gelu_tanh: false,
         }
     }
 }
@@ -178,6 +179,9 @@ pub struct S5 {
     pub dropout: Dropout,
     pub bilinear: bool,
     pub bidirectional: bool,
+    /// The tanh approximation of GELU before the output GLU (Flax's `nn.gelu` default, which
+    /// the reference layer uses; set by [`S5::load_reference`]); `false`: the exact GELU.
+    pub gelu_tanh: bool,
 }
 
 /// The discretised S5 system: `Λ̄` (P) and `B̄` (P, H), complex.
@@ -322,7 +326,12 @@ impl S5 {
     }
 
     fn output(&self, y: Tensor<3>) -> Tensor<3> {
-        let y = self.dropout.forward(gelu(y));
+        let y = if self.gelu_tanh {
+            burn::tensor::activation::gelu_approximate(y)
+        } else {
+            gelu(y)
+        };
+        let y = self.dropout.forward(y);
         let z = self.output_linear.forward(y);
         let h = z.dims()[2] / 2;
         z.clone().narrow(2, 0, h) * sigmoid(z.narrow(2, h, h))
@@ -372,5 +381,74 @@ impl S5 {
             + u * self.D.val().unsqueeze::<2>();
         let out = self.output(y.unsqueeze_dim::<3>(1)).squeeze_dim::<2>(1);
         (out, x)
+    }
+}
+
+impl S5 {
+    /// Loads one S5 layer from a Flax parameter tree saved by the JAX reference
+    /// (lindermanlab/S5; `flax.serialization.to_bytes`): under `prefix` (the path of a
+    /// `SequenceLayer`, e.g. `params.encoder.layers_0`), the SSM `seq.{Lambda_re, Lambda_im, B,
+    /// C, D, log_step}` (`C1` and `C2` when bidirectional) and the `full_glu` output
+    /// `out1`, `out2` (Dense kernels (H, H), stacked into `output_linear`).
+    ///
+    /// Not in the tree, so given here: the discretisation (`bilinear`, the reference's
+    /// `--discretization`). Assumed: conjugate symmetry and no eigenvalue clipping (the
+    /// reference's defaults). The layer's `norm` and residual belong to the surrounding model
+    /// and are not read; the GELU is the tanh form, as Flax's.
+    pub fn load_reference(
+        path: &std::path::Path,
+        prefix: &str,
+        bilinear: bool,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        let mut w = crate::io::flax::read_flax_msgpack(path)?;
+        let key = |k: &str| {
+            if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        };
+        let p = w
+            .shape_of(&key("seq.Lambda_re"))?
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let h = w.shape_of(&key("seq.D"))?.first().copied().unwrap_or(0);
+        let bidirectional = w.contains(&key("seq.C1"));
+        let c = if bidirectional {
+            Tensor::cat(
+                vec![
+                    w.take(&key("seq.C1"), [h, p, 2], device)?,
+                    w.take(&key("seq.C2"), [h, p, 2], device)?,
+                ],
+                1,
+            )
+        } else {
+            w.take(&key("seq.C"), [h, p, 2], device)?
+        };
+        let out1 = w.take::<2>(&key("out1.kernel"), [h, h], device)?;
+        let out2 = w.take::<2>(&key("out2.kernel"), [h, h], device)?;
+        let b1 = w.take::<1>(&key("out1.bias"), [h], device)?;
+        let b2 = w.take::<1>(&key("out2.bias"), [h], device)?;
+        Ok(S5 {
+            Lambda_re: w.param(&key("seq.Lambda_re"), [p], device)?,
+            Lambda_im: w.param(&key("seq.Lambda_im"), [p], device)?,
+            B: w.param(&key("seq.B"), [p, h, 2], device)?,
+            C: Param::from_tensor(c),
+            D: w.param(&key("seq.D"), [h], device)?,
+            log_step: Param::from_tensor(
+                w.take(&key("seq.log_step"), [p, 1], device)?.reshape([p]),
+            ),
+            // Flax kernels are (in, out), as Burn's Linear weight.
+            output_linear: Linear {
+                weight: Param::from_tensor(Tensor::cat(vec![out1, out2], 1)),
+                bias: Some(Param::from_tensor(Tensor::cat(vec![b1, b2], 0))),
+            },
+            dropout: DropoutConfig::new(0.0).init(),
+            bilinear,
+            bidirectional,
+            gelu_tanh: true,
+        })
     }
 }
