@@ -88,6 +88,24 @@ fn s4d_diagonal_block_reproduces_the_reference() {
 }
 
 #[test]
+fn v3_state_dicts_load_too() {
+    let device = Device::flex();
+    let t = fixture();
+    let s4 = S4::load_reference(&dir().join("s4v3.pth"), &device).expect("loads");
+    assert_eq!(s4.kernel.l_kernel, 16);
+    for len in [16, 12] {
+        close(
+            &format!("s4v3.y{len}"),
+            s4.forward(input(&t, len, &device)),
+            &t,
+            1e-5,
+        );
+    }
+    let s4d = S4D::load_reference(&dir().join("s4dv3.pth"), &device).expect("loads");
+    close("s4dv3.y16", s4d.forward(input(&t, 16, &device)), &t, 1e-5);
+}
+
+#[test]
 fn dss_exp_and_softmax_reproduce_the_reference() {
     let device = Device::flex();
     let t = fixture();

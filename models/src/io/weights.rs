@@ -151,7 +151,8 @@ impl TensorMap {
     }
 
     /// A Linear layer from `{key}.weight`, stored (out, in) as PyTorch does (or as a 1×1 conv
-    /// kernel (out, in, 1, 1), VMamba's `Linear2d`), and `{key}.bias` (out) when `bias`.
+    /// kernel (out, in, 1, 1), VMamba's `Linear2d`, or (out, in, 1), a pointwise Conv1d), and
+    /// `{key}.bias` (out) when `bias`.
     pub fn linear(
         &mut self,
         key: &str,
@@ -161,8 +162,13 @@ impl TensorMap {
         device: &Device,
     ) -> Result<Linear> {
         let k = format!("{key}.weight");
-        let weight = if self.shape_of(&k).is_ok_and(|s| s.len() == 4) {
+        let rank = self.shape_of(&k).map(|s| s.len()).unwrap_or(2);
+        let weight = if rank == 4 {
             self.take(&k, [d_out, d_in, 1, 1], device)?
+                .reshape([d_out, d_in])
+        } else if rank == 3 {
+            // A kernel-size-1 Conv1d (PyTorch S4 layers' transposed output linear).
+            self.take(&k, [d_out, d_in, 1], device)?
                 .reshape([d_out, d_in])
         } else {
             self.take(&k, [d_out, d_in], device)?

@@ -443,6 +443,48 @@ pub(crate) mod reference {
     use crate::io::TensorMap;
     use burn::tensor::{Device, Tensor};
 
+    /// Rewrites a v3 state dict (the standalone `S4` module before the v4 rewrite: `D`,
+    /// `kernel.kernel.{log_dt, inv_w_real | inv_A_real, w_imag | A_imag, B, P, C, L}`, a
+    /// Conv1d `output_linear.0`) into the v4 `S4Block` layout read below. v3 stores `Im Λ`
+    /// itself where v4 stores `−Im Λ`; its diagonal kernel's `B` has no leading 1.
+    pub fn upgrade_v3(w: &mut TensorMap, device: &Device) -> Result<()> {
+        let old = "kernel.kernel";
+        if !w.contains(&format!("{old}.log_dt")) {
+            return Ok(());
+        }
+        let new = "layer.kernel";
+        w.rename("D", "layer.D");
+        for (from, to) in [
+            ("log_dt", "log_dt"),
+            ("inv_w_real", "A_real"),
+            ("inv_A_real", "A_real"),
+            ("P", "P"),
+            ("C", "C"),
+            ("L", "l_kernel"),
+        ] {
+            w.rename(&format!("{old}.{from}"), format!("{new}.{to}"));
+        }
+        for from in ["w_imag", "A_imag"] {
+            let key = format!("{old}.{from}");
+            if w.contains(&key) {
+                let s = w.shape_of(&key)?;
+                let t = w.take::<2>(&key, [s[0], s.get(1).copied().unwrap_or(0)], device)?;
+                w.insert(format!("{new}.A_imag"), t.neg().into_data());
+            }
+        }
+        let b = format!("{old}.B");
+        if w.contains(&b) {
+            let s = w.shape_of(&b)?;
+            if s.len() == 3 {
+                let t = w.take::<3>(&b, [s[0], s[1], s[2]], device)?;
+                w.insert(format!("{new}.B"), t.unsqueeze::<4>().into_data());
+            } else {
+                w.rename(&b, format!("{new}.B"));
+            }
+        }
+        Ok(())
+    }
+
     /// H and the number of trained copies S of (A, B) (`n_ssm`), checked: S divides H.
     pub fn sizes(w: &TensorMap, k: &str) -> Result<(usize, usize, usize)> {
         let d = w.shape_of("layer.D")?;
@@ -502,7 +544,7 @@ pub(crate) mod reference {
             .repeat_dim(0, h / s))
     }
 
-    /// `output_linear.0` (`nn.Linear(H, 2H)` before the GLU).
+    /// `output_linear.0` (`nn.Linear(H, 2H)` before the GLU; v3: a Conv1d (2H, H, 1)).
     pub fn glu_linear(w: &mut TensorMap, h: usize, device: &Device) -> Result<burn::nn::Linear> {
         w.linear("output_linear.0", h, 2 * h, true, device)
     }
@@ -512,7 +554,9 @@ impl S4 {
     /// Loads an `S4Block` state dict of state-spaces/s4 with the DPLR kernel (`mode='dplr'`,
     /// rank 1, one channel, `final_act='glu'`, `dt_transform='exp'`, the defaults):
     /// `layer.kernel.{inv_dt, A_real, A_imag, B, P, C, l_kernel}`, `layer.D`,
-    /// `output_linear.0.{weight, bias}` (`.pt`/`.pth`/`.safetensors`, possibly under "model").
+    /// `output_linear.0.{weight, bias}` (`.pt`/`.pth`/`.safetensors`, possibly under "model"),
+    /// or the v3 standalone `S4` module's (`mode='nplr'`, `postact='glu'`, `real_type='exp'`:
+    /// `kernel.kernel.{log_dt, inv_w_real, w_imag, B, P, C, L}`, `D`, `output_linear.0`).
     ///
     /// The reference's `C` holds `C̃` for `l_kernel` with its own conjugation convention
     /// (`K̂ = Σ B C / (g − Λ)`), stored here conjugated; `A`, `B`, `P` shared over `n_ssm`
@@ -520,6 +564,7 @@ impl S4 {
     /// (`l_kernel` 0) holds `C`, not `C̃`, and is refused.
     pub fn load_reference(path: &std::path::Path, device: &Device) -> crate::Result<Self> {
         let mut w = TensorMap::read(path)?;
+        reference::upgrade_v3(&mut w, device)?;
         let k = "layer.kernel";
         let (h, s, n2) = reference::sizes(&w, k)?;
         let rank = w.shape_of(&format!("{k}.P"))?;

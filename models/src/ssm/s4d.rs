@@ -405,8 +405,11 @@ impl S4D {
     /// `layer.kernel.{inv_dt, A_real, A_imag, B, C}`, `layer.D`, `output_linear.0.*`, from
     /// `models/s4/s4.py` or the training repository) loads too: `A`, `B` shared over `n_ssm`
     /// copies are repeated over the channels and `B` is folded into `C` (the kernel depends
-    /// on `B_n C_n` only). Its discretisation is not in the state dict: `bilinear` says which
-    /// one the model was trained with (the reference default is ZOH, `false`).
+    /// on `B_n C_n` only). So does the v3 standalone `S4` module with `mode='diag'`
+    /// (`kernel.kernel.{log_dt, inv_A_real, A_imag, B, C}`). The discretisation is not in the
+    /// state dict: `bilinear` says which one the model was trained with (ZOH, `false`, is v4's
+    /// default; v3's diagonal kernel defaulted to bilinear: use
+    /// [`load_reference_with`](Self::load_reference_with)).
     pub fn load_reference(path: &std::path::Path, device: &Device) -> crate::Result<Self> {
         Self::load_reference_with(path, false, device)
     }
@@ -420,6 +423,7 @@ impl S4D {
         device: &Device,
     ) -> crate::Result<Self> {
         let mut w = crate::io::TensorMap::read(path)?;
+        crate::ssm::s4::reference::upgrade_v3(&mut w, device)?;
         if w.contains("layer.kernel.A_real") {
             return Self::from_block(w, bilinear, device);
         }
