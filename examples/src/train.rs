@@ -234,9 +234,13 @@ fn accuracy(model: &SequenceClassifier, device: &Device) -> CliResult<(usize, us
 
 pub fn eval(a: EvalArgs) -> CliResult {
     let device = device(Some(&a.device))?;
-    let (right, total) = match crate::train_vision::read_kind(&a.model)? {
-        Some(kind) => crate::train_vision::accuracy(&a.model, &kind, &device)?,
-        None => accuracy(&load(&a.model, &device)?, &device)?,
+    let (right, total) = if crate::train_graph::is_graph_model(&a.model) {
+        crate::train_graph::eval_graph(&a.model, &device)?
+    } else {
+        match crate::train_vision::read_kind(&a.model)? {
+            Some(kind) => crate::train_vision::accuracy(&a.model, &kind, &device)?,
+            None => accuracy(&load(&a.model, &device)?, &device)?,
+        }
     };
     println!(
         "{{\"test_accuracy\": {:.4}, \"right\": {right}, \"total\": {total}}}",

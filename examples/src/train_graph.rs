@@ -1,18 +1,29 @@
 //! `zoo train graph-mamba`: Graph-Mamba on node classification (a stochastic block model, or the
 //! karate club from its two leaders' labels) or graph classification (a TU data set), trained
-//! with Adam on the cross-entropy; prints the loss as it goes and the test accuracy as JSON.
+//! with burn-train (AdamW on the cross-entropy, accuracy and loss per epoch, checkpoints); the
+//! model, its config and the data settings are saved so `zoo eval` reproduces the test accuracy.
 
 use crate::common::{CliError, CliResult, device};
+use crate::train::{Progress, save};
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::InMemDataset;
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::optim::AdamWConfig;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrSchedulerConfig;
+use burn::prelude::Config;
+use burn::tensor::Device;
+use burn::train::metric::{AccuracyMetric, LossMetric};
+use burn::train::{Learner, SupervisedTraining};
 use clap::Args;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use ssm_datasets::graphs::{Graph, karate_club, read_tu, stochastic_block_model};
-use ssm_models::graph::{GraphBatch, GraphMamba, GraphMambaConfig, GraphTask};
-use std::path::PathBuf;
+use ssm_models::graph::{
+    GraphBatcher, GraphItem, GraphMamba, GraphMambaConfig, GraphTask, graph_items, node_items,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct GraphArgs {
@@ -50,210 +61,271 @@ pub struct GraphArgs {
     batch_size: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where the checkpoints, the model, its config and metrics.json go (default
+    /// runs/graph-mamba-<data>).
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// cpu, ndarray, wgpu, wgpu:N, cuda:N (default cpu).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
 
-/// Packs graphs into one batch (node ids offset, a batch vector), edges both ways with a
-/// constant edge feature.
-fn pack(graphs: &[&Graph], device: &Device) -> GraphBatch {
-    let features = graphs.first().map_or(1, |g| g.features);
-    let (mut x, mut src, mut dst, mut batch) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut offset = 0;
-    for (i, g) in graphs.iter().enumerate() {
-        x.extend_from_slice(&g.x);
-        let (s, d) = g.directed();
-        src.extend(s.iter().map(|v| v + offset));
-        dst.extend(d.iter().map(|v| v + offset));
-        batch.extend(std::iter::repeat_n(i, g.nodes));
-        offset += g.nodes;
-    }
-    let e = src.len();
-    GraphBatch {
-        x: Tensor::from_data(TensorData::new(x, [offset, features]), device),
-        edge_attr: Tensor::ones([e, 1], device),
-        src,
-        dst,
-        batch,
-    }
+/// What a run trains on; saved in `zoo.json` so that `zoo eval` rebuilds the same test split.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct DataSettings {
+    data: String,
+    tu_dir: Option<PathBuf>,
+    tu_name: Option<String>,
+    block_size: usize,
+    noise: f32,
+    seed: u64,
 }
 
-fn ints(v: &[usize], device: &Device) -> Tensor<1, Int> {
-    let v: Vec<i64> = v.iter().map(|&i| i as i64).collect();
-    let n = v.len();
-    Tensor::from_data(TensorData::new(v, [n]), device)
+/// The three splits as items, and what the model needs to know.
+struct GraphData {
+    train: Vec<GraphItem>,
+    valid: Vec<GraphItem>,
+    test: Vec<GraphItem>,
+    features: usize,
+    classes: usize,
+    task: GraphTask,
+    about: String,
 }
 
-/// Accuracy of `logits` rows `rows` against `labels`.
-fn accuracy(logits: Tensor<2>, rows: &[usize], labels: &[usize]) -> f64 {
-    let pred = logits
-        .argmax(1)
-        .into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .unwrap_or_default();
-    let right = rows
-        .iter()
-        .filter(|&&r| pred[r] == labels[r] as i64)
-        .count();
-    right as f64 / rows.len().max(1) as f64
+fn usage(m: impl Into<String>) -> CliError {
+    CliError::Usage(m.into())
 }
 
-pub fn graph_mamba(a: GraphArgs) -> CliResult {
-    if a.epochs == 0 || a.lr <= 0.0 || a.batch_size == 0 {
-        return Err(CliError::Usage(
-            "epochs and batch size must be at least 1, lr > 0".into(),
-        ));
-    }
-    let device = device(Some(&a.device))?;
-    device.seed(a.seed);
-    let train_device = device.clone().autodiff();
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut ids: Vec<usize> = (0..n).collect();
+    ids.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    ids
+}
+
+/// Builds the data of a run. Node tasks: the SBM's nodes split 50/25/25 (train, validation,
+/// test); the karate club trains on its two leaders (nodes 0 and 33) and validates and tests
+/// on all the others. TU: 70/10/20 of the graphs, shuffled with the seed.
+fn build(s: &DataSettings) -> CliResult<GraphData> {
     let data_err = |e: ssm_datasets::graphs::GraphError| CliError::Io(e.to_string());
-    match a.data.as_str() {
+    let item_err = |e: String| CliError::Io(format!("{}: {e}", s.data));
+    match s.data.as_str() {
         "sbm" | "karate" => {
-            let g = if a.data == "sbm" {
-                stochastic_block_model(4, a.block_size.max(1), 0.2, 0.02, a.noise, a.seed)
+            let g = if s.data == "sbm" {
+                if s.block_size < 4 {
+                    return Err(usage("--block-size must be at least 4"));
+                }
+                stochastic_block_model(4, s.block_size, 0.2, 0.02, s.noise, s.seed)
             } else {
                 karate_club().map_err(data_err)?
             };
-            let labels = g.node_labels.clone().expect("node labels");
-            let classes = labels.iter().max().map_or(1, |m| m + 1);
-            let (train, test): (Vec<usize>, Vec<usize>) = if a.data == "karate" {
-                // The two leaders only (nodes 0 and 33), as in the semi-supervised setting.
-                (vec![0, g.nodes - 1], (1..g.nodes - 1).collect())
+            let g = Arc::new(g);
+            let classes = g
+                .node_labels
+                .as_ref()
+                .and_then(|l| l.iter().max())
+                .map_or(1, |m| m + 1);
+            let (train, valid, test) = if s.data == "karate" {
+                let rest: Vec<usize> = (1..g.nodes - 1).collect();
+                (vec![0, g.nodes - 1], rest.clone(), rest)
             } else {
-                let mut ids: Vec<usize> = (0..g.nodes).collect();
-                ids.shuffle(&mut rand::rngs::StdRng::seed_from_u64(a.seed));
-                let half = g.nodes / 2;
-                (ids[..half].to_vec(), ids[half..].to_vec())
+                let ids = shuffled(g.nodes, s.seed);
+                let (a, b) = (g.nodes / 2, g.nodes * 3 / 4);
+                (ids[..a].to_vec(), ids[a..b].to_vec(), ids[b..].to_vec())
             };
-            println!(
-                "{}: {} nodes, {} edges, {classes} classes; {} training nodes, {} test nodes",
-                a.data,
+            let about = format!(
+                "{}: {} nodes, {} edges, {classes} classes; {} training, {} validation, {} test nodes",
+                s.data,
                 g.nodes,
                 g.edges.len(),
                 train.len(),
+                valid.len(),
                 test.len()
             );
-            let config = GraphMambaConfig::new(g.features, 1, classes)
-                .with_dim(a.dim)
-                .with_layers(a.layers)
-                .with_d_state(a.d_state);
-            config
-                .validate()
-                .map_err(|e| CliError::Usage(e.to_string()))?;
-            let mut model = config.init(&train_device);
-            println!("Graph-Mamba: {} parameters", model.num_params());
-            let batch = pack(&[&g], &train_device);
-            let targets = ints(&labels, &train_device).select(0, ints(&train, &train_device));
-            let ce = CrossEntropyLossConfig::new().init(&train_device);
-            let mut optim = AdamWConfig::new()
-                .with_weight_decay(a.weight_decay as f32)
-                .init();
-            for epoch in 1..=a.epochs {
-                let logits = model.forward(&batch).select(0, ints(&train, &train_device));
-                let loss = ce.forward(logits, targets.clone());
-                if epoch == 1 || epoch % 10 == 0 || epoch == a.epochs {
-                    println!(
-                        "epoch {epoch}/{}: training loss {:.4}",
-                        a.epochs,
-                        loss.clone().into_scalar::<f32>()
-                    );
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(a.lr, model, grads);
-            }
-            let model: GraphMamba = model.valid();
-            let logits = model.forward(&pack(&[&g], &device));
-            let train_acc = accuracy(logits.clone(), &train, &labels);
-            let acc = accuracy(logits, &test, &labels);
-            println!(
-                "{}",
-                serde_json::json!({
-                    "data": a.data,
-                    "train_accuracy": train_acc,
-                    "test_accuracy": acc,
-                    "test_nodes": test.len()
-                })
-            );
+            Ok(GraphData {
+                train: node_items(&g, &train).map_err(item_err)?,
+                valid: node_items(&g, &valid).map_err(item_err)?,
+                test: node_items(&g, &test).map_err(item_err)?,
+                features: g.features,
+                classes,
+                task: GraphTask::Node,
+                about,
+            })
         }
         "tu" => {
-            let (Some(dir), Some(name)) = (&a.tu_dir, &a.tu_name) else {
-                return Err(CliError::Usage(
-                    "--data tu needs --tu-dir and --tu-name".into(),
-                ));
+            let (Some(dir), Some(name)) = (&s.tu_dir, &s.tu_name) else {
+                return Err(usage("--data tu needs --tu-dir and --tu-name"));
             };
-            let graphs = read_tu(dir, name).map_err(data_err)?;
+            let graphs: Vec<Arc<Graph>> = read_tu(dir, name)
+                .map_err(data_err)?
+                .into_iter()
+                .map(Arc::new)
+                .collect();
+            if graphs.len() < 3 {
+                return Err(CliError::Io(format!(
+                    "{name}: {} graphs, too few for three splits",
+                    graphs.len()
+                )));
+            }
+            let items = graph_items(&graphs).map_err(item_err)?;
             let classes = graphs
                 .iter()
                 .filter_map(|g| g.label)
                 .max()
                 .map_or(1, |m| m + 1);
-            let mut ids: Vec<usize> = (0..graphs.len()).collect();
-            ids.shuffle(&mut rand::rngs::StdRng::seed_from_u64(a.seed));
-            let n_test = (graphs.len() / 5).max(1);
-            let (test, train) = ids.split_at(n_test);
-            println!(
-                "{name}: {} graphs, {classes} classes; {} train, {} test",
-                graphs.len(),
-                train.len(),
-                test.len()
+            let ids = shuffled(items.len(), s.seed);
+            let n_test = (items.len() / 5).max(1);
+            let n_valid = (items.len() / 10).max(1);
+            let pick = |r: &[usize]| r.iter().map(|&i| items[i].clone()).collect::<Vec<_>>();
+            let about = format!(
+                "{name}: {} graphs, {classes} classes; {} train, {n_valid} validation, {n_test} test",
+                items.len(),
+                items.len() - n_test - n_valid
             );
-            let config = GraphMambaConfig::new(graphs[0].features, 1, classes)
-                .with_dim(a.dim)
-                .with_layers(a.layers)
-                .with_d_state(a.d_state)
-                .with_dropout(a.dropout)
-                .with_task(GraphTask::Graph);
-            config
-                .validate()
-                .map_err(|e| CliError::Usage(e.to_string()))?;
-            let mut model = config.init(&train_device);
-            let ce = CrossEntropyLossConfig::new().init(&train_device);
-            let mut optim = AdamWConfig::new()
-                .with_weight_decay(a.weight_decay as f32)
-                .init();
-            let label = |i: usize| graphs[i].label.unwrap_or(0);
-            for epoch in 1..=a.epochs {
-                let mut total = 0f32;
-                for chunk in train.chunks(a.batch_size) {
-                    let gs: Vec<&Graph> = chunk.iter().map(|&i| &graphs[i]).collect();
-                    let y: Vec<usize> = chunk.iter().map(|&i| label(i)).collect();
-                    let loss = ce.forward(
-                        model.forward(&pack(&gs, &train_device)),
-                        ints(&y, &train_device),
-                    );
-                    total += loss.clone().into_scalar::<f32>();
-                    let grads = GradientsParams::from_grads(loss.backward(), &model);
-                    model = optim.step(a.lr, model, grads);
-                }
-                if epoch == 1 || epoch % 10 == 0 || epoch == a.epochs {
-                    println!(
-                        "epoch {epoch}/{}: training loss {:.4}",
-                        a.epochs,
-                        total / train.len().div_ceil(a.batch_size) as f32
-                    );
-                }
-            }
-            let model: GraphMamba = model.valid();
-            let gs: Vec<&Graph> = test.iter().map(|&i| &graphs[i]).collect();
-            let y: Vec<usize> = test.iter().map(|&i| label(i)).collect();
-            let acc = accuracy(
-                model.forward(&pack(&gs, &device)),
-                &(0..y.len()).collect::<Vec<_>>(),
-                &y,
-            );
-            println!(
-                "{}",
-                serde_json::json!({"data": name, "test_accuracy": acc, "test_graphs": test.len()})
-            );
+            Ok(GraphData {
+                test: pick(&ids[..n_test]),
+                valid: pick(&ids[n_test..n_test + n_valid]),
+                train: pick(&ids[n_test + n_valid..]),
+                features: graphs[0].features,
+                classes,
+                task: GraphTask::Graph,
+                about,
+            })
         }
-        d => {
-            return Err(CliError::Usage(format!(
-                "--data {d}: expected sbm, karate or tu"
-            )));
-        }
+        d => Err(usage(format!("--data {d}: expected sbm, karate or tu"))),
     }
+}
+
+/// Right and total predictions over `items` (batches of `batch_size` graphs).
+fn count(
+    model: &GraphMamba,
+    items: &[GraphItem],
+    batch_size: usize,
+    device: &Device,
+) -> CliResult<(usize, usize)> {
+    let (mut right, mut total) = (0, 0);
+    for chunk in items.chunks(batch_size.max(1)) {
+        let batch = GraphBatcher.batch(chunk.to_vec(), device);
+        let labels: Vec<usize> = batch
+            .targets
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .map_err(|e| CliError::Io(format!("reading targets: {e:?}")))?
+            .into_iter()
+            .map(|t| t as usize)
+            .collect();
+        right += crate::train_vision::count_right(model.target_logits(&batch), &labels)?;
+        total += labels.len();
+    }
+    Ok((right, total))
+}
+
+pub fn graph_mamba(a: GraphArgs) -> CliResult {
+    if a.epochs == 0 || a.lr <= 0.0 || a.batch_size == 0 {
+        return Err(usage("epochs and batch size must be at least 1, lr > 0"));
+    }
+    let settings = DataSettings {
+        data: a.data.clone(),
+        tu_dir: a.tu_dir.clone(),
+        tu_name: a.tu_name.clone(),
+        block_size: a.block_size,
+        noise: a.noise,
+        seed: a.seed,
+    };
+    let device = device(Some(&a.device))?;
+    device.seed(a.seed);
+    let train_device = device.clone().autodiff();
+    let data = build(&settings)?;
+    println!("{}", data.about);
+    let config = GraphMambaConfig::new(data.features, 1, data.classes)
+        .with_dim(a.dim)
+        .with_layers(a.layers)
+        .with_d_state(a.d_state)
+        .with_dropout(a.dropout)
+        .with_task(data.task);
+    config.validate().map_err(|e| usage(e.to_string()))?;
+    let model = config.init(&train_device);
+    println!("Graph-Mamba: {} parameters", model.num_params());
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/graph-mamba-{}", a.data)));
+    std::fs::create_dir_all(&out)
+        .map_err(|e| CliError::Io(format!("cannot create {}: {e}", out.display())))?;
+    let batch = if data.task == GraphTask::Node {
+        1
+    } else {
+        a.batch_size
+    };
+    let train = DataLoaderBuilder::new(GraphBatcher)
+        .batch_size(batch)
+        .shuffle(a.seed)
+        .num_workers(1)
+        .set_device(train_device.clone())
+        .build(InMemDataset::new(data.train.clone()));
+    let valid = DataLoaderBuilder::new(GraphBatcher)
+        .batch_size(batch)
+        .num_workers(1)
+        .set_device(device.clone())
+        .build(InMemDataset::new(data.valid.clone()));
+    let lr = ModuleLrSchedulerConfig::new(a.lr.into())
+        .init()
+        .map_err(|e| usage(format!("learning rate: {e}")))?;
+    let optim = AdamWConfig::new()
+        .with_weight_decay(a.weight_decay as f32)
+        .init();
+    let result = SupervisedTraining::new(&out, train, valid)
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .with_default_checkpointers()
+        .renderer(Box::new(Progress::default()))
+        .num_epochs(a.epochs)
+        .summary()
+        .launch(Learner::new(model, optim, lr));
+    if let Some(e) = result.error {
+        return Err(CliError::Io(format!("training failed: {e}")));
+    }
+    let model: GraphMamba = result.model.valid();
+    let (train_right, train_total) = count(&model, &data.train, a.batch_size, &device)?;
+    let (right, total) = count(&model, &data.test, a.batch_size, &device)?;
+    save(&model, &config, &out)?;
+    let zoo = serde_json::json!({"kind": "graph-mamba", "data": settings});
+    std::fs::write(out.join("zoo.json"), zoo.to_string() + "\n")
+        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", out.display())))?;
+    let metrics = serde_json::json!({
+        "data": a.data,
+        "train_accuracy": train_right as f64 / train_total.max(1) as f64,
+        "test_accuracy": right as f64 / total.max(1) as f64,
+        "test_right": right,
+        "test_total": total,
+    });
+    std::fs::write(out.join("metrics.json"), metrics.to_string() + "\n")
+        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", out.display())))?;
+    println!("{metrics}");
     Ok(())
+}
+
+/// Whether `dir` holds a model from `zoo train graph-mamba`.
+pub(crate) fn is_graph_model(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("zoo.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("kind").and_then(|k| k.as_str()) == Some("graph-mamba"))
+}
+
+/// Test accuracy of a saved Graph-Mamba on the split its data settings rebuild.
+pub(crate) fn eval_graph(dir: &Path, device: &Device) -> CliResult<(usize, usize)> {
+    let path = dir.join("zoo.json");
+    let bad = |m: String| CliError::Io(format!("{}: {m}", path.display()));
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let settings: DataSettings = serde_json::from_value(v.get("data").cloned().unwrap_or_default())
+        .map_err(|e| bad(format!("data settings: {e}")))?;
+    let config_path = dir.join("config.json");
+    let config = GraphMambaConfig::load(&config_path)
+        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", config_path.display())))?;
+    let model = crate::train::load_weights(config.init(device), dir)?;
+    let data = build(&settings)?;
+    count(&model, &data.test, 32, device)
 }

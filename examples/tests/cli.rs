@@ -912,9 +912,20 @@ fn graph_mamba_trains_on_node_and_graph_tasks() {
         let text = String::from_utf8_lossy(&out.stdout);
         serde_json::from_str(text.lines().last().unwrap()).expect("a JSON summary line")
     };
+    let runs = tempfile::tempdir().unwrap();
+    let out = |name: &str| runs.path().join(name).to_str().unwrap().to_string();
+    // Trained with burn-train, saved, and reloaded by `zoo eval` with the same test accuracy.
+    let reloads = |dir: &str, v: &serde_json::Value| {
+        let e = json_line(&zoo(&["eval", "--model", dir]));
+        assert_eq!(e["total"], v["test_total"], "{e} vs {v}");
+        assert_eq!(e["right"], v["test_right"], "{e} vs {v}");
+    };
+    let sbm = out("sbm");
     let v = json_line(&zoo(&[
         "train",
         "graph-mamba",
+        "--out",
+        &sbm,
         "--data",
         "sbm",
         "--block-size",
@@ -926,12 +937,23 @@ fn graph_mamba_trains_on_node_and_graph_tasks() {
         "--layers",
         "1",
     ]));
-    assert_eq!(v["test_nodes"], 20);
+    // 4 blocks of 10 nodes, split 50/25/25.
+    assert_eq!(v["test_total"], 10);
     let acc = v["test_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
+    reloads(&sbm, &v);
+    for split in ["train", "valid"] {
+        assert!(
+            runs.path().join("sbm").join(split).is_dir(),
+            "burn-train's {split} logs"
+        );
+    }
+    let karate = out("karate");
     let v = json_line(&zoo(&[
         "train",
         "graph-mamba",
+        "--out",
+        &karate,
         "--data",
         "karate",
         "--epochs",
@@ -939,7 +961,8 @@ fn graph_mamba_trains_on_node_and_graph_tasks() {
         "--dim",
         "8",
     ]));
-    assert_eq!(v["test_nodes"], 32);
+    assert_eq!(v["test_total"], 32);
+    reloads(&karate, &v);
     // A TU data set: 10 small graphs, triangles (class 1) and paths (class 0).
     let dir = tempfile::tempdir().unwrap();
     let (mut a, mut ind, mut lab) = (String::new(), String::new(), String::new());
@@ -963,9 +986,12 @@ fn graph_mamba_trains_on_node_and_graph_tasks() {
     for (f, t) in [("A", a), ("graph_indicator", ind), ("graph_labels", lab)] {
         std::fs::write(dir.path().join(format!("TOY_{f}.txt")), t).unwrap();
     }
+    let toy = out("toy");
     let v = json_line(&zoo(&[
         "train",
         "graph-mamba",
+        "--out",
+        &toy,
         "--data",
         "tu",
         "--tu-dir",
@@ -977,7 +1003,16 @@ fn graph_mamba_trains_on_node_and_graph_tasks() {
         "--dim",
         "8",
     ]));
-    assert_eq!(v["test_graphs"], 2);
+    // 10 graphs: 2 test, 1 validation, 7 training.
+    assert_eq!(v["test_total"], 2);
+    reloads(&toy, &v);
+    // A saved run whose data settings were damaged: a one-line error.
+    std::fs::write(
+        runs.path().join("toy").join("zoo.json"),
+        r#"{"kind": "graph-mamba", "data": {"data": "tu"}}"#,
+    )
+    .unwrap();
+    assert_clean_error(&zoo(&["eval", "--model", &toy]), "data settings");
     assert_clean_error(&zoo(&["train", "graph-mamba", "--data", "tu"]), "--tu-dir");
     assert_clean_error(
         &zoo(&["train", "graph-mamba", "--data", "cora"]),

@@ -5,11 +5,13 @@
 
 pub mod gated_gcn;
 pub mod graph_mamba;
+pub mod train;
 
 pub use gated_gcn::{GatedGcnConfig, GatedGcnLayer};
 pub use graph_mamba::{
     GraphMamba, GraphMambaConfig, GraphMambaLayer, GraphTask, from_dense, mamba_in_order, to_dense,
 };
+pub use train::{GraphBatcher, GraphItem, GraphTrainBatch, graph_items, node_items};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
