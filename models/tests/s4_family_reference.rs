@@ -33,6 +33,22 @@ fn close(name: &str, got: Tensor<3>, t: &Fixture, tol: f32) {
     );
 }
 
+/// Runs a recurrent `step` over every position of `x` (B, H, L): the outputs (B, H, L).
+fn run_steps<S>(
+    x: Tensor<3>,
+    mut state: S,
+    step: impl Fn(Tensor<2>, S) -> (Tensor<2>, S),
+) -> Tensor<3> {
+    let len = x.dims()[2];
+    let mut ys = Vec::with_capacity(len);
+    for i in 0..len {
+        let (y, s) = step(x.clone().narrow(2, i, 1).squeeze_dim::<2>(2), state);
+        state = s;
+        ys.push(y.unsqueeze_dim::<3>(2));
+    }
+    Tensor::cat(ys, 2)
+}
+
 #[test]
 fn s4_dplr_block_reproduces_the_reference() {
     let device = Device::flex();
@@ -55,16 +71,10 @@ fn s4_dplr_block_reproduces_the_reference() {
     }
     // The recurrent step against the reference's own step outputs.
     let rec = layer.kernel.recurrence(16);
-    let x = input(&t, 16, &device);
-    let mut state = rec.zero_state(2);
-    let mut ys = Vec::new();
-    for i in 0..16 {
-        let u = x.clone().narrow(2, i, 1).squeeze_dim::<2>(2);
-        let (y, s) = layer.step(u, &rec, state);
-        state = s;
-        ys.push(y.unsqueeze_dim::<3>(2));
-    }
-    close("s4.y16_step", Tensor::cat(ys, 2), &t, 1e-4);
+    let y = run_steps(input(&t, 16, &device), rec.zero_state(2), |u, s| {
+        layer.step(u, &rec, s)
+    });
+    close("s4.y16_step", y, &t, 1e-4);
 }
 
 #[test]
@@ -74,17 +84,11 @@ fn s4d_diagonal_block_reproduces_the_reference() {
     let layer = S4D::load_reference(&dir().join("s4d_block.pth"), &device).expect("loads");
     close("s4d.y16", layer.forward(input(&t, 16, &device)), &t, 1e-5);
     // Its recurrent step equals its convolution.
-    let x = input(&t, 16, &device);
     let rec = layer.kernel.recurrence();
-    let mut state = rec.zero_state(2);
-    let mut ys = Vec::new();
-    for i in 0..16 {
-        let u = x.clone().narrow(2, i, 1).squeeze_dim::<2>(2);
-        let (y, s) = layer.step(u, &rec, state);
-        state = s;
-        ys.push(y.unsqueeze_dim::<3>(2));
-    }
-    close("s4d.y16", Tensor::cat(ys, 2), &t, 1e-4);
+    let y = run_steps(input(&t, 16, &device), rec.zero_state(2), |u, s| {
+        layer.step(u, &rec, s)
+    });
+    close("s4d.y16", y, &t, 1e-4);
 }
 
 #[test]

@@ -206,7 +206,11 @@ mod tests {
         assert_eq!(b.graphs.src.iter().max(), Some(&4));
         b.graphs.validate().unwrap();
         // Bad items are refused where they are made.
-        assert!(graph_items(&[path(2, None, None)]).unwrap_err().contains("graph 0"));
+        assert!(
+            graph_items(&[path(2, None, None)])
+                .unwrap_err()
+                .contains("graph 0")
+        );
         assert!(node_items(&g, &[4]).unwrap_err().contains("node 4"));
         assert!(node_items(&path(2, None, None), &[0]).is_err());
     }
