@@ -185,6 +185,66 @@ impl InferenceStep for SequenceClassifier {
     }
 }
 
+impl SequenceClassifier {
+    /// Loads the state dict of state-spaces/s4's `example.py` model (`S4Model` with its default
+    /// standalone S4D layers, or `S4Block`s with the diagonal kernel): `encoder` (H, d_input),
+    /// `s4_layers.{i}.*` (each read by [`S4D::from_reference_map`]), `norms.{i}` (LayerNorm),
+    /// `decoder` (classes, H). The sizes come from the shapes; `prenorm` (example.py's default
+    /// is post-norm, `false`) and the discretisation (`bilinear`) are not in a state dict.
+    pub fn load_reference(
+        path: &std::path::Path,
+        prenorm: bool,
+        bilinear: bool,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        let mut w = crate::io::TensorMap::read(path)?;
+        let enc = w.shape_of("encoder.weight")?;
+        let (h, d_input) = (
+            enc.first().copied().unwrap_or(0),
+            enc.get(1).copied().unwrap_or(0),
+        );
+        let classes = w.shape_of("decoder.weight")?.first().copied().unwrap_or(0);
+        let mut layers = Vec::new();
+        let mut norms = Vec::new();
+        while w
+            .keys()
+            .any(|k| k.starts_with(&format!("s4_layers.{}.", layers.len())))
+        {
+            let i = layers.len();
+            let sub = w.split_prefix(&format!("s4_layers.{i}."));
+            let layer = S4D::from_reference_map(sub, bilinear, device)?;
+            if layer.D.dims() != [h] {
+                return Err(crate::ModelError::ShapeMismatch {
+                    key: format!("s4_layers.{i}.D"),
+                    expected: vec![h],
+                    found: layer.D.dims().to_vec(),
+                });
+            }
+            layers.push(SeqLayer::S4D(layer));
+            let mut norm = LayerNormConfig::new(h).init(device);
+            norm.gamma = w.param(&format!("norms.{i}.weight"), [h], device)?;
+            norm.beta = Some(w.param(&format!("norms.{i}.bias"), [h], device)?);
+            norms.push(norm);
+        }
+        if layers.is_empty() {
+            return Err(crate::ModelError::MissingKey {
+                key: "s4_layers.0.D".into(),
+                expected: vec![h],
+            });
+        }
+        let model = SequenceClassifier {
+            encoder: w.linear("encoder", d_input, h, true, device)?,
+            layers,
+            norms,
+            dropout: DropoutConfig::new(0.0).init(),
+            decoder: w.linear("decoder", h, classes, true, device)?,
+            prenorm,
+        };
+        w.finish()?;
+        Ok(model)
+    }
+}
+
 /// The SSM parameters the references train at their own learning rate without weight decay:
 /// S4D's `kernel.log_dt`, `kernel.log_A_real`, `kernel.A_imag` (`C` is an ordinary parameter
 /// in `s4d.py`), S5's `Lambda_re`, `Lambda_im`, `B`, `log_step` (`C`, `D` ordinary).

@@ -234,3 +234,37 @@ fn s5_layers_from_flax_reproduce_the_reference() {
         .to_string();
     assert!(err.contains("not Flax msgpack"), "{err}");
 }
+
+#[test]
+fn example_py_classifier_reproduces_the_reference() {
+    use ssm_models::classify::SequenceClassifier;
+    let device = Device::flex();
+    let t = fixture();
+    let model =
+        SequenceClassifier::load_reference(&dir().join("classifier.pth"), false, false, &device)
+            .expect("loads");
+    assert_eq!(model.layers.len(), 2);
+    let logits = model.forward(t.tensor::<3>("clf.x", &device));
+    let (want, shape) = t.values("clf.logits");
+    assert_eq!(logits.dims().to_vec(), shape);
+    let err = max_abs_diff(&to_vec(logits), &want);
+    assert!(err <= 1e-5, "logits: max abs error {err:e}");
+    // Pre-norm is a different network: the same weights give other logits.
+    let pre =
+        SequenceClassifier::load_reference(&dir().join("classifier.pth"), true, false, &device)
+            .unwrap();
+    let other = max_abs_diff(&to_vec(pre.forward(t.tensor::<3>("clf.x", &device))), &want);
+    assert!(
+        other > 1e-3,
+        "pre-norm gave the post-norm logits ({other:e})"
+    );
+    // A single layer's file is not a classifier.
+    let err =
+        SequenceClassifier::load_reference(&dir().join("s4d_block.pth"), false, false, &device)
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("encoder.weight") && err.contains("missing"),
+        "{err}"
+    );
+}

@@ -84,6 +84,27 @@ impl TensorMap {
         }
     }
 
+    /// Moves every tensor under `prefix` (e.g. `s4_layers.0.`) into a map of its own, the
+    /// prefix stripped from the keys.
+    pub fn split_prefix(&mut self, prefix: &str) -> TensorMap {
+        let keys: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        let mut out = TensorMap {
+            path: self.path.clone(),
+            tensors: BTreeMap::new(),
+        };
+        for k in keys {
+            if let Some(v) = self.tensors.remove(&k) {
+                out.tensors.insert(k[prefix.len()..].to_string(), v);
+            }
+        }
+        out
+    }
+
     /// The file the tensors came from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -422,7 +422,19 @@ impl S4D {
         bilinear: bool,
         device: &Device,
     ) -> crate::Result<Self> {
-        let mut w = crate::io::TensorMap::read(path)?;
+        Self::from_reference_map(crate::io::TensorMap::read(path)?, bilinear, device)
+    }
+
+    /// [`load_reference_with`](Self::load_reference_with) from tensors already read (e.g. one
+    /// layer's keys split off a whole model's state dict with [`TensorMap::split_prefix`]);
+    /// every key of the map must be used.
+    ///
+    /// [`TensorMap::split_prefix`]: crate::io::TensorMap::split_prefix
+    pub fn from_reference_map(
+        mut w: crate::io::TensorMap,
+        bilinear: bool,
+        device: &Device,
+    ) -> crate::Result<Self> {
         crate::ssm::s4::reference::upgrade_v3(&mut w, device)?;
         if w.contains("layer.kernel.A_real") {
             return Self::from_block(w, bilinear, device);
