@@ -245,6 +245,94 @@ impl SequenceClassifier {
     }
 }
 
+impl SequenceClassifier {
+    /// Loads a classifier of lindermanlab/S5 (`ClassificationModel`, `mode='pool'`,
+    /// `activation='full_glu'`, LayerNorm) from a Flax msgpack tree (its parameters under
+    /// `params`, as `flax.serialization.to_bytes({"params": ...})` or a saved train state
+    /// write them, or at the top level): `encoder.encoder` (Dense d_input -> H),
+    /// `encoder.layers_{i}` (each read by [`S5::from_flax_map`]: SSM, `out1`/`out2`, `norm`),
+    /// `decoder` (Dense H -> classes). Its outputs are logits; the reference returns their
+    /// log-softmax (same argmax). Not in the tree, so given: `prenorm` (the reference's
+    /// `--prenorm`) and the discretisation (`bilinear`). A tree with `batch_stats` (the
+    /// reference's `--batchnorm`) is refused: this classifier normalises with LayerNorm.
+    pub fn load_s5_reference(
+        path: &std::path::Path,
+        prenorm: bool,
+        bilinear: bool,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        let mut w = crate::io::flax::read_flax_msgpack(path)?;
+        if w.keys().any(|k| k.contains("batch_stats")) {
+            return Err(crate::ModelError::Invalid(format!(
+                "{}: a BatchNorm S5 model (batch_stats): only LayerNorm models load",
+                path.display()
+            )));
+        }
+        let root = if w.contains("params.encoder.encoder.kernel") {
+            "params."
+        } else {
+            ""
+        };
+        let key = |k: &str| format!("{root}{k}");
+        let enc = w.shape_of(&key("encoder.encoder.kernel"))?;
+        let (d_input, h) = (
+            enc.first().copied().unwrap_or(0),
+            enc.get(1).copied().unwrap_or(0),
+        );
+        let classes = w
+            .shape_of(&key("decoder.kernel"))?
+            .get(1)
+            .copied()
+            .unwrap_or(0);
+        let dense = |w: &mut crate::io::TensorMap, k: &str, d_in: usize, d_out: usize| {
+            Ok::<_, crate::ModelError>(Linear {
+                // Flax Dense kernels are (in, out), as Burn's Linear weight.
+                weight: w.param(&key(&format!("{k}.kernel")), [d_in, d_out], device)?,
+                bias: Some(w.param(&key(&format!("{k}.bias")), [d_out], device)?),
+            })
+        };
+        let mut layers = Vec::new();
+        let mut norms = Vec::new();
+        while w.contains(&key(&format!("encoder.layers_{}.seq.D", layers.len()))) {
+            let i = layers.len();
+            let layer = S5::from_flax_map(
+                &mut w,
+                &key(&format!("encoder.layers_{i}")),
+                bilinear,
+                device,
+            )?;
+            if layer.D.dims() != [h] {
+                return Err(crate::ModelError::ShapeMismatch {
+                    key: key(&format!("encoder.layers_{i}.seq.D")),
+                    expected: vec![h],
+                    found: layer.D.dims().to_vec(),
+                });
+            }
+            layers.push(SeqLayer::S5(layer));
+            // Flax's LayerNorm: epsilon 1e-6.
+            let mut norm = LayerNormConfig::new(h).with_epsilon(1e-6).init(device);
+            norm.gamma = w.param(&key(&format!("encoder.layers_{i}.norm.scale")), [h], device)?;
+            norm.beta =
+                Some(w.param(&key(&format!("encoder.layers_{i}.norm.bias")), [h], device)?);
+            norms.push(norm);
+        }
+        if layers.is_empty() {
+            return Err(crate::ModelError::MissingKey {
+                key: key("encoder.layers_0.seq.D"),
+                expected: vec![h],
+            });
+        }
+        Ok(SequenceClassifier {
+            encoder: dense(&mut w, "encoder.encoder", d_input, h)?,
+            layers,
+            norms,
+            dropout: DropoutConfig::new(0.0).init(),
+            decoder: dense(&mut w, "decoder", h, classes)?,
+            prenorm,
+        })
+    }
+}
+
 /// The SSM parameters the references train at their own learning rate without weight decay:
 /// S4D's `kernel.log_dt`, `kernel.log_A_real`, `kernel.A_imag` (`C` is an ordinary parameter
 /// in `s4d.py`), S5's `Lambda_re`, `Lambda_im`, `B`, `log_step` (`C`, `D` ordinary).

@@ -268,3 +268,28 @@ fn example_py_classifier_reproduces_the_reference() {
         "{err}"
     );
 }
+
+#[test]
+fn s5_classifier_from_flax_reproduces_the_reference() {
+    use burn::tensor::activation::log_softmax;
+    use ssm_models::classify::SequenceClassifier;
+    let device = Device::flex();
+    let d = fixtures_dir().join("s5_reference");
+    let t = Fixture::open(d.join("tensors.safetensors"));
+    let model =
+        SequenceClassifier::load_s5_reference(&d.join("classifier.msgpack"), false, false, &device)
+            .expect("loads");
+    assert_eq!(model.layers.len(), 2);
+    let logits = model.forward(t.tensor::<3>("clf.x", &device));
+    let (want, _) = t.values("clf.log_probs");
+    let err = max_abs_diff(&to_vec(log_softmax(logits, 1)), &want);
+    assert!(err <= 1e-5, "log-probabilities: max abs error {err:e}");
+    // A single layer's tree is not a classifier.
+    let err = SequenceClassifier::load_s5_reference(&d.join("zoh.msgpack"), false, false, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("encoder.encoder.kernel") && err.contains("missing"),
+        "{err}"
+    );
+}

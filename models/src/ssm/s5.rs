@@ -402,6 +402,18 @@ impl S5 {
         device: &Device,
     ) -> crate::Result<Self> {
         let mut w = crate::io::flax::read_flax_msgpack(path)?;
+        Self::from_flax_map(&mut w, prefix, bilinear, device)
+    }
+
+    /// [`load_reference`](Self::load_reference) from a tree already read
+    /// ([`read_flax_msgpack`](crate::io::flax::read_flax_msgpack)); takes the layer's tensors
+    /// out of `w`.
+    pub fn from_flax_map(
+        w: &mut crate::io::TensorMap,
+        prefix: &str,
+        bilinear: bool,
+        device: &Device,
+    ) -> crate::Result<Self> {
         let key = |k: &str| {
             if prefix.is_empty() {
                 k.to_string()
