@@ -302,7 +302,15 @@ where
         "{}: {} variates ({}), {:?} steps; windows train/val/test {}/{}/{}; L = {}, S = {}",
         path.display(),
         splits.columns.len(),
-        splits.columns.join(", "),
+        if splits.columns.len() <= 12 {
+            splits.columns.join(", ")
+        } else {
+            format!(
+                "{}, ..., {}",
+                splits.columns[..4].join(", "),
+                splits.columns[splits.columns.len() - 2..].join(", ")
+            )
+        },
         splits.freq,
         splits.train.len(),
         splits.val.len(),
