@@ -468,7 +468,8 @@ pub(crate) mod reference {
             let key = format!("{old}.{from}");
             if w.contains(&key) {
                 let s = w.shape_of(&key)?;
-                let t = w.take::<2>(&key, [s[0], s.get(1).copied().unwrap_or(0)], device)?;
+                let dim = |i: usize| s.get(i).copied().unwrap_or(0);
+                let t = w.take::<2>(&key, [dim(0), dim(1)], device)?;
                 w.insert(format!("{new}.A_imag"), t.neg().into_data());
             }
         }
