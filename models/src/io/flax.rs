@@ -188,18 +188,23 @@ fn ndarray(payload: &[u8]) -> std::result::Result<TensorData, String> {
             _ => Err("a shape entry is not a size".to_string()),
         })
         .collect::<std::result::Result<_, _>>()?;
-    let n: usize = shape.iter().product();
+    let too_big = || format!("an array of shape {shape:?} is too large");
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(too_big)?;
     let width = match dtype.as_str() {
         "float32" => 4,
         "float64" => 8,
         "float16" => 2,
         d => return Err(format!("arrays of {d} are not read")),
     };
-    if raw.len() != n * width {
+    let bytes = n.checked_mul(width).ok_or_else(too_big)?;
+    if raw.len() != bytes {
         return Err(format!(
             "an array of shape {shape:?} and {dtype} holds {} bytes, expected {}",
             raw.len(),
-            n * width
+            bytes
         ));
     }
     let values: Vec<f32> = match width {
@@ -270,4 +275,50 @@ pub fn read_flax_msgpack(path: &Path) -> Result<TensorMap> {
     let mut out = Vec::new();
     flatten("", root, &mut out).map_err(err)?;
     Ok(TensorMap::from_tensors_at(path, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `{"w": array}` as Flax writes it: ext type 1 holding (shape, dtype, bytes).
+    fn tree(shape: &[u8], dtype: &str, raw: &[u8]) -> Vec<u8> {
+        let mut payload = vec![0x93, 0x90 | shape.len() as u8];
+        payload.extend_from_slice(shape);
+        payload.push(0xa0 | dtype.len() as u8);
+        payload.extend_from_slice(dtype.as_bytes());
+        payload.extend([0xc4, raw.len() as u8]);
+        payload.extend_from_slice(raw);
+        let mut out = vec![0x81, 0xa1, b'w', 0xc7, payload.len() as u8, 1];
+        out.extend(payload);
+        out
+    }
+
+    fn read(bytes: &[u8]) -> Result<TensorMap> {
+        let f = tempfile::Builder::new()
+            .suffix(".msgpack")
+            .tempfile()
+            .unwrap();
+        std::fs::write(f.path(), bytes).unwrap();
+        read_flax_msgpack(f.path())
+    }
+
+    #[test]
+    fn reads_arrays_and_refuses_what_it_cannot_read() {
+        let raw: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let mut m = read(&tree(&[2], "float32", &raw)).unwrap();
+        let t: burn::tensor::Tensor<1> = m.take("w", [2], &burn::tensor::Device::flex()).unwrap();
+        assert_eq!(ssm_backends::to_vec(t), [1.5, -2.0]);
+        let err = read(&tree(&[2], "int32", &raw[..8]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'w'") && err.contains("int32"), "{err}");
+        let err = read(&tree(&[3], "float32", &raw)).unwrap_err().to_string();
+        assert!(err.contains("holds 8 bytes, expected 12"), "{err}");
+        let err = read(&[0x92, 1, 2]).unwrap_err().to_string();
+        assert!(err.contains("top level is not a map"), "{err}");
+    }
 }

@@ -15,6 +15,23 @@ pub struct TensorMap {
     tensors: BTreeMap<String, (Vec<usize>, TensorData)>,
 }
 
+impl std::fmt::Debug for TensorMap {
+    /// The file and each key with its shape (not the values).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TensorMap")
+            .field("path", &self.path)
+            .field(
+                "tensors",
+                &self
+                    .tensors
+                    .iter()
+                    .map(|(k, (s, _))| (k, s))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .finish()
+    }
+}
+
 impl TensorMap {
     /// Reads a `.safetensors` file, or a PyTorch `.bin` / `.pt` / `.pth` (zip-pickle, read
     /// without running any code), chosen by the extension.
