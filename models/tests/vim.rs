@@ -182,8 +182,7 @@ fn checkpoint_errors_name_the_key_and_the_shapes() {
     let cut = tmp.path().join("cut.pth");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let e = TensorMap::read(&cut)
-        .err()
-        .expect("a truncated checkpoint is refused")
+        .expect_err("a truncated checkpoint is refused")
         .to_string();
     assert!(e.contains("cut.pth"), "{e}");
 }
