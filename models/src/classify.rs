@@ -190,11 +190,11 @@ impl SequenceClassifier {
     /// standalone S4D layers, or `S4Block`s with the diagonal kernel): `encoder` (H, d_input),
     /// `s4_layers.{i}.*` (each read by [`S4D::from_reference_map`]), `norms.{i}` (LayerNorm),
     /// `decoder` (classes, H). The sizes come from the shapes; `prenorm` (example.py's default
-    /// is post-norm, `false`) and the discretisation (`bilinear`) are not in a state dict.
+    /// is post-norm, `false`) and the layers' [`ReferenceOptions`] are not in a state dict.
     pub fn load_reference(
         path: &std::path::Path,
         prenorm: bool,
-        bilinear: bool,
+        options: crate::ssm::s4::ReferenceOptions,
         device: &Device,
     ) -> crate::Result<Self> {
         let mut w = crate::io::TensorMap::read(path)?;
@@ -212,7 +212,7 @@ impl SequenceClassifier {
         {
             let i = layers.len();
             let sub = w.split_prefix(&format!("s4_layers.{i}."));
-            let layer = S4D::from_reference_map(sub, bilinear, device)?;
+            let layer = S4D::from_reference_map(sub, options, device)?;
             if layer.D.dims() != [h] {
                 return Err(crate::ModelError::ShapeMismatch {
                     key: format!("s4_layers.{i}.D"),

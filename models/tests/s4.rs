@@ -114,3 +114,38 @@ fn dplr_kernel_without_low_rank_is_the_s4d_kernel() {
         "LegS's low-rank term must change the kernel"
     );
 }
+
+#[test]
+fn bidirectional_s4_sees_the_future_and_the_causal_one_does_not() {
+    let device = Device::flex();
+    device.seed(36);
+    let u = Tensor::<3>::random([1, 4, 16], Distribution::Normal(0.0, 1.0), &device);
+    let last = Tensor::cat(
+        vec![
+            Tensor::<3>::zeros([1, 4, 15], &device),
+            Tensor::<3>::ones([1, 4, 1], &device),
+        ],
+        2,
+    );
+    for bidirectional in [false, true] {
+        let layer = S4Config::new(4)
+            .with_d_state(8)
+            .with_bidirectional(bidirectional)
+            .init(&device);
+        let moved = max_abs_diff(
+            &to_vec(layer.forward(u.clone()).narrow(2, 0, 8)),
+            &to_vec(layer.forward(u.clone() + last.clone()).narrow(2, 0, 8)),
+        );
+        if bidirectional {
+            assert!(
+                moved > 1e-4,
+                "the backward kernel must carry step 15 back ({moved:e})"
+            );
+        } else {
+            assert_eq!(
+                moved, 0.0,
+                "a causal layer cannot see step 15 at steps 0..8"
+            );
+        }
+    }
+}

@@ -92,6 +92,46 @@ fn s4d_diagonal_block_reproduces_the_reference() {
 }
 
 #[test]
+fn bidirectional_softplus_blocks_reproduce_the_reference() {
+    use ssm_models::ssm::s4::{DtTransform, ReferenceOptions};
+    let device = Device::flex();
+    let t = fixture();
+    let softplus = ReferenceOptions {
+        dt_transform: DtTransform::Softplus,
+        bilinear: false,
+    };
+    let s4 =
+        S4::load_reference_with(&dir().join("s4_bidir.pth"), softplus, &device).expect("loads");
+    assert!(s4.kernel.C_bwd.is_some());
+    let s4d =
+        S4D::load_reference_with(&dir().join("s4d_bidir.pth"), softplus, &device).expect("loads");
+    assert!(s4d.kernel.C_bwd.is_some());
+    // 16 = l_max; 24 > l_max (both kernels stop at 16 taps).
+    for len in [16, 24] {
+        close(
+            &format!("s4_bidir.y{len}"),
+            s4.forward(input(&t, len, &device)),
+            &t,
+            1e-5,
+        );
+        close(
+            &format!("s4d_bidir.y{len}"),
+            s4d.forward(input(&t, len, &device)),
+            &t,
+            1e-5,
+        );
+    }
+    // Read with the wrong dt transform, the same weights give other outputs: the option matters.
+    let exp = S4::load_reference(&dir().join("s4_bidir.pth"), &device).unwrap();
+    let (want, _) = t.values("s4_bidir.y16");
+    let off = max_abs_diff(&to_vec(exp.forward(input(&t, 16, &device))), &want);
+    assert!(
+        off > 1e-3,
+        "exp and softplus gave the same outputs ({off:e})"
+    );
+}
+
+#[test]
 fn v3_state_dicts_load_too() {
     let device = Device::flex();
     let t = fixture();
@@ -240,9 +280,13 @@ fn example_py_classifier_reproduces_the_reference() {
     use ssm_models::classify::SequenceClassifier;
     let device = Device::flex();
     let t = fixture();
-    let model =
-        SequenceClassifier::load_reference(&dir().join("classifier.pth"), false, false, &device)
-            .expect("loads");
+    let model = SequenceClassifier::load_reference(
+        &dir().join("classifier.pth"),
+        false,
+        Default::default(),
+        &device,
+    )
+    .expect("loads");
     assert_eq!(model.layers.len(), 2);
     let logits = model.forward(t.tensor::<3>("clf.x", &device));
     let (want, shape) = t.values("clf.logits");
@@ -250,19 +294,27 @@ fn example_py_classifier_reproduces_the_reference() {
     let err = max_abs_diff(&to_vec(logits), &want);
     assert!(err <= 1e-5, "logits: max abs error {err:e}");
     // Pre-norm is a different network: the same weights give other logits.
-    let pre =
-        SequenceClassifier::load_reference(&dir().join("classifier.pth"), true, false, &device)
-            .unwrap();
+    let pre = SequenceClassifier::load_reference(
+        &dir().join("classifier.pth"),
+        true,
+        Default::default(),
+        &device,
+    )
+    .unwrap();
     let other = max_abs_diff(&to_vec(pre.forward(t.tensor::<3>("clf.x", &device))), &want);
     assert!(
         other > 1e-3,
         "pre-norm gave the post-norm logits ({other:e})"
     );
     // A single layer's file is not a classifier.
-    let err =
-        SequenceClassifier::load_reference(&dir().join("s4d_block.pth"), false, false, &device)
-            .unwrap_err()
-            .to_string();
+    let err = SequenceClassifier::load_reference(
+        &dir().join("s4d_block.pth"),
+        false,
+        Default::default(),
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("encoder.weight") && err.contains("missing"),
         "{err}"

@@ -40,6 +40,10 @@ pub struct S4Config {
     pub dt_max: f64,
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// A second kernel (its own `C̃`) over the future, as state-spaces/s4's
+    /// `bidirectional=True` (no recurrent step then).
+    #[config(default = false)]
+    pub bidirectional: bool,
 }
 
 impl S4Config {
@@ -94,6 +98,13 @@ impl S4Config {
                     Distribution::Normal(0.0, 0.5f64.sqrt()),
                     device,
                 )),
+                C_bwd: self.bidirectional.then(|| {
+                    Param::from_tensor(Tensor::random(
+                        [h, n2, 2],
+                        Distribution::Normal(0.0, 0.5f64.sqrt()),
+                        device,
+                    ))
+                }),
                 l_kernel: 0,
             },
             D: Param::from_tensor(Tensor::random([h], Distribution::Normal(0.0, 1.0), device)),
@@ -113,6 +124,8 @@ pub struct S4Kernel {
     pub B: Param<Tensor<3>>,
     /// `C̃ = (I − Ā^L)* C` for the length L the kernel is attuned to.
     pub C: Param<Tensor<3>>,
+    /// The backward direction's `C̃` of a bidirectional layer (same Λ, P, B, Δ).
+    pub C_bwd: Option<Param<Tensor<3>>>,
     /// The length `C̃` is attuned to (the reference's `l_kernel` buffer), which is also the
     /// longest kernel: the kernel is evaluated at its `l_kernel` roots of unity, truncated for
     /// shorter inputs and zero beyond for longer ones (the reference's `FFTConv` with
@@ -148,8 +161,18 @@ impl S4Kernel {
     /// The kernel K (H, L): evaluated at the [`attuned_length`](Self::attuned_length), then
     /// truncated to `len` or padded with zeros.
     pub fn kernel(&self, len: usize) -> Tensor<2> {
+        self.kernel_with(self.C.val(), len)
+    }
+
+    /// The backward kernel (H, L) of a bidirectional layer: `y[t]` reads `u[t + 1 + j]`
+    /// through its `j`-th tap ([`ssm_backends::conv::bidirectional_conv`]).
+    pub fn kernel_backward(&self, len: usize) -> Option<Tensor<2>> {
+        self.C_bwd.as_ref().map(|c| self.kernel_with(c.val(), len))
+    }
+
+    fn kernel_with(&self, c: Tensor<3>, len: usize) -> Tensor<2> {
         let m = self.attuned_length(len);
-        let k = self.kernel_at(m);
+        let k = self.kernel_at(c, m);
         if len <= m {
             k.narrow(1, 0, len)
         } else {
@@ -162,7 +185,7 @@ impl S4Kernel {
     }
 
     /// The kernel at the `len` roots of unity, `C̃` read as attuned to `len`.
-    fn kernel_at(&self, len: usize) -> Tensor<2> {
+    fn kernel_at(&self, c_tilde: Tensor<3>, len: usize) -> Tensor<2> {
         let device = self.log_dt.val().device();
         let [h, n2] = self.Lambda_re.dims();
         let dt = self.log_dt.val().exp().reshape([h, 1, 1]);
@@ -206,7 +229,7 @@ impl S4Kernel {
         });
         let p = full(pairs(self.P.val()));
         let b = full(pairs(self.B.val()));
-        let ct = full(pairs(self.C.val()));
+        let ct = full(pairs(c_tilde));
         // r = 1 / (g - Λ) (H, L, N).
         let denom = Complex {
             re: g.re - lambda.re,
@@ -411,8 +434,12 @@ impl S4 {
     /// The SSM with the skip: `K * u + D u` (B, H, L).
     pub fn ssm(&self, u: Tensor<3>) -> Tensor<3> {
         let [_, _, l] = u.dims();
-        causal_conv(u.clone(), self.kernel.kernel(l))
-            + u * self.D.val().unsqueeze_dims::<3>(&[0, 2])
+        let k = self.kernel.kernel(l);
+        let y = match self.kernel.kernel_backward(l) {
+            Some(kb) => ssm_backends::conv::bidirectional_conv(u.clone(), k, kb),
+            None => causal_conv(u.clone(), k),
+        };
+        y + u * self.D.val().unsqueeze_dims::<3>(&[0, 2])
     }
 
     /// The convolution forward: (B, H, L) -> (B, H, L).
@@ -422,12 +449,19 @@ impl S4 {
 
     /// One recurrent step `u` (B, H) -> (B, H); `rec` from [`S4Kernel::recurrence`] for the
     /// length the convolution kernel is used at.
+    ///
+    /// # Panics
+    /// On a bidirectional layer, whose output reads the future and so has no recurrent form.
     pub fn step(
         &self,
         u: Tensor<2>,
         rec: &S4Recurrence,
         state: Complex<3>,
     ) -> (Tensor<2>, Complex<3>) {
+        assert!(
+            self.kernel.C_bwd.is_none(),
+            "a bidirectional S4 layer has no recurrent step (it reads the future)"
+        );
         let (y, state) = rec.step(u.clone(), state);
         let y = y + u * self.D.val().unsqueeze::<2>();
         let out = glu_output(&self.output_linear, &self.dropout, y.unsqueeze_dim::<3>(2))
@@ -497,8 +531,8 @@ pub(crate) mod reference {
         );
         if d.len() != 2 || d[0] != 1 {
             return Err(ModelError::Invalid(format!(
-                "weights: key 'layer.D' has shape {d:?}: only one output channel (channels = 1, \
-                 not bidirectional) is supported"
+                "weights: key 'layer.D' has shape {d:?}: only one output channel (channels = 1) \
+                 is supported"
             )));
         }
         if a.len() != 2 || s == 0 || h % s != 0 {
@@ -510,13 +544,47 @@ pub(crate) mod reference {
         Ok((h, s, n2))
     }
 
-    /// `log Δ` (H): `inv_dt` (H, 1) under the default `exp` transform, or v3's `log_dt` (H).
-    pub fn log_dt(w: &mut TensorMap, k: &str, h: usize, device: &Device) -> Result<Tensor<1>> {
+    /// `log Δ` (H): from `inv_dt` (H, 1) under the model's `dt_transform`, or v3's `log_dt`
+    /// (H).
+    pub fn log_dt(
+        w: &mut TensorMap,
+        k: &str,
+        h: usize,
+        transform: super::DtTransform,
+        device: &Device,
+    ) -> Result<Tensor<1>> {
         let old = format!("{k}.log_dt");
         if w.contains(&old) {
             return w.take(&old, [h], device);
         }
-        Ok(w.take(&format!("{k}.inv_dt"), [h, 1], device)?.reshape([h]))
+        let inv = w.take(&format!("{k}.inv_dt"), [h, 1], device)?.reshape([h]);
+        Ok(match transform {
+            super::DtTransform::Exp => inv,
+            super::DtTransform::Softplus => burn::tensor::activation::softplus(inv, 1.0).log(),
+        })
+    }
+
+    /// The kernel's `C` (1 or 2, H, N/2, 2): the forward `C` (H, N/2, 2) and, for a
+    /// bidirectional layer (two kernel channels under one output channel, `layer.D` (1, H)),
+    /// the backward one.
+    pub fn output_c(
+        w: &mut TensorMap,
+        k: &str,
+        h: usize,
+        n2: usize,
+        device: &Device,
+    ) -> Result<(Tensor<3>, Option<Tensor<3>>)> {
+        let key = format!("{k}.C");
+        let two = w.shape_of(&key)?.first() == Some(&2);
+        let c = w.take(&key, [if two { 2 } else { 1 }, h, n2, 2], device)?;
+        Ok(if two {
+            (
+                c.clone().narrow(0, 0, 1).reshape([h, n2, 2]),
+                Some(c.narrow(0, 1, 1).reshape([h, n2, 2])),
+            )
+        } else {
+            (c.reshape([h, n2, 2]), None)
+        })
     }
 
     /// Λ (H, N/2) from `A_real` (stored `log(−Re Λ)`) and `A_imag` (stored `−Im Λ`), each
@@ -551,19 +619,52 @@ pub(crate) mod reference {
     }
 }
 
+/// state-spaces/s4's `dt_transform`: how a checkpoint's `inv_dt` gives the step `Δ`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DtTransform {
+    /// `Δ = exp(inv_dt)`: the standalone `models/s4/s4.py` default (and v3's `log_dt`).
+    #[default]
+    Exp,
+    /// `Δ = softplus(inv_dt)`: the training repository's default (`configs/model/layer/s4.yaml`).
+    Softplus,
+}
+
+/// What a state-spaces/s4 state dict does not record, and the loaders must be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReferenceOptions {
+    /// The model's `dt_transform` (default `exp`).
+    pub dt_transform: DtTransform,
+    /// The diagonal kernel's `disc='bilinear'` (default ZOH; ignored for S4's DPLR kernel,
+    /// which is always bilinear).
+    pub bilinear: bool,
+}
+
 impl S4 {
+    /// [`load_reference_with`](Self::load_reference_with) with the default options
+    /// (`dt_transform='exp'`).
+    pub fn load_reference(path: &std::path::Path, device: &Device) -> crate::Result<Self> {
+        Self::load_reference_with(path, ReferenceOptions::default(), device)
+    }
+
     /// Loads an `S4Block` state dict of state-spaces/s4 with the DPLR kernel (`mode='dplr'`,
-    /// rank 1, one channel, `final_act='glu'`, `dt_transform='exp'`, the defaults):
+    /// rank 1, `final_act='glu'`, one channel or `bidirectional=True`):
     /// `layer.kernel.{inv_dt, A_real, A_imag, B, P, C, l_kernel}`, `layer.D`,
     /// `output_linear.0.{weight, bias}` (`.pt`/`.pth`/`.safetensors`, possibly under "model"),
     /// or the v3 standalone `S4` module's (`mode='nplr'`, `postact='glu'`, `real_type='exp'`:
     /// `kernel.kernel.{log_dt, inv_w_real, w_imag, B, P, C, L}`, `D`, `output_linear.0`).
+    /// `options.dt_transform` must be the model's: the training repository's configs default
+    /// to `softplus`, the standalone module to `exp`.
     ///
     /// The reference's `C` holds `C̃` for `l_kernel` with its own conjugation convention
     /// (`K̂ = Σ B C / (g − Λ)`), stored here conjugated; `A`, `B`, `P` shared over `n_ssm`
-    /// copies are repeated over the channels. A checkpoint whose kernel was never run
-    /// (`l_kernel` 0) holds `C`, not `C̃`, and is refused.
-    pub fn load_reference(path: &std::path::Path, device: &Device) -> crate::Result<Self> {
+    /// copies are repeated over the channels; a bidirectional layer's `C` (2, H, N/2, 2) holds
+    /// the forward and the backward `C̃`. A checkpoint whose kernel was never run (`l_kernel`
+    /// 0) holds `C`, not `C̃`, and is refused.
+    pub fn load_reference_with(
+        path: &std::path::Path,
+        options: ReferenceOptions,
+        device: &Device,
+    ) -> crate::Result<Self> {
         let mut w = TensorMap::read(path)?;
         reference::upgrade_v3(&mut w, device)?;
         let k = "layer.kernel";
@@ -582,18 +683,17 @@ impl S4 {
                  ran, so its C is not C~; run one forward in the reference before saving"
             )));
         }
-        let log_dt = reference::log_dt(&mut w, k, h, device)?;
+        let log_dt = reference::log_dt(&mut w, k, h, options.dt_transform, device)?;
         let (lre, lim) = reference::lambda(&mut w, k, (h, s, n2), device)?;
         let b = reference::shared(&mut w, &format!("{k}.B"), (h, s, n2), device)?;
         let p = w
             .take(&format!("{k}.P"), [1, s, n2, 2], device)?
             .reshape([s, n2, 2])
             .repeat_dim(0, h / s);
-        let c = w
-            .take(&format!("{k}.C"), [1, h, n2, 2], device)?
-            .reshape([h, n2, 2]);
         // Conjugate: this crate's Cauchy sums read conj(C̃) B.
-        let c = Tensor::cat(vec![c.clone().narrow(2, 0, 1), c.narrow(2, 1, 1).neg()], 2);
+        let conj =
+            |c: Tensor<3>| Tensor::cat(vec![c.clone().narrow(2, 0, 1), c.narrow(2, 1, 1).neg()], 2);
+        let (c, c_bwd) = reference::output_c(&mut w, k, h, n2, device)?;
         let d = w.take("layer.D", [1, h], device)?.reshape([h]);
         let layer = S4 {
             kernel: S4Kernel {
@@ -602,7 +702,8 @@ impl S4 {
                 Lambda_im: Param::from_tensor(lim),
                 P: Param::from_tensor(p),
                 B: Param::from_tensor(b),
-                C: Param::from_tensor(c),
+                C: Param::from_tensor(conj(c)),
+                C_bwd: c_bwd.map(|c| Param::from_tensor(conj(c))),
                 l_kernel,
             },
             D: Param::from_tensor(d),

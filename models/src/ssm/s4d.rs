@@ -12,6 +12,7 @@
 //! (`kernel.log_dt`, `kernel.C` as (H, N/2, 2), `kernel.log_A_real`, `kernel.A_imag`, `D`).
 #![allow(non_snake_case)]
 
+use crate::ssm::s4::ReferenceOptions;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
@@ -381,12 +382,19 @@ impl S4D {
 
     /// One recurrent step: `u` (B, H) -> `y` (B, H); `rec` from [`S4DKernel::recurrence`]
     /// (compute it once per sequence).
+    ///
+    /// # Panics
+    /// On a bidirectional layer, whose output reads the future and so has no recurrent form.
     pub fn step(
         &self,
         u: Tensor<2>,
         rec: &S4DRecurrence,
         state: S4DState,
     ) -> (Tensor<2>, S4DState) {
+        assert!(
+            self.kernel.C_bwd.is_none(),
+            "a bidirectional S4D layer has no recurrent step (it reads the future)"
+        );
         let (y, state) = rec.step(u.clone(), state);
         let y = y + u * self.D.val().unsqueeze::<2>();
         let out = self.output(y.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
@@ -406,23 +414,23 @@ impl S4D {
     /// `models/s4/s4.py` or the training repository) loads too: `A`, `B` shared over `n_ssm`
     /// copies are repeated over the channels and `B` is folded into `C` (the kernel depends
     /// on `B_n C_n` only). So does the v3 standalone `S4` module with `mode='diag'`
-    /// (`kernel.kernel.{log_dt, inv_A_real, A_imag, B, C}`). The discretisation is not in the
-    /// state dict: `bilinear` says which one the model was trained with (ZOH, `false`, is v4's
-    /// default; v3's diagonal kernel defaulted to bilinear: use
-    /// [`load_reference_with`](Self::load_reference_with)).
+    /// (`kernel.kernel.{log_dt, inv_A_real, A_imag, B, C}`), and a bidirectional block (`C`
+    /// (2, H, N/2, 2): the backward kernel's). The discretisation and `dt_transform` are not in
+    /// the state dict: this reads ZOH and `exp` (v4's standalone defaults); for others (v3's
+    /// diagonal kernel defaulted to bilinear, the training repository's configs to `softplus`)
+    /// use [`load_reference_with`](Self::load_reference_with).
     pub fn load_reference(path: &std::path::Path, device: &Device) -> crate::Result<Self> {
-        Self::load_reference_with(path, false, device)
+        Self::load_reference_with(path, ReferenceOptions::default(), device)
     }
 
-    /// [`load_reference`](Self::load_reference) with the discretisation of an `S4Block`
-    /// checkpoint (`disc='bilinear'` when `bilinear`; ignored for `models/s4/s4d.py`, which is
-    /// always ZOH).
+    /// [`load_reference`](Self::load_reference) with the options a state dict does not record
+    /// (both ignored for `models/s4/s4d.py`, which is ZOH with `log_dt`).
     pub fn load_reference_with(
         path: &std::path::Path,
-        bilinear: bool,
+        options: ReferenceOptions,
         device: &Device,
     ) -> crate::Result<Self> {
-        Self::from_reference_map(crate::io::TensorMap::read(path)?, bilinear, device)
+        Self::from_reference_map(crate::io::TensorMap::read(path)?, options, device)
     }
 
     /// [`load_reference_with`](Self::load_reference_with) from tensors already read (e.g. one
@@ -432,12 +440,12 @@ impl S4D {
     /// [`TensorMap::split_prefix`]: crate::io::TensorMap::split_prefix
     pub fn from_reference_map(
         mut w: crate::io::TensorMap,
-        bilinear: bool,
+        options: ReferenceOptions,
         device: &Device,
     ) -> crate::Result<Self> {
         crate::ssm::s4::reference::upgrade_v3(&mut w, device)?;
         if w.contains("layer.kernel.A_real") {
-            return Self::from_block(w, bilinear, device);
+            return Self::from_block(w, options, device);
         }
         let h = w.shape_of("D")?.first().copied().unwrap_or(0);
         let n2 = w
@@ -473,7 +481,7 @@ impl S4D {
 impl S4D {
     fn from_block(
         mut w: crate::io::TensorMap,
-        bilinear: bool,
+        options: ReferenceOptions,
         device: &Device,
     ) -> crate::Result<Self> {
         use crate::ssm::s4::reference;
@@ -485,30 +493,30 @@ impl S4D {
         }
         let sizes = reference::sizes(&w, k)?;
         let (h, _, n2) = sizes;
-        let log_dt = reference::log_dt(&mut w, k, h, device)?;
+        let log_dt = reference::log_dt(&mut w, k, h, options.dt_transform, device)?;
         let (lre, lim) = reference::lambda(&mut w, k, sizes, device)?;
         let b = reference::shared(&mut w, &format!("{k}.B"), sizes, device)?;
-        let c = w
-            .take(&format!("{k}.C"), [1, h, n2, 2], device)?
-            .reshape([h, n2, 2]);
+        let (c, c_bwd) = reference::output_c(&mut w, k, h, n2, device)?;
         let part = |t: &Tensor<3>, i: usize| t.clone().narrow(2, i, 1);
         // B C as one complex coefficient.
-        let bc = Tensor::cat(
-            vec![
-                part(&b, 0) * part(&c, 0) - part(&b, 1) * part(&c, 1),
-                part(&b, 0) * part(&c, 1) + part(&b, 1) * part(&c, 0),
-            ],
-            2,
-        );
+        let times_b = |c: Tensor<3>| {
+            Tensor::cat(
+                vec![
+                    part(&b, 0) * part(&c, 0) - part(&b, 1) * part(&c, 1),
+                    part(&b, 0) * part(&c, 1) + part(&b, 1) * part(&c, 0),
+                ],
+                2,
+            )
+        };
         let layer = S4D {
             D: Param::from_tensor(w.take("layer.D", [1, h], device)?.reshape([h])),
             kernel: S4DKernel {
                 log_dt: Param::from_tensor(log_dt),
-                C: Param::from_tensor(bc),
+                C: Param::from_tensor(times_b(c)),
                 log_A_real: Param::from_tensor(lre.neg().log()),
                 A_imag: Param::from_tensor(lim),
-                C_bwd: None,
-                bilinear,
+                C_bwd: c_bwd.map(|c| Param::from_tensor(times_b(c))),
+                bilinear: options.bilinear,
             },
             output_linear: reference::glu_linear(&mut w, h, device)?,
             dropout: DropoutConfig::new(0.0).init(),
