@@ -132,6 +132,25 @@ fn bidirectional_softplus_blocks_reproduce_the_reference() {
 }
 
 #[test]
+fn a_block_reads_out_of_a_whole_lightning_checkpoint() {
+    use ssm_models::io::TensorMap;
+    use ssm_models::ssm::s4::{DtTransform, ReferenceOptions};
+    let device = Device::flex();
+    let t = fixture();
+    let mut w = TensorMap::read(&dir().join("lightning.ckpt")).expect("reads");
+    let block = w.split_prefix("state_dict.model.layers.0.layer.");
+    let options = ReferenceOptions {
+        dt_transform: DtTransform::Softplus,
+        bilinear: false,
+    };
+    let s4 = S4::from_reference_map(block, options, &device).expect("loads");
+    close("s4_bidir.y16", s4.forward(input(&t, 16, &device)), &t, 1e-5);
+    // The rest of the file stays in the map (model norms, encoder, decoder, optimizer state).
+    assert!(w.contains("state_dict.encoder.0.weight"));
+    assert!(!w.keys().any(|k| k.contains("layer.kernel")));
+}
+
+#[test]
 fn v3_state_dicts_load_too() {
     let device = Device::flex();
     let t = fixture();

@@ -33,8 +33,8 @@ impl std::fmt::Debug for TensorMap {
 }
 
 impl TensorMap {
-    /// Reads a `.safetensors` file, or a PyTorch `.bin` / `.pt` / `.pth` (zip-pickle, read
-    /// without running any code), chosen by the extension.
+    /// Reads a `.safetensors` file, or a PyTorch `.bin` / `.pt` / `.pth` / `.ckpt` (zip-pickle,
+    /// read without running any code), chosen by the extension.
     pub fn read(path: &Path) -> Result<Self> {
         let err = |message: String| ModelError::Weights {
             path: path.into(),
@@ -53,7 +53,7 @@ impl TensorMap {
                 let mut store = SafetensorsStore::from_file(path);
                 collect(&mut store).map_err(err)?
             }
-            "bin" | "pt" | "pth" => {
+            "bin" | "pt" | "pth" | "ckpt" => {
                 // The keys as written: burn-store would renumber gaps in numeric indices
                 // (nn.Sequential's `patch_embed.0, .2, .5`), which the key maps here name.
                 let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);

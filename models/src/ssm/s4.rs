@@ -665,7 +665,18 @@ impl S4 {
         options: ReferenceOptions,
         device: &Device,
     ) -> crate::Result<Self> {
-        let mut w = TensorMap::read(path)?;
+        Self::from_reference_map(TensorMap::read(path)?, options, device)
+    }
+
+    /// [`load_reference_with`](Self::load_reference_with) from tensors already read, e.g. one
+    /// block split off a whole model's checkpoint with [`TensorMap::split_prefix`] (in a Lightning
+    /// checkpoint of the training repository, `state_dict.model.layers.{i}.layer.`); every key
+    /// of the map must be used.
+    pub fn from_reference_map(
+        mut w: TensorMap,
+        options: ReferenceOptions,
+        device: &Device,
+    ) -> crate::Result<Self> {
         reference::upgrade_v3(&mut w, device)?;
         let k = "layer.kernel";
         let (h, s, n2) = reference::sizes(&w, k)?;
