@@ -174,12 +174,7 @@ impl DSSKernel {
     }
 
     fn w(&self) -> Complex<2> {
-        let w = self.W.val();
-        let [h, n, _] = w.dims();
-        Complex {
-            re: w.clone().narrow(2, 0, 1).reshape([h, n]),
-            im: w.narrow(2, 1, 1).reshape([h, n]),
-        }
+        Complex::from_pairs(self.W.val())
     }
 
     /// The DSS-exp recurrence.

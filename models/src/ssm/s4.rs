@@ -133,21 +133,6 @@ pub struct S4Kernel {
     pub l_kernel: usize,
 }
 
-fn pairs(t: Tensor<3>) -> Complex<2> {
-    let [h, n, _] = t.dims();
-    Complex {
-        re: t.clone().narrow(2, 0, 1).reshape([h, n]),
-        im: t.narrow(2, 1, 1).reshape([h, n]),
-    }
-}
-
-fn conj<const D: usize>(c: Complex<D>) -> Complex<D> {
-    Complex {
-        re: c.re,
-        im: c.im.neg(),
-    }
-}
-
 impl S4Kernel {
     /// The length `C̃` is read at for an input of length `len`.
     pub fn attuned_length(&self, len: usize) -> usize {
@@ -227,9 +212,9 @@ impl S4Kernel {
             re: self.Lambda_re.val(),
             im: self.Lambda_im.val(),
         });
-        let p = full(pairs(self.P.val()));
-        let b = full(pairs(self.B.val()));
-        let ct = full(pairs(c_tilde));
+        let p = full(Complex::from_pairs(self.P.val()));
+        let b = full(Complex::from_pairs(self.B.val()));
+        let ct = full(Complex::from_pairs(c_tilde));
         // r = 1 / (g - Λ) (H, L, N).
         let denom = Complex {
             re: g.re - lambda.re,
@@ -241,7 +226,7 @@ impl S4Kernel {
             im: ones.zeros_like(),
         } / denom;
         let cauchy = |a: &Complex<3>, bb: &Complex<3>| -> Complex<2> {
-            let v = conj(a.clone()) * bb.clone(); // (H, 1, N)
+            let v = a.clone().conj() * bb.clone(); // (H, 1, N)
             let s = r.clone() * v;
             Complex {
                 re: s.re.sum_dim(2).reshape([h, bins]),
@@ -600,7 +585,7 @@ pub(crate) mod reference {
         Ok((re.repeat_dim(0, h / s), im.repeat_dim(0, h / s)))
     }
 
-    /// A complex (1 or R, S, N/2, 2) tensor such as `B` or `P` as (H, N/2, 2), repeated over
+    /// A complex (1, S, N/2, 2) tensor, `B` or a rank-1 `P`, as (H, N/2, 2), repeated over
     /// the channel groups.
     pub fn shared(
         w: &mut TensorMap,
@@ -697,13 +682,9 @@ impl S4 {
         let log_dt = reference::log_dt(&mut w, k, h, options.dt_transform, device)?;
         let (lre, lim) = reference::lambda(&mut w, k, (h, s, n2), device)?;
         let b = reference::shared(&mut w, &format!("{k}.B"), (h, s, n2), device)?;
-        let p = w
-            .take(&format!("{k}.P"), [1, s, n2, 2], device)?
-            .reshape([s, n2, 2])
-            .repeat_dim(0, h / s);
+        let p = reference::shared(&mut w, &format!("{k}.P"), (h, s, n2), device)?;
         // Conjugate: this crate's Cauchy sums read conj(C̃) B.
-        let conj =
-            |c: Tensor<3>| Tensor::cat(vec![c.clone().narrow(2, 0, 1), c.narrow(2, 1, 1).neg()], 2);
+        let conj = |c: Tensor<3>| Complex::from_pairs(c).conj().into_pairs();
         let (c, c_bwd) = reference::output_c(&mut w, k, h, n2, device)?;
         let d = w.take("layer.D", [1, h], device)?.reshape([h]);
         let layer = S4 {

@@ -153,7 +153,32 @@ impl<const D: usize> std::ops::Div for Complex<D> {
     }
 }
 
+impl Complex<2> {
+    /// A tensor of [re, im] pairs (A, B, 2), the reference checkpoints' layout, as complex
+    /// (A, B).
+    pub fn from_pairs(t: Tensor<3>) -> Self {
+        let [a, b, _] = t.dims();
+        Self {
+            re: t.clone().narrow(2, 0, 1).reshape([a, b]),
+            im: t.narrow(2, 1, 1).reshape([a, b]),
+        }
+    }
+
+    /// Back to [re, im] pairs (A, B, 2).
+    pub fn into_pairs(self) -> Tensor<3> {
+        Tensor::stack(vec![self.re, self.im], 2)
+    }
+}
+
 impl<const D: usize> Complex<D> {
+    /// The complex conjugate.
+    pub fn conj(self) -> Self {
+        Self {
+            re: self.re,
+            im: self.im.neg(),
+        }
+    }
+
     /// `exp(re + i im)`.
     pub fn exp(self) -> Self {
         let m = self.re.exp();
@@ -184,15 +209,7 @@ impl S4DKernel {
     }
 
     fn c(&self) -> Complex<2> {
-        Self::pairs(self.C.val())
-    }
-
-    fn pairs(c: Tensor<3>) -> Complex<2> {
-        let [h, n2, _] = c.dims();
-        Complex {
-            re: c.clone().narrow(2, 0, 1).reshape([h, n2]),
-            im: c.narrow(2, 1, 1).reshape([h, n2]),
-        }
+        Complex::from_pairs(self.C.val())
     }
 
     /// The discretised system (ZOH or bilinear).
@@ -256,7 +273,7 @@ impl S4DKernel {
     pub fn kernel_backward(&self, len: usize) -> Option<Tensor<2>> {
         self.C_bwd
             .as_ref()
-            .map(|c| Self::kernel_of(self.recurrence_with(Self::pairs(c.val())), len))
+            .map(|c| Self::kernel_of(self.recurrence_with(Complex::from_pairs(c.val())), len))
     }
 
     fn kernel_of(r: S4DRecurrence, len: usize) -> Tensor<2> {
@@ -497,17 +514,9 @@ impl S4D {
         let (lre, lim) = reference::lambda(&mut w, k, sizes, device)?;
         let b = reference::shared(&mut w, &format!("{k}.B"), sizes, device)?;
         let (c, c_bwd) = reference::output_c(&mut w, k, h, n2, device)?;
-        let part = |t: &Tensor<3>, i: usize| t.clone().narrow(2, i, 1);
         // B C as one complex coefficient.
-        let times_b = |c: Tensor<3>| {
-            Tensor::cat(
-                vec![
-                    part(&b, 0) * part(&c, 0) - part(&b, 1) * part(&c, 1),
-                    part(&b, 0) * part(&c, 1) + part(&b, 1) * part(&c, 0),
-                ],
-                2,
-            )
-        };
+        let b = Complex::from_pairs(b);
+        let times_b = |c: Tensor<3>| (b.clone() * Complex::from_pairs(c)).into_pairs();
         let layer = S4D {
             D: Param::from_tensor(w.take("layer.D", [1, h], device)?.reshape([h])),
             kernel: S4DKernel {

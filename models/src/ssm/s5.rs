@@ -192,14 +192,6 @@ pub struct S5Discrete {
 }
 
 impl S5 {
-    fn complex3(t: Tensor<3>) -> Complex<2> {
-        let [a, b, _] = t.dims();
-        Complex {
-            re: t.clone().narrow(2, 0, 1).reshape([a, b]),
-            im: t.narrow(2, 1, 1).reshape([a, b]),
-        }
-    }
-
     /// The discretised system (ZOH or bilinear).
     pub fn discrete(&self) -> S5Discrete {
         let lambda = Complex {
@@ -239,7 +231,7 @@ impl S5 {
             } / lambda;
             (lb, scale)
         };
-        let b = Self::complex3(self.B.val()); // (P, H)
+        let b = Complex::from_pairs(self.B.val()); // (P, H)
         let scale2 = Complex {
             re: scale.re.unsqueeze_dim::<2>(1),
             im: scale.im.unsqueeze_dim::<2>(1),
@@ -302,7 +294,7 @@ impl S5 {
     pub fn ssm(&self, u: Tensor<3>) -> Tensor<3> {
         let d = self.discrete();
         let p = d.lambda_bar.re.dims()[0];
-        let c = Self::complex3(self.C.val());
+        let c = Complex::from_pairs(self.C.val());
         let fwd = self.scan(&d, u.clone());
         let mut y = Self::readout(
             &Complex {
@@ -375,7 +367,7 @@ impl S5 {
             re: x.re + bu.re,
             im: x.im + bu.im,
         };
-        let c = Self::complex3(self.C.val());
+        let c = Complex::from_pairs(self.C.val());
         let y = (x.re.clone().matmul(c.re.transpose()) - x.im.clone().matmul(c.im.transpose()))
             * 2.0
             + u * self.D.val().unsqueeze::<2>();
