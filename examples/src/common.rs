@@ -1,6 +1,7 @@
 //! Helpers shared by the subcommands: device choice, token-row parsing, errors.
 
 use burn::tensor::Device;
+use std::path::Path;
 
 /// An error shown to the user as one line.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,34 @@ pub enum CliError {
 }
 
 pub type CliResult<T = ()> = Result<T, CliError>;
+
+/// A usage error (bad flags or settings).
+pub fn usage(m: impl Into<String>) -> CliError {
+    CliError::Usage(m.into())
+}
+
+/// The file in a `zoo train` run folder that names the model kind and its settings.
+pub const RUN_FILE: &str = "zoo.json";
+
+/// The run file of a folder, parsed; `None` when the folder has none (a downloaded model, or a
+/// run from before the file existed).
+pub fn read_run_file(dir: &Path) -> CliResult<Option<serde_json::Value>> {
+    let path = dir.join(RUN_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(CliError::Io(format!("cannot read {}: {e}", path.display()))),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| CliError::Io(format!("{}: not valid JSON: {e}", path.display())))
+}
+
+/// Writes a JSON value as one line.
+pub fn write_json(path: &Path, v: &serde_json::Value) -> CliResult {
+    std::fs::write(path, v.to_string() + "\n")
+        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", path.display())))
+}
 
 /// The device named on the command line, or Burn's default order.
 pub fn device(spec: Option<&str>) -> CliResult<Device> {

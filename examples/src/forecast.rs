@@ -2,7 +2,7 @@
 //! MSE and MAE (standardised values) as JSON — and a PNG of one test window: the look-back, the
 //! truth and the forecast of one variate, in the series' own units.
 
-use crate::common::{CliError, CliResult, device};
+use crate::common::{CliError, CliResult, RUN_FILE, device, read_run_file};
 use crate::train::load_weights;
 use crate::train_series::{DataSettings, prepare_data, score};
 use burn::data::dataloader::batcher::Batcher;
@@ -70,11 +70,13 @@ fn load_model(dir: &Path, kind: &str, device: &Device) -> CliResult<Box<dyn Fore
 }
 
 fn settings(dir: &Path, csv: Option<PathBuf>) -> CliResult<(String, DataSettings)> {
-    let path = dir.join("zoo.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| io(format!("cannot read {}: {e}", path.display())))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| io(format!("{} is not valid JSON: {e}", path.display())))?;
+    let path = dir.join(RUN_FILE);
+    let v = read_run_file(dir)?.ok_or_else(|| {
+        io(format!(
+            "cannot read {}: no such file (not a `zoo train` folder)",
+            path.display()
+        ))
+    })?;
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
     let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
     let missing = |k: &str| io(format!("{}: no '{k}'", path.display()));

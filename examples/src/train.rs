@@ -234,13 +234,18 @@ fn accuracy(model: &SequenceClassifier, device: &Device) -> CliResult<(usize, us
 
 pub fn eval(a: EvalArgs) -> CliResult {
     let device = device(Some(&a.device))?;
-    let (right, total) = if crate::train_graph::is_graph_model(&a.model) {
-        crate::train_graph::eval_graph(&a.model, &device)?
-    } else {
-        match crate::train_vision::read_kind(&a.model)? {
+    // The run file, read once, says which kind of model the folder holds.
+    let run = crate::common::read_run_file(&a.model)?;
+    let (right, total) = match &run {
+        Some(v)
+            if v.get("kind").and_then(|k| k.as_str()) == Some(crate::train_graph::GRAPH_KIND) =>
+        {
+            crate::train_graph::eval_graph(&a.model, v, &device)?
+        }
+        _ => match crate::train_vision::image_kind(&a.model, run.as_ref())? {
             Some(kind) => crate::train_vision::accuracy(&a.model, &kind, &device)?,
             None => accuracy(&load(&a.model, &device)?, &device)?,
-        }
+        },
     };
     println!(
         "{{\"test_accuracy\": {:.4}, \"right\": {right}, \"total\": {total}}}",

@@ -3,7 +3,7 @@
 //! with burn-train (AdamW on the cross-entropy, accuracy and loss per epoch, checkpoints); the
 //! model, its config and the data settings are saved so `zoo eval` reproduces the test accuracy.
 
-use crate::common::{CliError, CliResult, device};
+use crate::common::{CliError, CliResult, RUN_FILE, device, usage, write_json};
 use crate::train::{Progress, save};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher;
@@ -90,10 +90,6 @@ struct GraphData {
     classes: usize,
     task: GraphTask,
     about: String,
-}
-
-fn usage(m: impl Into<String>) -> CliError {
-    CliError::Usage(m.into())
 }
 
 fn shuffled(n: usize, seed: u64) -> Vec<usize> {
@@ -289,9 +285,10 @@ pub fn graph_mamba(a: GraphArgs) -> CliResult {
     let (train_right, train_total) = count(&model, &data.train, a.batch_size, &device)?;
     let (right, total) = count(&model, &data.test, a.batch_size, &device)?;
     save(&model, &config, &out)?;
-    let zoo = serde_json::json!({"kind": "graph-mamba", "data": settings});
-    std::fs::write(out.join("zoo.json"), zoo.to_string() + "\n")
-        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", out.display())))?;
+    write_json(
+        &out.join(RUN_FILE),
+        &serde_json::json!({"kind": GRAPH_KIND, "data": settings}),
+    )?;
     let metrics = serde_json::json!({
         "data": a.data,
         "train_accuracy": train_right as f64 / train_total.max(1) as f64,
@@ -299,27 +296,24 @@ pub fn graph_mamba(a: GraphArgs) -> CliResult {
         "test_right": right,
         "test_total": total,
     });
-    std::fs::write(out.join("metrics.json"), metrics.to_string() + "\n")
-        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", out.display())))?;
+    write_json(&out.join("metrics.json"), &metrics)?;
     println!("{metrics}");
     Ok(())
 }
 
-/// Whether `dir` holds a model from `zoo train graph-mamba`.
-pub(crate) fn is_graph_model(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("zoo.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .is_some_and(|v| v.get("kind").and_then(|k| k.as_str()) == Some("graph-mamba"))
-}
+/// The run-file kind of a `zoo train graph-mamba` folder.
+pub(crate) const GRAPH_KIND: &str = "graph-mamba";
 
-/// Test accuracy of a saved Graph-Mamba on the split its data settings rebuild.
-pub(crate) fn eval_graph(dir: &Path, device: &Device) -> CliResult<(usize, usize)> {
-    let path = dir.join("zoo.json");
+/// Test accuracy of a saved Graph-Mamba on the split its data settings rebuild; `run` is the
+/// folder's run file.
+pub(crate) fn eval_graph(
+    dir: &Path,
+    run: &serde_json::Value,
+    device: &Device,
+) -> CliResult<(usize, usize)> {
+    let path = dir.join(RUN_FILE);
     let bad = |m: String| CliError::Io(format!("{}: {m}", path.display()));
-    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let v = run;
     let settings: DataSettings = serde_json::from_value(v.get("data").cloned().unwrap_or_default())
         .map_err(|e| bad(format!("data settings: {e}")))?;
     let config_path = dir.join("config.json");

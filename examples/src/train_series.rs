@@ -4,7 +4,7 @@
 //! standardised values, as the references report them) of S-Mamba, a linear baseline trained
 //! the same way and the last-value baseline, printed as one JSON line and saved with the model.
 
-use crate::common::{CliError, CliResult, device};
+use crate::common::{CliError, CliResult, RUN_FILE, device, usage, write_json};
 use crate::train::{Progress, save};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher;
@@ -90,10 +90,6 @@ pub struct SeriesArgs {
     /// cpu, ndarray, wgpu, wgpu:N, cuda:N (default cpu).
     #[arg(long, default_value = "cpu")]
     device: String,
-}
-
-fn usage(m: impl Into<String>) -> CliError {
-    CliError::Usage(m.into())
 }
 
 /// The data settings of a forecasting run.
@@ -353,8 +349,7 @@ where
         "freq": a.freq,
         "missing": a.missing,
     });
-    std::fs::write(out.join("zoo.json"), settings.to_string() + "\n")
-        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", out.display())))?;
+    write_json(&out.join(RUN_FILE), &settings)?;
     let metrics = serde_json::json!({
         "model": kind,
         "series": path.display().to_string(),
@@ -365,8 +360,7 @@ where
         "linear": {"mse": li_mse, "mae": li_mae},
         "last_value": {"mse": lv_mse, "mae": lv_mae},
     });
-    std::fs::write(out.join("metrics.json"), metrics.to_string() + "\n")
-        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", out.display())))?;
+    write_json(&out.join("metrics.json"), &metrics)?;
     println!("{metrics}");
     Ok(())
 }

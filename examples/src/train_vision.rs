@@ -3,7 +3,7 @@
 //! shifts as augmentation; saved as `config.json` + `model.bpk` + `zoo.json` (the model kind and
 //! the input side), reloaded by `zoo eval`.
 
-use crate::common::{CliError, CliResult, device};
+use crate::common::{CliError, CliResult, RUN_FILE, device, read_run_file, write_json};
 use crate::train::{Progress, load_weights, save};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher;
@@ -80,13 +80,12 @@ impl VisionArgs {
     }
 }
 
-/// What `zoo.json` in a run folder says: the model kind `zoo eval` rebuilds and the input side.
-const KIND_FILE: &str = "zoo.json";
-
+/// Writes the run file (`zoo.json`): the model kind `zoo eval` rebuilds and the input side.
 pub(crate) fn write_kind(dir: &Path, kind: &str, img_size: usize) -> CliResult {
-    let text = serde_json::json!({"kind": kind, "img_size": img_size}).to_string();
-    std::fs::write(dir.join(KIND_FILE), text + "\n")
-        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", dir.display())))
+    write_json(
+        &dir.join(RUN_FILE),
+        &serde_json::json!({"kind": kind, "img_size": img_size}),
+    )
 }
 
 /// An image model's kind and input side.
@@ -98,13 +97,19 @@ pub(crate) struct ImageKind {
 /// The image-model kind of a run folder, or `None` for a sequence classifier (also for folders
 /// from before `zoo.json` existed).
 pub(crate) fn read_kind(dir: &Path) -> CliResult<Option<ImageKind>> {
-    let path = dir.join(KIND_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    image_kind(dir, read_run_file(dir)?.as_ref())
+}
+
+/// [`read_kind`] of a run file already read (`run`, from `dir`).
+pub(crate) fn image_kind(
+    dir: &Path,
+    run: Option<&serde_json::Value>,
+) -> CliResult<Option<ImageKind>> {
+    let Some(v) = run else {
         return Ok(None);
     };
+    let path = dir.join(RUN_FILE);
     let bad = |m: String| CliError::Io(format!("{}: {m}", path.display()));
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let img_size = v.get("img_size").and_then(|s| s.as_u64()).unwrap_or(0) as usize;
     match v.get("kind").and_then(|k| k.as_str()) {
         Some("sequence") => Ok(None),
