@@ -25,20 +25,7 @@ pub struct DigitItem {
 }
 
 /// A reading error, with the line it happened on.
-#[derive(Debug, thiserror::Error)]
-pub enum DigitsError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}, line {line}: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-}
+pub type DigitsError = crate::error::DataFileError;
 
 /// The copy that ships with this crate.
 pub fn default_digits_path() -> PathBuf {

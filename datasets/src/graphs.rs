@@ -6,25 +6,10 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What went wrong reading a graph file; each names the file and line.
-#[derive(Debug, thiserror::Error)]
-pub enum GraphError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}, line {line}: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    #[error("{0}")]
-    Invalid(String),
-}
+pub type GraphError = crate::error::DataFileError;
 
 /// One graph.
 #[derive(Debug, Clone, PartialEq)]

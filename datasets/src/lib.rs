@@ -7,6 +7,7 @@
 
 pub mod digits;
 pub mod download;
+pub mod error;
 pub mod graphs;
 pub mod images;
 pub mod selective_copying;

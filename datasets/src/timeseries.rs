@@ -20,22 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What went wrong reading a series; each names the file and, where it applies, the line.
-#[derive(Debug, thiserror::Error)]
-pub enum SeriesError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}, line {line}: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    #[error("{0}")]
-    Invalid(String),
-}
+pub type SeriesError = crate::error::DataFileError;
 
 /// What to do with empty cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
