@@ -1,38 +1,48 @@
 //! # ssm-backends
 //!
 //! The ops that state space models need and Burn lacks, as one backend extension
-//! ([`SsmOps`]): the selective scan (forward and backward) and the fused decode steps.
+//! ([`SsmOps`]): the selective scan (forward and backward), Mamba2's SSD scan, the fused decode
+//! steps, residual add + RMSNorm, and real FFTs with the FFT long convolution.
 //!
-//! - a portable body written with Burn's tensor ops ([`portable`]): the oracle, and what any
-//!   backend without a kernel runs;
-//! - fused CPU kernels on plain slices ([`cpu`]) for Flex and NdArray;
-//! - CubeCL kernels for wgpu, vulkan, cuda and rocm (`cube`, with the `wgpu` or `cuda` feature);
-//! - a hand-written reverse-scan backward under `Autodiff` ([`autodiff`]).
+//! Call them on `Tensor`s of any device through the functions re-exported here
+//! ([`SelectiveScan`], [`ssd()`], [`mamba_decode_step`], [`mamba2_decode_step`], [`rfft`],
+//! [`irfft`], [`causal_conv`], [`add_rms_norm`], ...); each checks its shapes and dispatches to
+//! the backend's implementation:
+//! - a portable body written with Burn's tensor ops (`portable/`): the oracle, and what any
+//!   backend without a kernel runs (the `*_reference` functions run it on purpose);
+//! - fused CPU kernels on plain slices for Flex and NdArray (`cpu/`);
+//! - CubeCL kernels for wgpu, vulkan, cuda and rocm (`cube/`, with the `wgpu` or `cuda`
+//!   feature), one file per op with its launcher;
+//! - hand-written backward nodes under `Autodiff` (`autodiff/`).
 //!
-//! Models call the user-level API of [`scan`] on `Tensor`s of any device.
+//! A GPU op that cannot run its kernel on some input (shared memory, a buffer over the device's
+//! binding limit, mixed float types) runs the portable body and says so: a `log` warning once
+//! per shape, and [`LaunchCounter::fallbacks`].
 
-pub mod autodiff;
-pub mod conv;
-pub mod cpu;
-mod cpu_backend;
+mod api;
+mod autodiff;
+mod compose;
+mod cpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub mod cube;
-pub mod device;
-pub mod fft;
+mod cube;
+mod device;
+mod error;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub mod launches;
-pub mod ops;
-pub mod portable;
-pub mod prim;
-pub mod scan;
-pub mod ssd;
-pub mod step;
-#[doc(hidden)]
+mod fusion_meta;
+mod ops;
+mod portable;
+#[cfg(feature = "test-utils")]
 pub mod testing;
 
-pub use device::{DeviceError, parse_device};
-pub use ops::SsmOps;
-pub use scan::{
-    ScanOutput, SelectiveScan, add_rms_norm, causal_conv1d_step, selective_state_step, to_vec,
-    ungrouped,
+pub use api::{
+    DIRECT_MAX_LEN, ScanOutput, SelectiveScan, add_rms_norm, bidirectional_conv, causal_conv,
+    causal_conv_fft, causal_conv_reference, causal_conv1d_step, irfft, mamba_decode_step,
+    mamba2_decode_step, pack_mamba_step_weights, pack_mamba2_step_weights, rfft,
+    selective_state_step, ssd, ssd_reference, to_vec, ungrouped,
 };
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub use cube::{LaunchCounter, MAX_BUFFER_VAR};
+pub use device::parse_device;
+pub use error::Error;
+pub use ops::SsmOps;
+pub use portable::step::{Mamba2StepConfig, MambaStepDims};

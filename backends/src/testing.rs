@@ -1,8 +1,59 @@
-//! Helpers for tests and tools: reading reference fixtures, comparing tensors, choosing the
-//! wgpu device of a test run.
+//! Helpers for tests and benchmarks (the `test-utils` feature; not part of the API): reading
+//! reference fixtures, comparing tensors, choosing the wgpu device of a test run, and access to
+//! the internals a test checks a kernel against (the portable bodies, the composed decode steps,
+//! the CPU kernels' call counts, the GPU launchers' buffer limit).
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use std::path::{Path, PathBuf};
+
+/// The portable bodies of the ops on backend primitives, the oracle of the kernel tests.
+pub mod portable {
+    pub use crate::portable::norm::add_rms_norm;
+    pub use crate::portable::scan::{
+        ScanArgs, ScanGradTuple, ScanGrads, selective_scan, selective_scan_backward,
+    };
+    pub use crate::portable::step::{causal_conv1d_step, selective_state_step};
+    use crate::{Mamba2StepConfig, SsmOps};
+    use burn::backend::tensor::FloatTensor;
+
+    /// The Mamba decode step composed of the backend's conv and state steps and two matmuls
+    /// (the default body of [`SsmOps::mamba_decode_step`]).
+    pub fn mamba_step_composed<B: SsmOps>(
+        xz: FloatTensor<B>,
+        conv_state: FloatTensor<B>,
+        ssm_state: FloatTensor<B>,
+        weights: FloatTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        crate::portable::step::mamba_step_composed::<B>(xz, conv_state, ssm_state, weights)
+    }
+
+    /// The Mamba2 decode step composed of the backend's conv and state steps (the default body
+    /// of [`SsmOps::mamba2_decode_step`]).
+    pub fn mamba2_step_composed<B: SsmOps>(
+        zxbcdt: FloatTensor<B>,
+        conv_state: FloatTensor<B>,
+        ssm_state: FloatTensor<B>,
+        weights: FloatTensor<B>,
+        cfg: Mamba2StepConfig,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        crate::portable::step::mamba2_step_composed::<B>(
+            zxbcdt, conv_state, ssm_state, weights, cfg,
+        )
+    }
+}
+
+/// How many times the fused CPU kernels ran in this process: (scan forward, scan backward,
+/// decode steps). Tests use it to prove that the kernel, not the portable body, ran.
+pub fn cpu_kernel_calls() -> (usize, usize, usize) {
+    crate::cpu::calls::kernel_calls()
+}
+
+/// Lowers the largest buffer the GPU launchers plan for, in bytes (`None`: back to the device's
+/// limit and [`crate::MAX_BUFFER_VAR`]'s), to test the split of a batch into several launches.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub fn set_gpu_max_buffer(bytes: Option<usize>) {
+    crate::cube::set_test_max_buffer(bytes);
+}
 
 /// The repository's `fixtures/` folder (reference data shipped with the sources).
 pub fn fixtures_dir() -> PathBuf {

@@ -3,10 +3,9 @@
 //! forms.
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use ssm_backends::conv::causal_conv_direct;
-use ssm_backends::fft::{causal_conv, irfft, rfft};
 use ssm_backends::testing::max_rel_diff;
 use ssm_backends::to_vec;
+use ssm_backends::{causal_conv_fft, causal_conv_reference, irfft, rfft};
 use std::f64::consts::PI;
 
 fn devices() -> Vec<Device> {
@@ -118,7 +117,7 @@ fn fft_convolution_matches_the_float64_direct_sum() {
                     }
                 }
             }
-            let got: Vec<f64> = to_vec(causal_conv(u, k))
+            let got: Vec<f64> = to_vec(causal_conv_fft(u, k))
                 .into_iter()
                 .map(f64::from)
                 .collect();
@@ -213,9 +212,9 @@ fn gradients_match_autodiff_through_the_dft_and_toeplitz_forms() {
                 let u = Tensor::<3>::from_data(ud.clone(), &device).require_grad();
                 let k = Tensor::<2>::from_data(kd.clone(), &device).require_grad();
                 let y = if reference {
-                    causal_conv_direct(u.clone(), k.clone())
+                    causal_conv_reference(u.clone(), k.clone())
                 } else {
-                    causal_conv(u.clone(), k.clone())
+                    causal_conv_fft(u.clone(), k.clone())
                 };
                 let g = (y * Tensor::<3>::from_data(wd.clone(), &device))
                     .sum()

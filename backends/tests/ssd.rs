@@ -4,9 +4,9 @@
 
 use burn::tensor::activation::softplus;
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::ssd::{ssd, ssd_reference};
 use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff, max_rel_diff};
 use ssm_backends::to_vec;
+use ssm_backends::{ssd, ssd_reference};
 
 struct Inputs {
     x: Tensor<4>,

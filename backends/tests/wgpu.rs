@@ -10,10 +10,11 @@ mod common;
 use burn::backend::Dispatch;
 use burn::tensor::{Device, Distribution, Tensor};
 use common::{Case, NAMES, inputs, loss_weights, op_gradients, scan, to_device};
-use ssm_backends::launches::LaunchCounter;
-use ssm_backends::portable;
+use ssm_backends::LaunchCounter;
+use ssm_backends::mamba_decode_step;
 use ssm_backends::ssd;
-use ssm_backends::step::{mamba_decode_step, mamba_step_composed};
+use ssm_backends::testing::portable;
+use ssm_backends::testing::portable::mamba_step_composed;
 use ssm_backends::testing::{max_rel_diff, wgpu_test_device};
 use ssm_backends::{add_rms_norm, causal_conv1d_step, selective_state_step, to_vec};
 use std::sync::Mutex;
@@ -222,7 +223,7 @@ fn fused_mamba_step_kernel_matches_composed_step() {
     cpu.seed(14);
     // (batch, D, K, N, R): mamba_tiny's shape, and one with D above the cube's 256 units.
     for (batch, dim, k, n, r) in [(2, 64, 4, 16, 4), (1, 64, 4, 16, 2), (3, 600, 3, 5, 7)] {
-        let weights = ssm_backends::step::pack_mamba_step_weights(
+        let weights = ssm_backends::pack_mamba_step_weights(
             normal([dim, k], &cpu).mul_scalar(0.3),
             normal([dim], &cpu),
             normal([dim, r + 2 * n], &cpu).mul_scalar(0.1),
@@ -316,17 +317,14 @@ struct BufferLimit;
 
 impl BufferLimit {
     fn set(bytes: usize) -> Self {
-        // SAFETY: the tests of this file run one at a time (SERIAL) and no other thread of this
-        // process reads or writes the environment meanwhile.
-        unsafe { std::env::set_var(ssm_backends::cube::MAX_BUFFER_VAR, bytes.to_string()) };
+        ssm_backends::testing::set_gpu_max_buffer(Some(bytes));
         Self
     }
 }
 
 impl Drop for BufferLimit {
     fn drop(&mut self) {
-        // SAFETY: as in `set`.
-        unsafe { std::env::remove_var(ssm_backends::cube::MAX_BUFFER_VAR) };
+        ssm_backends::testing::set_gpu_max_buffer(None);
     }
 }
 
@@ -412,7 +410,7 @@ fn ssd_on_wgpu_matches_the_cpu_recurrence() {
         let d = normal([h], &cpu);
         let h0 = normal([bs, h, p, n], &cpu);
         let run = |dev: &Device| {
-            let (y, s) = ssd::ssd(
+            let (y, s) = ssd(
                 on(&x, dev),
                 on(&dt, dev),
                 on(&a, dev),
@@ -447,7 +445,8 @@ fn ssd_on_wgpu_matches_the_cpu_recurrence() {
 
 #[test]
 fn fused_mamba2_step_kernel_matches_composed_step() {
-    use ssm_backends::step::{Mamba2StepConfig, mamba2_decode_step, mamba2_step_composed};
+    use ssm_backends::testing::portable::mamba2_step_composed;
+    use ssm_backends::{Mamba2StepConfig, mamba2_decode_step};
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(gpu) = wgpu_test_device() else {
         return;
@@ -462,7 +461,7 @@ fn fused_mamba2_step_kernel_matches_composed_step() {
     ] {
         let di = h * p;
         let conv = di + 2 * g * n;
-        let weights = ssm_backends::step::pack_mamba2_step_weights(
+        let weights = ssm_backends::pack_mamba2_step_weights(
             normal([conv, k], &cpu).mul_scalar(0.3),
             normal([conv], &cpu),
             Tensor::random([h], Distribution::Uniform(-4.0, -1.0), &cpu),

@@ -10,7 +10,8 @@
 use burn::backend::Dispatch;
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, criterion_group};
-use ssm_backends::step::{mamba_decode_step, mamba_step_composed, pack_mamba_step_weights};
+use ssm_backends::testing::portable::mamba_step_composed;
+use ssm_backends::{mamba_decode_step, pack_mamba_step_weights};
 use ssm_benches::{N, ScanInputs, lengths, median_time};
 use std::time::Duration;
 

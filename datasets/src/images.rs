@@ -34,6 +34,9 @@ pub enum ImageDataError {
     Format { path: PathBuf, message: String },
     #[error(transparent)]
     Digits(#[from] DigitsError),
+    /// Settings that cannot be used (a transform's sizes or normalisation).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 fn format_err(path: &Path, message: impl Into<String>) -> ImageDataError {
@@ -348,27 +351,34 @@ impl ImageTransform {
     }
 
     /// Checks the settings.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ImageDataError> {
         if self.channels != 1 && self.channels != 3 {
-            return Err(format!("channels must be 1 or 3, not {}", self.channels));
+            return Err(ImageDataError::Invalid(format!(
+                "channels must be 1 or 3, not {}",
+                self.channels
+            )));
         }
         if self.mean.len() != self.channels || self.std.len() != self.channels {
-            return Err(format!(
+            return Err(ImageDataError::Invalid(format!(
                 "mean and std need {} values each (found {} and {})",
                 self.channels,
                 self.mean.len(),
                 self.std.len()
-            ));
+            )));
         }
         if self.std.iter().any(|s| *s <= 0.0)
             || [self.resize, self.shorter_side, self.center_crop].contains(&Some(0))
         {
-            return Err("std must be positive and every size at least 1".into());
+            return Err(ImageDataError::Invalid(
+                "std must be positive and every size at least 1".into(),
+            ));
         }
         if let (Some(s), Some(c)) = (self.shorter_side, self.center_crop)
             && c > s
         {
-            return Err(format!("center_crop {c} is larger than shorter_side {s}"));
+            return Err(ImageDataError::Invalid(format!(
+                "center_crop {c} is larger than shorter_side {s}"
+            )));
         }
         Ok(())
     }

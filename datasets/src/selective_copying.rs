@@ -39,15 +39,17 @@ impl SelectiveCopyingConfig {
         self.context_len + self.n_copy
     }
     /// Checks that the task can be built.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::error::DataFileError> {
         if self.n_copy == 0 || self.n_symbols == 0 {
-            return Err("n_copy and n_symbols must be at least 1".into());
+            return Err(crate::error::DataFileError::Invalid(
+                "n_copy and n_symbols must be at least 1".into(),
+            ));
         }
         if self.n_copy > self.context_len {
-            return Err(format!(
+            return Err(crate::error::DataFileError::Invalid(format!(
                 "cannot place {} data tokens in a context of {}",
                 self.n_copy, self.context_len
-            ));
+            )));
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 use crate::common::{CliError, CliResult, device};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Subcommand, ValueEnum};
-use ssm_models::lm::{CausalLm, MambaLmConfig, mamba::Mamba2Settings};
+use ssm_models::lm::{CausalLm, Mamba2Settings, MambaLmConfig};
 use std::time::Instant;
 
 #[derive(Subcommand, Debug)]
@@ -186,14 +186,14 @@ fn lm(a: LmBenchArgs) -> CliResult {
 /// which launch no kernels.
 struct Launches {
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    counter: ssm_backends::launches::LaunchCounter,
+    counter: ssm_backends::LaunchCounter,
 }
 
 impl Launches {
     fn start() -> Self {
         Self {
             #[cfg(any(feature = "wgpu", feature = "cuda"))]
-            counter: ssm_backends::launches::LaunchCounter::start(),
+            counter: ssm_backends::LaunchCounter::start(),
         }
     }
 

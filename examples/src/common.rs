@@ -9,7 +9,7 @@ pub enum CliError {
     #[error(transparent)]
     Model(#[from] ssm_models::ModelError),
     #[error(transparent)]
-    Device(#[from] ssm_backends::DeviceError),
+    Device(#[from] ssm_backends::Error),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]

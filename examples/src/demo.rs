@@ -109,7 +109,8 @@ pub fn run(a: DemoArgs) -> CliResult {
         n_copy: a.n_copy,
         n_symbols: a.n_symbols,
     };
-    task.validate().map_err(CliError::Usage)?;
+    task.validate()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     if a.n_symbols > 26 {
         return Err(CliError::Usage("--n-symbols must be at most 26".into()));
     }

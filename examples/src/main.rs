@@ -69,6 +69,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A GPU op that cannot run its kernel on some input runs a slower body and says so through
+    // `log`, once per shape: print those warnings (`RUST_LOG` overrides the filter). Training
+    // and evaluation leave logging to burn-train, whose experiment log in the run's folder
+    // records them.
+    if !matches!(cli.command, Command::Train { .. } | Command::Eval(_)) {
+        env_logger::Builder::from_env(
+            env_logger::Env::default().default_filter_or("ssm_backends=warn"),
+        )
+        .init();
+    }
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Logits(a) => logits::run(a),

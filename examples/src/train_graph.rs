@@ -103,7 +103,7 @@ fn shuffled(n: usize, seed: u64) -> Vec<usize> {
 /// on all the others. TU: 70/10/20 of the graphs, shuffled with the seed.
 fn build(s: &DataSettings) -> CliResult<GraphData> {
     let data_err = |e: ssm_datasets::graphs::GraphError| CliError::Io(e.to_string());
-    let item_err = |e: String| CliError::Io(format!("{}: {e}", s.data));
+    let item_err = |e: ssm_models::ModelError| CliError::Io(format!("{}: {e}", s.data));
     match s.data.as_str() {
         "sbm" | "karate" => {
             let g = if s.data == "sbm" {

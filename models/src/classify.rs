@@ -5,6 +5,7 @@
 //! (`TrainStep` / `InferenceStep` over [`SequenceBatch`]), with the reference's optimiser
 //! groups: the SSM kernels' parameters at their own learning rate without weight decay.
 
+use crate::ssm::reference::{ReferenceLayer, ReferenceOptions};
 use crate::ssm::s4d::{S4D, S4DConfig, S4DInit, S4DKernelConfig};
 use crate::ssm::s5::{S5, S5Config};
 use burn::config::Config;
@@ -194,7 +195,7 @@ impl SequenceClassifier {
     pub fn load_reference(
         path: &std::path::Path,
         prenorm: bool,
-        options: crate::ssm::s4::ReferenceOptions,
+        options: ReferenceOptions,
         device: &Device,
     ) -> crate::Result<Self> {
         let mut w = crate::io::TensorMap::read(path)?;

@@ -1,5 +1,6 @@
 //! Small building blocks shared by the families.
 
+use crate::io::{TensorMap, key};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor};
@@ -29,6 +30,14 @@ impl RmsNormConfig {
             weight: Param::from_tensor(Tensor::ones([self.d_model], device)),
             eps: self.eps,
         }
+    }
+
+    /// A norm from the checkpoint tensor `{prefix}.weight` (d_model).
+    pub fn load(&self, w: &mut TensorMap, prefix: &str, device: &Device) -> crate::Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: w.param(&key(prefix, "weight"), [self.d_model], device)?,
+            eps: self.eps,
+        })
     }
 }
 

@@ -53,7 +53,12 @@ fn node_and_graph_heads_have_the_right_shapes() {
     assert_eq!(graph.forward(&g).dims(), [2, 3]);
     let mut bad = g.clone();
     bad.dst[0] = 8;
-    assert!(bad.validate().unwrap_err().contains("out of range"));
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("out of range")
+    );
 }
 
 #[test]

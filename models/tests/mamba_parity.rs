@@ -298,7 +298,7 @@ fn wgpu_matches_reference() {
     };
     // The runtime's launch log proves that the scan and the decode step ran as this crate's
     // kernels, not as the portable bodies.
-    let counter = ssm_backends::launches::LaunchCounter::start();
+    let counter = ssm_backends::LaunchCounter::start();
     check_forward(MAMBA, &device, 1e-3);
     assert!(
         counter.count_of("scan_fwd_kernel") >= 2,
@@ -315,7 +315,7 @@ fn wgpu_matches_reference() {
     drop(counter);
     // Mamba2: the chunked SSD body on the GPU, looser bounds where the float order differs;
     // the fused Mamba2 step kernel decodes.
-    let counter = ssm_backends::launches::LaunchCounter::start();
+    let counter = ssm_backends::LaunchCounter::start();
     check_forward(MAMBA2, &device, 1e-3);
     check_generation(MAMBA2, &device);
     check_step_vs_forward_with(MAMBA2, &device, 1e-4, 1e-3);

@@ -4,7 +4,8 @@
 use burn::tensor::{Device, Tensor};
 use ssm_models::classify::SequenceClassifier;
 use ssm_models::io::TensorMap;
-use ssm_models::ssm::s4::{DtTransform, ReferenceOptions, S4};
+use ssm_models::ssm::reference::{DtTransform, ReferenceLayer, ReferenceOptions};
+use ssm_models::ssm::s4::S4;
 
 fn load(device: &Device) -> ssm_models::Result<()> {
     // One S4Block out of a training run's Lightning checkpoint (its configs default to softplus).

@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor};
 use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
 use ssm_backends::to_vec;
 use ssm_models::ssm::dss::DSS;
+use ssm_models::ssm::reference::ReferenceLayer;
 use ssm_models::ssm::s4::S4;
 use ssm_models::ssm::s4d::S4D;
 use std::path::PathBuf;
@@ -93,7 +94,7 @@ fn s4d_diagonal_block_reproduces_the_reference() {
 
 #[test]
 fn bidirectional_softplus_blocks_reproduce_the_reference() {
-    use ssm_models::ssm::s4::{DtTransform, ReferenceOptions};
+    use ssm_models::ssm::reference::{DtTransform, ReferenceOptions};
     let device = Device::flex();
     let t = fixture();
     let softplus = ReferenceOptions {
@@ -134,7 +135,7 @@ fn bidirectional_softplus_blocks_reproduce_the_reference() {
 #[test]
 fn a_block_reads_out_of_a_whole_lightning_checkpoint() {
     use ssm_models::io::TensorMap;
-    use ssm_models::ssm::s4::{DtTransform, ReferenceOptions};
+    use ssm_models::ssm::reference::{DtTransform, ReferenceOptions};
     let device = Device::flex();
     let t = fixture();
     let mut w = TensorMap::read(&dir().join("lightning.ckpt")).expect("reads");

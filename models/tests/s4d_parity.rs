@@ -3,9 +3,10 @@
 //! convolution; the FFT convolution against the direct one.
 
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::conv::{causal_conv_direct, causal_conv_fft};
 use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff, max_rel_diff};
 use ssm_backends::to_vec;
+use ssm_backends::{causal_conv_fft, causal_conv_reference};
+use ssm_models::ssm::reference::ReferenceLayer;
 use ssm_models::ssm::s4d::{S4D, S4DConfig, S4DInit, S4DKernel, S4DKernelConfig};
 
 fn fixture_layer(device: &Device) -> (S4D, Fixture) {
@@ -178,7 +179,7 @@ fn fft_convolution_equals_the_direct_one() {
         let k = Tensor::<2>::random([3, l], Distribution::Normal(0.0, 1.0), &device);
         let err = max_rel_diff(
             &to_vec(causal_conv_fft(u.clone(), k.clone())),
-            &to_vec(causal_conv_direct(u, k)),
+            &to_vec(causal_conv_reference(u, k)),
         );
         assert!(err <= 1e-4, "L = {l}: relative error {err:e}");
     }
@@ -200,14 +201,14 @@ fn wgpu_reproduces_the_s4d_tiny_reference() {
     let k = layer.kernel.kernel(300);
     let err = max_rel_diff(
         &to_vec(causal_conv_fft(u.clone(), k.clone())),
-        &to_vec(causal_conv_direct(u, k)),
+        &to_vec(causal_conv_reference(u, k)),
     );
     assert!(err <= 1e-4, "FFT conv on wgpu: relative error {err:e}");
 }
 
 #[test]
 fn bidirectional_convolution_is_the_two_sided_sum() {
-    use ssm_backends::conv::bidirectional_conv;
+    use ssm_backends::bidirectional_conv;
     let device = Device::flex();
     device.seed(34);
     let (b, h, l) = (2, 3, 9);

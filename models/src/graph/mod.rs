@@ -48,34 +48,36 @@ impl GraphBatch {
     }
 
     /// Checks the indices.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> crate::Result<()> {
         let n = self.nodes();
         if self.src.len() != self.dst.len() {
-            return Err(format!(
+            return Err(crate::ModelError::Invalid(format!(
                 "{} sources for {} targets",
                 self.src.len(),
                 self.dst.len()
-            ));
+            )));
         }
         if let Some(&bad) = self.src.iter().chain(&self.dst).find(|&&i| i >= n) {
-            return Err(format!("edge endpoint {bad} out of range for {n} nodes"));
+            return Err(crate::ModelError::Invalid(format!(
+                "edge endpoint {bad} out of range for {n} nodes"
+            )));
         }
         if self
             .batch
             .windows(2)
             .any(|w| w[1] < w[0] || w[1] > w[0] + 1)
         {
-            return Err(
+            return Err(crate::ModelError::Invalid(
                 "the batch vector must be non-decreasing with graphs numbered 0, 1, ..".into(),
-            );
+            ));
         }
         let [xn, _] = self.x.dims();
         let [en, _] = self.edge_attr.dims();
         if xn != n || en != self.src.len() {
-            return Err(format!(
+            return Err(crate::ModelError::Invalid(format!(
                 "x has {xn} rows for {n} nodes; edge_attr {en} rows for {} edges",
                 self.src.len()
-            ));
+            )));
         }
         Ok(())
     }

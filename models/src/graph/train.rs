@@ -136,7 +136,7 @@ impl InferenceStep for GraphMamba {
 }
 
 /// Items of a graph task, checking that every graph has a label.
-pub fn graph_items(graphs: &[Arc<Graph>]) -> Result<Vec<GraphItem>, String> {
+pub fn graph_items(graphs: &[Arc<Graph>]) -> crate::Result<Vec<GraphItem>> {
     graphs
         .iter()
         .enumerate()
@@ -145,23 +145,27 @@ pub fn graph_items(graphs: &[Arc<Graph>]) -> Result<Vec<GraphItem>, String> {
                 graph: g.clone(),
                 nodes: None,
             }),
-            None => Err(format!("graph {i} has no label")),
+            None => Err(crate::ModelError::Invalid(format!(
+                "graph {i} has no label"
+            ))),
         })
         .collect()
 }
 
 /// The item of a node task on one graph scoring `nodes`, checking that they exist and are
 /// labelled.
-pub fn node_items(graph: &Arc<Graph>, nodes: &[usize]) -> Result<Vec<GraphItem>, String> {
+pub fn node_items(graph: &Arc<Graph>, nodes: &[usize]) -> crate::Result<Vec<GraphItem>> {
     let labels = graph
         .node_labels
         .as_ref()
-        .ok_or("the graph has no node labels")?;
+        .ok_or_else(|| crate::ModelError::Invalid("the graph has no node labels".into()))?;
     if let Some(&bad) = nodes
         .iter()
         .find(|&&n| n >= graph.nodes || n >= labels.len())
     {
-        return Err(format!("node {bad} is not a labelled node of the graph"));
+        return Err(crate::ModelError::Invalid(format!(
+            "node {bad} is not a labelled node of the graph"
+        )));
     }
     Ok(vec![GraphItem {
         graph: graph.clone(),
@@ -209,9 +213,15 @@ mod tests {
         assert!(
             graph_items(&[path(2, None, None)])
                 .unwrap_err()
+                .to_string()
                 .contains("graph 0")
         );
-        assert!(node_items(&g, &[4]).unwrap_err().contains("node 4"));
+        assert!(
+            node_items(&g, &[4])
+                .unwrap_err()
+                .to_string()
+                .contains("node 4")
+        );
         assert!(node_items(&path(2, None, None), &[0]).is_err());
     }
 }

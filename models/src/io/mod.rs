@@ -1,8 +1,7 @@
-//! Configs and checkpoint import.
+//! Checkpoint formats: safetensors and PyTorch state dicts ([`TensorMap`]), Flax msgpack trees
+//! ([`flax`]). The model configs are read next to their models (`lm::config`).
 
-pub mod config;
 pub mod flax;
 pub mod weights;
 
-pub use config::{ConfigFlavor, parse_mamba_config, read_mamba_config};
-pub use weights::{TensorMap, find_weights};
+pub use weights::{TensorMap, find_weights, key};

@@ -3,7 +3,8 @@
 
 use crate::error::{ModelError, Result};
 use burn::module::Param;
-use burn::nn::Linear;
+use burn::nn::conv::Conv2d;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::store::{ModuleStore, PytorchStore, SafetensorsStore};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
@@ -221,6 +222,37 @@ impl TensorMap {
         })
     }
 
+    /// A LayerNorm over `d` features from `{key}.weight` and `{key}.bias` (PyTorch's names).
+    pub fn layer_norm(
+        &mut self,
+        key: &str,
+        d: usize,
+        eps: f64,
+        device: &Device,
+    ) -> Result<LayerNorm> {
+        let mut n = LayerNormConfig::new(d).with_epsilon(eps).init(device);
+        n.gamma = self.param(&format!("{key}.weight"), [d], device)?;
+        n.beta = Some(self.param(&format!("{key}.bias"), [d], device)?);
+        Ok(n)
+    }
+
+    /// `conv` with its weight (and bias, if it has one) replaced by `{key}.weight` and
+    /// `{key}.bias` of the same shapes.
+    pub fn conv2d(&mut self, key: &str, mut conv: Conv2d, device: &Device) -> Result<Conv2d> {
+        let shape: [usize; 4] = conv.weight.dims();
+        conv.weight = self.param(&format!("{key}.weight"), shape, device)?;
+        if conv.bias.is_some() {
+            conv.bias = Some(self.param(&format!("{key}.bias"), [shape[0]], device)?);
+        }
+        Ok(conv)
+    }
+
+    /// A Linear of `like`'s sizes and bias from `{key}.*` (see [`TensorMap::linear`]).
+    pub fn linear_like(&mut self, key: &str, like: &Linear, device: &Device) -> Result<Linear> {
+        let [d_in, d_out] = like.weight.dims();
+        self.linear(key, d_in, d_out, like.bias.is_some(), device)
+    }
+
     /// Takes an integer scalar (a 0-d or one-element tensor, e.g. a length buffer).
     pub fn take_usize(&mut self, key: &str) -> Result<usize> {
         let (shape, data) = self
@@ -325,4 +357,14 @@ pub fn find_weights(dir: &Path) -> Result<PathBuf> {
         }
     }
     Err(ModelError::NoWeights(dir.into()))
+}
+
+/// The checkpoint key of `name` under `prefix` (`"{prefix}.{name}"`, or `name` when the prefix
+/// is empty): how each block names its own keys below the prefix its owner gives it.
+pub fn key(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
 }

@@ -3,166 +3,19 @@
 //! `x + mixer(rmsnorm(x))` with a Mamba or a Mamba2 mixer, a final RMSNorm and the LM head (tied
 //! to the embedding or not).
 
+use super::config::{ConfigFlavor, MambaLmConfig, read_mamba_config};
 use crate::error::ModelError;
-use crate::io::{ConfigFlavor, TensorMap, find_weights, read_mamba_config};
+use crate::io::{TensorMap, find_weights};
 use crate::lm::CausalLm;
 use crate::nn::{RmsNorm, RmsNormConfig};
-use crate::ssm::mamba::{MambaLayerCache, MambaMixer, MambaMixerConfig};
-use crate::ssm::mamba2::{Mamba2Mixer, Mamba2MixerConfig};
+use crate::ssm::mamba::MambaLayerCache;
 use crate::ssm::{Mixer, MixerTrace};
-use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 use std::path::Path;
 
-/// Configuration of a [`MambaLm`] (the fields of both reference `MambaConfig`s).
-#[derive(Config, Debug)]
-pub struct MambaLmConfig {
-    pub d_model: usize,
-    pub n_layer: usize,
-    /// Vocabulary size as configured; the embedding is padded to a multiple of
-    /// `pad_vocab_size_multiple`, and logits are returned for the first `vocab_size` entries.
-    pub vocab_size: usize,
-    #[config(default = 16)]
-    pub d_state: usize,
-    #[config(default = 4)]
-    pub d_conv: usize,
-    #[config(default = 2)]
-    pub expand: usize,
-    /// `None` is "auto": `ceil(d_model / 16)`.
-    pub dt_rank: Option<usize>,
-    #[config(default = 0.001)]
-    pub dt_min: f64,
-    #[config(default = 0.1)]
-    pub dt_max: f64,
-    #[config(default = 1e-4)]
-    pub dt_init_floor: f64,
-    #[config(default = true)]
-    pub conv_bias: bool,
-    #[config(default = false)]
-    pub bias: bool,
-    #[config(default = 8)]
-    pub pad_vocab_size_multiple: usize,
-    #[config(default = true)]
-    pub tie_embeddings: bool,
-    #[config(default = 1e-5)]
-    pub norm_eps: f64,
-    /// Token that ends generation, if the model has one.
-    pub eos_token_id: Option<usize>,
-    /// Mamba2's settings: `Some` for a Mamba2 model (then `dt_rank`, `bias` of x_proj... do not
-    /// apply and `d_state` is Mamba2's N).
-    pub mamba2: Option<Mamba2Settings>,
-}
-
-/// The settings that only Mamba2 models have.
-#[derive(Config, Debug)]
-pub struct Mamba2Settings {
-    /// Channels per head P.
-    #[config(default = 64)]
-    pub head_dim: usize,
-    /// Groups G of heads sharing B and C.
-    #[config(default = 1)]
-    pub n_groups: usize,
-    /// SSD chunk length.
-    #[config(default = 256)]
-    pub chunk_size: usize,
-    /// The steps are clamped to `[dt_limit_min, dt_limit_max]` (`None`: no upper limit).
-    #[config(default = 0.0)]
-    pub dt_limit_min: f64,
-    pub dt_limit_max: Option<f64>,
-}
-
 impl MambaLmConfig {
-    /// Rejects impossible settings with a message naming the field.
-    pub fn validate(&self) -> crate::Result<()> {
-        for (name, v) in [
-            ("d_model", self.d_model),
-            ("n_layer", self.n_layer),
-            ("vocab_size", self.vocab_size),
-            ("d_state", self.d_state),
-            ("d_conv", self.d_conv),
-            ("expand", self.expand),
-            ("pad_vocab_size_multiple", self.pad_vocab_size_multiple),
-        ] {
-            if v == 0 {
-                return Err(ModelError::InvalidConfig(format!(
-                    "{name} must be at least 1, found 0"
-                )));
-            }
-        }
-        if self.dt_rank == Some(0) {
-            return Err(ModelError::InvalidConfig(
-                "dt_rank must be at least 1, found 0".into(),
-            ));
-        }
-        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
-            return Err(ModelError::InvalidConfig(format!(
-                "norm epsilon must be positive, found {}",
-                self.norm_eps
-            )));
-        }
-        if self.mamba2.is_some() {
-            self.mixer2()
-                .validate()
-                .map_err(ModelError::InvalidConfig)?;
-        }
-        if self.dt_min.is_nan() || self.dt_min <= 0.0 || self.dt_min > self.dt_max {
-            return Err(ModelError::InvalidConfig(format!(
-                "need 0 < dt_min <= dt_max, found {} and {}",
-                self.dt_min, self.dt_max
-            )));
-        }
-        Ok(())
-    }
-    /// `expand * d_model`.
-    pub fn d_inner(&self) -> usize {
-        self.expand * self.d_model
-    }
-    /// The dt rank with "auto" resolved.
-    pub fn dt_rank(&self) -> usize {
-        self.dt_rank.unwrap_or(self.d_model.div_ceil(16))
-    }
-    /// The embedding's row count: `vocab_size` rounded up to the padding multiple.
-    pub fn padded_vocab(&self) -> usize {
-        self.vocab_size.div_ceil(self.pad_vocab_size_multiple) * self.pad_vocab_size_multiple
-    }
-
-    /// The Mamba2 mixer's config (meaningful when `mamba2` is set).
-    pub fn mixer2(&self) -> Mamba2MixerConfig {
-        let m2 = self.mamba2.clone().unwrap_or_else(Mamba2Settings::new);
-        Mamba2MixerConfig::new(self.d_model)
-            .with_d_state(self.d_state)
-            .with_d_conv(self.d_conv)
-            .with_expand(self.expand)
-            .with_head_dim(m2.head_dim)
-            .with_n_groups(m2.n_groups)
-            .with_chunk_size(m2.chunk_size)
-            .with_dt_min(self.dt_min)
-            .with_dt_max(self.dt_max)
-            .with_dt_init_floor(self.dt_init_floor)
-            .with_dt_limit_min(m2.dt_limit_min)
-            .with_dt_limit_max(m2.dt_limit_max)
-            .with_conv_bias(self.conv_bias)
-            .with_bias(self.bias)
-            .with_norm_eps(self.norm_eps)
-            .with_n_layer(self.n_layer)
-    }
-
-    fn mixer(&self) -> MambaMixerConfig {
-        MambaMixerConfig::new(self.d_model)
-            .with_d_state(self.d_state)
-            .with_d_conv(self.d_conv)
-            .with_expand(self.expand)
-            .with_dt_rank(Some(self.dt_rank()))
-            .with_dt_min(self.dt_min)
-            .with_dt_max(self.dt_max)
-            .with_dt_init_floor(self.dt_init_floor)
-            .with_conv_bias(self.conv_bias)
-            .with_bias(self.bias)
-            .with_n_layer(self.n_layer)
-    }
-
     /// A randomly initialised model (mamba_ssm's init; embedding N(0, 0.02)).
     ///
     /// # Panics
@@ -219,7 +72,7 @@ pub struct Backbone {
     pub norm_f: RmsNorm,
 }
 
-/// A Mamba2 language model is a [`MambaLm`] whose blocks hold [`Mamba2Mixer`]s (a config with
+/// A Mamba2 language model is a [`MambaLm`] whose blocks hold [`crate::ssm::Mamba2Mixer`]s (a config with
 /// `mamba2` set); the name is for readers who look for it.
 pub type Mamba2Lm = MambaLm;
 
@@ -269,12 +122,6 @@ impl MambaLm {
     ) -> crate::Result<Self> {
         config.validate()?;
         let (d, v) = (config.d_model, config.padded_vocab());
-        let (di, n, r, k) = (
-            config.d_inner(),
-            config.d_state,
-            config.dt_rank(),
-            config.d_conv,
-        );
         let emb_key = if w.contains("backbone.embedding.weight")
             || (flavor == ConfigFlavor::StateSpaces && !w.contains("backbone.embeddings.weight"))
         {
@@ -283,74 +130,23 @@ impl MambaLm {
             "backbone.embeddings.weight"
         };
         let embedding = w.take(emb_key, [v, d], device)?;
-        let linear = |w: &mut TensorMap, key: &str, din: usize, dout: usize, bias: bool| {
-            w.linear(key, din, dout, bias, device)
-        };
+        let norm = RmsNormConfig::new(d).with_eps(config.norm_eps);
+        let (mixer, mixer2) = (config.mixer(), config.mixer2());
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let p = format!("backbone.layers.{i}");
             let m = format!("{p}.mixer");
-            let conv1d = |w: &mut TensorMap, channels: usize| -> crate::Result<_> {
-                Ok(crate::ssm::mamba::Conv1dParams {
-                    weight: w.param(&format!("{m}.conv1d.weight"), [channels, 1, k], device)?,
-                    bias: if config.conv_bias {
-                        Some(w.param(&format!("{m}.conv1d.bias"), [channels], device)?)
-                    } else {
-                        None
-                    },
-                })
-            };
             let mixer = if config.mamba2.is_some() {
-                let c2 = config.mixer2();
-                let h = c2.n_heads();
-                Mixer::Mamba2(Mamba2Mixer {
-                    in_proj: linear(w, &format!("{m}.in_proj"), d, c2.d_in_proj(), config.bias)?,
-                    conv1d: conv1d(w, c2.conv_dim())?,
-                    dt_bias: w.param(&format!("{m}.dt_bias"), [h], device)?,
-                    A_log: w.param(&format!("{m}.A_log"), [h], device)?,
-                    D: w.param(&format!("{m}.D"), [h], device)?,
-                    norm: RmsNorm {
-                        weight: w.param(&format!("{m}.norm.weight"), [di], device)?,
-                        eps: config.norm_eps,
-                    },
-                    out_proj: linear(w, &format!("{m}.out_proj"), di, d, config.bias)?,
-                    d_inner: di,
-                    d_state: n,
-                    n_heads: h,
-                    head_dim: c2.head_dim,
-                    n_groups: c2.n_groups,
-                    d_conv: k,
-                    chunk_size: c2.chunk_size,
-                    dt_limit_min: c2.dt_limit_min,
-                    dt_limit_max: c2.dt_limit_max.unwrap_or(f64::INFINITY),
-                })
+                Mixer::Mamba2(mixer2.load(w, &m, device)?)
             } else {
-                Mixer::Mamba(MambaMixer {
-                    in_proj: linear(w, &format!("{m}.in_proj"), d, 2 * di, config.bias)?,
-                    conv1d: conv1d(w, di)?,
-                    x_proj: linear(w, &format!("{m}.x_proj"), di, r + 2 * n, false)?,
-                    dt_proj: linear(w, &format!("{m}.dt_proj"), r, di, true)?,
-                    A_log: w.param(&format!("{m}.A_log"), [di, n], device)?,
-                    D: w.param(&format!("{m}.D"), [di], device)?,
-                    out_proj: linear(w, &format!("{m}.out_proj"), di, d, config.bias)?,
-                    d_inner: di,
-                    d_state: n,
-                    dt_rank: r,
-                    d_conv: k,
-                })
+                Mixer::Mamba(mixer.load(w, &m, device)?)
             };
             layers.push(MambaBlock {
-                norm: RmsNorm {
-                    weight: w.param(&format!("{p}.norm.weight"), [d], device)?,
-                    eps: config.norm_eps,
-                },
+                norm: norm.load(w, &format!("{p}.norm"), device)?,
                 mixer,
             });
         }
-        let norm_f = RmsNorm {
-            weight: w.param("backbone.norm_f.weight", [d], device)?,
-            eps: config.norm_eps,
-        };
+        let norm_f = norm.load(w, "backbone.norm_f", device)?;
         let lm_head = if config.tie_embeddings {
             // state-spaces checkpoints store the tied head too; it must match the embedding.
             w.discard("lm_head.weight", &[v, d])?;

@@ -1,11 +1,15 @@
 //! Language models: the Mamba and Mamba2 LM, the recurrent-inference interface and generation.
 
+pub mod config;
 pub mod generate;
 pub mod mamba;
 pub mod tokenizer;
 
+pub use config::{
+    ConfigFlavor, Mamba2Settings, MambaLmConfig, parse_mamba_config, read_mamba_config,
+};
 pub use generate::{GenerationConfig, Sampler, Sampling, generate};
-pub use mamba::{Mamba2Lm, Mamba2Settings, MambaCache, MambaLm, MambaLmConfig};
+pub use mamba::{Mamba2Lm, MambaCache, MambaLm};
 
 use burn::tensor::{Device, Int, Tensor};
 

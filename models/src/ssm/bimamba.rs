@@ -17,10 +17,20 @@
 //! whole sequence in both directions, so it has no recurrent step.
 #![allow(non_snake_case)]
 
-use crate::ssm::mamba::{Conv1dParams, MambaMixerConfig, SsmBranch};
+use crate::io::TensorMap;
+use crate::ssm::mamba::{BranchKeys, BranchParams, Conv1dParams, MambaMixerConfig, SsmBranch};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
+
+/// The checkpoint names of Vim's backward branch.
+const BACKWARD_KEYS: BranchKeys = BranchKeys {
+    conv1d: "conv1d_b",
+    x_proj: "x_proj_b",
+    dt_proj: "dt_proj_b",
+    a_log: "A_b_log",
+    d: "D_b",
+};
 
 /// The bidirectional Mamba mixer of Vim. Built by [`MambaMixerConfig::init_bidirectional`].
 #[derive(Module, Debug)]
@@ -50,6 +60,33 @@ impl MambaMixerConfig {
     pub fn init_bidirectional(&self, device: &Device) -> BiMambaMixer {
         let (in_proj, out_proj) = self.init_projections(device);
         let (f, b) = (self.init_branch(device), self.init_branch(device));
+        self.assemble_bidirectional(in_proj, f, b, out_proj)
+    }
+
+    /// A bidirectional mixer from checkpoint tensors under `prefix` with Vim's keys
+    /// (`{prefix}.in_proj`, the forward branch `conv1d`, `x_proj`, `dt_proj`, `A_log`, `D`, the
+    /// backward branch `conv1d_b`, `x_proj_b`, `dt_proj_b`, `A_b_log`, `D_b`, then `out_proj`),
+    /// every key checked for presence and shape against this config.
+    pub fn load_bidirectional(
+        &self,
+        w: &mut TensorMap,
+        prefix: &str,
+        device: &Device,
+    ) -> crate::Result<BiMambaMixer> {
+        let in_proj = self.load_in_proj(w, prefix, device)?;
+        let f = self.load_branch(w, prefix, &BranchKeys::FORWARD, device)?;
+        let b = self.load_branch(w, prefix, &BACKWARD_KEYS, device)?;
+        let out_proj = self.load_out_proj(w, prefix, device)?;
+        Ok(self.assemble_bidirectional(in_proj, f, b, out_proj))
+    }
+
+    fn assemble_bidirectional(
+        &self,
+        in_proj: Linear,
+        f: BranchParams,
+        b: BranchParams,
+        out_proj: Linear,
+    ) -> BiMambaMixer {
         BiMambaMixer {
             in_proj,
             conv1d: f.conv1d,

@@ -14,13 +14,17 @@
 //! `Lambda_log_neg_re` and `Lambda_im` (exp) or `Lambda` (N, 2) (softmax), `W` (H, N, 2).
 #![allow(non_snake_case)]
 
+use crate::io::TensorMap;
+use crate::ssm::complex::Complex;
+use crate::ssm::glu::glu_output;
 use crate::ssm::hippo::nplr_legs;
-use crate::ssm::s4d::{Complex, S4DRecurrence, glu_output};
+use crate::ssm::reference::ReferenceLayer;
+use crate::ssm::s4d::S4DRecurrence;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use ssm_backends::conv::causal_conv;
+use ssm_backends::causal_conv;
 
 const EPSILON: f32 = 1e-7;
 
@@ -324,19 +328,23 @@ impl DSS {
                 .swap_dims(1, 2)
         }
     }
+}
 
-    /// Loads a state dict of ag1988/dss's `DSS` layer (`src/models/sequence/ss/standalone/
-    /// dss.py`; one channel, `transposed=True`): `D` (1, H), `kernel.log_dt` (H) or (H, 2),
-    /// DSS-exp's `kernel.Lambda_log_neg_re` and `kernel.Lambda_im` (N) or DSS-softmax's
-    /// `kernel.Lambda` (N, 2), `kernel.W` (1, H, N, 2), and `output_linear.weight` (H, H) with
-    /// `output_linear.bias` (H, 1) (`postact=None`, the default) or `output_linear.0.*`
-    /// (2H, H) and (2H, 1) (`postact='glu'`).
-    ///
-    /// A `Lambda` (N, 2) is read as DSS-softmax, the reference's default version; its `clip`
-    /// versions store the same key and are not told apart. `exp-re-im`
-    /// (`Lambda_log_im`) is refused.
-    pub fn load_reference(path: &std::path::Path, device: &Device) -> crate::Result<Self> {
-        let mut w = crate::io::TensorMap::read(path)?;
+/// Loads a state dict of ag1988/dss's `DSS` layer (`src/models/sequence/ss/standalone/
+/// dss.py`; one channel, `transposed=True`): `D` (1, H), `kernel.log_dt` (H) or (H, 2),
+/// DSS-exp's `kernel.Lambda_log_neg_re` and `kernel.Lambda_im` (N) or DSS-softmax's
+/// `kernel.Lambda` (N, 2), `kernel.W` (1, H, N, 2), and `output_linear.weight` (H, H) with
+/// `output_linear.bias` (H, 1) (`postact=None`, the default) or `output_linear.0.*`
+/// (2H, H) and (2H, 1) (`postact='glu'`).
+///
+/// A `Lambda` (N, 2) is read as DSS-softmax, the reference's default version; its `clip`
+/// versions store the same key and are not told apart. `exp-re-im`
+/// (`Lambda_log_im`) is refused.
+impl ReferenceLayer for DSS {
+    /// Nothing: a DSS state dict says which version it is.
+    type Options = ();
+
+    fn take_reference(w: &mut TensorMap, _: &(), device: &Device) -> crate::Result<Self> {
         if w.contains("kernel.Lambda_log_im") {
             return Err(crate::ModelError::Invalid(
                 "weights: 'kernel.Lambda_log_im' (DSS version exp-re-im) is not supported".into(),
@@ -384,7 +392,6 @@ impl DSS {
             output_linear,
             dropout: DropoutConfig::new(0.0).init(),
         };
-        w.finish()?;
         Ok(layer)
     }
 }

@@ -12,6 +12,7 @@
 // `A_log` and `D` keep the checkpoints' names; the Module derive turns field names into locals.
 #![allow(non_snake_case)]
 
+use crate::io::{TensorMap, key};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -19,7 +20,7 @@ use burn::tensor::module::conv1d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use ssm_backends::SelectiveScan;
-use ssm_backends::step::{mamba_decode_step, pack_mamba_step_weights};
+use ssm_backends::{mamba_decode_step, pack_mamba_step_weights};
 
 /// Configuration of a [`MambaMixer`] (mamba_ssm's `Mamba` arguments).
 #[derive(Config, Debug)]
@@ -72,9 +73,26 @@ impl MambaMixerConfig {
     /// dt in [dt_min, dt_max], `A_log = log(1..=N)`, `D = 1`, out_proj divided by
     /// `sqrt(n_layer)`.
     pub fn init(&self, device: &Device) -> MambaMixer {
-        let (di, n, r, k) = (self.d_inner(), self.d_state, self.dt_rank(), self.d_conv);
         let (in_proj, out_proj) = self.init_projections(device);
-        let b = self.init_branch(device);
+        self.assemble(in_proj, self.init_branch(device), out_proj)
+    }
+
+    /// A mixer from checkpoint tensors under `prefix` (mamba_ssm's keys: `{prefix}.in_proj`,
+    /// `conv1d`, `x_proj`, `dt_proj`, `A_log`, `D`, `out_proj`), every key checked for presence
+    /// and shape against this config.
+    pub fn load(
+        &self,
+        w: &mut TensorMap,
+        prefix: &str,
+        device: &Device,
+    ) -> crate::Result<MambaMixer> {
+        let in_proj = self.load_in_proj(w, prefix, device)?;
+        let branch = self.load_branch(w, prefix, &BranchKeys::FORWARD, device)?;
+        let out_proj = self.load_out_proj(w, prefix, device)?;
+        Ok(self.assemble(in_proj, branch, out_proj))
+    }
+
+    fn assemble(&self, in_proj: Linear, b: BranchParams, out_proj: Linear) -> MambaMixer {
         MambaMixer {
             in_proj,
             conv1d: b.conv1d,
@@ -83,11 +101,52 @@ impl MambaMixerConfig {
             A_log: b.a_log,
             D: b.d,
             out_proj,
-            d_inner: di,
-            d_state: n,
-            dt_rank: r,
-            d_conv: k,
+            d_inner: self.d_inner(),
+            d_state: self.d_state,
+            dt_rank: self.dt_rank(),
+            d_conv: self.d_conv,
         }
+    }
+
+    /// `{prefix}.in_proj` (d_model → 2 d_inner).
+    pub fn load_in_proj(
+        &self,
+        w: &mut TensorMap,
+        prefix: &str,
+        device: &Device,
+    ) -> crate::Result<Linear> {
+        let key = key(prefix, "in_proj");
+        w.linear(&key, self.d_model, 2 * self.d_inner(), self.bias, device)
+    }
+
+    /// `{prefix}.out_proj` (d_inner → d_model).
+    pub fn load_out_proj(
+        &self,
+        w: &mut TensorMap,
+        prefix: &str,
+        device: &Device,
+    ) -> crate::Result<Linear> {
+        let key = key(prefix, "out_proj");
+        w.linear(&key, self.d_inner(), self.d_model, self.bias, device)
+    }
+
+    /// One selective-SSM branch from checkpoint tensors under `prefix`, named by `keys`.
+    pub fn load_branch(
+        &self,
+        w: &mut TensorMap,
+        prefix: &str,
+        keys: &BranchKeys,
+        device: &Device,
+    ) -> crate::Result<BranchParams> {
+        let (di, n, r, k) = (self.d_inner(), self.d_state, self.dt_rank(), self.d_conv);
+        let name = |n: &str| key(prefix, n);
+        Ok(BranchParams {
+            conv1d: Conv1dParams::load(w, &name(keys.conv1d), di, k, self.conv_bias, device)?,
+            x_proj: w.linear(&name(keys.x_proj), di, r + 2 * n, false, device)?,
+            dt_proj: w.linear(&name(keys.dt_proj), r, di, true, device)?,
+            a_log: w.param(&name(keys.a_log), [di, n], device)?,
+            d: w.param(&name(keys.d), [di], device)?,
+        })
     }
 
     /// in_proj (d_model → 2 d_inner) and out_proj (d_inner → d_model, divided by
@@ -185,8 +244,29 @@ pub fn rescaled_out_proj(
     out_proj
 }
 
-/// Freshly initialised parameters of one selective-SSM branch (see
-/// [`MambaMixerConfig::init_branch`]).
+/// The checkpoint names of one selective-SSM branch's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct BranchKeys {
+    pub conv1d: &'static str,
+    pub x_proj: &'static str,
+    pub dt_proj: &'static str,
+    pub a_log: &'static str,
+    pub d: &'static str,
+}
+
+impl BranchKeys {
+    /// mamba_ssm's names (and Vim's forward branch).
+    pub const FORWARD: Self = Self {
+        conv1d: "conv1d",
+        x_proj: "x_proj",
+        dt_proj: "dt_proj",
+        a_log: "A_log",
+        d: "D",
+    };
+}
+
+/// The parameters of one selective-SSM branch (see [`MambaMixerConfig::init_branch`] and
+/// [`MambaMixerConfig::load_branch`]).
 #[derive(Debug)]
 pub struct BranchParams {
     pub conv1d: Conv1dParams,
@@ -205,6 +285,25 @@ pub struct Conv1dParams {
 }
 
 impl Conv1dParams {
+    /// Reads `{prefix}.weight` (channels, 1, K) and, when `bias`, `{prefix}.bias` (channels).
+    pub fn load(
+        w: &mut TensorMap,
+        prefix: &str,
+        channels: usize,
+        k: usize,
+        bias: bool,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        Ok(Self {
+            weight: w.param(&key(prefix, "weight"), [channels, 1, k], device)?,
+            bias: if bias {
+                Some(w.param(&key(prefix, "bias"), [channels], device)?)
+            } else {
+                None
+            },
+        })
+    }
+
     /// The bias, or zeros.
     pub fn bias_or_zeros(&self) -> Tensor<1> {
         let w = self.weight.val();
@@ -267,7 +366,7 @@ pub struct MambaLayerCache {
     pub conv_state: Tensor<3>,
     pub ssm_state: Tensor<3>,
     /// The mixer's decode weights packed for the fused step
-    /// ([`ssm_backends::step::pack_mamba_step_weights`]), filled by the first
+    /// ([`ssm_backends::pack_mamba_step_weights`]), filled by the first
     /// [`MambaMixer::step`] and reused by the next ones: a cache belongs to one set of weights.
     pub step_weights: Option<Tensor<1>>,
 }

@@ -7,15 +7,16 @@
 //! the gated RMSNorm `norm(y * silu(z))` per group of `d_inner / G` features and `out_proj`.
 #![allow(non_snake_case)]
 
-use crate::nn::RmsNorm;
+use crate::io::{TensorMap, key};
+use crate::nn::{RmsNorm, RmsNormConfig};
 use crate::ssm::mamba::{Conv1dParams, MambaLayerCache, dt_bias_init, rescaled_out_proj};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::softplus;
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::ssd::ssd;
-use ssm_backends::step::{Mamba2StepConfig, mamba2_decode_step, pack_mamba2_step_weights};
+use ssm_backends::ssd;
+use ssm_backends::{Mamba2StepConfig, mamba2_decode_step, pack_mamba2_step_weights};
 
 /// Configuration of a [`Mamba2Mixer`] (mamba_ssm's `Mamba2` arguments).
 #[derive(Config, Debug)]
@@ -89,7 +90,7 @@ impl Mamba2MixerConfig {
     }
 
     /// Rejects impossible settings with a message naming the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> crate::Result<()> {
         for (name, v) in [
             ("d_model", self.d_model),
             ("d_state", self.d_state),
@@ -100,36 +101,38 @@ impl Mamba2MixerConfig {
             ("chunk_size", self.chunk_size),
         ] {
             if v == 0 {
-                return Err(format!("{name} must be at least 1, found 0"));
+                return Err(crate::ModelError::InvalidConfig(format!(
+                    "{name} must be at least 1, found 0"
+                )));
             }
         }
         let di = self.d_inner();
         if !di.is_multiple_of(self.head_dim) {
-            return Err(format!(
+            return Err(crate::ModelError::InvalidConfig(format!(
                 "d_inner {di} is not a multiple of head_dim {}",
                 self.head_dim
-            ));
+            )));
         }
         if !self.n_heads().is_multiple_of(self.n_groups) {
-            return Err(format!(
+            return Err(crate::ModelError::InvalidConfig(format!(
                 "{} heads cannot be split into n_groups = {}",
                 self.n_heads(),
                 self.n_groups
-            ));
+            )));
         }
         if let Some(max) = self.dt_limit_max
             && (max.is_nan() || max < self.dt_limit_min)
         {
-            return Err(format!(
+            return Err(crate::ModelError::InvalidConfig(format!(
                 "time step limits must satisfy min <= max, found {} and {max}",
                 self.dt_limit_min
-            ));
+            )));
         }
         if self.dt_limit_min.is_nan() || self.dt_limit_min < 0.0 {
-            return Err(format!(
+            return Err(crate::ModelError::InvalidConfig(format!(
                 "time step limit min must be >= 0, found {}",
                 self.dt_limit_min
-            ));
+            )));
         }
         Ok(())
     }
@@ -154,7 +157,7 @@ impl Mamba2MixerConfig {
         let out_proj = rescaled_out_proj(di, self.d_model, self.bias, self.n_layer, device);
         let bound = 1.0 / (k as f64).sqrt();
         let conv = self.conv_dim();
-        Mamba2Mixer {
+        self.assemble(Mamba2Params {
             in_proj: LinearConfig::new(self.d_model, self.d_in_proj())
                 .with_bias(self.bias)
                 .init(device),
@@ -173,24 +176,88 @@ impl Mamba2MixerConfig {
                 }),
             },
             dt_bias: Param::from_tensor(inv.detach()),
-            A_log: Param::from_tensor(a.log().detach()),
-            D: Param::from_tensor(Tensor::ones([h], device)),
-            norm: RmsNorm {
-                weight: Param::from_tensor(Tensor::ones([di], device)),
-                eps: self.norm_eps,
-            },
+            a_log: Param::from_tensor(a.log().detach()),
+            d: Param::from_tensor(Tensor::ones([h], device)),
+            norm: self.norm().init(device),
             out_proj,
-            d_inner: di,
+        })
+    }
+
+    /// A mixer from checkpoint tensors under `prefix` (mamba_ssm's keys: `{prefix}.in_proj`,
+    /// `conv1d`, `dt_bias`, `A_log`, `D`, `norm`, `out_proj`), every key checked for presence
+    /// and shape against this config.
+    ///
+    /// # Errors
+    /// An invalid config, or a key missing or of another shape (named, with both shapes).
+    pub fn load(
+        &self,
+        w: &mut TensorMap,
+        prefix: &str,
+        device: &Device,
+    ) -> crate::Result<Mamba2Mixer> {
+        self.validate()?;
+        let (di, h) = (self.d_inner(), self.n_heads());
+        let name = |n: &str| key(prefix, n);
+        Ok(self.assemble(Mamba2Params {
+            in_proj: w.linear(
+                &name("in_proj"),
+                self.d_model,
+                self.d_in_proj(),
+                self.bias,
+                device,
+            )?,
+            conv1d: Conv1dParams::load(
+                w,
+                &name("conv1d"),
+                self.conv_dim(),
+                self.d_conv,
+                self.conv_bias,
+                device,
+            )?,
+            dt_bias: w.param(&name("dt_bias"), [h], device)?,
+            a_log: w.param(&name("A_log"), [h], device)?,
+            d: w.param(&name("D"), [h], device)?,
+            norm: self.norm().load(w, &name("norm"), device)?,
+            out_proj: w.linear(&name("out_proj"), di, self.d_model, self.bias, device)?,
+        }))
+    }
+
+    /// The gated RMSNorm's config (over d_inner).
+    fn norm(&self) -> RmsNormConfig {
+        RmsNormConfig::new(self.d_inner()).with_eps(self.norm_eps)
+    }
+
+    fn assemble(&self, p: Mamba2Params) -> Mamba2Mixer {
+        Mamba2Mixer {
+            in_proj: p.in_proj,
+            conv1d: p.conv1d,
+            dt_bias: p.dt_bias,
+            A_log: p.a_log,
+            D: p.d,
+            norm: p.norm,
+            out_proj: p.out_proj,
+            d_inner: self.d_inner(),
             d_state: self.d_state,
-            n_heads: h,
+            n_heads: self.n_heads(),
             head_dim: self.head_dim,
             n_groups: self.n_groups,
-            d_conv: k,
+            d_conv: self.d_conv,
             chunk_size: self.chunk_size,
             dt_limit_min: self.dt_limit_min,
             dt_limit_max: self.dt_limit_max.unwrap_or(f64::INFINITY),
         }
     }
+}
+
+/// The parameters of a Mamba2 mixer, initialised or loaded.
+struct Mamba2Params {
+    in_proj: Linear,
+    conv1d: Conv1dParams,
+    dt_bias: Param<Tensor<1>>,
+    a_log: Param<Tensor<1>>,
+    d: Param<Tensor<1>>,
+    norm: RmsNorm,
+    out_proj: Linear,
 }
 
 /// The Mamba2 mixer. Field names are the checkpoint keys (`in_proj`, `conv1d`, `dt_bias`,

@@ -1,10 +1,13 @@
 //! Sequence mixers.
 
 pub mod bimamba;
+pub mod complex;
 pub mod dss;
+pub mod glu;
 pub mod hippo;
 pub mod mamba;
 pub mod mamba2;
+pub mod reference;
 pub mod s4;
 pub mod s4d;
 pub mod s5;
@@ -13,6 +16,7 @@ pub mod ss2d;
 pub use bimamba::BiMambaMixer;
 pub use mamba::{MambaLayerCache, MambaMixer, MambaMixerConfig, MambaTrace};
 pub use mamba2::{Mamba2Mixer, Mamba2MixerConfig, Mamba2Trace};
+pub use reference::{DtTransform, ReferenceLayer, ReferenceOptions};
 pub use ss2d::{Ss2d, Ss2dConfig, Ss2dForward};
 
 use burn::module::Module;

@@ -10,20 +10,22 @@
 //!
 //! (a Cauchy kernel, then the Woodbury correction for the low-rank term), evaluated at the
 //! `L/2 + 1` non-negative frequencies only (K is real, so its spectrum is Hermitian), and `K` is
-//! its inverse real FFT ([`ssm_backends::fft::irfft`], any L, differentiable). The
+//! its inverse real FFT ([`ssm_backends::irfft`], any L, differentiable). The
 //! recurrent step runs the dense bilinear system `x_t = Ā x_{t−1} + B̄ u_t`, `y_t = Re(C* x_t)`,
 //! with `C` recovered from `C̃` by one solve, set up in float64 by `nalgebra`.
 #![allow(non_snake_case)]
 
 use crate::io::TensorMap;
+use crate::ssm::complex::Complex;
+use crate::ssm::glu::glu_output;
 use crate::ssm::hippo::nplr_legs;
-use crate::ssm::s4d::{Complex, glu_output};
+use crate::ssm::reference::{self, ReferenceLayer, ReferenceOptions};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use nalgebra::{Complex as C64, DMatrix, DVector};
-use ssm_backends::conv::causal_conv;
+use ssm_backends::causal_conv;
 use std::f64::consts::PI;
 
 /// Configuration of an [`S4`] layer with the HiPPO-LegS DPLR initialisation.
@@ -150,7 +152,7 @@ impl S4Kernel {
     }
 
     /// The backward kernel (H, L) of a bidirectional layer: `y[t]` reads `u[t + 1 + j]`
-    /// through its `j`-th tap ([`ssm_backends::conv::bidirectional_conv`]).
+    /// through its `j`-th tap ([`ssm_backends::bidirectional_conv`]).
     pub fn kernel_backward(&self, len: usize) -> Option<Tensor<2>> {
         self.C_bwd.as_ref().map(|c| self.kernel_with(c.val(), len))
     }
@@ -252,7 +254,7 @@ impl S4Kernel {
                 im: k00.im - corr.im,
             }; // (H, L)
         // K = irfft(K̂) at L samples.
-        ssm_backends::fft::irfft(khat.re, khat.im, len)
+        ssm_backends::irfft(khat.re, khat.im, len)
     }
 
     /// The dense bilinear system for stepping, set up in float64: per channel `Ā` (N, N),
@@ -421,7 +423,7 @@ impl S4 {
         let [_, _, l] = u.dims();
         let k = self.kernel.kernel(l);
         let y = match self.kernel.kernel_backward(l) {
-            Some(kb) => ssm_backends::conv::bidirectional_conv(u.clone(), k, kb),
+            Some(kb) => ssm_backends::bidirectional_conv(u.clone(), k, kb),
             None => causal_conv(u.clone(), k),
         };
         y + u * self.D.val().unsqueeze_dims::<3>(&[0, 2])
@@ -455,216 +457,31 @@ impl S4 {
     }
 }
 
-/// Tensors of the state-spaces/s4 `SSMKernel` layouts (v4, `models/s4/s4.py` and
-/// `src/models/sequence/kernels`), shared by the S4 and S4D loaders.
-pub(crate) mod reference {
-    use crate::error::{ModelError, Result};
-    use crate::io::TensorMap;
-    use burn::tensor::{Device, Tensor};
+/// Loads an `S4Block` state dict of state-spaces/s4 with the DPLR kernel (`mode='dplr'`,
+/// rank 1, `final_act='glu'`, one channel or `bidirectional=True`):
+/// `layer.kernel.{inv_dt, A_real, A_imag, B, P, C, l_kernel}`, `layer.D`,
+/// `output_linear.0.{weight, bias}` (`.pt`/`.pth`/`.safetensors`, possibly under "model"),
+/// or the v3 standalone `S4` module's (`mode='nplr'`, `postact='glu'`, `real_type='exp'`:
+/// `kernel.kernel.{log_dt, inv_w_real, w_imag, B, P, C, L}`, `D`, `output_linear.0`).
+/// `options.dt_transform` (of [`ReferenceLayer::load_reference_with`]) must be the model's: the training repository's configs default
+/// to `softplus`, the standalone module to `exp`.
+///
+/// The reference's `C` holds `C̃` for `l_kernel` with its own conjugation convention
+/// (`K̂ = Σ B C / (g − Λ)`), stored here conjugated; `A`, `B`, `P` shared over `n_ssm`
+/// copies are repeated over the channels; a bidirectional layer's `C` (2, H, N/2, 2) holds
+/// the forward and the backward `C̃`. A checkpoint whose kernel was never run (`l_kernel`
+/// 0) holds `C`, not `C̃`, and is refused.
+impl ReferenceLayer for S4 {
+    type Options = ReferenceOptions;
 
-    /// Rewrites a v3 state dict (the standalone `S4` module before the v4 rewrite: `D`,
-    /// `kernel.kernel.{log_dt, inv_w_real | inv_A_real, w_imag | A_imag, B, P, C, L}`, a
-    /// Conv1d `output_linear.0`) into the v4 `S4Block` layout read below. v3 stores `Im Λ`
-    /// itself where v4 stores `−Im Λ`; its diagonal kernel's `B` has no leading 1.
-    pub fn upgrade_v3(w: &mut TensorMap, device: &Device) -> Result<()> {
-        let old = "kernel.kernel";
-        if !w.contains(&format!("{old}.log_dt")) {
-            return Ok(());
-        }
-        let new = "layer.kernel";
-        w.rename("D", "layer.D");
-        for (from, to) in [
-            ("log_dt", "log_dt"),
-            ("inv_w_real", "A_real"),
-            ("inv_A_real", "A_real"),
-            ("P", "P"),
-            ("C", "C"),
-            ("L", "l_kernel"),
-        ] {
-            w.rename(&format!("{old}.{from}"), format!("{new}.{to}"));
-        }
-        for from in ["w_imag", "A_imag"] {
-            let key = format!("{old}.{from}");
-            if w.contains(&key) {
-                let s = w.shape_of(&key)?;
-                let dim = |i: usize| s.get(i).copied().unwrap_or(0);
-                let t = w.take::<2>(&key, [dim(0), dim(1)], device)?;
-                w.insert(format!("{new}.A_imag"), t.neg().into_data());
-            }
-        }
-        let b = format!("{old}.B");
-        if w.contains(&b) {
-            let s = w.shape_of(&b)?;
-            if s.len() == 3 {
-                let t = w.take::<3>(&b, [s[0], s[1], s[2]], device)?;
-                w.insert(format!("{new}.B"), t.unsqueeze::<4>().into_data());
-            } else {
-                w.rename(&b, format!("{new}.B"));
-            }
-        }
-        Ok(())
-    }
-
-    /// H and the number of trained copies S of (A, B) (`n_ssm`), checked: S divides H.
-    pub fn sizes(w: &TensorMap, k: &str) -> Result<(usize, usize, usize)> {
-        let d = w.shape_of("layer.D")?;
-        let a = w.shape_of(&format!("{k}.A_real"))?;
-        let (h, s, n2) = (
-            d.last().copied().unwrap_or(0),
-            a.first().copied().unwrap_or(0),
-            a.get(1).copied().unwrap_or(0),
-        );
-        if d.len() != 2 || d[0] != 1 {
-            return Err(ModelError::Invalid(format!(
-                "weights: key 'layer.D' has shape {d:?}: only one output channel (channels = 1) \
-                 is supported"
-            )));
-        }
-        if a.len() != 2 || s == 0 || h % s != 0 {
-            return Err(ModelError::Invalid(format!(
-                "weights: key '{k}.A_real' has shape {a:?}: expected (n_ssm, N/2) with n_ssm \
-                 dividing H = {h}"
-            )));
-        }
-        Ok((h, s, n2))
-    }
-
-    /// `log Δ` (H): from `inv_dt` (H, 1) under the model's `dt_transform`, or v3's `log_dt`
-    /// (H).
-    pub fn log_dt(
+    fn take_reference(
         w: &mut TensorMap,
-        k: &str,
-        h: usize,
-        transform: super::DtTransform,
-        device: &Device,
-    ) -> Result<Tensor<1>> {
-        let old = format!("{k}.log_dt");
-        if w.contains(&old) {
-            return w.take(&old, [h], device);
-        }
-        let inv = w.take(&format!("{k}.inv_dt"), [h, 1], device)?.reshape([h]);
-        Ok(match transform {
-            super::DtTransform::Exp => inv,
-            super::DtTransform::Softplus => burn::tensor::activation::softplus(inv, 1.0).log(),
-        })
-    }
-
-    /// The kernel's `C` (1 or 2, H, N/2, 2): the forward `C` (H, N/2, 2) and, for a
-    /// bidirectional layer (two kernel channels under one output channel, `layer.D` (1, H)),
-    /// the backward one.
-    pub fn output_c(
-        w: &mut TensorMap,
-        k: &str,
-        h: usize,
-        n2: usize,
-        device: &Device,
-    ) -> Result<(Tensor<3>, Option<Tensor<3>>)> {
-        let key = format!("{k}.C");
-        let two = w.shape_of(&key)?.first() == Some(&2);
-        let c = w.take(&key, [if two { 2 } else { 1 }, h, n2, 2], device)?;
-        Ok(if two {
-            (
-                c.clone().narrow(0, 0, 1).reshape([h, n2, 2]),
-                Some(c.narrow(0, 1, 1).reshape([h, n2, 2])),
-            )
-        } else {
-            (c.reshape([h, n2, 2]), None)
-        })
-    }
-
-    /// Λ (H, N/2) from `A_real` (stored `log(−Re Λ)`) and `A_imag` (stored `−Im Λ`), each
-    /// (S, N/2) and repeated over the H/S groups of channels as the reference does.
-    pub fn lambda(
-        w: &mut TensorMap,
-        k: &str,
-        (h, s, n2): (usize, usize, usize),
-        device: &Device,
-    ) -> Result<(Tensor<2>, Tensor<2>)> {
-        let re = w.take(&format!("{k}.A_real"), [s, n2], device)?.exp().neg();
-        let im = w.take(&format!("{k}.A_imag"), [s, n2], device)?.neg();
-        Ok((re.repeat_dim(0, h / s), im.repeat_dim(0, h / s)))
-    }
-
-    /// A complex (1, S, N/2, 2) tensor, `B` or a rank-1 `P`, as (H, N/2, 2), repeated over
-    /// the channel groups.
-    pub fn shared(
-        w: &mut TensorMap,
-        key: &str,
-        (h, s, n2): (usize, usize, usize),
-        device: &Device,
-    ) -> Result<Tensor<3>> {
-        Ok(w.take(key, [1, s, n2, 2], device)?
-            .reshape([s, n2, 2])
-            .repeat_dim(0, h / s))
-    }
-
-    /// `output_linear.0` (`nn.Linear(H, 2H)` before the GLU; v3: a Conv1d (2H, H, 1)).
-    pub fn glu_linear(w: &mut TensorMap, h: usize, device: &Device) -> Result<burn::nn::Linear> {
-        w.linear("output_linear.0", h, 2 * h, true, device)
-    }
-}
-
-/// state-spaces/s4's `dt_transform`: how a checkpoint's `inv_dt` gives the step `Δ`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DtTransform {
-    /// `Δ = exp(inv_dt)`: the standalone `models/s4/s4.py` default (and v3's `log_dt`).
-    #[default]
-    Exp,
-    /// `Δ = softplus(inv_dt)`: the training repository's default (`configs/model/layer/s4.yaml`).
-    Softplus,
-}
-
-/// What a state-spaces/s4 state dict does not record, and the loaders must be told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ReferenceOptions {
-    /// The model's `dt_transform` (default `exp`).
-    pub dt_transform: DtTransform,
-    /// The diagonal kernel's `disc='bilinear'` (default ZOH; ignored for S4's DPLR kernel,
-    /// which is always bilinear).
-    pub bilinear: bool,
-}
-
-impl S4 {
-    /// [`load_reference_with`](Self::load_reference_with) with the default options
-    /// (`dt_transform='exp'`).
-    pub fn load_reference(path: &std::path::Path, device: &Device) -> crate::Result<Self> {
-        Self::load_reference_with(path, ReferenceOptions::default(), device)
-    }
-
-    /// Loads an `S4Block` state dict of state-spaces/s4 with the DPLR kernel (`mode='dplr'`,
-    /// rank 1, `final_act='glu'`, one channel or `bidirectional=True`):
-    /// `layer.kernel.{inv_dt, A_real, A_imag, B, P, C, l_kernel}`, `layer.D`,
-    /// `output_linear.0.{weight, bias}` (`.pt`/`.pth`/`.safetensors`, possibly under "model"),
-    /// or the v3 standalone `S4` module's (`mode='nplr'`, `postact='glu'`, `real_type='exp'`:
-    /// `kernel.kernel.{log_dt, inv_w_real, w_imag, B, P, C, L}`, `D`, `output_linear.0`).
-    /// `options.dt_transform` must be the model's: the training repository's configs default
-    /// to `softplus`, the standalone module to `exp`.
-    ///
-    /// The reference's `C` holds `C̃` for `l_kernel` with its own conjugation convention
-    /// (`K̂ = Σ B C / (g − Λ)`), stored here conjugated; `A`, `B`, `P` shared over `n_ssm`
-    /// copies are repeated over the channels; a bidirectional layer's `C` (2, H, N/2, 2) holds
-    /// the forward and the backward `C̃`. A checkpoint whose kernel was never run (`l_kernel`
-    /// 0) holds `C`, not `C̃`, and is refused.
-    pub fn load_reference_with(
-        path: &std::path::Path,
-        options: ReferenceOptions,
+        options: &ReferenceOptions,
         device: &Device,
     ) -> crate::Result<Self> {
-        Self::from_reference_map(TensorMap::read(path)?, options, device)
-    }
-
-    /// [`load_reference_with`](Self::load_reference_with) from tensors already read, e.g. one
-    /// block split off a whole model's checkpoint with [`TensorMap::split_prefix`] (in a Lightning
-    /// checkpoint of the training repository, `state_dict.model.layers.{i}.layer.`); every key
-    /// of the map must be used.
-    pub fn from_reference_map(
-        mut w: TensorMap,
-        options: ReferenceOptions,
-        device: &Device,
-    ) -> crate::Result<Self> {
-        reference::upgrade_v3(&mut w, device)?;
+        reference::upgrade_v3(w, device)?;
         let k = "layer.kernel";
-        let (h, s, n2) = reference::sizes(&w, k)?;
+        let (h, s, n2) = reference::sizes(w, k)?;
         let rank = w.shape_of(&format!("{k}.P"))?;
         if rank.first() != Some(&1) {
             return Err(crate::ModelError::Invalid(format!(
@@ -679,13 +496,13 @@ impl S4 {
                  ran, so its C is not C~; run one forward in the reference before saving"
             )));
         }
-        let log_dt = reference::log_dt(&mut w, k, h, options.dt_transform, device)?;
-        let (lre, lim) = reference::lambda(&mut w, k, (h, s, n2), device)?;
-        let b = reference::shared(&mut w, &format!("{k}.B"), (h, s, n2), device)?;
-        let p = reference::shared(&mut w, &format!("{k}.P"), (h, s, n2), device)?;
+        let log_dt = reference::log_dt(w, k, h, options.dt_transform, device)?;
+        let (lre, lim) = reference::lambda(w, k, (h, s, n2), device)?;
+        let b = reference::shared(w, &format!("{k}.B"), (h, s, n2), device)?;
+        let p = reference::shared(w, &format!("{k}.P"), (h, s, n2), device)?;
         // Conjugate: this crate's Cauchy sums read conj(C̃) B.
         let conj = |c: Tensor<3>| Complex::from_pairs(c).conj().into_pairs();
-        let (c, c_bwd) = reference::output_c(&mut w, k, h, n2, device)?;
+        let (c, c_bwd) = reference::output_c(w, k, h, n2, device)?;
         let d = w.take("layer.D", [1, h], device)?.reshape([h]);
         let layer = S4 {
             kernel: S4Kernel {
@@ -699,10 +516,9 @@ impl S4 {
                 l_kernel,
             },
             D: Param::from_tensor(d),
-            output_linear: reference::glu_linear(&mut w, h, device)?,
+            output_linear: reference::glu_linear(w, h, device)?,
             dropout: DropoutConfig::new(0.0).init(),
         };
-        w.finish()?;
         Ok(layer)
     }
 }

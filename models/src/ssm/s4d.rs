@@ -12,13 +12,15 @@
 //! (`kernel.log_dt`, `kernel.C` as (H, N/2, 2), `kernel.log_A_real`, `kernel.A_imag`, `D`).
 #![allow(non_snake_case)]
 
-use crate::ssm::s4::ReferenceOptions;
+use crate::io::TensorMap;
+use crate::ssm::complex::Complex;
+use crate::ssm::glu::glu_output;
+use crate::ssm::reference::{self, ReferenceLayer, ReferenceOptions};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use ssm_backends::conv::causal_conv;
+use ssm_backends::causal_conv;
 use std::f64::consts::PI;
 use std::ops::{Div, Mul};
 
@@ -123,70 +125,6 @@ pub struct S4DKernel {
     pub C_bwd: Option<Param<Tensor<3>>>,
     /// Bilinear rather than ZOH discretisation.
     pub bilinear: bool,
-}
-
-/// A complex tensor as its (re, im) parts.
-#[derive(Debug, Clone)]
-pub struct Complex<const D: usize> {
-    pub re: Tensor<D>,
-    pub im: Tensor<D>,
-}
-
-impl<const D: usize> std::ops::Mul for Complex<D> {
-    type Output = Self;
-    fn mul(self, o: Self) -> Self {
-        Self {
-            re: self.re.clone() * o.re.clone() - self.im.clone() * o.im.clone(),
-            im: self.re * o.im + self.im * o.re,
-        }
-    }
-}
-
-impl<const D: usize> std::ops::Div for Complex<D> {
-    type Output = Self;
-    fn div(self, o: Self) -> Self {
-        let den = o.re.clone().square() + o.im.clone().square();
-        Self {
-            re: (self.re.clone() * o.re.clone() + self.im.clone() * o.im.clone()) / den.clone(),
-            im: (self.im * o.re - self.re * o.im) / den,
-        }
-    }
-}
-
-impl Complex<2> {
-    /// A tensor of [re, im] pairs (A, B, 2), the reference checkpoints' layout, as complex
-    /// (A, B).
-    pub fn from_pairs(t: Tensor<3>) -> Self {
-        let [a, b, _] = t.dims();
-        Self {
-            re: t.clone().narrow(2, 0, 1).reshape([a, b]),
-            im: t.narrow(2, 1, 1).reshape([a, b]),
-        }
-    }
-
-    /// Back to [re, im] pairs (A, B, 2).
-    pub fn into_pairs(self) -> Tensor<3> {
-        Tensor::stack(vec![self.re, self.im], 2)
-    }
-}
-
-impl<const D: usize> Complex<D> {
-    /// The complex conjugate.
-    pub fn conj(self) -> Self {
-        Self {
-            re: self.re,
-            im: self.im.neg(),
-        }
-    }
-
-    /// `exp(re + i im)`.
-    pub fn exp(self) -> Self {
-        let m = self.re.exp();
-        Self {
-            re: m.clone() * self.im.clone().cos(),
-            im: m * self.im.sin(),
-        }
-    }
 }
 
 /// A discretised diagonal system: `s_t = dA s_{t-1} + u_t`, `y_t = scale · Re Σ_n Cd_n s_t`
@@ -364,15 +302,6 @@ pub struct S4D {
     pub dropout: Dropout,
 }
 
-/// The S4-family block output on (B, H, L): `GLU(linear(dropout(GELU(y))))` over the channels
-/// (the reference's `Conv1d(H, 2H, 1)` then `GLU(dim=-2)`).
-pub fn glu_output(linear: &Linear, dropout: &Dropout, y: Tensor<3>) -> Tensor<3> {
-    let y = dropout.forward(gelu(y));
-    let z = linear.forward(y.swap_dims(1, 2));
-    let h = z.dims()[2] / 2;
-    (z.clone().narrow(2, 0, h) * sigmoid(z.narrow(2, h, h))).swap_dims(1, 2)
-}
-
 /// A recurrent state of an [`S4D`] layer (B, H, N/2), complex.
 pub type S4DState = Complex<3>;
 
@@ -382,7 +311,7 @@ impl S4D {
         let [_, _, l] = u.dims();
         let k = self.kernel.kernel(l);
         let y = match self.kernel.kernel_backward(l) {
-            Some(kb) => ssm_backends::conv::bidirectional_conv(u.clone(), k, kb),
+            Some(kb) => ssm_backends::bidirectional_conv(u.clone(), k, kb),
             None => causal_conv(u.clone(), k),
         };
         y + u * self.D.val().unsqueeze_dims::<3>(&[0, 2])
@@ -419,48 +348,31 @@ impl S4D {
     }
 }
 
-impl S4D {
-    /// Loads the state dict of state-spaces/s4's `S4D` module (`models/s4/s4d.py`, transposed
-    /// layout) from a safetensors or PyTorch file: `D` (H), `kernel.log_dt` (H), `kernel.C`
-    /// (H, N/2, 2), `kernel.log_A_real`, `kernel.A_imag` (H, N/2), `output_linear.0.weight`
-    /// (2H, H, 1), `output_linear.0.bias` (2H). Every key is checked for presence and shape, and
-    /// leftovers are an error. The reference uses ZOH and no dropout at inference.
-    ///
-    /// An `S4Block` state dict with the diagonal kernel (`SSMKernelDiag`, `mode='diag'`, keys
-    /// `layer.kernel.{inv_dt, A_real, A_imag, B, C}`, `layer.D`, `output_linear.0.*`, from
-    /// `models/s4/s4.py` or the training repository) loads too: `A`, `B` shared over `n_ssm`
-    /// copies are repeated over the channels and `B` is folded into `C` (the kernel depends
-    /// on `B_n C_n` only). So does the v3 standalone `S4` module with `mode='diag'`
-    /// (`kernel.kernel.{log_dt, inv_A_real, A_imag, B, C}`), and a bidirectional block (`C`
-    /// (2, H, N/2, 2): the backward kernel's). The discretisation and `dt_transform` are not in
-    /// the state dict: this reads ZOH and `exp` (v4's standalone defaults); for others (v3's
-    /// diagonal kernel defaulted to bilinear, the training repository's configs to `softplus`)
-    /// use [`load_reference_with`](Self::load_reference_with).
-    pub fn load_reference(path: &std::path::Path, device: &Device) -> crate::Result<Self> {
-        Self::load_reference_with(path, ReferenceOptions::default(), device)
-    }
+/// Loads the state dict of state-spaces/s4's `S4D` module (`models/s4/s4d.py`, transposed
+/// layout) from a safetensors or PyTorch file: `D` (H), `kernel.log_dt` (H), `kernel.C`
+/// (H, N/2, 2), `kernel.log_A_real`, `kernel.A_imag` (H, N/2), `output_linear.0.weight`
+/// (2H, H, 1), `output_linear.0.bias` (2H). Every key is checked for presence and shape, and
+/// leftovers are an error. The reference uses ZOH and no dropout at inference.
+///
+/// An `S4Block` state dict with the diagonal kernel (`SSMKernelDiag`, `mode='diag'`, keys
+/// `layer.kernel.{inv_dt, A_real, A_imag, B, C}`, `layer.D`, `output_linear.0.*`, from
+/// `models/s4/s4.py` or the training repository) loads too: `A`, `B` shared over `n_ssm`
+/// copies are repeated over the channels and `B` is folded into `C` (the kernel depends
+/// on `B_n C_n` only). So does the v3 standalone `S4` module with `mode='diag'`
+/// (`kernel.kernel.{log_dt, inv_A_real, A_imag, B, C}`), and a bidirectional block (`C`
+/// (2, H, N/2, 2): the backward kernel's). The discretisation and `dt_transform` are not in
+/// the state dict: this reads ZOH and `exp` (v4's standalone defaults); for others (v3's
+/// diagonal kernel defaulted to bilinear, the training repository's configs to `softplus`)
+/// use [`ReferenceLayer::load_reference_with`].
+impl ReferenceLayer for S4D {
+    type Options = ReferenceOptions;
 
-    /// [`load_reference`](Self::load_reference) with the options a state dict does not record
-    /// (both ignored for `models/s4/s4d.py`, which is ZOH with `log_dt`).
-    pub fn load_reference_with(
-        path: &std::path::Path,
-        options: ReferenceOptions,
+    fn take_reference(
+        w: &mut TensorMap,
+        options: &ReferenceOptions,
         device: &Device,
     ) -> crate::Result<Self> {
-        Self::from_reference_map(crate::io::TensorMap::read(path)?, options, device)
-    }
-
-    /// [`load_reference_with`](Self::load_reference_with) from tensors already read (e.g. one
-    /// layer's keys split off a whole model's state dict with [`TensorMap::split_prefix`]);
-    /// every key of the map must be used.
-    ///
-    /// [`TensorMap::split_prefix`]: crate::io::TensorMap::split_prefix
-    pub fn from_reference_map(
-        mut w: crate::io::TensorMap,
-        options: ReferenceOptions,
-        device: &Device,
-    ) -> crate::Result<Self> {
-        crate::ssm::s4::reference::upgrade_v3(&mut w, device)?;
+        reference::upgrade_v3(w, device)?;
         if w.contains("layer.kernel.A_real") {
             return Self::from_block(w, options, device);
         }
@@ -490,30 +402,28 @@ impl S4D {
             },
             dropout: DropoutConfig::new(0.0).init(),
         };
-        w.finish()?;
         Ok(layer)
     }
 }
 
 impl S4D {
     fn from_block(
-        mut w: crate::io::TensorMap,
-        options: ReferenceOptions,
+        w: &mut TensorMap,
+        options: &ReferenceOptions,
         device: &Device,
     ) -> crate::Result<Self> {
-        use crate::ssm::s4::reference;
         let k = "layer.kernel";
         if w.contains(&format!("{k}.P")) {
             return Err(crate::ModelError::Invalid(format!(
                 "weights: '{k}.P' present: a DPLR (S4) kernel, load it with S4::load_reference"
             )));
         }
-        let sizes = reference::sizes(&w, k)?;
+        let sizes = reference::sizes(w, k)?;
         let (h, _, n2) = sizes;
-        let log_dt = reference::log_dt(&mut w, k, h, options.dt_transform, device)?;
-        let (lre, lim) = reference::lambda(&mut w, k, sizes, device)?;
-        let b = reference::shared(&mut w, &format!("{k}.B"), sizes, device)?;
-        let (c, c_bwd) = reference::output_c(&mut w, k, h, n2, device)?;
+        let log_dt = reference::log_dt(w, k, h, options.dt_transform, device)?;
+        let (lre, lim) = reference::lambda(w, k, sizes, device)?;
+        let b = reference::shared(w, &format!("{k}.B"), sizes, device)?;
+        let (c, c_bwd) = reference::output_c(w, k, h, n2, device)?;
         // B C as one complex coefficient.
         let b = Complex::from_pairs(b);
         let times_b = |c: Tensor<3>| (b.clone() * Complex::from_pairs(c)).into_pairs();
@@ -527,10 +437,9 @@ impl S4D {
                 C_bwd: c_bwd.map(|c| Param::from_tensor(times_b(c))),
                 bilinear: options.bilinear,
             },
-            output_linear: reference::glu_linear(&mut w, h, device)?,
+            output_linear: reference::glu_linear(w, h, device)?,
             dropout: DropoutConfig::new(0.0).init(),
         };
-        w.finish()?;
         Ok(layer)
     }
 }

@@ -15,8 +15,8 @@
 //! (`Lambda_re`, `Lambda_im`, `B` (P, H, 2), `C` (H, P, 2), `D`, `log_step`).
 #![allow(non_snake_case)]
 
+use crate::ssm::complex::Complex;
 use crate::ssm::hippo::nplr_legs;
-use crate::ssm::s4d::Complex;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
@@ -49,15 +49,17 @@ pub struct S5Config {
 
 impl S5Config {
     /// Rejects impossible settings.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> crate::Result<()> {
         if self.d_model == 0 || self.d_state == 0 || self.blocks == 0 {
-            return Err("S5: d_model, d_state and blocks must be at least 1".into());
+            return Err(crate::ModelError::InvalidConfig(
+                "S5: d_model, d_state and blocks must be at least 1".into(),
+            ));
         }
         if !self.d_state.is_multiple_of(self.blocks) {
-            return Err(format!(
+            return Err(crate::ModelError::InvalidConfig(format!(
                 "S5: d_state {} is not a multiple of blocks {}",
                 self.d_state, self.blocks
-            ));
+            )));
         }
         Ok(())
     }
@@ -406,13 +408,7 @@ impl S5 {
         bilinear: bool,
         device: &Device,
     ) -> crate::Result<Self> {
-        let key = |k: &str| {
-            if prefix.is_empty() {
-                k.to_string()
-            } else {
-                format!("{prefix}.{k}")
-            }
-        };
+        let key = |k: &str| crate::io::key(prefix, k);
         let p = w
             .shape_of(&key("seq.Lambda_re"))?
             .first()

@@ -18,6 +18,7 @@
 //! `A_logs` (4·D, N), `Ds` (4·D), `out_norm`, `out_proj`).
 #![allow(non_snake_case)]
 
+use crate::io::{TensorMap, key};
 use crate::ssm::mamba::dt_bias_init;
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -126,6 +127,26 @@ impl Ss2dConfig {
             dt_rank: r,
             gate,
         }
+    }
+
+    /// A module from checkpoint tensors under `prefix` with MzeroMiko/VMamba's keys
+    /// (`{prefix}.in_proj`, `conv2d`, `x_proj_weight`, `dt_projs_weight`, `dt_projs_bias`,
+    /// `A_logs`, `Ds`, `out_norm`, `out_proj`), every key checked for presence and shape
+    /// against this config.
+    pub fn load(&self, w: &mut TensorMap, prefix: &str, device: &Device) -> crate::Result<Ss2d> {
+        let mut op = self.init(device);
+        let name = |n: &str| key(prefix, n);
+        op.in_proj = w.linear_like(&name("in_proj"), &op.in_proj, device)?;
+        op.conv2d = w.conv2d(&name("conv2d"), op.conv2d, device)?;
+        op.x_proj_weight = w.param(&name("x_proj_weight"), op.x_proj_weight.dims(), device)?;
+        op.dt_projs_weight =
+            w.param(&name("dt_projs_weight"), op.dt_projs_weight.dims(), device)?;
+        op.dt_projs_bias = w.param(&name("dt_projs_bias"), op.dt_projs_bias.dims(), device)?;
+        op.A_logs = w.param(&name("A_logs"), op.A_logs.dims(), device)?;
+        op.Ds = w.param(&name("Ds"), op.Ds.dims(), device)?;
+        op.out_norm = w.layer_norm(&name("out_norm"), self.d_inner(), self.norm_eps, device)?;
+        op.out_proj = w.linear_like(&name("out_proj"), &op.out_proj, device)?;
+        Ok(op)
     }
 }
 

@@ -17,7 +17,7 @@
 use crate::io::weights::TensorMap;
 use crate::nn::{RmsNorm, RmsNormConfig};
 use crate::ssm::bimamba::BiMambaMixer;
-use crate::ssm::mamba::{Conv1dParams, MambaMixerConfig};
+use crate::ssm::mamba::MambaMixerConfig;
 use crate::vision::drop_path;
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -304,17 +304,8 @@ impl Vim {
         };
         config.validate()?;
         let (d, p, c) = (config.embed_dim, config.patch_size, config.channels);
-        let mc = config.mixer();
-        let (di, n, r, k) = (mc.d_inner(), mc.d_state, mc.dt_rank(), mc.d_conv);
-        let linear = |w: &mut TensorMap, key: &str, din: usize, dout: usize, bias: bool| {
-            w.linear(key, din, dout, bias, device)
-        };
-        let conv = |w: &mut TensorMap, key: &str| {
-            Ok::<_, crate::ModelError>(Conv1dParams {
-                weight: w.param(&format!("{key}.weight"), [di, 1, k], device)?,
-                bias: Some(w.param(&format!("{key}.bias"), [di], device)?),
-            })
-        };
+        let mixer = config.mixer();
+        let norm = RmsNormConfig::new(d).with_eps(config.norm_eps);
         let mut proj = Conv2dConfig::new([c, d], [p, p])
             .with_stride([config.stride, config.stride])
             .with_padding(PaddingConfig2d::Valid)
@@ -323,30 +314,9 @@ impl Vim {
         proj.bias = Some(w.param("patch_embed.proj.bias", [d], device)?);
         let mut layers = Vec::with_capacity(depth);
         for i in 0..depth {
-            let m = format!("layers.{i}.mixer");
             layers.push(VimBlock {
-                mixer: BiMambaMixer {
-                    in_proj: linear(w, &format!("{m}.in_proj"), d, 2 * di, false)?,
-                    conv1d: conv(w, &format!("{m}.conv1d"))?,
-                    x_proj: linear(w, &format!("{m}.x_proj"), di, r + 2 * n, false)?,
-                    dt_proj: linear(w, &format!("{m}.dt_proj"), r, di, true)?,
-                    A_log: w.param(&format!("{m}.A_log"), [di, n], device)?,
-                    D: w.param(&format!("{m}.D"), [di], device)?,
-                    conv1d_b: conv(w, &format!("{m}.conv1d_b"))?,
-                    x_proj_b: linear(w, &format!("{m}.x_proj_b"), di, r + 2 * n, false)?,
-                    dt_proj_b: linear(w, &format!("{m}.dt_proj_b"), r, di, true)?,
-                    A_b_log: w.param(&format!("{m}.A_b_log"), [di, n], device)?,
-                    D_b: w.param(&format!("{m}.D_b"), [di], device)?,
-                    out_proj: linear(w, &format!("{m}.out_proj"), di, d, false)?,
-                    d_inner: di,
-                    d_state: n,
-                    dt_rank: r,
-                    divide_out: true,
-                },
-                norm: RmsNorm {
-                    weight: w.param(&format!("layers.{i}.norm.weight"), [d], device)?,
-                    eps: config.norm_eps,
-                },
+                mixer: mixer.load_bidirectional(w, &format!("layers.{i}.mixer"), device)?,
+                norm: norm.load(w, &format!("layers.{i}.norm"), device)?,
             });
         }
         Ok(Self {
@@ -354,11 +324,8 @@ impl Vim {
             cls_token: w.param("cls_token", [1, 1, d], device)?,
             pos_embed: w.param("pos_embed", [1, config.tokens(), d], device)?,
             layers,
-            norm_f: RmsNorm {
-                weight: w.param("norm_f.weight", [d], device)?,
-                eps: config.norm_eps,
-            },
-            head: linear(w, "head", d, config.num_classes, true)?,
+            norm_f: norm.load(w, "norm_f", device)?,
+            head: w.linear("head", d, config.num_classes, true, device)?,
             img_size: config.img_size,
             drop_path_rate: 0.0,
         })

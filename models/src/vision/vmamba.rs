@@ -18,7 +18,7 @@ use crate::io::weights::TensorMap;
 use crate::ssm::ss2d::{Ss2d, Ss2dConfig, Ss2dForward};
 use crate::vision::drop_path;
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::gelu;
@@ -509,25 +509,9 @@ impl VMamba {
         rename_legacy_keys(w);
         let mut model = config.init(device);
         let eps = config.norm_eps;
-        let norm = |w: &mut TensorMap, key: &str, d: usize| -> crate::Result<LayerNorm> {
-            let mut n = LayerNormConfig::new(d).with_epsilon(eps).init(device);
-            n.gamma = w.param(&format!("{key}.weight"), [d], device)?;
-            n.beta = Some(w.param(&format!("{key}.bias"), [d], device)?);
-            Ok(n)
-        };
-        let conv = |w: &mut TensorMap, key: &str, mut c: Conv2d| -> crate::Result<Conv2d> {
-            let shape: [usize; 4] = c.weight.dims();
-            c.weight = w.param(&format!("{key}.weight"), shape, device)?;
-            if c.bias.is_some() {
-                let o = shape[0];
-                c.bias = Some(w.param(&format!("{key}.bias"), [o], device)?);
-            }
-            Ok(c)
-        };
-        let linear = |w: &mut TensorMap, key: &str, l: &Linear| -> crate::Result<Linear> {
-            let [din, dout] = l.weight.dims();
-            w.linear(key, din, dout, l.bias.is_some(), device)
-        };
+        let norm = |w: &mut TensorMap, key: &str, d: usize| w.layer_norm(key, d, eps, device);
+        let conv = |w: &mut TensorMap, key: &str, c: Conv2d| w.conv2d(key, c, device);
+        let linear = |w: &mut TensorMap, key: &str, l: &Linear| w.linear_like(key, l, device);
         let pe = &mut model.patch_embed;
         let c0 = config.dim;
         pe.conv1 = conv(w, "patch_embed.0", pe.conv1.clone())?;
@@ -544,25 +528,7 @@ impl VMamba {
             for (j, block) in stage.blocks.iter_mut().enumerate() {
                 let p = format!("layers.{i}.blocks.{j}");
                 block.norm = norm(w, &format!("{p}.norm"), d)?;
-                let op = &mut block.op;
-                let o = format!("{p}.op");
-                op.in_proj = linear(w, &format!("{o}.in_proj"), &op.in_proj)?;
-                op.conv2d = conv(w, &format!("{o}.conv2d"), op.conv2d.clone())?;
-                let take = |w: &mut TensorMap, name: &str, t: &Param<Tensor<3>>| {
-                    w.param(&format!("{o}.{name}"), t.dims(), device)
-                };
-                op.x_proj_weight = take(w, "x_proj_weight", &op.x_proj_weight)?;
-                op.dt_projs_weight = take(w, "dt_projs_weight", &op.dt_projs_weight)?;
-                op.dt_projs_bias = w.param(
-                    &format!("{o}.dt_projs_bias"),
-                    op.dt_projs_bias.dims(),
-                    device,
-                )?;
-                op.A_logs = w.param(&format!("{o}.A_logs"), op.A_logs.dims(), device)?;
-                op.Ds = w.param(&format!("{o}.Ds"), op.Ds.dims(), device)?;
-                let di = op.d_inner();
-                op.out_norm = norm(w, &format!("{o}.out_norm"), di)?;
-                op.out_proj = linear(w, &format!("{o}.out_proj"), &op.out_proj)?;
+                block.op = config.ss2d(d).load(w, &format!("{p}.op"), device)?;
                 if let Some(mlp) = &mut block.mlp {
                     block.norm2 = Some(norm(w, &format!("{p}.norm2"), d)?);
                     mlp.fc1 = linear(w, &format!("{p}.mlp.fc1"), &mlp.fc1)?;

@@ -1,39 +1,51 @@
-//! `SsmOps` for the CPU backends: the primitives are read as f32 slices and handed to the fused
-//! kernels of [`crate::cpu`]; one body serves Flex and NdArray.
+//! `SsmOps` for the CPU backends (Flex, NdArray): the primitives are read as f32 slices and
+//! handed to the fused kernels of this module, one body for both backends.
+//!
+//! - [`scan`], [`scan_backward`]: the selective scan, rayon over blocks of channels, the state in
+//!   registers, vectorised over the lanes ([`lanes`]);
+//! - [`step`]: the decode steps;
+//! - [`fft`]: real FFTs and the FFT convolution on `rustfft`.
+//!
+//! The kernels compute in f32 and take f32 tensors only: any other float type is an error
+//! (there is no silent conversion).
 
-use crate::cpu::{self, ScanSlices};
+pub(crate) mod calls;
+pub(crate) mod fft;
+pub(crate) mod lanes;
+pub(crate) mod scan;
+pub(crate) mod scan_backward;
+pub(crate) mod step;
+
 use crate::portable::ScanDims;
-use burn::backend::{Backend, FloatDType, TensorMetadata, tensor::FloatTensor};
+use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
 use burn::tensor::{DType, TensorData, read_sync};
+use scan::ScanSlices;
 
 /// Reads a float primitive into a host vector of f32.
+///
+/// # Panics
+/// When the tensor is not f32: the CPU kernels compute in f32, and converting another float
+/// type behind the caller's back would change its precision silently.
 pub(crate) fn host<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
-    let t = if t.dtype() == DType::F32 {
-        t
-    } else {
-        B::float_cast(t, FloatDType::F32)
-    };
+    let dtype = t.dtype();
+    assert!(
+        dtype == DType::F32,
+        "ssm-backends: the CPU kernels take f32 tensors, got {dtype:?}; cast the inputs to f32 \
+         first (e.g. `tensor.cast(FloatDType::F32)`)"
+    );
     read_sync(B::float_into_data(t))
         .expect("reading a CPU tensor cannot fail")
         .try_into_vec::<f32>()
-        .expect("the tensor was cast to f32")
+        .expect("an f32 tensor reads as f32")
 }
 
-/// Wraps a host vector back into a primitive of `dtype` on `device`.
+/// Wraps a host vector of f32 back into a primitive on `device`.
 pub(crate) fn device_tensor<B: Backend>(
     values: Vec<f32>,
     dims: Vec<usize>,
     device: &B::Device,
-    dtype: DType,
 ) -> FloatTensor<B> {
-    let t = B::float_from_data(TensorData::new(values, dims), device);
-    match dtype {
-        DType::F32 => t,
-        DType::F64 => B::float_cast(t, FloatDType::F64),
-        DType::F16 => B::float_cast(t, FloatDType::F16),
-        DType::BF16 => B::float_cast(t, FloatDType::BF16),
-        _ => t,
-    }
+    B::float_from_data(TensorData::new(values, dims), device)
 }
 
 /// Host copies of the scan's inputs.
@@ -114,7 +126,7 @@ macro_rules! cpu_ssm_ops {
                 initial_state: FloatTensor<Self>,
                 delta_softplus: bool,
             ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-                $crate::cpu_backend::scan_forward::<Self>(
+                $crate::cpu::scan_forward::<Self>(
                     u,
                     delta,
                     a,
@@ -153,7 +165,7 @@ macro_rules! cpu_ssm_ops {
                 FloatTensor<Self>,
                 FloatTensor<Self>,
             ) {
-                $crate::cpu_backend::scan_backward::<Self>(
+                $crate::cpu::scan_backward::<Self>(
                     u,
                     delta,
                     a,
@@ -182,7 +194,7 @@ macro_rules! cpu_ssm_ops {
                 dt_bias: FloatTensor<Self>,
                 dt_softplus: bool,
             ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-                $crate::cpu_backend::state_step::<Self>(
+                $crate::cpu::state_step::<Self>(
                     state,
                     x,
                     dt,
@@ -203,19 +215,19 @@ macro_rules! cpu_ssm_ops {
                 bias: FloatTensor<Self>,
                 silu: bool,
             ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-                $crate::cpu_backend::conv_step::<Self>(x, state, weight, bias, silu)
+                $crate::cpu::conv_step::<Self>(x, state, weight, bias, silu)
             }
 
             fn rfft(x: FloatTensor<Self>, n: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
-                $crate::cpu_backend::rfft::<Self>(x, n)
+                $crate::cpu::rfft::<Self>(x, n)
             }
 
             fn irfft(re: FloatTensor<Self>, im: FloatTensor<Self>, n: usize) -> FloatTensor<Self> {
-                $crate::cpu_backend::irfft::<Self>(re, im, n)
+                $crate::cpu::irfft::<Self>(re, im, n)
             }
 
             fn causal_conv_fft(u: FloatTensor<Self>, k: FloatTensor<Self>) -> FloatTensor<Self> {
-                $crate::cpu_backend::causal_conv_fft::<Self>(u, k)
+                $crate::cpu::causal_conv_fft::<Self>(u, k)
             }
 
             fn ssd(
@@ -229,7 +241,7 @@ macro_rules! cpu_ssm_ops {
                 _chunk: usize,
             ) -> (FloatTensor<Self>, FloatTensor<Self>) {
                 // The recurrence on the fused scan kernel: no chunk masks, cache-resident state.
-                $crate::ssd::ssd_via_scan::<Self>(x, dt, a, b, c, d, initial_state)
+                $crate::portable::ssd::ssd_via_scan::<Self>(x, dt, a, b, c, d, initial_state)
             }
         }
     };
@@ -258,13 +270,12 @@ pub(crate) fn scan_forward<B: Backend>(
     delta_softplus: bool,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let device = u.device();
-    let dtype = u.dtype();
     let p = HostScan::read::<B>(u, delta, a, b, c, d, z, delta_bias, h0, delta_softplus);
     let s = p.dims;
-    let (y, h) = cpu::scan_forward(&p.slices());
+    let (y, h) = scan::scan_forward(&p.slices());
     (
-        device_tensor::<B>(y, vec![s.batch, s.dim, s.len], &device, dtype),
-        device_tensor::<B>(h, vec![s.batch, s.dim, s.state], &device, dtype),
+        device_tensor::<B>(y, vec![s.batch, s.dim, s.len], &device),
+        device_tensor::<B>(h, vec![s.batch, s.dim, s.state], &device),
     )
 }
 
@@ -282,13 +293,12 @@ pub(crate) fn scan_backward<B: Backend>(
     dy: FloatTensor<B>,
     dstate: FloatTensor<B>,
     delta_softplus: bool,
-) -> crate::portable::ScanGradTuple<B> {
+) -> crate::portable::scan::ScanGradTuple<B> {
     let device = u.device();
-    let dtype = u.dtype();
     let p = HostScan::read::<B>(u, delta, a, b, c, d, z, delta_bias, h0, delta_softplus);
     let s = p.dims;
-    let g = cpu::scan_backward(&p.slices(), &host::<B>(dy), &host::<B>(dstate));
-    let t = |v: Vec<f32>, dims: Vec<usize>| device_tensor::<B>(v, dims, &device, dtype);
+    let g = scan_backward::scan_backward(&p.slices(), &host::<B>(dy), &host::<B>(dstate));
+    let t = |v: Vec<f32>, dims: Vec<usize>| device_tensor::<B>(v, dims, &device);
     let bdl = vec![s.batch, s.dim, s.len];
     let bgnl = vec![s.batch, s.groups, s.state, s.len];
     crate::portable::ScanGrads::<B> {
@@ -319,7 +329,6 @@ pub(crate) fn state_step<B: Backend>(
     dt_softplus: bool,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let device = state.device();
-    let dtype = state.dtype();
     let sd = state.shape().to_vec();
     let groups = b.shape().to_vec()[1];
     let dims = ScanDims {
@@ -330,7 +339,7 @@ pub(crate) fn state_step<B: Backend>(
         groups,
     };
     let mut st = host::<B>(state);
-    let y = cpu::state_step(
+    let y = step::state_step(
         dims,
         &mut st,
         &host::<B>(x),
@@ -344,8 +353,8 @@ pub(crate) fn state_step<B: Backend>(
         dt_softplus,
     );
     (
-        device_tensor::<B>(y, vec![dims.batch, dims.dim], &device, dtype),
-        device_tensor::<B>(st, sd, &device, dtype),
+        device_tensor::<B>(y, vec![dims.batch, dims.dim], &device),
+        device_tensor::<B>(st, sd, &device),
     )
 }
 
@@ -357,10 +366,9 @@ pub(crate) fn conv_step<B: Backend>(
     silu: bool,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let device = state.device();
-    let dtype = state.dtype();
     let sd = state.shape().to_vec();
     let mut st = host::<B>(state);
-    let out = cpu::conv_step(
+    let out = step::conv_step(
         &host::<B>(x),
         &mut st,
         &host::<B>(weight),
@@ -370,46 +378,46 @@ pub(crate) fn conv_step<B: Backend>(
         silu,
     );
     (
-        device_tensor::<B>(out, vec![sd[0], sd[1]], &device, dtype),
-        device_tensor::<B>(st, sd, &device, dtype),
+        device_tensor::<B>(out, vec![sd[0], sd[1]], &device),
+        device_tensor::<B>(st, sd, &device),
     )
 }
 
-/// The rfft on `rustfft` (see [`crate::fft`]).
+/// The rfft on `rustfft`.
 pub(crate) fn rfft<B: Backend>(x: FloatTensor<B>, n: usize) -> (FloatTensor<B>, FloatTensor<B>) {
-    let (dtype, device) = (x.dtype(), x.device());
+    let device = x.device();
     let mut dims = x.shape().to_vec();
     let m = *dims.last().expect("rfft: a tensor of rank >= 1");
     let rows = dims.iter().product::<usize>() / m.max(1);
-    let (re, im) = crate::fft::cpu_rfft(&host::<B>(x), rows, m, n);
+    let (re, im) = fft::rfft(&host::<B>(x), rows, m, n);
     *dims.last_mut().expect("rank >= 1") = n / 2 + 1;
     (
-        device_tensor::<B>(re, dims.clone(), &device, dtype),
-        device_tensor::<B>(im, dims, &device, dtype),
+        device_tensor::<B>(re, dims.clone(), &device),
+        device_tensor::<B>(im, dims, &device),
     )
 }
 
-/// The irfft on `rustfft` (see [`crate::fft`]).
+/// The irfft on `rustfft`.
 pub(crate) fn irfft<B: Backend>(
     re: FloatTensor<B>,
     im: FloatTensor<B>,
     n: usize,
 ) -> FloatTensor<B> {
-    let (dtype, device) = (re.dtype(), re.device());
+    let device = re.device();
     let mut dims = re.shape().to_vec();
     let bins = *dims.last().expect("irfft: a tensor of rank >= 1");
     let rows = dims.iter().product::<usize>() / bins.max(1);
-    let y = crate::fft::cpu_irfft(&host::<B>(re), &host::<B>(im), rows, n);
+    let y = fft::irfft(&host::<B>(re), &host::<B>(im), rows, n);
     *dims.last_mut().expect("rank >= 1") = n;
-    device_tensor::<B>(y, dims, &device, dtype)
+    device_tensor::<B>(y, dims, &device)
 }
 
-/// The FFT causal convolution on `rustfft` (see [`crate::fft`]).
+/// The FFT causal convolution on `rustfft`.
 pub(crate) fn causal_conv_fft<B: Backend>(u: FloatTensor<B>, k: FloatTensor<B>) -> FloatTensor<B> {
-    let (dtype, device) = (u.dtype(), u.device());
+    let device = u.device();
     let dims = u.shape().to_vec();
     let (b, h, l) = (dims[0], dims[1], dims[2]);
     let bk = k.shape().to_vec()[0];
-    let y = crate::fft::cpu_causal_conv(&host::<B>(u), &host::<B>(k), b, bk, h, l);
-    device_tensor::<B>(y, dims, &device, dtype)
+    let y = fft::causal_conv(&host::<B>(u), &host::<B>(k), b, bk, h, l);
+    device_tensor::<B>(y, dims, &device)
 }

@@ -1,17 +1,88 @@
-//! The recurrent (decode) step of a whole Mamba (v1) mixer after `in_proj`, as one op.
+//! The recurrent (decode) steps' portable bodies: the selective state update and the conv
+//! window step, and the whole Mamba and Mamba2 mixer steps after `in_proj` composed from them.
 //!
-//! Given `xz = in_proj(x)` = `[x | z]` (B, 2D), one step does: the causal conv step and SiLU,
+//! Mamba (v1), given `xz = in_proj(x)` = `[x | z]` (B, 2D): the causal conv step and SiLU,
 //! `x_proj` (split into `dt_low` (R), `B` (N), `C` (N)), `dt = softplus(dt_proj(dt_low) +
 //! dt_bias)`, the selective state update `h = exp(dt A) h + dt B x`, `y = (C . h + D x) *
-//! silu(z)`. On the CubeCL backends that is one kernel launch; elsewhere it is composed from the
-//! fused conv and state steps and two matmuls. The weights travel packed in one flat tensor built
-//! once per generation by [`pack_mamba_step_weights`].
+//! silu(z)`. Mamba2: the conv step over `xBC`, `dt = clamp(softplus(dt + dt_bias))`, the state
+//! update with a scalar `A` per head, then the gated RMSNorm. The weights travel packed in one
+//! flat tensor ([`crate::pack_mamba_step_weights`], [`crate::pack_mamba2_step_weights`]).
 
-use crate::ops::SsmOps;
-use crate::prim::P;
-use burn::backend::{TensorMetadata, tensor::FloatTensor};
-use burn::tensor::Tensor;
+use super::prim::P;
+use super::scan::{ScanDims, discretised_delta, group_step};
+use super::stages::Stages;
+use crate::error::Error;
+use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
 use std::ops::{Add, Mul};
+
+/// One recurrent step of the selective SSM (decode). Shapes: `state` (B, D, N), `x`, `dt`, `z`
+/// (B, D), `a` (D, N), `b`, `c` (B, G, N), `d`, `dt_bias` (D). Returns `y` (B, D) and the new
+/// state.
+#[allow(clippy::too_many_arguments)]
+pub fn selective_state_step<B: Backend>(
+    state: FloatTensor<B>,
+    x: FloatTensor<B>,
+    dt: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    c: FloatTensor<B>,
+    d: FloatTensor<B>,
+    z: Option<FloatTensor<B>>,
+    dt_bias: FloatTensor<B>,
+    dt_softplus: bool,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let sd = P::<B>::new(state.clone()).dims();
+    let bd = P::<B>::new(b.clone()).dims();
+    let (batch, dim, n, g) = (sd[0], sd[1], sd[2], bd[1]);
+    let s = ScanDims {
+        batch,
+        dim,
+        len: 1,
+        state: n,
+        groups: g,
+    };
+    let to_seq = |t: FloatTensor<B>| P::<B>::new(t).reshape(&[batch, dim, 1]);
+    let dt = discretised_delta(to_seq(dt), P::new(dt_bias), dim, dt_softplus);
+    let x = to_seq(x);
+    let b = group_step(&P::<B>::new(b).reshape(&[batch, g, n, 1]), 0, s);
+    let c = group_step(&P::<B>::new(c).reshape(&[batch, g, n, 1]), 0, s);
+    let da = dt.clone().mul(P::<B>::new(a).reshape(&[1, dim, n])).exp();
+    let h = da.mul(P::new(state)).add(b.mul(dt.mul(x.clone())));
+    let y = h
+        .clone()
+        .mul(c)
+        .sum_dim(2)
+        .add(x.mul(P::new(d).reshape(&[1, dim, 1])));
+    let y = match z {
+        Some(z) => y.mul(to_seq(z).silu()),
+        None => y,
+    };
+    (y.reshape(&[batch, dim]).into_inner(), h.into_inner())
+}
+
+/// One step of a causal depthwise conv1d with a rolling state (decode). Shapes: `x` (B, C),
+/// `state` (B, C, K) holding the last K inputs, `weight` (C, K), `bias` (C). Returns the output
+/// (B, C), through SiLU when `silu`, and the new state.
+pub fn causal_conv1d_step<B: Backend>(
+    x: FloatTensor<B>,
+    state: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    silu: bool,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let sd = P::<B>::new(state.clone()).dims();
+    let (batch, ch, k) = (sd[0], sd[1], sd[2]);
+    let x = P::<B>::new(x).reshape(&[batch, ch, 1]);
+    let new_state = P::cat(vec![P::new(state).narrow(2, 1, k), x], 2);
+    let out = new_state
+        .clone()
+        .mul(P::<B>::new(weight).reshape(&[1, ch, k]))
+        .sum_dim(2)
+        .add(P::<B>::new(bias).reshape(&[1, ch, 1]))
+        .reshape(&[batch, ch]);
+    let out = if silu { out.silu() } else { out };
+    (out.into_inner(), new_state.into_inner())
+}
 
 /// The sizes of a Mamba decode step, read from the shapes of its inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,27 +107,27 @@ impl MambaStepDims {
         conv_state: &[usize],
         ssm_state: &[usize],
         weights: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let (&[batch, two_d], &[cb, dim, width], &[sb, sd, state]) = (xz, conv_state, ssm_state)
         else {
-            return Err(format!(
+            return Err(Error::Shape(format!(
                 "mamba step: expected xz (B, 2D), conv_state (B, D, K), ssm_state (B, D, N), got \
                  {xz:?}, {conv_state:?}, {ssm_state:?}"
-            ));
+            )));
         };
         if cb != batch || sb != batch || sd != dim || two_d != 2 * dim || dim == 0 || width == 0 {
-            return Err(format!(
+            return Err(Error::Shape(format!(
                 "mamba step: inconsistent shapes xz {xz:?}, conv_state {conv_state:?}, \
                  ssm_state {ssm_state:?}"
-            ));
+            )));
         }
         let fixed = dim * (width + 3 + 3 * state);
         let rest = weights.checked_sub(fixed).unwrap_or(usize::MAX);
         if rest == usize::MAX || rest == 0 || rest % (2 * dim) != 0 {
-            return Err(format!(
+            return Err(Error::Shape(format!(
                 "mamba step: packed weights of length {weights} do not fit D = {dim}, K = \
                  {width}, N = {state} (expected D (K + 3 + 3N) + 2 D R)"
-            ));
+            )));
         }
         Ok(Self {
             batch,
@@ -81,39 +152,9 @@ impl MambaStepDims {
     }
 }
 
-/// Packs a Mamba mixer's decode weights into the flat layout of [`SsmOps::mamba_decode_step`]:
-/// `[conv_w (D, K) | conv_b (D) | x_proj (R + 2N, D) | dt_proj (D, R) | dt_bias (D) | A (D, N) |
-/// D (D)]`.
-///
-/// The projections are given in Burn's `Linear` layout (`x_proj_w` (D, R + 2N), `dt_proj_w`
-/// (R, D)); `a` is `A = -exp(A_log)` (D, N).
-pub fn pack_mamba_step_weights(
-    conv_w: Tensor<2>,
-    conv_b: Tensor<1>,
-    x_proj_w: Tensor<2>,
-    dt_proj_w: Tensor<2>,
-    dt_bias: Tensor<1>,
-    a: Tensor<2>,
-    d: Tensor<1>,
-) -> Tensor<1> {
-    let flat2 = |t: Tensor<2>| t.flatten::<1>(0, 1);
-    Tensor::cat(
-        vec![
-            flat2(conv_w),
-            conv_b,
-            flat2(x_proj_w.transpose()),
-            flat2(dt_proj_w.transpose()),
-            dt_bias,
-            flat2(a),
-            d,
-        ],
-        0,
-    )
-}
-
 /// The decode step composed from the backend's fused conv and state steps and two matmuls: the
-/// default body of [`SsmOps::mamba_decode_step`], and the differentiable form under Autodiff.
-pub fn mamba_step_composed<B: SsmOps>(
+/// default body of [`crate::SsmOps::mamba_decode_step`], and the differentiable form under Autodiff.
+pub fn mamba_step_composed<B: Stages>(
     xz: FloatTensor<B>,
     conv_state: FloatTensor<B>,
     ssm_state: FloatTensor<B>,
@@ -169,75 +210,6 @@ pub fn mamba_step_composed<B: SsmOps>(
     (y, conv_state, ssm_state)
 }
 
-/// One fused Mamba decode step on the tensors' device (one kernel launch on the CubeCL
-/// backends): `xz` (B, 2D) = in_proj's output, `conv_state` (B, D, K), `ssm_state` (B, D, N),
-/// `weights` from [`pack_mamba_step_weights`]. Returns `y` (B, D) (before out_proj) and the new
-/// conv and SSM states.
-///
-/// # Panics
-/// On inconsistent shapes (see [`MambaStepDims::infer`]).
-pub fn mamba_decode_step(
-    xz: Tensor<2>,
-    conv_state: Tensor<3>,
-    ssm_state: Tensor<3>,
-    weights: Tensor<1>,
-) -> (Tensor<2>, Tensor<3>, Tensor<3>) {
-    use burn::backend::Dispatch;
-    if let Err(e) = MambaStepDims::infer(
-        &xz.dims(),
-        &conv_state.dims(),
-        &ssm_state.dims(),
-        weights.dims()[0],
-    ) {
-        panic!("{e}");
-    }
-    let (y, cs, ss) = <Dispatch as SsmOps>::mamba_decode_step(
-        xz.into_dispatch(),
-        conv_state.into_dispatch(),
-        ssm_state.into_dispatch(),
-        weights.into_dispatch(),
-    );
-    (
-        Tensor::from_dispatch(y),
-        Tensor::from_dispatch(cs),
-        Tensor::from_dispatch(ss),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::MambaStepDims;
-
-    #[test]
-    fn sizes_are_read_from_the_shapes() {
-        // D = 8, K = 4, N = 2, R = 3: D (K + 3 + 3N) + 2 D R = 8 * 13 + 48.
-        let d = MambaStepDims::infer(&[2, 16], &[2, 8, 4], &[2, 8, 2], 8 * 13 + 48).unwrap();
-        assert_eq!(
-            d,
-            MambaStepDims {
-                batch: 2,
-                dim: 8,
-                width: 4,
-                state: 2,
-                rank: 3
-            }
-        );
-        assert_eq!(d.offsets()[7], 8 * 13 + 48);
-    }
-
-    #[test]
-    fn inconsistent_shapes_are_errors() {
-        let e = MambaStepDims::infer(&[2, 16], &[2, 8, 4], &[3, 8, 2], 152).unwrap_err();
-        assert!(e.contains("inconsistent"), "{e}");
-        let e = MambaStepDims::infer(&[2, 16], &[2, 8, 4], &[2, 8, 2], 150).unwrap_err();
-        assert!(e.contains("packed weights of length 150"), "{e}");
-        let e = MambaStepDims::infer(&[2, 16], &[2, 8, 4], &[2, 8, 2], 104).unwrap_err();
-        assert!(e.contains("packed weights"), "{e}");
-        let e = MambaStepDims::infer(&[16], &[2, 8, 4], &[2, 8, 2], 152).unwrap_err();
-        assert!(e.contains("expected xz (B, 2D)"), "{e}");
-    }
-}
-
 /// The sizes of a Mamba2 decode step: heads H, groups G and the step limits; the rest is read
 /// from the shapes (`ssm_state` (B, H·P, N), `conv_state` (B, d_inner + 2GN, K)).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -251,27 +223,11 @@ pub struct Mamba2StepConfig {
     pub eps: f32,
 }
 
-/// Packs a Mamba2 mixer's decode weights: `[conv_w (C, K) | conv_b (C) | dt_bias (H) | A (H) |
-/// D (H) | norm_w (d_inner)]`, with `A = -exp(A_log)`.
-pub fn pack_mamba2_step_weights(
-    conv_w: Tensor<2>,
-    conv_b: Tensor<1>,
-    dt_bias: Tensor<1>,
-    a: Tensor<1>,
-    d: Tensor<1>,
-    norm_w: Tensor<1>,
-) -> Tensor<1> {
-    Tensor::cat(
-        vec![conv_w.flatten::<1>(0, 1), conv_b, dt_bias, a, d, norm_w],
-        0,
-    )
-}
-
 /// The Mamba2 decode step composed from the backend's fused conv and state steps: the default
-/// body of [`SsmOps::mamba2_decode_step`] and its differentiable form under Autodiff. Returns
+/// body of [`crate::SsmOps::mamba2_decode_step`] and its differentiable form under Autodiff. Returns
 /// the gated-normed output (B, d_inner) (before out_proj) and the new conv and SSM states.
 #[allow(clippy::too_many_arguments)]
-pub fn mamba2_step_composed<B: SsmOps>(
+pub fn mamba2_step_composed<B: Stages>(
     zxbcdt: FloatTensor<B>,
     conv_state: FloatTensor<B>,
     ssm_state: FloatTensor<B>,
@@ -361,33 +317,44 @@ pub fn mamba2_step_composed<B: SsmOps>(
     (normed.into_inner(), conv_state, ssm_state)
 }
 
-/// One fused Mamba2 decode step on the tensors' device (one kernel launch on the CubeCL
-/// backends): `zxbcdt` = in_proj's output (B, 2 d_inner + 2GN + H), `conv_state`
-/// (B, d_inner + 2GN, K), `ssm_state` (B, d_inner, N), `weights` from
-/// [`pack_mamba2_step_weights`]. Returns the gated-normed output (B, d_inner) (before out_proj)
-/// and the new conv and SSM states.
-pub fn mamba2_decode_step(
-    zxbcdt: Tensor<2>,
-    conv_state: Tensor<3>,
-    ssm_state: Tensor<3>,
-    weights: Tensor<1>,
-    cfg: Mamba2StepConfig,
-) -> (Tensor<2>, Tensor<3>, Tensor<3>) {
-    use burn::backend::Dispatch;
-    let (y, cs, ss) = <Dispatch as SsmOps>::mamba2_decode_step(
-        zxbcdt.into_dispatch(),
-        conv_state.into_dispatch(),
-        ssm_state.into_dispatch(),
-        weights.into_dispatch(),
-        cfg.heads,
-        cfg.groups,
-        cfg.dt_min,
-        cfg.dt_max,
-        cfg.eps,
-    );
-    (
-        Tensor::from_dispatch(y),
-        Tensor::from_dispatch(cs),
-        Tensor::from_dispatch(ss),
-    )
+#[cfg(test)]
+mod tests {
+    use super::MambaStepDims;
+
+    #[test]
+    fn sizes_are_read_from_the_shapes() {
+        // D = 8, K = 4, N = 2, R = 3: D (K + 3 + 3N) + 2 D R = 8 * 13 + 48.
+        let d = MambaStepDims::infer(&[2, 16], &[2, 8, 4], &[2, 8, 2], 8 * 13 + 48).unwrap();
+        assert_eq!(
+            d,
+            MambaStepDims {
+                batch: 2,
+                dim: 8,
+                width: 4,
+                state: 2,
+                rank: 3
+            }
+        );
+        assert_eq!(d.offsets()[7], 8 * 13 + 48);
+    }
+
+    #[test]
+    fn inconsistent_shapes_are_errors() {
+        let e = MambaStepDims::infer(&[2, 16], &[2, 8, 4], &[3, 8, 2], 152)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inconsistent"), "{e}");
+        let e = MambaStepDims::infer(&[2, 16], &[2, 8, 4], &[2, 8, 2], 150)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("packed weights of length 150"), "{e}");
+        let e = MambaStepDims::infer(&[2, 16], &[2, 8, 4], &[2, 8, 2], 104)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("packed weights"), "{e}");
+        let e = MambaStepDims::infer(&[16], &[2, 8, 4], &[2, 8, 2], 152)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected xz (B, 2D)"), "{e}");
+    }
 }

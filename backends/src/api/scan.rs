@@ -1,13 +1,14 @@
-//! User-level entry points of the SSM ops, on `Tensor`s of any device.
+//! The selective scan and the decode steps' building blocks on `Tensor`s of any device.
 //!
 //! [`SelectiveScan::run`] goes through the [`SsmOps`] extension (the fused kernel where the
 //! backend has one); [`SelectiveScan::run_reference`] always runs the portable body, recorded op
 //! by op under autodiff: it is the oracle the tests compare against.
 
+use crate::error::Error;
 use crate::ops::SsmOps;
 use crate::portable::{self, ScanArgs};
 use burn::backend::Dispatch;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 
 /// Results of a scan: `y` (B, D, L) and the final state (B, D, N).
 #[derive(Debug, Clone)]
@@ -87,50 +88,67 @@ impl SelectiveScan {
     }
 
     /// Checks the shapes; `Err` says which input is wrong and how.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Error> {
         let [bs, d, l] = self.u.dims();
         let [dn, n] = self.a.dims();
         let [bb, g, bn, bl] = self.b.dims();
         let want3 = [bs, d, l];
         if self.delta.dims() != want3 {
-            return Err(format!(
+            return Err(Error::Shape(format!(
                 "delta is {:?}, expected {want3:?} like u",
                 self.delta.dims()
-            ));
+            )));
         }
         if dn != d {
-            return Err(format!("A is {:?}, expected ({d}, N)", self.a.dims()));
+            return Err(Error::Shape(format!(
+                "A is {:?}, expected ({d}, N)",
+                self.a.dims()
+            )));
         }
         if g == 0 || d % g != 0 {
-            return Err(format!("B has {g} groups, which must divide D = {d}"));
+            return Err(Error::Shape(format!(
+                "B has {g} groups, which must divide D = {d}"
+            )));
         }
         let want4 = [bs, g, n, l];
         if [bb, g, bn, bl] != want4 {
-            return Err(format!("B is {:?}, expected {want4:?}", self.b.dims()));
+            return Err(Error::Shape(format!(
+                "B is {:?}, expected {want4:?}",
+                self.b.dims()
+            )));
         }
         if self.c.dims() != want4 {
-            return Err(format!("C is {:?}, expected {want4:?}", self.c.dims()));
+            return Err(Error::Shape(format!(
+                "C is {:?}, expected {want4:?}",
+                self.c.dims()
+            )));
         }
         for (name, t) in [("D", &self.d), ("delta_bias", &self.delta_bias)] {
             if let Some(t) = t
                 && t.dims() != [d]
             {
-                return Err(format!("{name} is {:?}, expected [{d}]", t.dims()));
+                return Err(Error::Shape(format!(
+                    "{name} is {:?}, expected [{d}]",
+                    t.dims()
+                )));
             }
         }
         if let Some(z) = &self.z
             && z.dims() != want3
         {
-            return Err(format!("z is {:?}, expected {want3:?}", z.dims()));
+            return Err(Error::Shape(format!(
+                "z is {:?}, expected {want3:?}",
+                z.dims()
+            )));
         }
         if let Some(h) = &self.initial_state
             && h.dims() != [bs, d, n]
         {
-            return Err(format!(
+            return Err(Error::Shape(format!(
                 "initial_state is {:?}, expected {:?}",
                 h.dims(),
                 [bs, d, n]
-            ));
+            )));
         }
         Ok(())
     }
@@ -279,32 +297,4 @@ pub fn causal_conv1d_step(
         silu,
     );
     (Tensor::from_dispatch(y), Tensor::from_dispatch(s))
-}
-
-/// Residual add then RMSNorm over the last axis, fused (one kernel launch on the GPU backends):
-/// returns `s = x + residual` (or `x`) and `s / sqrt(mean(s²) + eps) * weight`.
-pub fn add_rms_norm<const D: usize>(
-    x: Tensor<D>,
-    residual: Option<Tensor<D>>,
-    weight: Tensor<1>,
-    eps: f64,
-) -> (Tensor<D>, Tensor<D>) {
-    let has_residual = residual.is_some();
-    let residual = residual.unwrap_or_else(|| x.clone());
-    let (s, y) = <Dispatch as SsmOps>::add_rms_norm(
-        x.into_dispatch(),
-        residual.into_dispatch(),
-        has_residual,
-        weight.into_dispatch(),
-        eps as f32,
-    );
-    (Tensor::from_dispatch(s), Tensor::from_dispatch(y))
-}
-
-/// Copies a tensor to host f32 values (test and tooling helper).
-pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    let data: TensorData = t.into_data();
-    data.convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 data")
 }

@@ -3,7 +3,8 @@
 //! The runtime reports every launch, on every device and thread, to one process-wide observer;
 //! [`LaunchCounter`] installs one for its lifetime and tallies the launches by kernel name.
 //! `zoo bench lm` reports launches per decoded token with it; the tests use it to prove that a
-//! kernel of [`crate::cube`] ran rather than the portable fallback.
+//! kernel ran rather than a fallback, and it reads the fallbacks the GPU ops reported
+//! ([`LaunchCounter::fallbacks`]).
 
 use cubecl::logging::{LaunchObservation, LaunchObserver};
 use std::collections::BTreeMap;
@@ -27,6 +28,8 @@ impl LaunchObserver for Tally {
 /// count too). A second counter replaces the first until it is dropped.
 pub struct LaunchCounter {
     tally: Arc<Tally>,
+    /// The fallback tally when counting started (or was reset).
+    fallbacks_before: Mutex<BTreeMap<&'static str, usize>>,
     _observation: LaunchObservation,
 }
 
@@ -43,6 +46,7 @@ impl LaunchCounter {
         let observation = LaunchObservation::new(tally.clone());
         Self {
             tally,
+            fallbacks_before: Mutex::new(super::fallback::tally()),
             _observation: observation,
         }
     }
@@ -73,9 +77,27 @@ impl LaunchCounter {
             .sum()
     }
 
-    /// Forgets the launches counted so far.
+    /// The GPU ops that ran a slower body instead of their kernel since counting started (an
+    /// op name and how many times; see the `log` warning for why), sorted by name.
+    pub fn fallbacks(&self) -> Vec<(String, usize)> {
+        let before = self
+            .fallbacks_before
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        super::fallback::tally()
+            .into_iter()
+            .map(|(op, n)| (op.to_string(), n - before.get(op).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// Forgets the launches and fallbacks counted so far.
     pub fn reset(&self) {
         self.lock().clear();
+        *self
+            .fallbacks_before
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = super::fallback::tally();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, usize>> {

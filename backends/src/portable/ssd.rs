@@ -14,11 +14,11 @@
 //! - [`ssd_via_scan`], the recurrence, run by the selective-scan op with the head's A and dt
 //!   broadcast over its channels: the fused CPU kernel on Flex and NdArray.
 
-use crate::ops::SsmOps;
-use crate::portable::ScanArgs;
-use crate::prim::P;
+use super::prim::P;
+use super::scan::ScanArgs;
+use super::stages::Stages;
+use crate::error::Error;
 use burn::backend::{Backend, tensor::FloatTensor};
-use burn::tensor::Tensor;
 use std::ops::{Add, Mul, Sub};
 
 /// The sizes of an SSD scan.
@@ -43,11 +43,11 @@ impl SsdDims {
         c: &[usize],
         d: &[usize],
         h0: &[usize],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let (&[bs, l, h, p], &[gb, gl, g, n]) = (x, b) else {
-            return Err(format!(
+            return Err(Error::Shape(format!(
                 "ssd: expected x (B, L, H, P) and B (B, L, G, N), got {x:?} and {b:?}"
-            ));
+            )));
         };
         let s = Self {
             batch: bs,
@@ -66,18 +66,20 @@ impl SsdDims {
         ];
         for (name, got, want) in expect {
             if got != want.as_slice() {
-                return Err(format!("ssd: {name} has shape {got:?}, expected {want:?}"));
+                return Err(Error::Shape(format!(
+                    "ssd: {name} has shape {got:?}, expected {want:?}"
+                )));
             }
         }
         if gb != bs || gl != l {
-            return Err(format!(
+            return Err(Error::Shape(format!(
                 "ssd: B has shape {b:?}, expected [{bs}, {l}, G, N]"
-            ));
+            )));
         }
         if g == 0 || h % g != 0 {
-            return Err(format!(
+            return Err(Error::Shape(format!(
                 "ssd: {h} heads cannot be shared among {g} groups of B and C"
-            ));
+            )));
         }
         Ok(s)
     }
@@ -121,7 +123,7 @@ fn pad_len<B: Backend>(t: P<B>, len: usize) -> P<B> {
 /// (B, L, H, P), including `D x`, and the final state (B, H, P, N). L need not be a multiple of
 /// Q: the last chunk is padded with steps of zero `dt` and `x`, which leave the state unchanged.
 #[allow(clippy::too_many_arguments)]
-pub fn ssd_chunked<B: SsmOps>(
+pub fn ssd_chunked<B: Stages>(
     x: FloatTensor<B>,
     dt: FloatTensor<B>,
     a: FloatTensor<B>,
@@ -201,7 +203,7 @@ fn triangle<B: Backend>(q: usize, lower: bool, device: &B::Device) -> P<B> {
 
 /// The intra-chunk decay mask from the chunks' inclusive cumulative `dt A` sums `cum`
 /// (B, H, K, Q): `L[t, s] = exp(cum_t - cum_s)` for `s <= t`, else 0; (B, H, K, Q, Q). The
-/// portable body of [`SsmOps::ssd_decay_mask`] (the exponent is clamped at 0 before the masking
+/// portable body of [`crate::SsmOps::ssd_decay_mask`] (the exponent is clamped at 0 before the masking
 /// so the masked entries cannot overflow).
 pub fn decay_mask<B: Backend>(cum: FloatTensor<B>) -> FloatTensor<B> {
     let cum = P::<B>::new(cum);
@@ -220,7 +222,7 @@ pub fn decay_mask<B: Backend>(cum: FloatTensor<B>) -> FloatTensor<B> {
 /// The inter-chunk pass: from the state `h0` (B, H, N, P) before the first chunk, each chunk's
 /// own contribution `chunk_states` (B, H, K, N, P) and total decay `chunk_decay` (B, H, K),
 /// the state at each chunk start (B, H, K, N, P) and after the last (B, H, N, P). The portable
-/// body of [`SsmOps::ssd_state_pass`].
+/// body of [`crate::SsmOps::ssd_state_pass`].
 pub fn state_pass<B: Backend>(
     chunk_states: FloatTensor<B>,
     chunk_decay: FloatTensor<B>,
@@ -254,7 +256,7 @@ pub fn state_pass<B: Backend>(
 /// The SSD scan as the selective-scan recurrence (the backend's scan kernel): channels
 /// `(h, p)`, the head's `A` and `dt` broadcast over its `P` channels, the groups' B and C as
 /// they are. Same arguments and results as [`ssd_chunked`].
-pub fn ssd_via_scan<B: SsmOps>(
+pub fn ssd_via_scan<B: Stages>(
     x: FloatTensor<B>,
     dt: FloatTensor<B>,
     a: FloatTensor<B>,
@@ -314,106 +316,4 @@ pub fn ssd_via_scan<B: SsmOps>(
         y.into_inner(),
         P::<B>::new(state).reshape(&[bs, h, p, n]).into_inner(),
     )
-}
-
-/// The SSD scan on the tensors' device through the op (see [`SsmOps::ssd`]): `x` (B, L, H, P),
-/// `dt` (B, L, H) (the final step sizes, after bias, softplus and limits), `a` (H), `b`, `c`
-/// (B, L, G, N), `d` (H), `initial_state` (B, H, P, N) or zeros; `chunk` is the SSD chunk length
-/// (it changes the float order, not the result). Returns `y` (B, L, H, P) and the final state
-/// (B, H, P, N).
-///
-/// # Panics
-/// On inconsistent shapes (see [`SsdDims::check`]).
-#[allow(clippy::too_many_arguments)]
-pub fn ssd(
-    x: Tensor<4>,
-    dt: Tensor<3>,
-    a: Tensor<1>,
-    b: Tensor<4>,
-    c: Tensor<4>,
-    d: Option<Tensor<1>>,
-    initial_state: Option<Tensor<4>>,
-    chunk: usize,
-) -> (Tensor<4>, Tensor<4>) {
-    use burn::backend::Dispatch;
-    let (x, dt, a, b, c, d, h0) = ssd_filled(x, dt, a, b, c, d, initial_state);
-    let (y, h) = <Dispatch as SsmOps>::ssd(
-        x.into_dispatch(),
-        dt.into_dispatch(),
-        a.into_dispatch(),
-        b.into_dispatch(),
-        c.into_dispatch(),
-        d.into_dispatch(),
-        h0.into_dispatch(),
-        chunk.max(1),
-    );
-    (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
-}
-
-/// [`ssd`] through the portable chunked body, whatever the backend (the oracle in tests).
-///
-/// # Panics
-/// On inconsistent shapes.
-#[allow(clippy::too_many_arguments)]
-pub fn ssd_reference(
-    x: Tensor<4>,
-    dt: Tensor<3>,
-    a: Tensor<1>,
-    b: Tensor<4>,
-    c: Tensor<4>,
-    d: Option<Tensor<1>>,
-    initial_state: Option<Tensor<4>>,
-    chunk: usize,
-) -> (Tensor<4>, Tensor<4>) {
-    use burn::backend::Dispatch;
-    let (x, dt, a, b, c, d, h0) = ssd_filled(x, dt, a, b, c, d, initial_state);
-    let (y, h) = ssd_chunked::<Dispatch>(
-        x.into_dispatch(),
-        dt.into_dispatch(),
-        a.into_dispatch(),
-        b.into_dispatch(),
-        c.into_dispatch(),
-        d.into_dispatch(),
-        h0.into_dispatch(),
-        chunk.max(1),
-    );
-    (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
-}
-
-type Filled = (
-    Tensor<4>,
-    Tensor<3>,
-    Tensor<1>,
-    Tensor<4>,
-    Tensor<4>,
-    Tensor<1>,
-    Tensor<4>,
-);
-
-fn ssd_filled(
-    x: Tensor<4>,
-    dt: Tensor<3>,
-    a: Tensor<1>,
-    b: Tensor<4>,
-    c: Tensor<4>,
-    d: Option<Tensor<1>>,
-    h0: Option<Tensor<4>>,
-) -> Filled {
-    let [bs, _, h, p] = x.dims();
-    let n = b.dims()[3];
-    let device = x.device();
-    let d = d.unwrap_or_else(|| Tensor::zeros([h], &device));
-    let h0 = h0.unwrap_or_else(|| Tensor::zeros([bs, h, p, n], &device));
-    if let Err(e) = SsdDims::check(
-        &x.dims(),
-        &dt.dims(),
-        &a.dims(),
-        &b.dims(),
-        &c.dims(),
-        &d.dims(),
-        &h0.dims(),
-    ) {
-        panic!("{e}");
-    }
-    (x, dt, a, b, c, d, h0)
 }

@@ -1,11 +1,160 @@
-//! Model configs read from a `config.json`: Hugging Face's `MambaConfig` layout
+//! The language models' config ([`MambaLmConfig`]) and reading it from a `config.json`: Hugging Face's `MambaConfig` layout
 //! (`hidden_size`, `num_hidden_layers`, `state_size`, ...) or state-spaces' layout
 //! (`d_model`, `n_layer`, `ssm_cfg`, ...), recognised from the file.
 
-use crate::error::{ModelError, Result};
-use crate::lm::mamba::{Mamba2Settings, MambaLmConfig};
+use crate::error::ModelError;
+use crate::ssm::mamba::MambaMixerConfig;
+use crate::ssm::mamba2::Mamba2MixerConfig;
+use burn::config::Config;
 use serde_json::{Map, Value};
 use std::path::Path;
+
+/// Configuration of a [`MambaLm`] (the fields of both reference `MambaConfig`s).
+#[derive(Config, Debug)]
+pub struct MambaLmConfig {
+    pub d_model: usize,
+    pub n_layer: usize,
+    /// Vocabulary size as configured; the embedding is padded to a multiple of
+    /// `pad_vocab_size_multiple`, and logits are returned for the first `vocab_size` entries.
+    pub vocab_size: usize,
+    #[config(default = 16)]
+    pub d_state: usize,
+    #[config(default = 4)]
+    pub d_conv: usize,
+    #[config(default = 2)]
+    pub expand: usize,
+    /// `None` is "auto": `ceil(d_model / 16)`.
+    pub dt_rank: Option<usize>,
+    #[config(default = 0.001)]
+    pub dt_min: f64,
+    #[config(default = 0.1)]
+    pub dt_max: f64,
+    #[config(default = 1e-4)]
+    pub dt_init_floor: f64,
+    #[config(default = true)]
+    pub conv_bias: bool,
+    #[config(default = false)]
+    pub bias: bool,
+    #[config(default = 8)]
+    pub pad_vocab_size_multiple: usize,
+    #[config(default = true)]
+    pub tie_embeddings: bool,
+    #[config(default = 1e-5)]
+    pub norm_eps: f64,
+    /// Token that ends generation, if the model has one.
+    pub eos_token_id: Option<usize>,
+    /// Mamba2's settings: `Some` for a Mamba2 model (then `dt_rank`, `bias` of x_proj... do not
+    /// apply and `d_state` is Mamba2's N).
+    pub mamba2: Option<Mamba2Settings>,
+}
+
+/// The settings that only Mamba2 models have.
+#[derive(Config, Debug)]
+pub struct Mamba2Settings {
+    /// Channels per head P.
+    #[config(default = 64)]
+    pub head_dim: usize,
+    /// Groups G of heads sharing B and C.
+    #[config(default = 1)]
+    pub n_groups: usize,
+    /// SSD chunk length.
+    #[config(default = 256)]
+    pub chunk_size: usize,
+    /// The steps are clamped to `[dt_limit_min, dt_limit_max]` (`None`: no upper limit).
+    #[config(default = 0.0)]
+    pub dt_limit_min: f64,
+    pub dt_limit_max: Option<f64>,
+}
+
+impl MambaLmConfig {
+    /// Rejects impossible settings with a message naming the field.
+    pub fn validate(&self) -> crate::Result<()> {
+        for (name, v) in [
+            ("d_model", self.d_model),
+            ("n_layer", self.n_layer),
+            ("vocab_size", self.vocab_size),
+            ("d_state", self.d_state),
+            ("d_conv", self.d_conv),
+            ("expand", self.expand),
+            ("pad_vocab_size_multiple", self.pad_vocab_size_multiple),
+        ] {
+            if v == 0 {
+                return Err(ModelError::InvalidConfig(format!(
+                    "{name} must be at least 1, found 0"
+                )));
+            }
+        }
+        if self.dt_rank == Some(0) {
+            return Err(ModelError::InvalidConfig(
+                "dt_rank must be at least 1, found 0".into(),
+            ));
+        }
+        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
+            return Err(ModelError::InvalidConfig(format!(
+                "norm epsilon must be positive, found {}",
+                self.norm_eps
+            )));
+        }
+        if self.mamba2.is_some() {
+            self.mixer2().validate()?;
+        }
+        if self.dt_min.is_nan() || self.dt_min <= 0.0 || self.dt_min > self.dt_max {
+            return Err(ModelError::InvalidConfig(format!(
+                "need 0 < dt_min <= dt_max, found {} and {}",
+                self.dt_min, self.dt_max
+            )));
+        }
+        Ok(())
+    }
+    /// `expand * d_model`.
+    pub fn d_inner(&self) -> usize {
+        self.expand * self.d_model
+    }
+    /// The dt rank with "auto" resolved.
+    pub fn dt_rank(&self) -> usize {
+        self.dt_rank.unwrap_or(self.d_model.div_ceil(16))
+    }
+    /// The embedding's row count: `vocab_size` rounded up to the padding multiple.
+    pub fn padded_vocab(&self) -> usize {
+        self.vocab_size.div_ceil(self.pad_vocab_size_multiple) * self.pad_vocab_size_multiple
+    }
+
+    /// The Mamba2 mixer's config (meaningful when `mamba2` is set).
+    pub fn mixer2(&self) -> Mamba2MixerConfig {
+        let m2 = self.mamba2.clone().unwrap_or_else(Mamba2Settings::new);
+        Mamba2MixerConfig::new(self.d_model)
+            .with_d_state(self.d_state)
+            .with_d_conv(self.d_conv)
+            .with_expand(self.expand)
+            .with_head_dim(m2.head_dim)
+            .with_n_groups(m2.n_groups)
+            .with_chunk_size(m2.chunk_size)
+            .with_dt_min(self.dt_min)
+            .with_dt_max(self.dt_max)
+            .with_dt_init_floor(self.dt_init_floor)
+            .with_dt_limit_min(m2.dt_limit_min)
+            .with_dt_limit_max(m2.dt_limit_max)
+            .with_conv_bias(self.conv_bias)
+            .with_bias(self.bias)
+            .with_norm_eps(self.norm_eps)
+            .with_n_layer(self.n_layer)
+    }
+
+    /// The Mamba (v1) mixer's config.
+    pub fn mixer(&self) -> MambaMixerConfig {
+        MambaMixerConfig::new(self.d_model)
+            .with_d_state(self.d_state)
+            .with_d_conv(self.d_conv)
+            .with_expand(self.expand)
+            .with_dt_rank(Some(self.dt_rank()))
+            .with_dt_min(self.dt_min)
+            .with_dt_max(self.dt_max)
+            .with_dt_init_floor(self.dt_init_floor)
+            .with_conv_bias(self.conv_bias)
+            .with_bias(self.bias)
+            .with_n_layer(self.n_layer)
+    }
+}
 
 /// Where a config came from: it decides the weight key names and vocabulary padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +166,7 @@ pub enum ConfigFlavor {
 }
 
 /// Reads and validates a Mamba LM config from a file.
-pub fn read_mamba_config(path: &Path) -> Result<(MambaLmConfig, ConfigFlavor)> {
+pub fn read_mamba_config(path: &Path) -> crate::Result<(MambaLmConfig, ConfigFlavor)> {
     let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
         path: path.into(),
         source,
@@ -42,7 +191,7 @@ fn bad(msg: impl Into<String>) -> ModelError {
 struct Fields<'a>(&'a Map<String, Value>);
 
 impl Fields<'_> {
-    fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
+    fn usize_opt(&self, key: &str) -> crate::Result<Option<usize>> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v
@@ -51,11 +200,11 @@ impl Fields<'_> {
                 .ok_or_else(|| bad(format!("'{key}' must be a non-negative integer, found {v}"))),
         }
     }
-    fn usize(&self, key: &str) -> Result<usize> {
+    fn usize(&self, key: &str) -> crate::Result<usize> {
         self.usize_opt(key)?
             .ok_or_else(|| bad(format!("missing required field '{key}'")))
     }
-    fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
+    fn f64_opt(&self, key: &str) -> crate::Result<Option<f64>> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v
@@ -64,7 +213,7 @@ impl Fields<'_> {
                 .ok_or_else(|| bad(format!("'{key}' must be a number, found {v}"))),
         }
     }
-    fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
+    fn bool_opt(&self, key: &str) -> crate::Result<Option<bool>> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v
@@ -75,13 +224,13 @@ impl Fields<'_> {
     }
     /// transformers' `time_step_limit`: `[min, max]`, where a bound may be written
     /// `{"__float__": "Infinity"}`.
-    fn limits(&self, key: &str) -> Result<Option<(f64, Option<f64>)>> {
+    fn limits(&self, key: &str) -> crate::Result<Option<(f64, Option<f64>)>> {
         let Some(v) = self.0.get(key) else {
             return Ok(None);
         };
         let err = || bad(format!("'{key}' must be [min, max], found {v}"));
         let items = v.as_array().filter(|a| a.len() == 2).ok_or_else(err)?;
-        let num = |x: &Value| -> Result<f64> {
+        let num = |x: &Value| -> crate::Result<f64> {
             if let Some(f) = x.as_f64() {
                 return Ok(f);
             }
@@ -95,7 +244,7 @@ impl Fields<'_> {
         Ok(Some((lo, hi.is_finite().then_some(hi))))
     }
     /// `dt_rank` / `time_step_rank`: an integer or "auto".
-    fn rank(&self, key: &str) -> Result<Option<usize>> {
+    fn rank(&self, key: &str) -> crate::Result<Option<usize>> {
         match self.0.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s == "auto" => Ok(None),
@@ -108,7 +257,7 @@ impl Fields<'_> {
 }
 
 /// Parses a Mamba LM config from JSON text.
-pub fn parse_mamba_config(text: &str) -> Result<(MambaLmConfig, ConfigFlavor)> {
+pub fn parse_mamba_config(text: &str) -> crate::Result<(MambaLmConfig, ConfigFlavor)> {
     let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Json {
         path: "<config>".into(),
         message: e.to_string(),

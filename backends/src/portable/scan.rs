@@ -1,10 +1,6 @@
-//! Portable bodies of the SSM ops, written with a backend's own tensor operations.
-//!
-//! They are the oracle in tests and what a backend without a fused kernel runs. They walk the
-//! sequence one step at a time (as mamba_ssm's `selective_scan_ref` does) and never build a
-//! (B, D, L, N) tensor; they are slow on long sequences, by design simple.
+//! The selective scan's portable forward and backward, and its argument and gradient sets.
 
-use crate::prim::P;
+use super::prim::P;
 use burn::backend::{Backend, tensor::FloatTensor};
 use std::ops::{Add, Mul};
 
@@ -139,14 +135,19 @@ impl ScanDims {
 }
 
 /// The effective step size: `delta + bias`, through softplus when asked.
-fn discretised_delta<B: Backend>(delta: P<B>, bias: P<B>, dim: usize, softplus: bool) -> P<B> {
+pub(super) fn discretised_delta<B: Backend>(
+    delta: P<B>,
+    bias: P<B>,
+    dim: usize,
+    softplus: bool,
+) -> P<B> {
     let dt = delta.add(bias.reshape(&[1, dim, 1]));
     if softplus { dt.softplus() } else { dt }
 }
 
 /// Slice time step `t` of a grouped (B, G, N, L) tensor and broadcast it over the channels of
 /// each group: (B, D, N).
-fn group_step<B: Backend>(x: &P<B>, t: usize, s: ScanDims) -> P<B> {
+pub(super) fn group_step<B: Backend>(x: &P<B>, t: usize, s: ScanDims) -> P<B> {
     let per = s.dim / s.groups;
     x.clone()
         .narrow(3, t, t + 1)
@@ -326,97 +327,6 @@ pub fn selective_scan_backward<B: Backend>(
     }
 }
 
-/// One recurrent step of the selective SSM (decode). Shapes: `state` (B, D, N), `x`, `dt`, `z`
-/// (B, D), `a` (D, N), `b`, `c` (B, G, N), `d`, `dt_bias` (D). Returns `y` (B, D) and the new
-/// state.
-#[allow(clippy::too_many_arguments)]
-pub fn selective_state_step<B: Backend>(
-    state: FloatTensor<B>,
-    x: FloatTensor<B>,
-    dt: FloatTensor<B>,
-    a: FloatTensor<B>,
-    b: FloatTensor<B>,
-    c: FloatTensor<B>,
-    d: FloatTensor<B>,
-    z: Option<FloatTensor<B>>,
-    dt_bias: FloatTensor<B>,
-    dt_softplus: bool,
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    let sd = P::<B>::new(state.clone()).dims();
-    let bd = P::<B>::new(b.clone()).dims();
-    let (batch, dim, n, g) = (sd[0], sd[1], sd[2], bd[1]);
-    let s = ScanDims {
-        batch,
-        dim,
-        len: 1,
-        state: n,
-        groups: g,
-    };
-    let to_seq = |t: FloatTensor<B>| P::<B>::new(t).reshape(&[batch, dim, 1]);
-    let dt = discretised_delta(to_seq(dt), P::new(dt_bias), dim, dt_softplus);
-    let x = to_seq(x);
-    let b = group_step(&P::<B>::new(b).reshape(&[batch, g, n, 1]), 0, s);
-    let c = group_step(&P::<B>::new(c).reshape(&[batch, g, n, 1]), 0, s);
-    let da = dt.clone().mul(P::<B>::new(a).reshape(&[1, dim, n])).exp();
-    let h = da.mul(P::new(state)).add(b.mul(dt.mul(x.clone())));
-    let y = h
-        .clone()
-        .mul(c)
-        .sum_dim(2)
-        .add(x.mul(P::new(d).reshape(&[1, dim, 1])));
-    let y = match z {
-        Some(z) => y.mul(to_seq(z).silu()),
-        None => y,
-    };
-    (y.reshape(&[batch, dim]).into_inner(), h.into_inner())
-}
-
-/// One step of a causal depthwise conv1d with a rolling state (decode). Shapes: `x` (B, C),
-/// `state` (B, C, K) holding the last K inputs, `weight` (C, K), `bias` (C). Returns the output
-/// (B, C), through SiLU when `silu`, and the new state.
-pub fn causal_conv1d_step<B: Backend>(
-    x: FloatTensor<B>,
-    state: FloatTensor<B>,
-    weight: FloatTensor<B>,
-    bias: FloatTensor<B>,
-    silu: bool,
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    let sd = P::<B>::new(state.clone()).dims();
-    let (batch, ch, k) = (sd[0], sd[1], sd[2]);
-    let x = P::<B>::new(x).reshape(&[batch, ch, 1]);
-    let new_state = P::cat(vec![P::new(state).narrow(2, 1, k), x], 2);
-    let out = new_state
-        .clone()
-        .mul(P::<B>::new(weight).reshape(&[1, ch, k]))
-        .sum_dim(2)
-        .add(P::<B>::new(bias).reshape(&[1, ch, 1]))
-        .reshape(&[batch, ch]);
-    let out = if silu { out.silu() } else { out };
-    (out.into_inner(), new_state.into_inner())
-}
-
-/// Residual add then RMSNorm over the last axis: `s = x + residual` (or `x`), and
-/// `s / sqrt(mean(s²) + eps) * weight`. Returns both.
-pub fn add_rms_norm<B: Backend>(
-    x: FloatTensor<B>,
-    residual: Option<FloatTensor<B>>,
-    weight: FloatTensor<B>,
-    eps: f32,
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    let s = match residual {
-        Some(r) => P::<B>::new(x).add(P::new(r)),
-        None => P::<B>::new(x),
-    };
-    let dims = s.dims();
-    let last = dims.len() - 1;
-    let ms = B::float_mean_dim(s.clone().mul(s.clone()).into_inner(), last);
-    let rms = P::<B>::new(B::float_sqrt(P::<B>::new(ms).add_scalar(eps).into_inner()));
-    let mut wdims = vec![1; dims.len()];
-    wdims[last] = dims[last];
-    let normed = P::<B>::new(B::float_div(
-        s.clone().into_inner(),
-        rms.expand(&dims).into_inner(),
-    ))
-    .mul(P::<B>::new(weight).reshape(&wdims));
-    (s.into_inner(), normed.into_inner())
-}
+/// Steps per chunk of the portable backward's recompute: the states are kept at chunk starts
+/// only, so its memory is O(B·D·L + B·D·N·L / chunk).
+pub(crate) const BACKWARD_CHUNK: usize = 64;
