@@ -80,35 +80,8 @@ pub const BENCHMARKS: [Benchmark; 4] = [
     },
 ];
 
-/// What went wrong getting a benchmark; each says what was tried and how to get the file by
-/// other means.
-#[derive(Debug, thiserror::Error)]
-pub enum DownloadError {
-    #[error("unknown data set {0:?}: expected one of etth1, ettm1, weather, electricity")]
-    Unknown(String),
-    #[error("no cache folder: set SSM_ZOO_CACHE (or HOME / XDG_CACHE_HOME)")]
-    NoCacheDir,
-    #[error("cannot use the cache folder {path}: {source}")]
-    Cache {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "could not download {file} ({tried}); download it by hand (or copy it from another \
-         machine) to {target}, or read it with --csv"
-    )]
-    Failed {
-        file: String,
-        tried: String,
-        target: PathBuf,
-    },
-    #[error("{path} is not the {name} series: {message}")]
-    Invalid {
-        name: String,
-        path: PathBuf,
-        message: String,
-    },
-}
+/// What went wrong getting a benchmark (the crate's one error type).
+pub type DownloadError = crate::error::DataFileError;
 
 /// The benchmark of a name (`etth1`, `ETTh1`, `ETTh1.csv`, ... — case-insensitive).
 pub fn benchmark(name: &str) -> Result<&'static Benchmark, DownloadError> {
@@ -116,7 +89,7 @@ pub fn benchmark(name: &str) -> Result<&'static Benchmark, DownloadError> {
     BENCHMARKS
         .iter()
         .find(|b| b.name == n || b.file.to_ascii_lowercase() == n)
-        .ok_or_else(|| DownloadError::Unknown(name.into()))
+        .ok_or_else(|| DownloadError::UnknownDataSet(name.into()))
 }
 
 /// The cache folder: `$SSM_ZOO_CACHE/datasets`, else `$XDG_CACHE_HOME/ssm-zoo/datasets`, else
@@ -147,7 +120,7 @@ impl Benchmark {
     /// Checks that a file reads as this series: dates, `variables` numeric columns, `rows`
     /// rows (empty cells are allowed; the readers interpolate them).
     pub fn check(&self, path: &Path) -> Result<(), DownloadError> {
-        let invalid = |message: String| DownloadError::Invalid {
+        let invalid = |message: String| DownloadError::NotTheSeries {
             name: self.name.into(),
             path: path.into(),
             message,
@@ -195,7 +168,7 @@ pub fn fetch_into(
     for url in urls {
         let outcome = download(url, &part, progress).and_then(|()| {
             b.check(&part).map_err(|e| match e {
-                DownloadError::Invalid { message, .. } => {
+                DownloadError::NotTheSeries { message, .. } => {
                     format!("not the {} series: {message}", b.name)
                 }
                 other => other.to_string(),

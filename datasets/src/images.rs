@@ -3,7 +3,7 @@
 //! images; transforms (resize, random crop with padding, horizontal flip, per-channel
 //! normalisation); and a Burn [`Batcher`] that stacks them into (B, C, H, W) tensors.
 
-use crate::digits::{DigitItem, DigitsError, digits_split};
+use crate::digits::{DigitItem, digits_split};
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -22,22 +22,8 @@ pub struct ImageItem {
     pub label: usize,
 }
 
-/// What went wrong reading image data; each names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageDataError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Format { path: PathBuf, message: String },
-    #[error(transparent)]
-    Digits(#[from] DigitsError),
-    /// Settings that cannot be used (a transform's sizes or normalisation).
-    #[error("{0}")]
-    Invalid(String),
-}
+/// What went wrong reading image data (the crate's one error type).
+pub type ImageDataError = crate::error::DataFileError;
 
 fn format_err(path: &Path, message: impl Into<String>) -> ImageDataError {
     ImageDataError::Format {

@@ -13,6 +13,10 @@ pub mod images;
 pub mod selective_copying;
 pub mod timeseries;
 
+/// The crate's one error type (the per-reader names `DigitsError`, `SeriesError`,
+/// `GraphError`, `ImageDataError` and `DownloadError` are aliases of it).
+pub use error::DataFileError;
+
 pub use digits::{DigitItem, DigitsBatcher, DigitsError, SequenceBatch, digits_split, read_digits};
 pub use images::{
     ImageBatch, ImageBatcher, ImageDataError, ImageItem, ImageSet, ImageTransform, digits_images,

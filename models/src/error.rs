@@ -42,3 +42,14 @@ pub enum ModelError {
 
 /// Shorthand for results of this crate.
 pub type Result<T> = std::result::Result<T, ModelError>;
+
+/// An `InvalidConfig` error naming the first of `fields` that is 0 (sizes that must be at
+/// least 1).
+pub(crate) fn require_nonzero(fields: &[(&str, usize)]) -> Result<()> {
+    match fields.iter().find(|(_, v)| *v == 0) {
+        Some((name, _)) => Err(ModelError::InvalidConfig(format!(
+            "{name} must be at least 1, found 0"
+        ))),
+        None => Ok(()),
+    }
+}

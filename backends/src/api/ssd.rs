@@ -13,7 +13,7 @@ use burn::tensor::Tensor;
 /// (B, H, P, N).
 ///
 /// # Panics
-/// On inconsistent shapes (see [`SsdDims::check`]).
+/// On inconsistent shapes, with a message naming the input and both shapes.
 #[allow(clippy::too_many_arguments)]
 pub fn ssd(
     x: Tensor<4>,

@@ -69,7 +69,7 @@ pub struct Mamba2Settings {
 impl MambaLmConfig {
     /// Rejects impossible settings with a message naming the field.
     pub fn validate(&self) -> crate::Result<()> {
-        for (name, v) in [
+        crate::error::require_nonzero(&[
             ("d_model", self.d_model),
             ("n_layer", self.n_layer),
             ("vocab_size", self.vocab_size),
@@ -77,13 +77,7 @@ impl MambaLmConfig {
             ("d_conv", self.d_conv),
             ("expand", self.expand),
             ("pad_vocab_size_multiple", self.pad_vocab_size_multiple),
-        ] {
-            if v == 0 {
-                return Err(ModelError::InvalidConfig(format!(
-                    "{name} must be at least 1, found 0"
-                )));
-            }
-        }
+        ])?;
         if self.dt_rank == Some(0) {
             return Err(ModelError::InvalidConfig(
                 "dt_rank must be at least 1, found 0".into(),

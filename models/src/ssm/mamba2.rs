@@ -91,7 +91,7 @@ impl Mamba2MixerConfig {
 
     /// Rejects impossible settings with a message naming the field.
     pub fn validate(&self) -> crate::Result<()> {
-        for (name, v) in [
+        crate::error::require_nonzero(&[
             ("d_model", self.d_model),
             ("d_state", self.d_state),
             ("d_conv", self.d_conv),
@@ -99,13 +99,7 @@ impl Mamba2MixerConfig {
             ("head_dim", self.head_dim),
             ("n_groups", self.n_groups),
             ("chunk_size", self.chunk_size),
-        ] {
-            if v == 0 {
-                return Err(crate::ModelError::InvalidConfig(format!(
-                    "{name} must be at least 1, found 0"
-                )));
-            }
-        }
+        ])?;
         let di = self.d_inner();
         if !di.is_multiple_of(self.head_dim) {
             return Err(crate::ModelError::InvalidConfig(format!(
