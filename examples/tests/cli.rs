@@ -1019,3 +1019,47 @@ fn graph_mamba_trains_on_node_and_graph_tasks() {
         "--data cora",
     );
 }
+
+/// `zoo generate --ids` with rows of different lengths: one batch, each row's tokens as alone.
+#[test]
+fn generate_decodes_rows_of_different_lengths_as_they_decode_alone() {
+    let run = |ids: &str| -> Vec<Vec<i64>> {
+        let out = zoo(&[
+            "generate",
+            "--model",
+            model_dir().to_str().unwrap(),
+            "--ids",
+            ids,
+            "--max-new-tokens",
+            "6",
+            "--greedy",
+            "--json",
+            "--device",
+            "cpu",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        v["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_i64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let rows = ["5,9,13,2,7", "11", "3,4,6"];
+    let batched = run(&rows.join(";"));
+    assert_eq!(batched.len(), 3);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(batched[i], run(row)[0], "row {i} ({row})");
+    }
+}

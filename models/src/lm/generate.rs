@@ -184,13 +184,49 @@ fn host_rows(logits: Tensor<2>) -> Vec<Vec<f32>> {
 }
 
 /// Generates up to `max_new_tokens` tokens after each prompt row and returns only the new
-/// tokens, one list per row. Rows of equal length decode together as one batch.
-/// `on_token(row, token)` is called as each token is chosen (streaming).
+/// tokens, one list per row. `on_token(row, token)` is called as each token is chosen
+/// (streaming).
+///
+/// Prompts of different lengths decode as one batch with no padding: each group of equal
+/// lengths is prefilled on its own (so no pad token ever enters a state), the groups' states
+/// are joined into one batch, and every step then decodes all unfinished rows together. A row
+/// stops at EOS or after `max_new_tokens` and leaves the batch; each row gives the tokens it
+/// gives alone (greedy).
 pub fn generate<M: CausalLm>(
     model: &M,
     prompts: &[Vec<usize>],
     config: &GenerationConfig,
     mut on_token: impl FnMut(usize, usize),
+) -> Result<Vec<Vec<usize>>> {
+    decode(model, prompts, config, |row, token, _| on_token(row, token))
+}
+
+/// The new tokens of each row and the logits each was chosen from.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub tokens: Vec<Vec<usize>>,
+    /// `logits[row][k]`: the (vocab) logits of row `row`'s `k`-th new token.
+    pub logits: Vec<Vec<Vec<f32>>>,
+}
+
+/// [`generate`], also returning for each row the logits each new token was chosen from.
+pub fn generate_with_logits<M: CausalLm>(
+    model: &M,
+    prompts: &[Vec<usize>],
+    config: &GenerationConfig,
+) -> Result<Generated> {
+    let mut logits = vec![Vec::new(); prompts.len()];
+    let tokens = decode(model, prompts, config, |row, _, l| {
+        logits[row].push(l.to_vec())
+    })?;
+    Ok(Generated { tokens, logits })
+}
+
+fn decode<M: CausalLm>(
+    model: &M,
+    prompts: &[Vec<usize>],
+    config: &GenerationConfig,
+    mut on_token: impl FnMut(usize, usize, &[f32]),
 ) -> Result<Vec<Vec<usize>>> {
     config.validate()?;
     if prompts.is_empty() {
@@ -209,53 +245,69 @@ pub fn generate<M: CausalLm>(
     }
     let mut sampler = Sampler::new(config.clone())?;
     let mut out = vec![Vec::new(); prompts.len()];
-    // Group rows by prompt length; each group is one batch.
+    if config.max_new_tokens == 0 {
+        return Ok(out);
+    }
+    // Prefill each group of equal prompt lengths as one batch, then join the groups' states:
+    // `active[j]` is the prompt of batch row j.
     let mut lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
     lengths.sort_unstable();
     lengths.dedup();
+    let mut active = Vec::with_capacity(prompts.len());
+    let mut next_logits = Vec::with_capacity(prompts.len());
+    let mut caches = Vec::with_capacity(lengths.len());
     for len in lengths {
         let members: Vec<usize> = (0..prompts.len())
             .filter(|&i| prompts[i].len() == len)
             .collect();
         let rows: Vec<&Vec<usize>> = members.iter().map(|&i| &prompts[i]).collect();
-        let mut history: Vec<Vec<usize>> = rows.iter().map(|r| r.to_vec()).collect();
-        let mut done = vec![false; members.len()];
-        if config.max_new_tokens == 0 {
-            continue;
-        }
-        let (logits, mut cache) = model.prefill(ids_tensor(model, &rows));
-        let last = logits.narrow(1, len - 1, 1).squeeze_dim::<2>(1);
-        let mut next_logits = host_rows(last);
-        for step in 0..config.max_new_tokens {
-            let mut chosen = Vec::with_capacity(members.len());
-            for (j, &row) in members.iter().enumerate() {
-                if done[j] {
-                    chosen.push(0);
-                    continue;
-                }
-                let t = sampler.next(&next_logits[j], &history[j]);
-                history[j].push(t);
-                out[row].push(t);
-                on_token(row, t);
-                if config.eos_token_id == Some(t) {
-                    done[j] = true;
-                }
-                chosen.push(t);
+        let (logits, cache) = model.prefill(ids_tensor(model, &rows));
+        next_logits.extend(host_rows(logits.narrow(1, len - 1, 1).squeeze_dim::<2>(1)));
+        active.extend(members);
+        caches.push(cache);
+    }
+    let mut cache = if caches.len() == 1 {
+        caches.pop().expect("one group")
+    } else {
+        model.join_caches(caches)
+    };
+    let mut history: Vec<Vec<usize>> = active.iter().map(|&i| prompts[i].clone()).collect();
+    for step in 0..config.max_new_tokens {
+        let mut chosen = Vec::with_capacity(active.len());
+        let mut keep = Vec::with_capacity(active.len());
+        for (j, &row) in active.iter().enumerate() {
+            let t = sampler.next(&next_logits[j], &history[j]);
+            history[j].push(t);
+            out[row].push(t);
+            on_token(row, t, &next_logits[j]);
+            if config.eos_token_id != Some(t) {
+                keep.push(j);
             }
-            if step + 1 == config.max_new_tokens || done.iter().all(|d| *d) {
-                break;
-            }
-            let ids = Tensor::<1, Int>::from_data(
-                TensorData::new(
-                    chosen.iter().map(|&t| t as i64).collect::<Vec<_>>(),
-                    [chosen.len()],
-                ),
-                &model.device(),
-            );
-            let (logits, c) = model.step(ids, cache);
-            cache = c;
-            next_logits = host_rows(logits);
+            chosen.push(t);
         }
+        if step + 1 == config.max_new_tokens || keep.is_empty() {
+            break;
+        }
+        // Rows that met EOS leave the batch.
+        if keep.len() < active.len() {
+            cache = model.keep_rows(cache, &keep);
+            active = keep.iter().map(|&j| active[j]).collect();
+            history = keep
+                .iter()
+                .map(|&j| std::mem::take(&mut history[j]))
+                .collect();
+            chosen = keep.iter().map(|&j| chosen[j]).collect();
+        }
+        let ids = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                chosen.iter().map(|&t| t as i64).collect::<Vec<_>>(),
+                [chosen.len()],
+            ),
+            &model.device(),
+        );
+        let (logits, c) = model.step(ids, cache);
+        cache = c;
+        next_logits = host_rows(logits);
     }
     Ok(out)
 }

@@ -269,6 +269,14 @@ impl CausalLm for MambaLm {
         self.prefill(ids).0
     }
 
+    fn join_caches(&self, caches: Vec<MambaCache>) -> MambaCache {
+        MambaCache::cat(caches)
+    }
+
+    fn keep_rows(&self, cache: MambaCache, rows: &[usize]) -> MambaCache {
+        cache.rows(rows)
+    }
+
     fn prefill(&self, ids: Tensor<2, Int>) -> (Tensor<3>, MambaCache) {
         let mut x = self.backbone.embeddings.forward(ids);
         let mut caches = Vec::with_capacity(self.backbone.layers.len());
@@ -309,4 +317,34 @@ impl CausalLm for MambaLm {
 #[derive(Debug, Clone)]
 pub struct MambaCache {
     pub layers: Vec<MambaLayerCache>,
+}
+
+impl MambaCache {
+    /// The states of several batches as one batch, their rows in order.
+    ///
+    /// # Panics
+    /// When `parts` is empty or their layer counts differ.
+    pub fn cat(parts: Vec<Self>) -> Self {
+        let n = parts.first().map_or(0, |p| p.layers.len());
+        assert!(
+            parts.iter().all(|p| p.layers.len() == n),
+            "MambaCache::cat of states of different models"
+        );
+        let mut per_layer: Vec<Vec<MambaLayerCache>> = (0..n).map(|_| Vec::new()).collect();
+        for part in parts {
+            for (i, layer) in part.layers.into_iter().enumerate() {
+                per_layer[i].push(layer);
+            }
+        }
+        Self {
+            layers: per_layer.into_iter().map(MambaLayerCache::cat).collect(),
+        }
+    }
+
+    /// The states of the batch rows `rows`, in that order.
+    pub fn rows(self, rows: &[usize]) -> Self {
+        Self {
+            layers: self.layers.into_iter().map(|l| l.rows(rows)).collect(),
+        }
+    }
 }

@@ -8,7 +8,9 @@ pub mod tokenizer;
 pub use config::{
     ConfigFlavor, Mamba2Settings, MambaLmConfig, parse_mamba_config, read_mamba_config,
 };
-pub use generate::{GenerationConfig, Sampler, Sampling, generate};
+pub use generate::{
+    Generated, GenerationConfig, Sampler, Sampling, generate, generate_with_logits,
+};
 pub use mamba::{Mamba2Lm, MambaCache, MambaLm};
 
 use burn::tensor::{Device, Int, Tensor};
@@ -30,4 +32,8 @@ pub trait CausalLm {
     fn prefill(&self, ids: Tensor<2, Int>) -> (Tensor<3>, Self::Cache);
     /// Logits (B, V) of one more token per row (B), and the new state.
     fn step(&self, ids: Tensor<1, Int>, cache: Self::Cache) -> (Tensor<2>, Self::Cache);
+    /// The states of several batches as one batch, their rows in order.
+    fn join_caches(&self, caches: Vec<Self::Cache>) -> Self::Cache;
+    /// The state of the batch rows `rows` only, in that order.
+    fn keep_rows(&self, cache: Self::Cache, rows: &[usize]) -> Self::Cache;
 }

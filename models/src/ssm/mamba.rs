@@ -18,7 +18,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::conv1d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use ssm_backends::SelectiveScan;
 use ssm_backends::{mamba_decode_step, pack_mamba_step_weights};
 
@@ -384,6 +384,42 @@ impl MambaLayerCache {
             conv_state: Tensor::zeros([batch, d_inner, d_conv], device),
             ssm_state: Tensor::zeros([batch, d_inner, d_state], device),
             step_weights: None,
+        }
+    }
+
+    /// The states of several batches as one batch, their rows in order (states of one mixer:
+    /// the packed decode weights of the first part are kept).
+    ///
+    /// # Panics
+    /// When `parts` is empty.
+    pub fn cat(parts: Vec<Self>) -> Self {
+        let step_weights = parts.iter().find_map(|p| p.step_weights.clone());
+        let (conv, ssm): (Vec<_>, Vec<_>) = parts
+            .into_iter()
+            .map(|p| (p.conv_state, p.ssm_state))
+            .unzip();
+        assert!(!conv.is_empty(), "MambaLayerCache::cat of no states");
+        Self {
+            conv_state: Tensor::cat(conv, 0),
+            ssm_state: Tensor::cat(ssm, 0),
+            step_weights,
+        }
+    }
+
+    /// The states of the batch rows `rows`, in that order.
+    pub fn rows(self, rows: &[usize]) -> Self {
+        let device = self.ssm_state.device();
+        let index = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+                [rows.len()],
+            ),
+            &device,
+        );
+        Self {
+            conv_state: self.conv_state.select(0, index.clone()),
+            ssm_state: self.ssm_state.select(0, index),
+            step_weights: self.step_weights,
         }
     }
 }
