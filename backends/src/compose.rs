@@ -18,6 +18,8 @@ impl<B: SsmOps> Stages for B {
         gate: bool,
         delta_bias: FloatTensor<Self>,
         initial_state: FloatTensor<Self>,
+        reset: FloatTensor<Self>,
+        has_reset: bool,
         delta_softplus: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         <B as SsmOps>::selective_scan(
@@ -31,6 +33,8 @@ impl<B: SsmOps> Stages for B {
             gate,
             delta_bias,
             initial_state,
+            reset,
+            has_reset,
             delta_softplus,
         )
     }

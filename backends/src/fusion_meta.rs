@@ -17,6 +17,8 @@ pub fn selective_scan(
     _gate: &bool,
     _delta_bias: &S,
     h0: &S,
+    _reset: &S,
+    _has_reset: &bool,
     _softplus: &bool,
 ) -> (S, S) {
     (u.clone(), h0.clone())
@@ -33,6 +35,8 @@ pub fn selective_scan_backward(
     gate: &bool,
     delta_bias: &S,
     h0: &S,
+    _reset: &S,
+    _has_reset: &bool,
     _dy: &S,
     _dstate: &S,
     _softplus: &bool,

@@ -35,8 +35,10 @@ pub trait SsmOps: Backend {
     /// `h_t = exp(dt_t A_d) * h_{t-1} + dt_t B_{g,t} u_t`, `y_t = (C_{g,t} . h_t + D_d u_t) * silu(z_t)`.
     ///
     /// Shapes: `u`, `delta`, `z` (B, D, L); `a` (D, N); `b`, `c` (B, G, N, L); `d`,
-    /// `delta_bias` (D); `initial_state` (B, D, N). Returns `y` (B, D, L) and the final state
-    /// (B, D, N).
+    /// `delta_bias` (D); `initial_state` (B, D, N). With `has_reset`, `reset` (B, L) holds 1
+    /// where a new sequence starts inside a row (packed documents): the state before that step
+    /// is zeroed (`h_{t-1} := 0`); without it `reset` is a stand-in and ignored. Returns `y`
+    /// (B, D, L) and the final state (B, D, N).
     #[allow(clippy::too_many_arguments)]
     #[fusion(meta = meta::selective_scan)]
     fn selective_scan(
@@ -50,6 +52,8 @@ pub trait SsmOps: Backend {
         gate: bool,
         delta_bias: FloatTensor<Self>,
         initial_state: FloatTensor<Self>,
+        reset: FloatTensor<Self>,
+        has_reset: bool,
         delta_softplus: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         portable::selective_scan::<Self>(ScanArgs {
@@ -62,6 +66,7 @@ pub trait SsmOps: Backend {
             z: gate.then_some(z),
             delta_bias,
             h0: initial_state,
+            reset: has_reset.then_some(reset),
             delta_softplus,
         })
     }
@@ -83,6 +88,8 @@ pub trait SsmOps: Backend {
         gate: bool,
         delta_bias: FloatTensor<Self>,
         initial_state: FloatTensor<Self>,
+        reset: FloatTensor<Self>,
+        has_reset: bool,
         dy: FloatTensor<Self>,
         dstate: FloatTensor<Self>,
         delta_softplus: bool,
@@ -108,6 +115,7 @@ pub trait SsmOps: Backend {
                 z: gate.then_some(z),
                 delta_bias,
                 h0: initial_state,
+                reset: has_reset.then_some(reset),
                 delta_softplus,
             },
             dy,

@@ -360,6 +360,7 @@ fn portable_backward_matches_autodiff_through_portable_body() {
             z: x.z.clone().map(Tensor::into_dispatch),
             delta_bias: x.bias.clone().into_dispatch(),
             h0: x.h0.clone().unwrap().into_dispatch(),
+            reset: None,
             delta_softplus: true,
         },
         wy.into_dispatch(),

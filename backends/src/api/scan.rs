@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::ops::SsmOps;
 use crate::portable::{self, ScanArgs};
 use burn::backend::Dispatch;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// Results of a scan: `y` (B, D, L) and the final state (B, D, N).
 #[derive(Debug, Clone)]
@@ -41,6 +41,7 @@ pub struct SelectiveScan {
     z: Option<Tensor<3>>,
     delta_bias: Option<Tensor<1>>,
     initial_state: Option<Tensor<3>>,
+    seq_idx: Option<Tensor<2, Int>>,
     delta_softplus: bool,
 }
 
@@ -58,8 +59,17 @@ impl SelectiveScan {
             z: None,
             delta_bias: None,
             initial_state: None,
+            seq_idx: None,
             delta_softplus: false,
         }
+    }
+    /// Packed sequences (mamba_ssm's `seq_idx`): the sequence of each token (B, L),
+    /// non-decreasing along each row. Where it changes the state restarts from zero, so no
+    /// sequence sees the one before it; the initial state is the first sequence's. See
+    /// [`seq_idx_from_lengths`].
+    pub fn seq_idx(mut self, seq_idx: Tensor<2, Int>) -> Self {
+        self.seq_idx = Some(seq_idx);
+        self
     }
     /// The skip term `D` (D).
     pub fn d(mut self, d: Tensor<1>) -> Self {
@@ -150,6 +160,15 @@ impl SelectiveScan {
                 [bs, d, n]
             )));
         }
+        if let Some(s) = &self.seq_idx
+            && s.dims() != [bs, l]
+        {
+            return Err(Error::Shape(format!(
+                "seq_idx is {:?}, expected {:?}",
+                s.dims(),
+                [bs, l]
+            )));
+        }
         Ok(())
     }
 
@@ -173,6 +192,7 @@ impl SelectiveScan {
             b: self.b,
             c: self.c,
             z: self.z,
+            reset: self.seq_idx.map(reset_mask),
             delta_softplus: self.delta_softplus,
         }
     }
@@ -186,6 +206,11 @@ impl SelectiveScan {
         let gate = f.z.is_some();
         // Without a gate the op ignores `z`; `u` stands in (no copy).
         let z = f.z.clone().unwrap_or_else(|| f.u.clone());
+        let has_reset = f.reset.is_some();
+        let reset = f
+            .reset
+            .clone()
+            .unwrap_or_else(|| f.u.clone().narrow(1, 0, 1).squeeze_dim(1));
         let (y, state) = <Dispatch as SsmOps>::selective_scan(
             f.u.into_dispatch(),
             f.delta.into_dispatch(),
@@ -197,6 +222,8 @@ impl SelectiveScan {
             gate,
             f.delta_bias.into_dispatch(),
             f.h0.into_dispatch(),
+            reset.into_dispatch(),
+            has_reset,
             f.delta_softplus,
         );
         ScanOutput {
@@ -218,6 +245,7 @@ impl SelectiveScan {
             z: f.z.map(Tensor::into_dispatch),
             delta_bias: f.delta_bias.into_dispatch(),
             h0: f.h0.into_dispatch(),
+            reset: f.reset.map(Tensor::into_dispatch),
             delta_softplus: f.delta_softplus,
         });
         ScanOutput {
@@ -237,7 +265,54 @@ struct Filled {
     z: Option<Tensor<3>>,
     delta_bias: Tensor<1>,
     h0: Tensor<3>,
+    reset: Option<Tensor<2>>,
     delta_softplus: bool,
+}
+
+/// The reset mask of the ops from a sequence index (B, L): 1 where the index changes from the
+/// step before, 0 elsewhere (and at step 0, whose state before is the initial state).
+fn reset_mask(seq_idx: Tensor<2, Int>) -> Tensor<2> {
+    let [b, l] = seq_idx.dims();
+    let device = seq_idx.device();
+    let first = Tensor::<2>::zeros([b, 1], &device);
+    if l < 2 {
+        return first.narrow(1, 0, l);
+    }
+    let changed = seq_idx
+        .clone()
+        .narrow(1, 1, l - 1)
+        .not_equal(seq_idx.narrow(1, 0, l - 1))
+        .float();
+    Tensor::cat(vec![first, changed], 1)
+}
+
+/// The sequence index (B, L) of rows packed from documents of the given lengths (each row's
+/// lengths must add up to L): document `i` of a row gets index `i` (mamba_ssm's `seq_idx` from
+/// cumulative lengths).
+///
+/// # Errors
+/// When the rows' lengths do not add up to one L.
+pub fn seq_idx_from_lengths(
+    rows: &[Vec<usize>],
+    device: &burn::tensor::Device,
+) -> Result<Tensor<2, Int>, Error> {
+    let len = rows.first().map_or(0, |r| r.iter().sum::<usize>());
+    let mut idx = Vec::with_capacity(rows.len() * len);
+    for (b, row) in rows.iter().enumerate() {
+        let total: usize = row.iter().sum();
+        if total != len {
+            return Err(Error::Shape(format!(
+                "row {b}'s documents add up to {total} tokens, row 0's to {len}"
+            )));
+        }
+        for (i, &n) in row.iter().enumerate() {
+            idx.extend(std::iter::repeat_n(i as i64, n));
+        }
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(idx, [rows.len(), len]),
+        device,
+    ))
 }
 
 /// (B, N, L) to the grouped layout (B, 1, N, L).

@@ -31,8 +31,12 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
         gate: bool,
         delta_bias: FloatTensor<Self>,
         initial_state: FloatTensor<Self>,
+        reset: FloatTensor<Self>,
+        has_reset: bool,
         delta_softplus: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        // The reset mask is a constant of the graph (no gradient).
+        let reset = has_reset.then(|| reset.into_primitive());
         // Without a gate, `z` is a stand-in whose gradient is never registered.
         let (has_z, z_node) = (gate, z);
         let len = u.shape().to_vec()[2];
@@ -62,19 +66,38 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
             initial_state.into_primitive(),
         ];
         let z = has_z.then(|| z_node.into_primitive());
-        let run = |inputs: [FloatTensor<B>; 8], z: Option<FloatTensor<B>>| {
+        let run = |inputs: [FloatTensor<B>; 8],
+                   z: Option<FloatTensor<B>>,
+                   reset: Option<FloatTensor<B>>| {
             let [u, delta, a, b, c, d, bias, h0] = inputs;
             let gate = z.is_some();
             let z = z.unwrap_or_else(|| u.clone());
-            B::selective_scan(u, delta, a, b, c, d, z, gate, bias, h0, delta_softplus)
+            let has_reset = reset.is_some();
+            let reset = reset.unwrap_or_else(|| u.clone());
+            B::selective_scan(
+                u,
+                delta,
+                a,
+                b,
+                c,
+                d,
+                z,
+                gate,
+                bias,
+                h0,
+                reset,
+                has_reset,
+                delta_softplus,
+            )
         };
         match prep {
             OpsKind::Tracked(prep) => {
-                let (y, h) = run(inputs.clone(), z.clone());
+                let (y, h) = run(inputs.clone(), z.clone(), reset.clone());
                 let packed = B::float_cat(vec![y, h], 2);
                 let saved = ScanState {
                     inputs,
                     z,
+                    reset,
                     delta_softplus,
                     len,
                     state,
@@ -86,7 +109,7 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
                 )
             }
             OpsKind::UnTracked(prep) => {
-                let (y, h) = run(inputs, z);
+                let (y, h) = run(inputs, z, reset);
                 (prep.finish(y), Self::from_inner(h))
             }
         }

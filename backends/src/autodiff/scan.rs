@@ -15,6 +15,7 @@ use burn::backend::{Backend, Slice, tensor::FloatTensor};
 pub(super) struct ScanState<B: Backend> {
     pub(super) inputs: [FloatTensor<B>; 8],
     pub(super) z: Option<FloatTensor<B>>,
+    pub(super) reset: Option<FloatTensor<B>>,
     pub(super) delta_softplus: bool,
     pub(super) len: usize,
     pub(super) state: usize,
@@ -50,6 +51,8 @@ impl<B: SsmOps> Backward<B, 9> for ScanBackward {
         let [u, delta, a, b, c, d, bias, h0] = st.inputs;
         let gate = st.z.is_some();
         let z = st.z.unwrap_or_else(|| u.clone());
+        let has_reset = st.reset.is_some();
+        let reset = st.reset.unwrap_or_else(|| u.clone());
         let g = ScanGrads::<B>::from_tuple(
             B::selective_scan_backward(
                 u,
@@ -62,6 +65,8 @@ impl<B: SsmOps> Backward<B, 9> for ScanBackward {
                 gate,
                 bias,
                 h0,
+                reset,
+                has_reset,
                 dy,
                 dstate,
                 st.delta_softplus,

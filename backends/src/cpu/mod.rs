@@ -16,7 +16,7 @@ pub(crate) mod scan;
 pub(crate) mod scan_backward;
 pub(crate) mod step;
 
-use crate::portable::ScanDims;
+use crate::portable::{ScanArgs, ScanDims};
 use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
 use burn::tensor::{DType, TensorData, read_sync};
 use scan::ScanSlices;
@@ -60,35 +60,26 @@ pub(crate) struct HostScan {
     pub z: Option<Vec<f32>>,
     pub delta_bias: Vec<f32>,
     pub h0: Vec<f32>,
+    pub reset: Option<Vec<f32>>,
     pub delta_softplus: bool,
 }
 
 impl HostScan {
-    #[allow(clippy::too_many_arguments)]
-    pub fn read<B: Backend>(
-        u: FloatTensor<B>,
-        delta: FloatTensor<B>,
-        a: FloatTensor<B>,
-        b: FloatTensor<B>,
-        c: FloatTensor<B>,
-        d: FloatTensor<B>,
-        z: Option<FloatTensor<B>>,
-        delta_bias: FloatTensor<B>,
-        h0: FloatTensor<B>,
-        delta_softplus: bool,
-    ) -> Self {
+    /// Reads the scan's arguments to the host (f32 only).
+    pub fn read<B: Backend>(args: ScanArgs<B>) -> Self {
         Self {
-            dims: ScanDims::of::<B>(&u, &b),
-            u: host::<B>(u),
-            delta: host::<B>(delta),
-            a: host::<B>(a),
-            b: host::<B>(b),
-            c: host::<B>(c),
-            d: host::<B>(d),
-            z: z.map(host::<B>),
-            delta_bias: host::<B>(delta_bias),
-            h0: host::<B>(h0),
-            delta_softplus,
+            dims: ScanDims::of::<B>(&args.u, &args.b),
+            u: host::<B>(args.u),
+            delta: host::<B>(args.delta),
+            a: host::<B>(args.a),
+            b: host::<B>(args.b),
+            c: host::<B>(args.c),
+            d: host::<B>(args.d),
+            z: args.z.map(host::<B>),
+            delta_bias: host::<B>(args.delta_bias),
+            h0: host::<B>(args.h0),
+            reset: args.reset.map(host::<B>),
+            delta_softplus: args.delta_softplus,
         }
     }
 
@@ -104,6 +95,7 @@ impl HostScan {
             z: self.z.as_deref(),
             delta_bias: &self.delta_bias,
             h0: &self.h0,
+            reset: self.reset.as_deref(),
             delta_softplus: self.delta_softplus,
         }
     }
@@ -124,20 +116,23 @@ macro_rules! cpu_ssm_ops {
                 gate: bool,
                 delta_bias: FloatTensor<Self>,
                 initial_state: FloatTensor<Self>,
+                reset: FloatTensor<Self>,
+                has_reset: bool,
                 delta_softplus: bool,
             ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-                $crate::cpu::scan_forward::<Self>(
+                $crate::cpu::scan_forward::<Self>($crate::portable::ScanArgs {
                     u,
                     delta,
                     a,
                     b,
                     c,
                     d,
-                    gate.then_some(z),
+                    z: gate.then_some(z),
                     delta_bias,
-                    initial_state,
+                    h0: initial_state,
+                    reset: has_reset.then_some(reset),
                     delta_softplus,
-                )
+                })
             }
 
             fn selective_scan_backward(
@@ -151,6 +146,8 @@ macro_rules! cpu_ssm_ops {
                 gate: bool,
                 delta_bias: FloatTensor<Self>,
                 initial_state: FloatTensor<Self>,
+                reset: FloatTensor<Self>,
+                has_reset: bool,
                 dy: FloatTensor<Self>,
                 dstate: FloatTensor<Self>,
                 delta_softplus: bool,
@@ -166,18 +163,21 @@ macro_rules! cpu_ssm_ops {
                 FloatTensor<Self>,
             ) {
                 $crate::cpu::scan_backward::<Self>(
-                    u,
-                    delta,
-                    a,
-                    b,
-                    c,
-                    d,
-                    gate.then_some(z),
-                    delta_bias,
-                    initial_state,
+                    $crate::portable::ScanArgs {
+                        u,
+                        delta,
+                        a,
+                        b,
+                        c,
+                        d,
+                        z: gate.then_some(z),
+                        delta_bias,
+                        h0: initial_state,
+                        reset: has_reset.then_some(reset),
+                        delta_softplus,
+                    },
                     dy,
                     dstate,
-                    delta_softplus,
                 )
             }
 
@@ -256,21 +256,9 @@ mod ndarray_impl {
     cpu_ssm_ops!(burn::backend::NdArray);
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn scan_forward<B: Backend>(
-    u: FloatTensor<B>,
-    delta: FloatTensor<B>,
-    a: FloatTensor<B>,
-    b: FloatTensor<B>,
-    c: FloatTensor<B>,
-    d: FloatTensor<B>,
-    z: Option<FloatTensor<B>>,
-    delta_bias: FloatTensor<B>,
-    h0: FloatTensor<B>,
-    delta_softplus: bool,
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    let device = u.device();
-    let p = HostScan::read::<B>(u, delta, a, b, c, d, z, delta_bias, h0, delta_softplus);
+pub(crate) fn scan_forward<B: Backend>(args: ScanArgs<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let device = args.u.device();
+    let p = HostScan::read::<B>(args);
     let s = p.dims;
     let (y, h) = scan::scan_forward(&p.slices());
     (
@@ -279,23 +267,13 @@ pub(crate) fn scan_forward<B: Backend>(
     )
 }
 
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub(crate) fn scan_backward<B: Backend>(
-    u: FloatTensor<B>,
-    delta: FloatTensor<B>,
-    a: FloatTensor<B>,
-    b: FloatTensor<B>,
-    c: FloatTensor<B>,
-    d: FloatTensor<B>,
-    z: Option<FloatTensor<B>>,
-    delta_bias: FloatTensor<B>,
-    h0: FloatTensor<B>,
+    args: ScanArgs<B>,
     dy: FloatTensor<B>,
     dstate: FloatTensor<B>,
-    delta_softplus: bool,
 ) -> crate::portable::scan::ScanGradTuple<B> {
-    let device = u.device();
-    let p = HostScan::read::<B>(u, delta, a, b, c, d, z, delta_bias, h0, delta_softplus);
+    let device = args.u.device();
+    let p = HostScan::read::<B>(args);
     let s = p.dims;
     let g = scan_backward::scan_backward(&p.slices(), &host::<B>(dy), &host::<B>(dstate));
     let t = |v: Vec<f32>, dims: Vec<usize>| device_tensor::<B>(v, dims, &device);

@@ -21,6 +21,8 @@ pub(crate) struct ScanSlices<'a> {
     pub z: Option<&'a [f32]>,
     pub delta_bias: &'a [f32],
     pub h0: &'a [f32],
+    /// (B, L): 1 where a sequence starts (the state before that step is zeroed).
+    pub reset: Option<&'a [f32]>,
     pub delta_softplus: bool,
 }
 
@@ -50,7 +52,11 @@ fn forward_lanes<const W: usize>(
         .collect();
     let dskip: [f32; W] = std::array::from_fn(|c| p.d[d0 + c]);
     let bias: [f32; W] = std::array::from_fn(|c| p.delta_bias[d0 + c]);
+    let bi = row0 / s.dim;
     for t in 0..l {
+        if starts_sequence(p, bi, t) {
+            h.fill([0.0; W]);
+        }
         let (dl, u) = (lane(p.delta, t), lane(p.u, t));
         let mut dtv: [f32; W] = std::array::from_fn(|c| dl[c] + bias[c]);
         if p.delta_softplus {
@@ -84,6 +90,12 @@ fn forward_lanes<const W: usize>(
             hl[c * n + k] = h[k][c];
         }
     }
+}
+
+/// Whether a new sequence starts at step `t` of batch row `bi` (its state before is zeroed).
+#[inline(always)]
+pub(super) fn starts_sequence(p: &ScanSlices, bi: usize, t: usize) -> bool {
+    p.reset.is_some_and(|r| r[bi * p.dims.len + t] != 0.0)
 }
 
 /// [`forward_lanes`] over [`LANES`] channels, compiled for AVX2 + FMA where present.

@@ -6,7 +6,7 @@ use super::calls;
 #[cfg(target_arch = "x86_64")]
 use super::lanes::has_avx2;
 use super::lanes::{LANES, advance, advance_keep, exp_approx, softplus_fast, to_time_major};
-use super::scan::ScanSlices;
+use super::scan::{ScanSlices, starts_sequence};
 use rayon::prelude::*;
 
 /// Steps per chunk in the backward's recompute: the memory per row is `N * L / CHUNK` floats of
@@ -282,10 +282,16 @@ fn backward_lanes<const W: usize>(
     for k in 0..n {
         states[k] = std::array::from_fn(|c| p.h0[(row0 + c) * n + k]);
     }
+    // The state a step starts from when a sequence starts there.
+    let zeros = vec![[0.0f32; W]; n];
+    let bi = row0 / s.dim;
     for t in 0..l {
         if t % chunk == 0 {
             let kc = t / chunk;
             starts[kc * n..(kc + 1) * n].copy_from_slice(&states[..n]);
+        }
+        if starts_sequence(p, bi, t) {
+            states[..n].fill([0.0; W]);
         }
         let (dtv, u) = (dt[t], lane(p.u, t));
         let du: [f32; W] = std::array::from_fn(|c| dtv[c] * u[c]);
@@ -305,9 +311,14 @@ fn backward_lanes<const W: usize>(
             let (dtv, u) = (dt[t], lane(p.u, t));
             let du: [f32; W] = std::array::from_fn(|c| dtv[c] * u[c]);
             let (before, after) = states.split_at_mut((j + 1) * n);
+            let prev = if starts_sequence(p, bi, t) {
+                &zeros[..]
+            } else {
+                &before[j * n..]
+            };
             advance_keep(
                 &mut after[..n],
-                &before[j * n..],
+                prev,
                 &mut decays[j * n..(j + 1) * n],
                 &a,
                 &bt[t * n..(t + 1) * n],
@@ -321,7 +332,12 @@ fn backward_lanes<const W: usize>(
             let dyv = lane(dy, t);
             let (c_t, b_t) = (&ct[t * n..(t + 1) * n], &bt[t * n..(t + 1) * n]);
             let h_t = &states[(j + 1) * n..(j + 2) * n];
-            let h_prev = &states[j * n..(j + 1) * n];
+            let restart = starts_sequence(p, bi, t);
+            let h_prev = if restart {
+                &zeros[..]
+            } else {
+                &states[j * n..(j + 1) * n]
+            };
             let mut gy = dyv;
             if let Some(z) = p.z {
                 let zv = lane(z, t);
@@ -353,6 +369,11 @@ fn backward_lanes<const W: usize>(
                 (gy, dtv, dtu),
                 (&mut ddt, &mut ghb),
             );
+            if restart {
+                // The state before this step belongs to the previous sequence: no gradient
+                // flows back through it.
+                gh.fill([0.0; W]);
+            }
             for c in 0..W {
                 dd[c] += gy[c] * u[c];
                 let g_dt = ddt[c] + ghb[c] * u[c];

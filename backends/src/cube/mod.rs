@@ -62,6 +62,8 @@ impl SsmOps for burn_cubecl::CubeBackend {
         gate: bool,
         delta_bias: FloatTensor<Self>,
         initial_state: FloatTensor<Self>,
+        reset: FloatTensor<Self>,
+        has_reset: bool,
         delta_softplus: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let args = ScanArgs {
@@ -74,6 +76,7 @@ impl SsmOps for burn_cubecl::CubeBackend {
             z: gate.then_some(z),
             delta_bias,
             h0: initial_state,
+            reset: has_reset.then_some(reset),
             delta_softplus,
         };
         let launched = scan::selective_scan(args.clone());
@@ -97,6 +100,8 @@ impl SsmOps for burn_cubecl::CubeBackend {
         gate: bool,
         delta_bias: FloatTensor<Self>,
         initial_state: FloatTensor<Self>,
+        reset: FloatTensor<Self>,
+        has_reset: bool,
         dy: FloatTensor<Self>,
         dstate: FloatTensor<Self>,
         delta_softplus: bool,
@@ -121,6 +126,7 @@ impl SsmOps for burn_cubecl::CubeBackend {
             z: gate.then_some(z),
             delta_bias,
             h0: initial_state,
+            reset: has_reset.then_some(reset),
             delta_softplus,
         };
         let launched =

@@ -161,12 +161,18 @@ pub(super) fn scan_args_rows(args: &ScanArgs<Cb>, lo: usize, hi: usize) -> ScanA
         z: args.z.as_ref().map(|z| rows(z, lo, hi)),
         delta_bias: args.delta_bias.clone(),
         h0: rows(&args.h0, lo, hi),
+        reset: args.reset.as_ref().map(|r| rows(r, lo, hi)),
         delta_softplus: args.delta_softplus,
     }
 }
 
-/// Whether the scan's inputs share one float type, else why not.
+/// Whether the kernels take the scan's inputs (one float type, no reset mask), else why not.
 pub(super) fn scan_inputs_ok(args: &ScanArgs<Cb>) -> Result<(), Unsupported> {
+    if args.reset.is_some() {
+        return Err(Unsupported::Because(
+            "packed sequences (a reset mask) are not in the GPU scan kernels yet".into(),
+        ));
+    }
     let mut ts = vec![
         &args.u,
         &args.delta,

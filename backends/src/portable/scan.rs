@@ -18,6 +18,10 @@ pub struct ScanArgs<B: Backend> {
     pub z: Option<FloatTensor<B>>,
     pub delta_bias: FloatTensor<B>,
     pub h0: FloatTensor<B>,
+    /// (B, L): 1 where a new sequence starts (the state before that step is zeroed), else 0;
+    /// `None` for one sequence per row (`h0` is the state before step 0 unless step 0 is
+    /// flagged).
+    pub reset: Option<FloatTensor<B>>,
     pub delta_softplus: bool,
 }
 
@@ -33,6 +37,7 @@ impl<B: Backend> Clone for ScanArgs<B> {
             z: self.z.clone(),
             delta_bias: self.delta_bias.clone(),
             h0: self.h0.clone(),
+            reset: self.reset.clone(),
             delta_softplus: self.delta_softplus,
         }
     }
@@ -164,6 +169,24 @@ fn group_reduce<B: Backend>(x: P<B>, s: ScanDims) -> P<B> {
         .reshape(&[s.batch, s.groups, s.state])
 }
 
+/// `1 − reset` as (B, 1, L), where sequences restart inside rows.
+fn keep_mask<B: Backend>(reset: Option<FloatTensor<B>>, s: ScanDims) -> Option<P<B>> {
+    reset.map(|r| {
+        P::<B>::new(r)
+            .mul_scalar(-1.0)
+            .add_scalar(1.0)
+            .reshape(&[s.batch, 1, s.len])
+    })
+}
+
+/// `h` (B, D, N) times step `t`'s keep mask: zero in the rows where a sequence starts at `t`.
+fn kept<B: Backend>(h: P<B>, keep: &Option<P<B>>, t: usize) -> P<B> {
+    match keep {
+        Some(k) => h.mul(k.clone().narrow(2, t, t + 1)),
+        None => h,
+    }
+}
+
 /// The portable forward: returns `y` (B, D, L) and the final state (B, D, N).
 ///
 /// For each step `t`: `h_t = exp(dt_t A) * h_{t-1} + dt_t B_t u_t`, `y_t = C_t . h_t + D u_t`,
@@ -180,6 +203,7 @@ pub fn selective_scan<B: Backend>(args: ScanArgs<B>) -> (FloatTensor<B>, FloatTe
     let a = P::<B>::new(args.a).reshape(&[1, s.dim, s.state]);
     let bm = P::<B>::new(args.b);
     let cm = P::<B>::new(args.c);
+    let keep = keep_mask(args.reset, s);
     let mut h = P::<B>::new(args.h0);
     let mut ys = Vec::with_capacity(s.len);
     for t in 0..s.len {
@@ -187,7 +211,7 @@ pub fn selective_scan<B: Backend>(args: ScanArgs<B>) -> (FloatTensor<B>, FloatTe
         let u_t = u.clone().narrow(2, t, t + 1);
         let da = dt_t.clone().mul(a.clone()).exp();
         let dbu = group_step(&bm, t, s).mul(dt_t.mul(u_t));
-        h = da.mul(h).add(dbu);
+        h = da.mul(kept(h, &keep, t)).add(dbu);
         ys.push(h.clone().mul(group_step(&cm, t, s)).sum_dim(2));
     }
     let y = P::cat(ys, 2);
@@ -223,13 +247,15 @@ pub fn selective_scan_backward<B: Backend>(
     let dskip = P::<B>::new(args.d).reshape(&[1, s.dim, 1]);
     let dy = P::<B>::new(dy);
     let z = args.z.map(P::<B>::new);
+    let keep = keep_mask(args.reset, s);
 
     // Forward pass keeping the state at each chunk start.
     let step = |h: P<B>, t: usize| -> P<B> {
         let dt_t = dt.clone().narrow(2, t, t + 1);
         let u_t = u.clone().narrow(2, t, t + 1);
         let da = dt_t.clone().mul(a.clone()).exp();
-        da.mul(h).add(group_step(&bm, t, s).mul(dt_t.mul(u_t)))
+        da.mul(kept(h, &keep, t))
+            .add(group_step(&bm, t, s).mul(dt_t.mul(u_t)))
     };
     let n_chunks = s.len.div_ceil(chunk);
     let mut starts = Vec::with_capacity(n_chunks);
@@ -260,7 +286,7 @@ pub fn selective_scan_backward<B: Backend>(
         }
         for t in (lo..hi).rev() {
             let h_t = states[t - lo + 1].clone();
-            let h_prev = states[t - lo].clone();
+            let h_prev = kept(states[t - lo].clone(), &keep, t);
             let c_t = group_step(&cm, t, s);
             let b_t = group_step(&bm, t, s);
             let u_t = u.clone().narrow(2, t, t + 1);
@@ -293,7 +319,7 @@ pub fn selective_scan_backward<B: Backend>(
             db_t[t] = Some(group_reduce(gh.clone().mul(dt_tt.clone().mul(u_t)), s));
             du_t[t] = Some(gh_b.mul(dt_tt).add(gy.clone().mul(dskip.clone())));
             gy_all[t] = Some(gy);
-            gh = gh.mul(da);
+            gh = kept(gh.mul(da), &keep, t);
         }
     }
     let collect = |v: Vec<Option<P<B>>>| P::cat(v.into_iter().map(Option::unwrap).collect(), 2);

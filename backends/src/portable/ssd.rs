@@ -294,6 +294,7 @@ pub fn ssd_via_scan<B: Stages>(
         z: None,
         delta_bias: P::<B>::zeros(&[ch], &device).into_inner(),
         h0: P::<B>::new(h0).reshape(&[bs, ch, n]).into_inner(),
+        reset: None,
         delta_softplus: false,
     };
     let (y, state) = B::selective_scan(
@@ -303,10 +304,12 @@ pub fn ssd_via_scan<B: Stages>(
         args.b,
         args.c,
         args.d,
-        u.into_inner(),
+        u.clone().into_inner(),
         false,
         args.delta_bias,
         args.h0,
+        u.into_inner(),
+        false,
         false,
     );
     let y = P::<B>::new(y)

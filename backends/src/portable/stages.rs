@@ -20,6 +20,8 @@ pub(crate) trait Stages: Backend {
         gate: bool,
         delta_bias: FloatTensor<Self>,
         initial_state: FloatTensor<Self>,
+        reset: FloatTensor<Self>,
+        has_reset: bool,
         delta_softplus: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
