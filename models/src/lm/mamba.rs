@@ -201,6 +201,39 @@ impl MambaLm {
         }
     }
 
+    /// Logits (B, L, V) of rows of packed documents and the state after each row's last
+    /// document: `seq_idx` (B, L) gives each token's document (non-decreasing along a row; see
+    /// `ssm_backends::seq_idx_from_lengths`), and no document sees the one before it (every
+    /// layer's convolution and scan restart at each new document), as if each were run alone.
+    ///
+    /// # Errors
+    /// On a Mamba2 model (its SSD op does not take a sequence index yet) or a `seq_idx` whose
+    /// shape is not the tokens'.
+    pub fn forward_packed(
+        &self,
+        ids: Tensor<2, Int>,
+        seq_idx: Tensor<2, Int>,
+    ) -> crate::Result<(Tensor<3>, MambaCache)> {
+        if seq_idx.dims() != ids.dims() {
+            return Err(ModelError::Invalid(format!(
+                "seq_idx has shape {:?}, the tokens {:?}",
+                seq_idx.dims(),
+                ids.dims()
+            )));
+        }
+        let mut x = self.backbone.embeddings.forward(ids);
+        let mut caches = Vec::with_capacity(self.backbone.layers.len());
+        for layer in &self.backbone.layers {
+            let (y, c) = layer
+                .mixer
+                .forward_packed(layer.norm.forward(x.clone()), seq_idx.clone())?;
+            x = x + y;
+            caches.push(c);
+        }
+        let logits = self.head(self.backbone.norm_f.forward(x));
+        Ok((logits, MambaCache { layers: caches }))
+    }
+
     /// Checks token ids against the vocabulary.
     pub fn check_ids(&self, rows: &[Vec<usize>]) -> crate::Result<()> {
         for row in rows {

@@ -339,6 +339,50 @@ impl Conv1dParams {
         ));
         (y, state)
     }
+
+    /// [`Conv1dParams::causal_silu`] over packed sequences: `seq_idx` (B, L) gives each step's
+    /// sequence (non-decreasing); no output reads an input of an earlier sequence (those window
+    /// taps count as zero, as at the start of a sequence), and `prev` belongs to the first one.
+    /// The returned state is the last K inputs of each row's last sequence (zeros before it).
+    pub fn causal_silu_packed(
+        &self,
+        x: Tensor<3>,
+        prev: Option<Tensor<3>>,
+        seq_idx: Tensor<2, Int>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let [batch, d, len] = x.dims();
+        let k = self.weight.dims()[2];
+        let device = x.device();
+        let prefix = match prev {
+            Some(p) => p.narrow(2, 1, k - 1),
+            None => Tensor::zeros([batch, d, k - 1], &device),
+        };
+        let padded = Tensor::cat(vec![prefix, x], 2); // (B, D, L + K - 1)
+        // The sequence of each padded position: the prefix belongs to the first sequence.
+        let first = seq_idx.clone().narrow(1, 0, 1);
+        let seq_padded = Tensor::cat(vec![first.repeat_dim(1, k - 1), seq_idx.clone()], 1);
+        let filters = self.filters(); // (D, K)
+        let mut acc = self.bias_or_zeros().reshape([1, d, 1]).repeat_dim(2, len);
+        for tap in 0..k {
+            // Tap `tap` reads padded position t + tap for output t.
+            let same = seq_padded
+                .clone()
+                .narrow(1, tap, len)
+                .equal(seq_idx.clone())
+                .float()
+                .unsqueeze_dim::<3>(1); // (B, 1, L)
+            let w = filters.clone().narrow(1, tap, 1).reshape([1, d, 1]);
+            acc = acc + padded.clone().narrow(2, tap, len) * w * same;
+        }
+        let last = seq_idx.narrow(1, len - 1, 1); // (B, 1)
+        let keep = seq_padded
+            .narrow(1, len - 1, k)
+            .equal(last)
+            .float()
+            .unsqueeze_dim::<3>(1); // (B, 1, K)
+        let state = padded.narrow(2, len - 1, k) * keep;
+        (burn::tensor::activation::silu(acc), state)
+    }
 }
 
 /// The Mamba mixer. Field names are the checkpoint keys (`in_proj`, `conv1d`, `x_proj`,
@@ -471,12 +515,28 @@ impl SsmBranch<'_> {
         z: Tensor<3>,
         cache: Option<MambaLayerCache>,
     ) -> (MambaTrace, MambaLayerCache) {
+        self.run_packed(xs, z, cache, None)
+    }
+
+    /// [`SsmBranch::run`] over packed sequences when `seq_idx` (B, L) is given: the conv and
+    /// the scan restart at each new sequence, `cache` is the first sequence's, and the
+    /// returned state is each row's last sequence's.
+    pub fn run_packed(
+        &self,
+        xs: Tensor<3>,
+        z: Tensor<3>,
+        cache: Option<MambaLayerCache>,
+        seq_idx: Option<Tensor<2, Int>>,
+    ) -> (MambaTrace, MambaLayerCache) {
         let (n, r) = (self.d_state, self.dt_rank);
         let (conv_prev, h0) = match cache {
             Some(c) => (Some(c.conv_state), Some(c.ssm_state)),
             None => (None, None),
         };
-        let (u, conv_state) = self.conv1d.causal_silu(xs, conv_prev);
+        let (u, conv_state) = match &seq_idx {
+            Some(s) => self.conv1d.causal_silu_packed(xs, conv_prev, s.clone()),
+            None => self.conv1d.causal_silu(xs, conv_prev),
+        };
         let x_dbl = self.x_proj.forward(u.clone().swap_dims(1, 2)); // (B, L, R + 2N)
         let dt = x_dbl.clone().narrow(2, 0, r);
         let b = x_dbl.clone().narrow(2, r, n).swap_dims(1, 2); // (B, N, L)
@@ -498,6 +558,9 @@ impl SsmBranch<'_> {
         .softplus(true);
         if let Some(h0) = h0 {
             scan = scan.initial_state(h0);
+        }
+        if let Some(s) = seq_idx {
+            scan = scan.seq_idx(s);
         }
         let out = scan.run();
         (
@@ -546,11 +609,35 @@ impl MambaMixer {
         x: Tensor<3>,
         cache: Option<MambaLayerCache>,
     ) -> (Tensor<3>, MambaLayerCache, MambaTrace) {
+        self.forward_packed_traced(x, cache, None)
+    }
+
+    /// The parallel forward over rows of packed sequences: `seq_idx` (B, L) gives each
+    /// token's sequence (non-decreasing along a row; see `ssm_backends::seq_idx_from_lengths`),
+    /// and no sequence sees the one before it (the convolution and the scan restart at each
+    /// new one). `cache` is each row's first sequence's starting state; the returned state is
+    /// each row's last sequence's, after its last token.
+    pub fn forward_packed(
+        &self,
+        x: Tensor<3>,
+        seq_idx: Tensor<2, Int>,
+        cache: Option<MambaLayerCache>,
+    ) -> (Tensor<3>, MambaLayerCache) {
+        let (out, cache, _) = self.forward_packed_traced(x, cache, Some(seq_idx));
+        (out, cache)
+    }
+
+    fn forward_packed_traced(
+        &self,
+        x: Tensor<3>,
+        cache: Option<MambaLayerCache>,
+        seq_idx: Option<Tensor<2, Int>>,
+    ) -> (Tensor<3>, MambaLayerCache, MambaTrace) {
         let di = self.d_inner;
         let xz = self.in_proj.forward(x);
         let xs = xz.clone().narrow(2, 0, di).swap_dims(1, 2); // (B, D, L)
         let z = xz.narrow(2, di, di).swap_dims(1, 2);
-        let (trace, cache) = self.branch().run(xs, z, cache);
+        let (trace, cache) = self.branch().run_packed(xs, z, cache, seq_idx);
         let y = self.out_proj.forward(trace.y.clone().swap_dims(1, 2));
         (y, cache, trace)
     }

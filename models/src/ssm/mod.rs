@@ -20,7 +20,7 @@ pub use reference::{DtTransform, ReferenceLayer, ReferenceOptions};
 pub use ss2d::{Ss2d, Ss2dConfig, Ss2dForward};
 
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 
 /// The mixer of a block of the Mamba language models: Mamba (v1) or Mamba2. Both carry a
 /// [`MambaLayerCache`] (Mamba2's SSM state as (B, H·P, N)).
@@ -57,6 +57,24 @@ impl Mixer {
                 let (y, c, t) = m.forward_traced(x, cache);
                 (y, c, MixerTrace::Mamba2(t))
             }
+        }
+    }
+
+    /// The parallel forward over rows of packed sequences (see
+    /// [`MambaMixer::forward_packed`]).
+    ///
+    /// # Errors
+    /// On a Mamba2 mixer: its SSD op does not take a sequence index yet.
+    pub fn forward_packed(
+        &self,
+        x: Tensor<3>,
+        seq_idx: Tensor<2, Int>,
+    ) -> crate::Result<(Tensor<3>, MambaLayerCache)> {
+        match self {
+            Mixer::Mamba(m) => Ok(m.forward_packed(x, seq_idx, None)),
+            Mixer::Mamba2(_) => Err(crate::ModelError::Invalid(
+                "packed sequences (seq_idx) are not supported by Mamba2 mixers yet".into(),
+            )),
         }
     }
 
