@@ -176,7 +176,9 @@ pub trait SsmOps: Backend {
     /// Mamba2's SSD scan (Dao & Gu, 2024): `h_t = exp(dt_t A_h) h_{t-1} + dt_t x_t ⊗ B_t`,
     /// `y_t = h_t C_t + D_h x_t`, with `x` (B, L, H, P), `dt` (B, L, H) (final step sizes), `a`
     /// (H), `b`, `c` (B, L, G, N), `d` (H), `initial_state` (B, H, P, N); `chunk` is the SSD
-    /// chunk length. Returns `y` (B, L, H, P) with `D x` and the final state (B, H, P, N).
+    /// chunk length; with `has_reset`, `reset` (B, L) is 1 where a packed sequence starts (the
+    /// state before it is zeroed), else a stand-in. Returns `y` (B, L, H, P) with `D x` and the
+    /// final state (B, H, P, N).
     /// Default body: the chunked matmul algorithm (GPU backends); the CPU backends and Autodiff
     /// run the recurrence on the selective-scan kernel (no masks at all).
     #[allow(clippy::too_many_arguments)]
@@ -189,9 +191,12 @@ pub trait SsmOps: Backend {
         c: FloatTensor<Self>,
         d: FloatTensor<Self>,
         initial_state: FloatTensor<Self>,
+        reset: FloatTensor<Self>,
+        has_reset: bool,
         chunk: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        portable::ssd::ssd_chunked::<Self>(x, dt, a, b, c, d, initial_state, chunk)
+        let reset = has_reset.then_some(reset);
+        portable::ssd::ssd_chunked::<Self>(x, dt, a, b, c, d, initial_state, reset, chunk)
     }
 
     /// The whole Mamba2 decode step after `in_proj`: the conv step over `xBC`, `dt =

@@ -17,7 +17,7 @@ pub use scan::{
     ScanOutput, SelectiveScan, causal_conv1d_step, selective_state_step, seq_idx_from_lengths,
     ungrouped,
 };
-pub use ssd::{ssd, ssd_reference};
+pub use ssd::{Ssd, ssd, ssd_reference};
 pub use step::{
     mamba_decode_step, mamba2_decode_step, pack_mamba_step_weights, pack_mamba2_step_weights,
 };

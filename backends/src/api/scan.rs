@@ -271,7 +271,7 @@ struct Filled {
 
 /// The reset mask of the ops from a sequence index (B, L): 1 where the index changes from the
 /// step before, 0 elsewhere (and at step 0, whose state before is the initial state).
-fn reset_mask(seq_idx: Tensor<2, Int>) -> Tensor<2> {
+pub(super) fn reset_mask(seq_idx: Tensor<2, Int>) -> Tensor<2> {
     let [b, l] = seq_idx.dims();
     let device = seq_idx.device();
     let first = Tensor::<2>::zeros([b, 1], &device);

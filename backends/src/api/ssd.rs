@@ -1,16 +1,173 @@
 //! Mamba2's SSD scan on `Tensor`s: `h_t = exp(dt_t A_h) h_{t-1} + dt_t x_t ⊗ B_t`,
 //! `y_t = h_t C_t + D_h x_t` (Dao & Gu, 2024, eq. 1 with the scalar-identity A).
 
+use super::scan::reset_mask;
 use crate::ops::SsmOps;
 use crate::portable::ssd::{SsdDims, ssd_chunked};
 use burn::backend::Dispatch;
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 
-/// The SSD scan on the tensors' device through the op (see [`SsmOps::ssd`]): `x` (B, L, H, P),
-/// `dt` (B, L, H) (the final step sizes, after bias, softplus and limits), `a` (H), `b`, `c`
-/// (B, L, G, N), `d` (H), `initial_state` (B, H, P, N) or zeros; `chunk` is the SSD chunk length
-/// (it changes the float order, not the result). Returns `y` (B, L, H, P) and the final state
-/// (B, H, P, N).
+/// The SSD scan with its options: `x` (B, L, H, P), `dt` (B, L, H) (the final step sizes,
+/// after bias, softplus and limits), `a` (H), `b`, `c` (B, L, G, N); optional `d` (H), an
+/// initial state (B, H, P, N), a sequence index for packed rows (B, L), and the chunk length
+/// (it changes the float order, not the result; default 256).
+///
+/// ```ignore
+/// let (y, state) = Ssd::new(x, dt, a, b, c).d(d).seq_idx(seq_idx).chunk(64).run();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Ssd {
+    x: Tensor<4>,
+    dt: Tensor<3>,
+    a: Tensor<1>,
+    b: Tensor<4>,
+    c: Tensor<4>,
+    d: Option<Tensor<1>>,
+    initial_state: Option<Tensor<4>>,
+    seq_idx: Option<Tensor<2, Int>>,
+    chunk: usize,
+}
+
+impl Ssd {
+    /// The scan of `x` with step sizes `dt`, decays `a` and input/output maps `b`, `c`.
+    pub fn new(x: Tensor<4>, dt: Tensor<3>, a: Tensor<1>, b: Tensor<4>, c: Tensor<4>) -> Self {
+        Self {
+            x,
+            dt,
+            a,
+            b,
+            c,
+            d: None,
+            initial_state: None,
+            seq_idx: None,
+            chunk: 256,
+        }
+    }
+    /// The skip term `D` (H).
+    pub fn d(mut self, d: Tensor<1>) -> Self {
+        self.d = Some(d);
+        self
+    }
+    /// The state before the first step (B, H, P, N); zeros when absent.
+    pub fn initial_state(mut self, h0: Tensor<4>) -> Self {
+        self.initial_state = Some(h0);
+        self
+    }
+    /// Packed sequences: each token's sequence (B, L), non-decreasing along a row; the state
+    /// restarts from zero where it changes (the initial state is the first sequence's).
+    pub fn seq_idx(mut self, seq_idx: Tensor<2, Int>) -> Self {
+        self.seq_idx = Some(seq_idx);
+        self
+    }
+    /// The chunk length Q of the chunked form (at least 1).
+    pub fn chunk(mut self, chunk: usize) -> Self {
+        self.chunk = chunk.max(1);
+        self
+    }
+
+    /// Runs the op on the tensors' device. Returns `y` (B, L, H, P) and the final state
+    /// (B, H, P, N).
+    ///
+    /// # Panics
+    /// On inconsistent shapes, with a message naming the input and both shapes.
+    pub fn run(self) -> (Tensor<4>, Tensor<4>) {
+        let f = self.filled();
+        let has_reset = f.reset.is_some();
+        let reset = f
+            .reset
+            .unwrap_or_else(|| f.dt.clone().narrow(2, 0, 1).squeeze_dim(2));
+        let (y, h) = <Dispatch as SsmOps>::ssd(
+            f.x.into_dispatch(),
+            f.dt.into_dispatch(),
+            f.a.into_dispatch(),
+            f.b.into_dispatch(),
+            f.c.into_dispatch(),
+            f.d.into_dispatch(),
+            f.h0.into_dispatch(),
+            reset.into_dispatch(),
+            has_reset,
+            f.chunk,
+        );
+        (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
+    }
+
+    /// [`Ssd::run`] through the portable chunked body, whatever the backend (the oracle in
+    /// tests).
+    ///
+    /// # Panics
+    /// On inconsistent shapes.
+    pub fn run_reference(self) -> (Tensor<4>, Tensor<4>) {
+        let f = self.filled();
+        let (y, h) = ssd_chunked::<Dispatch>(
+            f.x.into_dispatch(),
+            f.dt.into_dispatch(),
+            f.a.into_dispatch(),
+            f.b.into_dispatch(),
+            f.c.into_dispatch(),
+            f.d.into_dispatch(),
+            f.h0.into_dispatch(),
+            f.reset.map(Tensor::into_dispatch),
+            f.chunk,
+        );
+        (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
+    }
+
+    fn filled(self) -> Filled {
+        let [bs, l, h, p] = self.x.dims();
+        let n = self.b.dims()[3];
+        let device = self.x.device();
+        let d = self.d.unwrap_or_else(|| Tensor::zeros([h], &device));
+        let h0 = self
+            .initial_state
+            .unwrap_or_else(|| Tensor::zeros([bs, h, p, n], &device));
+        if let Err(e) = SsdDims::check(
+            &self.x.dims(),
+            &self.dt.dims(),
+            &self.a.dims(),
+            &self.b.dims(),
+            &self.c.dims(),
+            &d.dims(),
+            &h0.dims(),
+        ) {
+            panic!("{e}");
+        }
+        if let Some(s) = &self.seq_idx {
+            assert!(
+                s.dims() == [bs, l],
+                "ssd: seq_idx has shape {:?}, expected {:?}",
+                s.dims(),
+                [bs, l]
+            );
+        }
+        Filled {
+            x: self.x,
+            dt: self.dt,
+            a: self.a,
+            b: self.b,
+            c: self.c,
+            d,
+            h0,
+            reset: self.seq_idx.map(reset_mask),
+            chunk: self.chunk,
+        }
+    }
+}
+
+struct Filled {
+    x: Tensor<4>,
+    dt: Tensor<3>,
+    a: Tensor<1>,
+    b: Tensor<4>,
+    c: Tensor<4>,
+    d: Tensor<1>,
+    h0: Tensor<4>,
+    reset: Option<Tensor<2>>,
+    chunk: usize,
+}
+
+/// The SSD scan on the tensors' device through the op (see [`Ssd`], which also takes packed
+/// sequences): `initial_state` zeros when `None`; `chunk` the chunk length. Returns `y`
+/// (B, L, H, P) and the final state (B, H, P, N).
 ///
 /// # Panics
 /// On inconsistent shapes, with a message naming the input and both shapes.
@@ -25,18 +182,7 @@ pub fn ssd(
     initial_state: Option<Tensor<4>>,
     chunk: usize,
 ) -> (Tensor<4>, Tensor<4>) {
-    let (x, dt, a, b, c, d, h0) = ssd_filled(x, dt, a, b, c, d, initial_state);
-    let (y, h) = <Dispatch as SsmOps>::ssd(
-        x.into_dispatch(),
-        dt.into_dispatch(),
-        a.into_dispatch(),
-        b.into_dispatch(),
-        c.into_dispatch(),
-        d.into_dispatch(),
-        h0.into_dispatch(),
-        chunk.max(1),
-    );
-    (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
+    with_options(Ssd::new(x, dt, a, b, c), d, initial_state, chunk).run()
 }
 
 /// [`ssd`] through the portable chunked body, whatever the backend (the oracle in tests).
@@ -54,54 +200,17 @@ pub fn ssd_reference(
     initial_state: Option<Tensor<4>>,
     chunk: usize,
 ) -> (Tensor<4>, Tensor<4>) {
-    let (x, dt, a, b, c, d, h0) = ssd_filled(x, dt, a, b, c, d, initial_state);
-    let (y, h) = ssd_chunked::<Dispatch>(
-        x.into_dispatch(),
-        dt.into_dispatch(),
-        a.into_dispatch(),
-        b.into_dispatch(),
-        c.into_dispatch(),
-        d.into_dispatch(),
-        h0.into_dispatch(),
-        chunk.max(1),
-    );
-    (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
+    with_options(Ssd::new(x, dt, a, b, c), d, initial_state, chunk).run_reference()
 }
 
-type Filled = (
-    Tensor<4>,
-    Tensor<3>,
-    Tensor<1>,
-    Tensor<4>,
-    Tensor<4>,
-    Tensor<1>,
-    Tensor<4>,
-);
-
-fn ssd_filled(
-    x: Tensor<4>,
-    dt: Tensor<3>,
-    a: Tensor<1>,
-    b: Tensor<4>,
-    c: Tensor<4>,
-    d: Option<Tensor<1>>,
-    h0: Option<Tensor<4>>,
-) -> Filled {
-    let [bs, _, h, p] = x.dims();
-    let n = b.dims()[3];
-    let device = x.device();
-    let d = d.unwrap_or_else(|| Tensor::zeros([h], &device));
-    let h0 = h0.unwrap_or_else(|| Tensor::zeros([bs, h, p, n], &device));
-    if let Err(e) = SsdDims::check(
-        &x.dims(),
-        &dt.dims(),
-        &a.dims(),
-        &b.dims(),
-        &c.dims(),
-        &d.dims(),
-        &h0.dims(),
-    ) {
-        panic!("{e}");
+fn with_options(s: Ssd, d: Option<Tensor<1>>, h0: Option<Tensor<4>>, chunk: usize) -> Ssd {
+    let s = s.chunk(chunk);
+    let s = match d {
+        Some(d) => s.d(d),
+        None => s,
+    };
+    match h0 {
+        Some(h0) => s.initial_state(h0),
+        None => s,
     }
-    (x, dt, a, b, c, d, h0)
 }

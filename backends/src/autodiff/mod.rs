@@ -244,11 +244,14 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
         c: FloatTensor<Self>,
         d: FloatTensor<Self>,
         initial_state: FloatTensor<Self>,
+        reset: FloatTensor<Self>,
+        has_reset: bool,
         _chunk: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         // Through this backend's scan node: the backward is the scan kernel's reverse pass
         // (states recomputed per chunk), so no SSD mask outlives its step.
-        crate::portable::ssd::ssd_via_scan::<Self>(x, dt, a, b, c, d, initial_state)
+        let reset = has_reset.then_some(reset);
+        crate::portable::ssd::ssd_via_scan::<Self>(x, dt, a, b, c, d, initial_state, reset)
     }
 
     fn mamba2_decode_step(

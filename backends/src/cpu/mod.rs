@@ -238,10 +238,21 @@ macro_rules! cpu_ssm_ops {
                 c: FloatTensor<Self>,
                 d: FloatTensor<Self>,
                 initial_state: FloatTensor<Self>,
+                reset: FloatTensor<Self>,
+                has_reset: bool,
                 _chunk: usize,
             ) -> (FloatTensor<Self>, FloatTensor<Self>) {
                 // The recurrence on the fused scan kernel: no chunk masks, cache-resident state.
-                $crate::portable::ssd::ssd_via_scan::<Self>(x, dt, a, b, c, d, initial_state)
+                $crate::portable::ssd::ssd_via_scan::<Self>(
+                    x,
+                    dt,
+                    a,
+                    b,
+                    c,
+                    d,
+                    initial_state,
+                    has_reset.then_some(reset),
+                )
             }
         }
     };

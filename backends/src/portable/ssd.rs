@@ -122,6 +122,11 @@ fn pad_len<B: Backend>(t: P<B>, len: usize) -> P<B> {
 /// The SSD scan in chunked matmul form (see the module docs); `chunk` is Q. Returns `y`
 /// (B, L, H, P), including `D x`, and the final state (B, H, P, N). L need not be a multiple of
 /// Q: the last chunk is padded with steps of zero `dt` and `x`, which leave the state unchanged.
+///
+/// With `reset` (B, L) (1 where a sequence starts: the state before it is zeroed), every term
+/// that would carry state across a sequence start is masked: the intra-chunk scores, each step's
+/// share of its chunk's end state, the state entering a chunk, and the state passed from chunk
+/// to chunk (mamba_ssm's `seq_idx` handling).
 #[allow(clippy::too_many_arguments)]
 pub fn ssd_chunked<B: Stages>(
     x: FloatTensor<B>,
@@ -131,6 +136,7 @@ pub fn ssd_chunked<B: Stages>(
     c: FloatTensor<B>,
     d: FloatTensor<B>,
     h0: FloatTensor<B>,
+    reset: Option<FloatTensor<B>>,
     chunk: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let s = SsdDims::of::<B>(&x, &b);
@@ -160,6 +166,11 @@ pub fn ssd_chunked<B: Stages>(
     let decay = P::<B>::new(B::ssd_decay_mask(
         cum.clone().reshape(&[bs, h, k, q]).into_inner(),
     ));
+    let masks = reset.map(|r| SegmentMasks::new(P::<B>::new(r), bs, k, q));
+    let decay = match &masks {
+        Some(m) => decay.mul(m.same.clone()),
+        None => decay,
+    };
     let scores = c5.clone().matmul(b5.clone().swap_dims(3, 4)).mul(decay);
     let y_diag = scores.matmul(xdt.clone()); // (B, H, K, Q, P)
 
@@ -170,8 +181,15 @@ pub fn ssd_chunked<B: Stages>(
         .sub(cum.clone())
         .exp()
         .reshape(&[bs, h, k, q, 1]);
+    let (to_end, chunk_decay) = match &masks {
+        Some(m) => (
+            to_end.mul(m.to_end.clone()),
+            cum_end.exp().mul(m.carried.clone()),
+        ),
+        None => (to_end, cum_end.exp()),
+    };
     let chunk_states = b5.mul(to_end).swap_dims(3, 4).matmul(xdt); // (B, H, K, N, P)
-    let chunk_decay = cum_end.exp().reshape(&[bs, h, k, 1, 1]);
+    let chunk_decay = chunk_decay.reshape(&[bs, h, k, 1, 1]);
 
     // The inter-chunk pass: the state at each chunk start (one kernel on the GPU backends).
     let (starts, state) = B::ssd_state_pass(
@@ -180,7 +198,12 @@ pub fn ssd_chunked<B: Stages>(
         P::<B>::new(h0).swap_dims(2, 3).into_inner(),
     );
     let (starts, state) = (P::<B>::new(starts), P::<B>::new(state));
-    let y_off = c5.mul(cum.reshape(&[bs, h, k, q, 1]).exp()).matmul(starts);
+    let entering = cum.reshape(&[bs, h, k, q, 1]).exp();
+    let entering = match &masks {
+        Some(m) => entering.mul(m.from_start.clone()),
+        None => entering,
+    };
+    let y_off = c5.mul(entering).matmul(starts);
     let y = y_diag
         .add(y_off)
         .permute(&[0, 2, 3, 1, 4])
@@ -188,6 +211,67 @@ pub fn ssd_chunked<B: Stages>(
         .narrow(1, 0, l)
         .add(x.mul(P::<B>::new(d).reshape(&[1, 1, h, 1])));
     (y.into_inner(), state.swap_dims(2, 3).into_inner())
+}
+
+/// Where sequences restart inside rows, the masks of the chunked form, each 1 where state may
+/// flow and 0 across a sequence start, from the sequence number `g` of each step (the inclusive
+/// running count of starts; the padding steps continue the last sequence).
+struct SegmentMasks<B: Backend> {
+    /// (B, 1, K, Q, Q): steps t and s of a chunk are in one sequence.
+    same: P<B>,
+    /// (B, 1, K, Q, 1): step s is in the sequence its chunk ends in.
+    to_end: P<B>,
+    /// (B, 1, K, Q, 1): step t is in the sequence the state entering its chunk belongs to.
+    from_start: P<B>,
+    /// (B, 1, K, 1, 1): the state entering a chunk reaches its end.
+    carried: P<B>,
+}
+
+impl<B: Backend> SegmentMasks<B> {
+    fn new(reset: P<B>, bs: usize, k: usize, q: usize) -> Self {
+        let device = reset.device();
+        let len = reset.dims()[1];
+        let r = pad_len(reset.reshape(&[bs, len, 1]), k * q).reshape(&[bs, 1, k, 1, q]);
+        // Running counts within each chunk, then the counts of the chunks before.
+        let within = r.matmul(triangle::<B>(q, false, &device)); // (B, 1, K, 1, Q)
+        let totals = within
+            .clone()
+            .narrow(4, q - 1, q)
+            .reshape(&[bs, 1, 1, 1, k]);
+        let before = totals
+            .clone()
+            .matmul(triangle::<B>(k, false, &device))
+            .sub(totals)
+            .reshape(&[bs, 1, k, 1, 1]);
+        let g = within.add(before); // (B, 1, K, 1, Q)
+        let g_col = g.clone().reshape(&[bs, 1, k, q, 1]);
+        let g_end = g.clone().narrow(4, q - 1, q); // (B, 1, K, 1, 1)
+        let g_prev = if k > 1 {
+            P::cat(
+                vec![
+                    P::zeros(&[bs, 1, 1, 1, 1], &device),
+                    g_end.clone().narrow(2, 0, k - 1),
+                ],
+                2,
+            )
+        } else {
+            P::zeros(&[bs, 1, 1, 1, 1], &device)
+        };
+        // 1 where the later count equals the earlier one (counts never decrease).
+        let equal = |later: P<B>, earlier: P<B>| {
+            later
+                .sub(earlier)
+                .clamp_max(1.0)
+                .mul_scalar(-1.0)
+                .add_scalar(1.0)
+        };
+        Self {
+            same: equal(g_col.clone(), g),
+            to_end: equal(g_end.clone(), g_col.clone()),
+            from_start: equal(g_col, g_prev.clone()),
+            carried: equal(g_end, g_prev),
+        }
+    }
 }
 
 /// A (1, 1, 1, Q, Q) matrix of ones on and below (`lower`) or on and above the diagonal.
@@ -256,6 +340,7 @@ pub fn state_pass<B: Backend>(
 /// The SSD scan as the selective-scan recurrence (the backend's scan kernel): channels
 /// `(h, p)`, the head's `A` and `dt` broadcast over its `P` channels, the groups' B and C as
 /// they are. Same arguments and results as [`ssd_chunked`].
+#[allow(clippy::too_many_arguments)]
 pub fn ssd_via_scan<B: Stages>(
     x: FloatTensor<B>,
     dt: FloatTensor<B>,
@@ -264,6 +349,7 @@ pub fn ssd_via_scan<B: Stages>(
     c: FloatTensor<B>,
     d: FloatTensor<B>,
     h0: FloatTensor<B>,
+    reset: Option<FloatTensor<B>>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let s = SsdDims::of::<B>(&x, &b);
     let (bs, l, h, p, n) = (s.batch, s.len, s.heads, s.head_dim, s.state);
@@ -297,6 +383,8 @@ pub fn ssd_via_scan<B: Stages>(
         reset: None,
         delta_softplus: false,
     };
+    let has_reset = reset.is_some();
+    let reset = reset.unwrap_or_else(|| u.clone().narrow(1, 0, 1).reshape(&[bs, l]).into_inner());
     let (y, state) = B::selective_scan(
         args.u,
         args.delta,
@@ -308,8 +396,8 @@ pub fn ssd_via_scan<B: Stages>(
         false,
         args.delta_bias,
         args.h0,
-        u.into_inner(),
-        false,
+        reset,
+        has_reset,
         false,
     );
     let y = P::<B>::new(y)

@@ -207,8 +207,7 @@ impl MambaLm {
     /// layer's convolution and scan restart at each new document), as if each were run alone.
     ///
     /// # Errors
-    /// On a Mamba2 model (its SSD op does not take a sequence index yet) or a `seq_idx` whose
-    /// shape is not the tokens'.
+    /// A `seq_idx` whose shape is not the tokens'.
     pub fn forward_packed(
         &self,
         ids: Tensor<2, Int>,
@@ -226,7 +225,7 @@ impl MambaLm {
         for layer in &self.backbone.layers {
             let (y, c) = layer
                 .mixer
-                .forward_packed(layer.norm.forward(x.clone()), seq_idx.clone())?;
+                .forward_packed(layer.norm.forward(x.clone()), seq_idx.clone());
             x = x + y;
             caches.push(c);
         }

@@ -14,8 +14,8 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::softplus;
-use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::ssd;
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use ssm_backends::Ssd;
 use ssm_backends::{Mamba2StepConfig, mamba2_decode_step, pack_mamba2_step_weights};
 
 /// Configuration of a [`Mamba2Mixer`] (mamba_ssm's `Mamba2` arguments).
@@ -341,6 +341,30 @@ impl Mamba2Mixer {
         x: Tensor<3>,
         cache: Option<MambaLayerCache>,
     ) -> (Tensor<3>, MambaLayerCache, Mamba2Trace) {
+        self.forward_packed_traced(x, cache, None)
+    }
+
+    /// The parallel forward over rows of packed sequences: `seq_idx` (B, L) gives each
+    /// token's sequence (non-decreasing along a row; see `ssm_backends::seq_idx_from_lengths`),
+    /// and no sequence sees the one before it (the convolution and the SSD restart at each new
+    /// one). `cache` is each row's first sequence's starting state; the returned state is each
+    /// row's last sequence's, after its last token.
+    pub fn forward_packed(
+        &self,
+        x: Tensor<3>,
+        seq_idx: Tensor<2, Int>,
+        cache: Option<MambaLayerCache>,
+    ) -> (Tensor<3>, MambaLayerCache) {
+        let (out, cache, _) = self.forward_packed_traced(x, cache, Some(seq_idx));
+        (out, cache)
+    }
+
+    fn forward_packed_traced(
+        &self,
+        x: Tensor<3>,
+        cache: Option<MambaLayerCache>,
+        seq_idx: Option<Tensor<2, Int>>,
+    ) -> (Tensor<3>, MambaLayerCache, Mamba2Trace) {
         let [batch, len, _] = x.dims();
         let (di, n, h, p, g) = (
             self.d_inner,
@@ -361,23 +385,26 @@ impl Mamba2Mixer {
             ),
             None => (None, None),
         };
-        let (xbc, conv_state) = self.conv1d.causal_silu(xbc, conv_prev);
+        let (xbc, conv_state) = match &seq_idx {
+            Some(s) => self.conv1d.causal_silu_packed(xbc, conv_prev, s.clone()),
+            None => self.conv1d.causal_silu(xbc, conv_prev),
+        };
         let xbc = xbc.swap_dims(1, 2); // (B, L, conv)
         let xs = xbc.clone().narrow(2, 0, di).reshape([batch, len, h, p]);
         let b = xbc.clone().narrow(2, di, g * n).reshape([batch, len, g, n]);
         let c = xbc.narrow(2, di + g * n, g * n).reshape([batch, len, g, n]);
         let dt = self.step_size(dt_raw.clone());
         let a = self.a();
-        let (y, state) = ssd(
-            xs.clone(),
-            dt,
-            a.clone(),
-            b.clone(),
-            c.clone(),
-            Some(self.D.val()),
-            h0,
-            self.chunk_size,
-        );
+        let mut op = Ssd::new(xs.clone(), dt, a.clone(), b.clone(), c.clone())
+            .d(self.D.val())
+            .chunk(self.chunk_size);
+        if let Some(h0) = h0 {
+            op = op.initial_state(h0);
+        }
+        if let Some(s) = seq_idx {
+            op = op.seq_idx(s);
+        }
+        let (y, state) = op.run();
         let gated = self
             .norm
             .forward_gated(y.clone().reshape([batch, len, di]), z, g);

@@ -63,18 +63,14 @@ impl Mixer {
     /// The parallel forward over rows of packed sequences (see
     /// [`MambaMixer::forward_packed`]).
     ///
-    /// # Errors
-    /// On a Mamba2 mixer: its SSD op does not take a sequence index yet.
     pub fn forward_packed(
         &self,
         x: Tensor<3>,
         seq_idx: Tensor<2, Int>,
-    ) -> crate::Result<(Tensor<3>, MambaLayerCache)> {
+    ) -> (Tensor<3>, MambaLayerCache) {
         match self {
-            Mixer::Mamba(m) => Ok(m.forward_packed(x, seq_idx, None)),
-            Mixer::Mamba2(_) => Err(crate::ModelError::Invalid(
-                "packed sequences (seq_idx) are not supported by Mamba2 mixers yet".into(),
-            )),
+            Mixer::Mamba(m) => m.forward_packed(x, seq_idx, None),
+            Mixer::Mamba2(m) => m.forward_packed(x, seq_idx, None),
         }
     }
 
