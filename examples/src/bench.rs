@@ -72,6 +72,13 @@ pub struct LmBenchArgs {
     /// Timed repetitions of the prefill (the median is reported).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Prompts generated from together for the batch figure (with `--mixed-lengths`).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Also time `--batch` prompts with lengths spread over [L/4, L] (L = `--prompt-len`)
+    /// generated as one batch, against the same prompts generated one by one, in this run.
+    #[arg(long)]
+    mixed_lengths: bool,
     /// cpu, ndarray, wgpu, wgpu:N, cuda:N (default: Burn's default order).
     #[arg(long)]
     device: Option<String>,
@@ -95,7 +102,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn lm(a: LmBenchArgs) -> CliResult {
-    if a.prefill_len == 0 || a.prompt_len == 0 || a.decode_tokens == 0 || a.repeats == 0 {
+    if a.prefill_len == 0
+        || a.prompt_len == 0
+        || a.decode_tokens == 0
+        || a.repeats == 0
+        || a.batch == 0
+    {
         return Err(CliError::Usage(
             "lengths, token counts and repeats must be at least 1".into(),
         ));
@@ -158,6 +170,10 @@ fn lm(a: LmBenchArgs) -> CliResult {
     }
     let decode_s = t.elapsed().as_secs_f64();
     let (per_token, by_kernel) = launches.per_token(a.decode_tokens);
+    let mixed = a
+        .mixed_lengths
+        .then(|| mixed_batch(&model, &a, &device))
+        .transpose()?;
 
     let report = serde_json::json!({
         "arch": format!("{:?}", a.arch).to_lowercase(),
@@ -177,9 +193,87 @@ fn lm(a: LmBenchArgs) -> CliResult {
         "kernel_launches_per_token": per_token,
         "kernel_launches_per_token_per_layer": per_token.map(|p| p / a.layers as f64),
         "kernel_launches_per_token_by_kernel": by_kernel,
+        "mixed_batch": mixed,
     });
     println!("{report}");
     Ok(())
+}
+
+/// Prompt lengths spread evenly over [L/4, L].
+fn spread_lengths(batch: usize, len: usize) -> Vec<usize> {
+    let lo = (len / 4).max(1);
+    (0..batch)
+        .map(|i| {
+            if batch == 1 {
+                len
+            } else {
+                lo + (len - lo) * i / (batch - 1)
+            }
+        })
+        .collect()
+}
+
+/// Greedy generation of `--decode-tokens` tokens from `--batch` prompts of mixed lengths, as
+/// one batch and one prompt at a time, timed in this run: new tokens per second of each, and
+/// their ratio.
+fn mixed_batch<M: CausalLm>(
+    model: &M,
+    a: &LmBenchArgs,
+    device: &Device,
+) -> CliResult<serde_json::Value> {
+    use ssm_models::lm::{GenerationConfig, generate};
+    let lengths = spread_lengths(a.batch, a.prompt_len);
+    let prompts: Vec<Vec<usize>> = lengths
+        .iter()
+        .enumerate()
+        .map(|(r, &n)| {
+            (0..n)
+                .map(|i| (i * 7919 + r * 104_729 + 13) % a.vocab)
+                .collect()
+        })
+        .collect();
+    let config = GenerationConfig {
+        max_new_tokens: a.decode_tokens,
+        ..GenerationConfig::default()
+    };
+    let sync = || {
+        device
+            .sync()
+            .map_err(|e| CliError::Io(format!("device error: {e:?}")))
+    };
+    // Warm-up of both shapes of the decode path.
+    generate(model, &prompts, &config, |_, _| {})?;
+    sync()?;
+    let t = Instant::now();
+    let together = generate(model, &prompts, &config, |_, _| {})?;
+    sync()?;
+    let batched_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut alone = Vec::with_capacity(prompts.len());
+    for p in &prompts {
+        alone.extend(generate(
+            model,
+            std::slice::from_ref(p),
+            &config,
+            |_, _| {},
+        )?);
+    }
+    sync()?;
+    let alone_s = t.elapsed().as_secs_f64();
+    if together != alone {
+        return Err(CliError::Io(
+            "the batch generated other tokens than the prompts one by one".into(),
+        ));
+    }
+    let new_tokens: usize = together.iter().map(Vec::len).sum();
+    Ok(serde_json::json!({
+        "batch": a.batch,
+        "prompt_lengths": lengths,
+        "new_tokens": new_tokens,
+        "batched_tokens_per_s": new_tokens as f64 / batched_s,
+        "one_by_one_tokens_per_s": new_tokens as f64 / alone_s,
+        "speedup": alone_s / batched_s,
+    }))
 }
 
 /// Kernel launches counted by the CubeCL runtime (wgpu, cuda); nothing on the CPU backends,

@@ -1063,3 +1063,42 @@ fn generate_decodes_rows_of_different_lengths_as_they_decode_alone() {
         assert_eq!(batched[i], run(row)[0], "row {i} ({row})");
     }
 }
+
+/// `zoo bench lm --batch 3 --mixed-lengths`: prompt lengths over [L/4, L], the batch and the
+/// one-by-one figures from one run (the tokens are checked equal by the command itself).
+#[test]
+fn bench_lm_times_a_mixed_length_batch_against_one_by_one() {
+    let out = zoo(&[
+        "bench",
+        "lm",
+        "--d-model",
+        "32",
+        "--layers",
+        "2",
+        "--vocab",
+        "100",
+        "--prefill-len",
+        "8",
+        "--prompt-len",
+        "8",
+        "--decode-tokens",
+        "4",
+        "--repeats",
+        "1",
+        "--batch",
+        "3",
+        "--mixed-lengths",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let m = &v["mixed_batch"];
+    assert_eq!(m["prompt_lengths"], serde_json::json!([2, 5, 8]));
+    assert_eq!(m["new_tokens"], 12);
+    assert!(m["speedup"].as_f64().unwrap() > 0.0);
+}
