@@ -96,6 +96,13 @@ fn tokens(n: usize, vocab: usize, device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(ids, [1, n]), device)
 }
 
+/// Waits for the device's queued work (timings end at a sync).
+fn sync(device: &Device) -> CliResult {
+    device
+        .sync()
+        .map_err(|e| CliError::Io(format!("device error: {e:?}")))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -127,10 +134,6 @@ fn lm(a: LmBenchArgs) -> CliResult {
     }
     config.validate()?;
     let model = config.init(&device);
-    let sync = |d: &Device| {
-        d.sync()
-            .map_err(|e| CliError::Io(format!("device error: {e:?}")))
-    };
 
     // Warm-up: first kernel compilations and autotune stay out of the figures.
     let (logits, _) = model.prefill(tokens(a.prompt_len.min(8), a.vocab, &device));
@@ -236,17 +239,12 @@ fn mixed_batch<M: CausalLm>(
         max_new_tokens: a.decode_tokens,
         ..GenerationConfig::default()
     };
-    let sync = || {
-        device
-            .sync()
-            .map_err(|e| CliError::Io(format!("device error: {e:?}")))
-    };
     // Warm-up of both shapes of the decode path.
     generate(model, &prompts, &config, |_, _| {})?;
-    sync()?;
+    sync(device)?;
     let t = Instant::now();
     let together = generate(model, &prompts, &config, |_, _| {})?;
-    sync()?;
+    sync(device)?;
     let batched_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut alone = Vec::with_capacity(prompts.len());
@@ -258,7 +256,7 @@ fn mixed_batch<M: CausalLm>(
             |_, _| {},
         )?);
     }
-    sync()?;
+    sync(device)?;
     let alone_s = t.elapsed().as_secs_f64();
     if together != alone {
         return Err(CliError::Io(
@@ -345,10 +343,6 @@ fn vision(a: VisionBenchArgs) -> CliResult {
         ));
     }
     let device = device(Some(&a.device))?;
-    let sync = |d: &Device| {
-        d.sync()
-            .map_err(|e| CliError::Io(format!("device error: {e:?}")))
-    };
     let mut rows = Vec::new();
     for name in a.models.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let (model, params): (Box<dyn ImageClassifier>, usize) =

@@ -323,13 +323,9 @@ impl Conv1dParams {
     /// inputs `prev` (B, D, K) of an earlier chunk (zeros when `None`). Returns the output
     /// (B, D, L) and the last K inputs, the conv state for the next chunk or step.
     pub fn causal_silu(&self, x: Tensor<3>, prev: Option<Tensor<3>>) -> (Tensor<3>, Tensor<3>) {
-        let [batch, d, len] = x.dims();
+        let [_, d, len] = x.dims();
         let k = self.weight.dims()[2];
-        let prefix = match prev {
-            Some(p) => p.narrow(2, 1, k - 1),
-            None => Tensor::zeros([batch, d, k - 1], &x.device()),
-        };
-        let padded = Tensor::cat(vec![prefix, x], 2); // (B, D, L + K - 1)
+        let padded = self.window_input(x, prev);
         let state = padded.clone().narrow(2, len - 1, k);
         let y = burn::tensor::activation::silu(conv1d(
             padded,
@@ -338,6 +334,18 @@ impl Conv1dParams {
             ConvOptions::new([1], [0], [1], d),
         ));
         (y, state)
+    }
+
+    /// `x` (B, D, L) after the last K − 1 inputs of `prev` (zeros when `None`): (B, D, L + K − 1),
+    /// the inputs the causal windows read.
+    fn window_input(&self, x: Tensor<3>, prev: Option<Tensor<3>>) -> Tensor<3> {
+        let [batch, d, _] = x.dims();
+        let k = self.weight.dims()[2];
+        let prefix = match prev {
+            Some(p) => p.narrow(2, 1, k - 1),
+            None => Tensor::zeros([batch, d, k - 1], &x.device()),
+        };
+        Tensor::cat(vec![prefix, x], 2)
     }
 
     /// [`Conv1dParams::causal_silu`] over packed sequences: `seq_idx` (B, L) gives each step's
@@ -350,14 +358,9 @@ impl Conv1dParams {
         prev: Option<Tensor<3>>,
         seq_idx: Tensor<2, Int>,
     ) -> (Tensor<3>, Tensor<3>) {
-        let [batch, d, len] = x.dims();
+        let [_, d, len] = x.dims();
         let k = self.weight.dims()[2];
-        let device = x.device();
-        let prefix = match prev {
-            Some(p) => p.narrow(2, 1, k - 1),
-            None => Tensor::zeros([batch, d, k - 1], &device),
-        };
-        let padded = Tensor::cat(vec![prefix, x], 2); // (B, D, L + K - 1)
+        let padded = self.window_input(x, prev);
         // The sequence of each padded position: the prefix belongs to the first sequence.
         let first = seq_idx.clone().narrow(1, 0, 1);
         let seq_padded = Tensor::cat(vec![first.repeat_dim(1, k - 1), seq_idx.clone()], 1);
