@@ -43,8 +43,9 @@ pub mod portable {
 }
 
 /// How many times the fused CPU kernels ran in this process: (scan forward, scan backward,
-/// decode steps). Tests use it to prove that the kernel, not the portable body, ran.
-pub fn cpu_kernel_calls() -> (usize, usize, usize) {
+/// decode steps, SSD forward). Tests use it to prove that the kernel, not the portable body,
+/// ran.
+pub fn cpu_kernel_calls() -> (usize, usize, usize, usize) {
     crate::cpu::calls::kernel_calls()
 }
 

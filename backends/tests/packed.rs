@@ -2,7 +2,8 @@
 //! gives what the documents give run one by one: outputs, the final state of each document, and
 //! every gradient. Documents of length 1, one spanning the CPU backward's 64-step chunk, channel
 //! counts on the vectorised (8 lanes) and the scalar path. On Flex (fused CPU kernels, 1e-5)
-//! and on wgpu (the portable body, which the GPU runs for packed rows for now, 1e-4).
+//! and on wgpu (the GPU scan kernels, forward and backward, with no fallback to the portable
+//! body; 1e-4).
 
 mod common;
 
@@ -194,5 +195,21 @@ fn packed_rows_equal_their_documents_on_wgpu() {
     let Some(device) = ssm_backends::testing::wgpu_test_device() else {
         return;
     };
-    check(&device, 5, 1e-4);
+    let counter = ssm_backends::LaunchCounter::start();
+    // 5 channels: one partial cube; 40: two cubes of the forward, several of the backward.
+    for dim in [5, 40] {
+        check(&device, dim, 1e-4);
+    }
+    assert!(
+        counter.fallbacks().is_empty(),
+        "the packed scan fell back to the portable body: {:?}",
+        counter.fallbacks()
+    );
+    for kernel in ["scan_fwd_kernel", "scan_bwd_kernel"] {
+        assert!(
+            counter.count_of(kernel) > 0,
+            "{kernel} never ran: {:?}",
+            counter.counts()
+        );
+    }
 }

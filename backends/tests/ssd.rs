@@ -1,10 +1,11 @@
-//! Mamba2's SSD scan: the chunked matmul body and the recurrence on the scan kernel against
-//! each other (random shapes, L not a multiple of the chunk, groups, initial state), against the
-//! mamba2_tiny fixture, and their gradients.
+//! Mamba2's SSD scan: the chunked matmul body and the recurrence (the fused CPU SSD kernel;
+//! under Autodiff, the scan kernel) against each other (random shapes, L not a multiple of the
+//! chunk, groups, initial state, Mamba2's sizes), against the mamba2_tiny fixture, and their
+//! gradients.
 
 use burn::tensor::activation::softplus;
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff, max_rel_diff};
+use ssm_backends::testing::{Fixture, cpu_kernel_calls, fixtures_dir, max_abs_diff, max_rel_diff};
 use ssm_backends::to_vec;
 use ssm_backends::{ssd, ssd_reference};
 
@@ -47,7 +48,8 @@ fn chunked_body_equals_the_recurrence() {
     device.seed(21);
     for shape in SHAPES {
         let x = inputs(shape, &device);
-        // Flex runs the recurrence on the fused scan kernel.
+        // Flex runs the recurrence on the fused SSD kernel.
+
         let (y, h) = ssd(
             x.x.clone(),
             x.dt.clone(),
@@ -77,6 +79,35 @@ fn chunked_body_equals_the_recurrence() {
                 "{shape:?} chunk {chunk}: y {ey:e} state {eh:e}"
             );
         }
+    }
+}
+
+#[test]
+fn the_fused_cpu_kernel_runs_and_matches_the_chunked_body_at_mamba2_sizes() {
+    let device = Device::flex();
+    device.seed(23);
+    // Mamba2's head_dim 64; N = 132 leaves a tail after the 8-lane blocks; two groups.
+    for shape in [(1, 40, 4, 64, 2, 132), (2, 9, 3, 5, 1, 128)] {
+        let x = inputs(shape, &device);
+        let before = cpu_kernel_calls().3;
+        let (y, h) = ssd(
+            x.x.clone(),
+            x.dt.clone(),
+            x.a.clone(),
+            x.b.clone(),
+            x.c.clone(),
+            Some(x.d.clone()),
+            Some(x.h0.clone()),
+            16,
+        );
+        assert!(
+            cpu_kernel_calls().3 > before,
+            "the fused SSD kernel did not run"
+        );
+        let (yr, hr) = ssd_reference(x.x, x.dt, x.a, x.b, x.c, Some(x.d), Some(x.h0), 16);
+        let ey = max_rel_diff(&to_vec(yr), &to_vec(y));
+        let eh = max_rel_diff(&to_vec(hr), &to_vec(h));
+        assert!(ey <= 1e-4 && eh <= 1e-4, "{shape:?}: y {ey:e} state {eh:e}");
     }
 }
 

@@ -189,4 +189,6 @@ fn packed_rows_equal_their_documents_on_wgpu() {
         h0: on(&x.h0),
     };
     check_forward(&x, &device, false, 1e-4);
+    // Under Autodiff the SSD runs as the recurrence, on the GPU scan kernels with the reset mask.
+    check_gradients(&x, &device, 1e-4);
 }

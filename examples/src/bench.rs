@@ -150,6 +150,18 @@ fn lm(a: LmBenchArgs) -> CliResult {
         times.push(t.elapsed().as_secs_f64());
     }
     let prefill_s = median(times);
+    // The same prefill with the LM head on the last position only (what generation runs, and
+    // what llama.cpp's `llama-bench -p` measures).
+    let mut times = Vec::with_capacity(a.repeats);
+    for _ in 0..a.repeats {
+        let ids = tokens(a.prefill_len, a.vocab, &device);
+        sync(&device)?;
+        let t = Instant::now();
+        let (logits, _) = model.prefill_last(ids);
+        let _ = logits.into_data();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let prefill_last_s = median(times);
 
     let (logits, mut cache) = model.prefill(tokens(a.prompt_len, a.vocab, &device));
     let mut next = logits
@@ -189,6 +201,8 @@ fn lm(a: LmBenchArgs) -> CliResult {
         "prefill_batch": 1,
         "prefill_len": a.prefill_len,
         "prefill_tokens_per_s": a.prefill_len as f64 / prefill_s,
+        "prefill_last_tokens_per_s": a.prefill_len as f64 / prefill_last_s,
+
         "decode_prompt_len": a.prompt_len,
         "decode_tokens": a.decode_tokens,
         "decode_tokens_per_s": a.decode_tokens as f64 / decode_s,

@@ -9,6 +9,7 @@
 //! zoo classify --model vim_t_midclstok_76p1acc.pth cat.jpg dog.png
 //! ```
 
+mod alloc;
 mod bench;
 mod classify;
 mod common;
@@ -68,7 +69,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    alloc::tune_for_tensors();
     let cli = Cli::parse();
+
     // A GPU op that cannot run its kernel on some input runs a slower body and says so through
     // `log`, once per shape: print those warnings (`RUST_LOG` overrides the filter). Training
     // and evaluation leave logging to burn-train, whose experiment log in the run's folder

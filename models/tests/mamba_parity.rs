@@ -222,7 +222,8 @@ fn generation_logits_match_reference() {
     check_generation_logits(MAMBA);
 }
 
-/// generate.logits[:, k]: from the prefill for k = 0, from one recurrent step after.
+/// generate.logits[:, k]: from the prefill for k = 0 (`prefill_last`: the LM head on the last
+/// position only, as generation runs it), from one recurrent step after.
 fn check_generation_logits(name: &str) {
     let device = Device::flex();
     let model = MambaLm::load_dir(&fixture_path(name).join("model"), &device).unwrap();
@@ -231,8 +232,9 @@ fn check_generation_logits(name: &str) {
     let (b, total) = (shape[0], shape[1]);
     let (want, wshape) = t.values("generate.logits");
     let v = wshape[2];
-    let (logits, mut cache) = model.prefill(parallel_ids(&seqs, b, total, 0, 20, &device));
-    let mut got = vec![to_vec(logits.narrow(1, 19, 1).squeeze_dim::<2>(1))];
+    let (logits, mut cache) = model.prefill_last(parallel_ids(&seqs, b, total, 0, 20, &device));
+    let mut got = vec![to_vec(logits)];
+
     for pos in 20..total - 1 {
         let ids = Tensor::<1, Int>::from_data(
             TensorData::new(

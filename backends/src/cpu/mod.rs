@@ -14,6 +14,7 @@ pub(crate) mod fft;
 pub(crate) mod lanes;
 pub(crate) mod scan;
 pub(crate) mod scan_backward;
+pub(crate) mod ssd;
 pub(crate) mod step;
 
 use crate::portable::{ScanArgs, ScanDims};
@@ -242,8 +243,9 @@ macro_rules! cpu_ssm_ops {
                 has_reset: bool,
                 _chunk: usize,
             ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-                // The recurrence on the fused scan kernel: no chunk masks, cache-resident state.
-                $crate::portable::ssd::ssd_via_scan::<Self>(
+                // The recurrence on the fused SSD kernel, in the op's layout: no chunk masks,
+                // cache-resident state, one exp per step and head.
+                $crate::cpu::ssd_forward::<Self>(
                     x,
                     dt,
                     a,
@@ -275,6 +277,49 @@ pub(crate) fn scan_forward<B: Backend>(args: ScanArgs<B>) -> (FloatTensor<B>, Fl
     (
         device_tensor::<B>(y, vec![s.batch, s.dim, s.len], &device),
         device_tensor::<B>(h, vec![s.batch, s.dim, s.state], &device),
+    )
+}
+
+/// The SSD op on the fused CPU kernel ([`ssd::ssd_forward`]); arguments as
+/// [`crate::portable::ssd::ssd_chunked`]'s.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ssd_forward<B: Backend>(
+    x: FloatTensor<B>,
+    dt: FloatTensor<B>,
+    a: FloatTensor<B>,
+    b: FloatTensor<B>,
+    c: FloatTensor<B>,
+    d: FloatTensor<B>,
+    h0: FloatTensor<B>,
+    reset: Option<FloatTensor<B>>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let device = x.device();
+    let dims = crate::portable::ssd::SsdDims::of::<B>(&x, &b);
+    let (x, dt, a, b, c, d, h0) = (
+        host::<B>(x),
+        host::<B>(dt),
+        host::<B>(a),
+        host::<B>(b),
+        host::<B>(c),
+        host::<B>(d),
+        host::<B>(h0),
+    );
+    let reset = reset.map(host::<B>);
+    let (y, state) = ssd::ssd_forward(&ssd::SsdSlices {
+        dims,
+        x: &x,
+        dt: &dt,
+        a: &a,
+        b: &b,
+        c: &c,
+        d: &d,
+        h0: &h0,
+        reset: reset.as_deref(),
+    });
+    let s = dims;
+    (
+        device_tensor::<B>(y, vec![s.batch, s.len, s.heads, s.head_dim], &device),
+        device_tensor::<B>(state, vec![s.batch, s.heads, s.head_dim, s.state], &device),
     )
 }
 

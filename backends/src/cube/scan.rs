@@ -40,8 +40,9 @@ fn fwd_chunk(state: usize, elem: usize, shared: usize) -> Option<usize> {
 /// whole cube.
 ///
 /// `packed` = `[B (batch, G, N, L) | C (batch, G, N, L) | A (D, N) | D (D) | delta_bias (D) |
-/// h0 (batch, D, N)]` at the offsets given; `out` = `[y (batch, D, L) | .. | state (batch, D, N)
-/// at off_state]`.
+/// h0 (batch, D, N) | reset (batch, L), when packed sequences]` at the offsets given; `out` =
+/// `[y (batch, D, L) | .. | state (batch, D, N) at off_state]`. With `reset`, the state is
+/// zeroed before each step whose reset entry is 1 (a new sequence starts there).
 #[cube(launch)]
 pub(crate) fn scan_fwd_kernel<F: Float>(
     u: &Tensor<F>,
@@ -58,10 +59,12 @@ pub(crate) fn scan_fwd_kernel<F: Float>(
     off_bias: u32,
     off_h0: u32,
     off_state: u32,
+    off_reset: u32,
     #[comptime] n_state: usize,
     #[comptime] chunk: usize,
     #[comptime] gate: bool,
     #[comptime] softplus: bool,
+    #[comptime] reset: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     // Registers for small states; large ones (Mamba2: 128) stay a loop.
@@ -124,6 +127,13 @@ pub(crate) fn scan_fwd_kernel<F: Float>(
                     dt = softplus_f::<F>(dt);
                 }
                 let dtx = dt * x;
+                if reset {
+                    let keep = F::new(1.0) - packed[off_reset as usize + b * len + t0 + tt];
+                    #[unroll(unroll_n)]
+                    for n in 0..n_state {
+                        h[n] *= keep;
+                    }
+                }
                 let mut acc = F::new(0.0);
                 #[unroll(unroll_n)]
                 for n in 0..n_state {
@@ -166,13 +176,8 @@ pub(super) fn scan_args_rows(args: &ScanArgs<Cb>, lo: usize, hi: usize) -> ScanA
     }
 }
 
-/// Whether the kernels take the scan's inputs (one float type, no reset mask), else why not.
+/// Whether the kernels take the scan's inputs (one float type), else why not.
 pub(super) fn scan_inputs_ok(args: &ScanArgs<Cb>) -> Result<(), Unsupported> {
-    if args.reset.is_some() {
-        return Err(Unsupported::Because(
-            "packed sequences (a reset mask) are not in the GPU scan kernels yet".into(),
-        ));
-    }
     let mut ts = vec![
         &args.u,
         &args.delta,
@@ -185,6 +190,9 @@ pub(super) fn scan_inputs_ok(args: &ScanArgs<Cb>) -> Result<(), Unsupported> {
     ];
     if let Some(z) = &args.z {
         ts.push(z);
+    }
+    if let Some(r) = &args.reset {
+        ts.push(r);
     }
     require_same_dtype(&ts)
 }
@@ -200,7 +208,7 @@ pub(crate) fn selective_scan(args: ScanArgs<Cb>) -> Result<(CubeTensor, CubeTens
     let elem = args.u.dtype.size();
     let per_row = [
         elem * s.dim * (s.len + s.state),
-        elem * (2 * s.groups * s.state * s.len + s.dim * s.state),
+        elem * (2 * s.groups * s.state * s.len + s.dim * s.state + s.len),
     ];
     let step = rows_per_launch(&args.u, s.batch, &per_row)?;
     if step >= s.batch {
@@ -240,23 +248,21 @@ fn selective_scan_launch(args: ScanArgs<Cb>) -> Result<(CubeTensor, CubeTensor),
     }
     require_u32(&[
         total + s.batch * s.dim * s.state,
-        2 * s.batch * s.groups * s.state * s.len,
+        s.batch * (2 * s.groups * s.state * s.len + s.len + s.dim * s.state)
+            + s.dim * (s.state + 2),
     ])?;
+
     let gate = args.z.is_some();
+    let has_reset = args.reset.is_some();
     let u = flat(args.u);
     let delta = flat(args.delta);
     let z = match args.z {
         Some(z) => flat(z),
         None => u.clone(),
     };
-    let (packed, off) = pack(vec![
-        args.b,
-        args.c,
-        args.a,
-        args.d,
-        args.delta_bias,
-        args.h0,
-    ]);
+    let mut parts = vec![args.b, args.c, args.a, args.d, args.delta_bias, args.h0];
+    parts.extend(args.reset);
+    let (packed, off) = pack(parts);
     let regions = Regions::new(&u, &[total, s.batch * s.dim * s.state]);
     let out = regions.alloc(&u);
     let per_group = s.dim / s.groups;
@@ -285,10 +291,12 @@ fn selective_scan_launch(args: ScanArgs<Cb>) -> Result<(CubeTensor, CubeTensor),
         off[4] as u32,
         off[5] as u32,
         regions.offsets[1] as u32,
+        off.get(6).copied().unwrap_or(0) as u32,
         s.state,
         chunk,
         gate,
         args.delta_softplus,
+        has_reset,
         dtype_to_storage_type(dtype),
     );
     Ok((

@@ -40,7 +40,9 @@ fn bwd_tiling(state: usize, elem: usize, shared: usize, units: usize) -> Option<
 /// host to add up; dA, dD and ddelta_bias are summed over the sequence in registers, leaving one
 /// partial per batch row.
 ///
-/// `packed` = forward's `packed` followed by `dstate (batch, D, N)` at `off_dstate`;
+/// `packed` = forward's `packed` (without the reset) followed by `dstate (batch, D, N)` at
+/// `off_dstate` and, with `reset`, the reset mask (batch, L) at `off_reset`: the state is zeroed
+/// before each step whose entry is 1, so no adjoint flows back through that step into the state;
 /// `big` = `[du | ddelta | dz]`, each (batch, D, L), at 0 and the last two offsets; `small` = `[dB partials (batch, G, cubes, N,
 /// L) | dC partials | dA (batch, D, N) | dD (batch, D) | dbias (batch, D) | dh0 (batch, D, N) |
 /// checkpoints (batch, chunks, N, D) | chunk states (batch, chunk, N, D)]` at the offsets in
@@ -61,6 +63,7 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
     #[comptime] block: usize,
     #[comptime] gate: bool,
     #[comptime] softplus: bool,
+    #[comptime] reset: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     // Registers for small states; large ones (Mamba2: 128) stay a loop.
@@ -87,6 +90,8 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
     // big offsets
     let off_ddelta = offs[13] as usize;
     let off_dz = offs[14] as usize;
+    // the reset mask (when `reset`)
+    let off_reset = offs[15] as usize;
 
     let per_group = dim / groups;
     let g = CUBE_POS_Y as usize;
@@ -140,6 +145,13 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
                     dt = softplus_f::<F>(dt);
                 }
                 let dtx = dt * u[idx];
+                if reset {
+                    let keep = F::new(1.0) - packed[off_reset + b * len + t];
+                    #[unroll(unroll_n)]
+                    for n in 0..n_state {
+                        h[n] *= keep;
+                    }
+                }
                 #[unroll(unroll_n)]
                 for n in 0..n_state {
                     h[n] = (dt * a[n]).exp() * h[n] + packed[bc_base + n * len + t] * dtx;
@@ -181,6 +193,13 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
                     dt = softplus_f::<F>(dt);
                 }
                 let dtx = dt * u[idx];
+                if reset {
+                    let keep = F::new(1.0) - packed[off_reset + b * len + t0 + tt];
+                    #[unroll(unroll_n)]
+                    for n in 0..n_state {
+                        h[n] *= keep;
+                    }
+                }
                 #[unroll(unroll_n)]
                 for n in 0..n_state {
                     h[n] = (dt * a[n]).exp() * h[n] + packed[bc_base + n * len + t0 + tt] * dtx;
@@ -214,16 +233,22 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
                     gy = dyv * zz * sg;
                 }
                 dd_acc += gy * x;
+                // 0 where a sequence starts at this step: the previous state does not enter it.
+                let mut keep = F::new(1.0);
+                if reset {
+                    keep -= packed[off_reset + b * len + t0 + tt];
+                }
                 let mut gb = F::new(0.0);
                 let mut ddt = F::new(0.0);
                 #[unroll(unroll_n)]
                 for n in 0..n_state {
                     let h_t = small[off_states + ((b * chunk + tt) * n_state + n) * dim + d];
-                    let h_prev = if tt > 0 {
+                    let stored = if tt > 0 {
                         small[off_states + ((b * chunk + tt - 1) * n_state + n) * dim + d]
                     } else {
                         small[off_ckpt + ((b * n_chunks + k) * n_state + n) * dim + d]
                     };
+                    let h_prev = keep * stored;
                     let bn = bs[n * chunk + tt];
                     let gn = gh[n] + cs[n * chunk + tt] * gy;
                     let dan = (dt * a[n]).exp();
@@ -233,7 +258,7 @@ pub(crate) fn scan_bwd_kernel<F: Float>(
                     gb += gn * bn;
                     red[n * cube_dim + unit] = gn * dt * x;
                     red[(n_state + n) * cube_dim + unit] = gy * h_t;
-                    gh[n] = gn * dan;
+                    gh[n] = gn * dan * keep;
                 }
                 ddt += gb * x;
                 big[idx] = gb * dt + gy * dskip;
@@ -328,6 +353,7 @@ pub(crate) fn selective_scan_backward(
         elem * (2 * s.groups * cubes * s.state * s.len
             + s.dim * s.state * (3 + s.len.div_ceil(chunk) + chunk)
             + 2 * s.dim),
+        elem * (2 * s.groups * s.state * s.len + 2 * s.dim * s.state + s.len),
     ];
     let step = rows_per_launch(&args.u, s.batch, &per_row)?;
     if step >= s.batch {
@@ -393,9 +419,12 @@ fn selective_scan_backward_launch(
     require_u32(&[
         3 * total,
         small_total,
-        s.batch * s.groups * s.state * s.len * 2,
+        s.batch * (2 * s.groups * s.state * s.len + 2 * s.dim * s.state + s.len)
+            + s.dim * (s.state + 2),
     ])?;
+
     let gate = args.z.is_some();
+    let has_reset = args.reset.is_some();
     let u = flat(args.u);
     let delta = flat(args.delta);
     let z = match args.z {
@@ -403,7 +432,7 @@ fn selective_scan_backward_launch(
         None => u.clone(),
     };
     let dy = flat(dy);
-    let (packed, off) = pack(vec![
+    let mut parts = vec![
         args.b,
         args.c,
         args.a,
@@ -411,7 +440,9 @@ fn selective_scan_backward_launch(
         args.delta_bias,
         args.h0,
         dstate,
-    ]);
+    ];
+    parts.extend(args.reset);
+    let (packed, off) = pack(parts);
     let big_regions = Regions::new(&u, &[total, total, if gate { total } else { 1 }]);
     let big = big_regions.alloc(&u);
     let small_regions = Regions::new(&u, &sizes);
@@ -448,12 +479,14 @@ fn selective_scan_backward_launch(
             so[7],
             big_regions.offsets[1],
             big_regions.offsets[2],
+            off.get(7).copied().unwrap_or(0),
         ]),
         s.state,
         chunk,
         block,
         gate,
         args.delta_softplus,
+        has_reset,
         dtype_to_storage_type(dtype),
     );
     let big_view = |i: usize| big_regions.view(&big, i, &[s.batch, s.dim, s.len]);

@@ -84,7 +84,7 @@ impl SsdDims {
         Ok(s)
     }
 
-    fn of<B: Backend>(x: &FloatTensor<B>, b: &FloatTensor<B>) -> Self {
+    pub(crate) fn of<B: Backend>(x: &FloatTensor<B>, b: &FloatTensor<B>) -> Self {
         let xd = P::<B>::new(x.clone()).dims();
         let bd = P::<B>::new(b.clone()).dims();
         Self {

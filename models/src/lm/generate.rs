@@ -261,8 +261,9 @@ fn decode<M: CausalLm>(
             .filter(|&i| prompts[i].len() == len)
             .collect();
         let rows: Vec<&Vec<usize>> = members.iter().map(|&i| &prompts[i]).collect();
-        let (logits, cache) = model.prefill(ids_tensor(model, &rows));
-        next_logits.extend(host_rows(logits.narrow(1, len - 1, 1).squeeze_dim::<2>(1)));
+        let (logits, cache) = model.prefill_last(ids_tensor(model, &rows));
+        next_logits.extend(host_rows(logits));
+
         active.extend(members);
         caches.push(cache);
     }

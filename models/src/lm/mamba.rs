@@ -233,6 +233,21 @@ impl MambaLm {
         Ok((logits, MambaCache { layers: caches }))
     }
 
+    /// The residual stream (B, L, d) after the last layer (before the final norm) and the state
+    /// after the last position.
+    fn prefill_hidden(&self, ids: Tensor<2, Int>) -> (Tensor<3>, MambaCache) {
+        let mut x = self.backbone.embeddings.forward(ids);
+        let mut caches = Vec::with_capacity(self.backbone.layers.len());
+        for layer in &self.backbone.layers {
+            let (y, c) = layer
+                .mixer
+                .forward_cached(layer.norm.forward(x.clone()), None);
+            x = x + y;
+            caches.push(c);
+        }
+        (x, MambaCache { layers: caches })
+    }
+
     /// Checks token ids against the vocabulary.
     pub fn check_ids(&self, rows: &[Vec<usize>]) -> crate::Result<()> {
         for row in rows {
@@ -310,17 +325,15 @@ impl CausalLm for MambaLm {
     }
 
     fn prefill(&self, ids: Tensor<2, Int>) -> (Tensor<3>, MambaCache) {
-        let mut x = self.backbone.embeddings.forward(ids);
-        let mut caches = Vec::with_capacity(self.backbone.layers.len());
-        for layer in &self.backbone.layers {
-            let (y, c) = layer
-                .mixer
-                .forward_cached(layer.norm.forward(x.clone()), None);
-            x = x + y;
-            caches.push(c);
-        }
-        let logits = self.head(self.backbone.norm_f.forward(x));
-        (logits, MambaCache { layers: caches })
+        let (x, cache) = self.prefill_hidden(ids);
+        (self.head(self.backbone.norm_f.forward(x)), cache)
+    }
+
+    fn prefill_last(&self, ids: Tensor<2, Int>) -> (Tensor<2>, MambaCache) {
+        let (x, cache) = self.prefill_hidden(ids);
+        let len = x.dims()[1];
+        let last = x.narrow(1, len - 1, 1).squeeze_dim::<2>(1);
+        (self.head(self.backbone.norm_f.forward(last)), cache)
     }
 
     fn step(&self, ids: Tensor<1, Int>, cache: MambaCache) -> (Tensor<2>, MambaCache) {

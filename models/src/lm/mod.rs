@@ -30,6 +30,15 @@ pub trait CausalLm {
     fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3>;
     /// Logits (B, L, V) and the state after the last position.
     fn prefill(&self, ids: Tensor<2, Int>) -> (Tensor<3>, Self::Cache);
+    /// Logits (B, V) of each row's last position only, and the state after it: what generation
+    /// needs from a prompt (transformers' `logits_to_keep=1`). The default narrows
+    /// [`prefill`](Self::prefill); a model overrides it to run its LM head on one position.
+    fn prefill_last(&self, ids: Tensor<2, Int>) -> (Tensor<2>, Self::Cache) {
+        let (logits, cache) = self.prefill(ids);
+        let len = logits.dims()[1];
+        (logits.narrow(1, len - 1, 1).squeeze_dim::<2>(1), cache)
+    }
+
     /// Logits (B, V) of one more token per row (B), and the new state.
     fn step(&self, ids: Tensor<1, Int>, cache: Self::Cache) -> (Tensor<2>, Self::Cache);
     /// The states of several batches as one batch, their rows in order.
