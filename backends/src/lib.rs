@@ -2,7 +2,7 @@
 //!
 //! The ops that state space models need and Burn lacks, as one backend extension
 //! ([`SsmOps`]): the selective scan (forward and backward), Mamba2's SSD scan, the fused decode
-//! steps, residual add + RMSNorm, and real FFTs with the FFT long convolution.
+//! steps and their projections ([`rows_matmul`]), residual add + RMSNorm, and real FFTs with the FFT long convolution.
 //!
 //! Call them on `Tensor`s of any device through the functions re-exported here
 //! ([`SelectiveScan`], [`ssd()`], [`mamba_decode_step`], [`mamba2_decode_step`], [`rfft`],
@@ -37,8 +37,9 @@ pub mod testing;
 pub use api::{
     DIRECT_MAX_LEN, ScanOutput, SelectiveScan, Ssd, add_rms_norm, bidirectional_conv, causal_conv,
     causal_conv_fft, causal_conv_reference, causal_conv1d_step, irfft, mamba_decode_step,
-    mamba2_decode_step, pack_mamba_step_weights, pack_mamba2_step_weights, rfft,
-    selective_state_step, seq_idx_from_lengths, ssd, ssd_reference, to_vec, ungrouped,
+    mamba2_decode_step, pack_mamba_step_weights, pack_mamba2_step_weights, rfft, rows_matmul,
+    rows_matmul_transposed, selective_state_step, seq_idx_from_lengths, ssd, ssd_reference, to_vec,
+    ungrouped,
 };
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube::{LaunchCounter, MAX_BUFFER_VAR};

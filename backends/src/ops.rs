@@ -255,6 +255,20 @@ pub trait SsmOps: Backend {
         portable::ssd::state_pass::<Self>(chunk_states, chunk_decay, h0)
     }
 
+    /// `x w` for a few rows `x` (M, K), `w` (K, N); or `x wᵀ` with `w` (N, K) when `transposed`
+    /// (a tied LM head in the embedding's layout). The projections of a decode step: on Flex a
+    /// kernel that reads the weight in place and spreads its columns over the cores (for
+    /// M ≤ 8; Flex's matmul otherwise). Elsewhere the backend's matmul, and under Fusion the
+    /// fusable matmul of the stream. See [`crate::rows_matmul`].
+    #[fusion(default)]
+    fn rows_matmul(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        portable::rows_matmul::<Self>(x, w, transposed)
+    }
+
     /// Residual add then RMSNorm over the last axis (mamba_ssm's fused add-norm): returns
     /// `s = x + residual` (just `x` when `has_residual` is false; `residual` is then ignored)
     /// and `s / sqrt(mean(s²) + eps) * weight`. One kernel launch on the CubeCL backends.

@@ -42,10 +42,11 @@ pub mod portable {
     }
 }
 
-/// How many times the fused CPU kernels ran in this process: (scan forward, scan backward,
-/// decode steps, SSD forward). Tests use it to prove that the kernel, not the portable body,
-/// ran.
-pub fn cpu_kernel_calls() -> (usize, usize, usize, usize) {
+pub use crate::cpu::calls::KernelCalls;
+
+/// How many times the fused CPU kernels ran in this process. Tests use it to prove that the
+/// kernel, not the portable body, ran.
+pub fn cpu_kernel_calls() -> KernelCalls {
     crate::cpu::calls::kernel_calls()
 }
 

@@ -14,6 +14,20 @@ so a change in the machine's load during the run touches both. Needs torch and t
 Prints one JSON object: each side's prefill tokens/s (all logits, and the last position's only)
 and decode tokens/s, the ratios zoo / PyTorch, torch's thread count and the machine's steal time
 over the run (from /proc/stat).
+
+With `--llama-cpp DIR` (a built llama.cpp source tree: `DIR/build/bin/llama-bench` and
+`DIR/convert_hf_to_gguf.py`, with the tree's `gguf-py` installed in the same Python), the same
+random-weight model is saved, converted to an f32 GGUF and timed by `llama-bench -p PREFILL
+-n DECODE -t THREADS` in each round as well: llama.cpp's prompt processing computes the last
+position's logits only, so it is compared with zoo's last-only prefill, and its token
+generation with zoo's decode. llama.cpp is not vendored or built by this repository; its
+sources come with the `llama-cpp-python` sdist on PyPI (`vendor/llama.cpp`), for example:
+
+    pip download --no-deps --no-binary :all: llama-cpp-python   # or the sdist's URL on PyPI
+    tar xzf llama_cpp_python-*.tar.gz && cd llama_cpp_python-*/vendor/llama.cpp
+    cmake -B build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON
+    cmake --build build --target llama-bench -j
+    /tmp/ref/bin/pip install ./gguf-py sentencepiece
 """
 import argparse
 import json
@@ -21,6 +35,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -114,12 +129,41 @@ def time_zoo(a):
     }
 
 
+def llama_gguf(model, a, work):
+    """Saves the reference model and converts it to an f32 GGUF; returns the GGUF's path."""
+    hf = os.path.join(work, "hf")
+    model.save_pretrained(hf)
+    out = os.path.join(work, "model-f32.gguf")
+    subprocess.run(
+        [sys.executable, os.path.join(a.llama_cpp, "convert_hf_to_gguf.py"), hf,
+         "--outtype", "f32", "--outfile", out],
+        check=True, capture_output=True, text=True,
+    )
+    return out
+
+
+def time_llama(gguf, a):
+    bench = os.path.join(a.llama_cpp, "build", "bin", "llama-bench")
+    cmd = [bench, "-m", gguf, "-p", str(a.prefill_len), "-n", str(a.decode_tokens),
+           "-t", str(torch.get_num_threads()), "-r", "1", "-o", "json"]
+    rows = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    out = {}
+    for row in rows:
+        if row["n_prompt"] > 0 and row["n_gen"] == 0:
+            out["prefill_last_tokens_per_s"] = row["avg_ts"]
+        elif row["n_gen"] > 0 and row["n_prompt"] == 0:
+            out["decode_tokens_per_s"] = row["avg_ts"]
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=["mamba", "mamba2"], default="mamba")
     p.add_argument("--d-model", type=int, default=768)
     p.add_argument("--layers", type=int, default=24)
-    p.add_argument("--vocab", type=int, default=50280)
+    # The published checkpoints' padded vocabularies: mamba-130m 50280 (a multiple of 8),
+    # mamba2-130m 50288 (of 16); llama.cpp's loader insists on that padding.
+    p.add_argument("--vocab", type=int, help="default: 50280 for mamba, 50288 for mamba2")
     p.add_argument("--d-state", type=int, default=0)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--chunk-size", type=int, default=256)
@@ -128,14 +172,23 @@ def main():
     p.add_argument("--decode-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--zoo", default=os.environ.get("ZOO", "target/release/zoo"))
+    p.add_argument("--llama-cpp", help="a built llama.cpp tree: time llama-bench too")
     a = p.parse_args()
+    if a.vocab is None:
+        a.vocab = 50280 if a.arch == "mamba" else 50288
 
     model = reference_model(a)
+    work = tempfile.TemporaryDirectory()
+    gguf = llama_gguf(model, a, work.name) if a.llama_cpp else None
     steal0, total0 = steal_jiffies()
     runs = {"zoo": [], "pytorch": []}
+    if gguf:
+        runs["llama.cpp"] = []
     for _ in range(a.rounds):
         runs["pytorch"].append(time_reference(model, a))
         runs["zoo"].append(time_zoo(a))
+        if gguf:
+            runs["llama.cpp"].append(time_llama(gguf, a))
     steal1, total1 = steal_jiffies()
     medians = {
         side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()
@@ -155,6 +208,11 @@ def main():
             k: round(medians["zoo"][k] / medians["pytorch"][k], 2) for k in medians["zoo"]
         },
     }
+    if gguf:
+        report["llama.cpp"] = medians["llama.cpp"]
+        report["ratio_zoo_over_llama_cpp"] = {
+            k: round(medians["zoo"][k] / v, 2) for k, v in medians["llama.cpp"].items()
+        }
     json.dump(report, sys.stdout, indent=1)
     print()
 

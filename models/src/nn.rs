@@ -3,7 +3,20 @@
 use crate::io::{TensorMap, key};
 use burn::config::Config;
 use burn::module::{Module, Param};
+use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
+use ssm_backends::rows_matmul;
+
+/// A `Linear` on the rows of a decode step, (B, d_in) -> (B, d_out): equal to
+/// `linear.forward(x)`, through [`rows_matmul`] (on the CPU, a product that streams the weight
+/// on every core; Flex's matmul runs a one-row product of this size on one thread).
+pub fn linear_rows(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
+    let y = rows_matmul(x, linear.weight.val());
+    match &linear.bias {
+        Some(b) => y + b.val().unsqueeze(),
+        None => y,
+    }
+}
 
 /// Configuration of [`RmsNorm`].
 #[derive(Config, Debug)]

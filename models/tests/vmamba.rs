@@ -153,10 +153,13 @@ fn one_selective_scan_call_covers_the_four_routes() {
     let device = Device::flex();
     let op = Ss2dConfig::new(8).with_d_state(4).init(&device);
     let x = Tensor::<4>::random([2, 3, 5, 8], Distribution::Normal(0.0, 1.0), &device);
-    let before = ssm_backends::testing::cpu_kernel_calls().0;
+    let before = ssm_backends::testing::cpu_kernel_calls().scan_forward;
     let y = op.forward(x);
     assert_eq!(y.dims(), [2, 3, 5, 8]);
-    assert_eq!(ssm_backends::testing::cpu_kernel_calls().0 - before, 1);
+    assert_eq!(
+        ssm_backends::testing::cpu_kernel_calls().scan_forward - before,
+        1
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! backend has one); the `*_reference` variants run the portable body, the oracle in tests.
 
 mod fft;
+mod linear;
 mod norm;
 mod scan;
 mod ssd;
@@ -12,6 +13,7 @@ pub use fft::{
     DIRECT_MAX_LEN, bidirectional_conv, causal_conv, causal_conv_fft, causal_conv_reference, irfft,
     rfft,
 };
+pub use linear::{rows_matmul, rows_matmul_transposed};
 pub use norm::add_rms_norm;
 pub use scan::{
     ScanOutput, SelectiveScan, causal_conv1d_step, selective_state_step, seq_idx_from_lengths,

@@ -211,6 +211,22 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
         )
     }
 
+    fn rows_matmul(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        if x.is_tracked() || w.is_tracked() {
+            // Differentiable: this backend's matmul, recorded.
+            return crate::portable::rows_matmul::<Self>(x, w, transposed);
+        }
+        Self::from_inner(B::rows_matmul(
+            x.into_primitive(),
+            w.into_primitive(),
+            transposed,
+        ))
+    }
+
     fn add_rms_norm(
         x: FloatTensor<Self>,
         residual: FloatTensor<Self>,

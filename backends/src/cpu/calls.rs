@@ -7,19 +7,34 @@ pub(crate) static SCAN_FORWARD: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static SCAN_BACKWARD: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static STEP: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static SSD_FORWARD: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static ROWS_MATMUL: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts one run of a kernel.
 pub(crate) fn count(kernel: &AtomicUsize) {
     kernel.fetch_add(1, Ordering::Relaxed);
 }
 
-/// (scan forward, scan backward, decode steps, SSD forward) so far.
+/// How many times each fused CPU kernel has run in this process.
 #[cfg(feature = "test-utils")]
-pub(crate) fn kernel_calls() -> (usize, usize, usize, usize) {
-    (
-        SCAN_FORWARD.load(Ordering::Relaxed),
-        SCAN_BACKWARD.load(Ordering::Relaxed),
-        STEP.load(Ordering::Relaxed),
-        SSD_FORWARD.load(Ordering::Relaxed),
-    )
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelCalls {
+    pub scan_forward: usize,
+    pub scan_backward: usize,
+    /// The decode steps.
+    pub step: usize,
+    pub ssd_forward: usize,
+    /// The few-row products of a decode step (Flex).
+    pub rows_matmul: usize,
+}
+
+/// The counts so far.
+#[cfg(feature = "test-utils")]
+pub(crate) fn kernel_calls() -> KernelCalls {
+    KernelCalls {
+        scan_forward: SCAN_FORWARD.load(Ordering::Relaxed),
+        scan_backward: SCAN_BACKWARD.load(Ordering::Relaxed),
+        step: STEP.load(Ordering::Relaxed),
+        ssd_forward: SSD_FORWARD.load(Ordering::Relaxed),
+        rows_matmul: ROWS_MATMUL.load(Ordering::Relaxed),
+    }
 }

@@ -4,6 +4,8 @@
 //! - [`scan`], [`scan_backward`]: the selective scan, rayon over blocks of channels, the state in
 //!   registers, vectorised over the lanes ([`lanes`]);
 //! - [`step`]: the decode steps;
+//! - [`ssd`]: the SSD recurrence in the op's own layout;
+//! - [`gemv`]: a decode step's projections (Flex only: it reads Flex's primitives in place);
 //! - [`fft`]: real FFTs and the FFT convolution on `rustfft`.
 //!
 //! The kernels compute in f32 and take f32 tensors only: any other float type is an error
@@ -11,6 +13,7 @@
 
 pub(crate) mod calls;
 pub(crate) mod fft;
+pub(crate) mod gemv;
 pub(crate) mod lanes;
 pub(crate) mod scan;
 pub(crate) mod scan_backward;
@@ -102,9 +105,10 @@ impl HostScan {
     }
 }
 
-/// Implements `SsmOps` for a CPU backend with the fused kernels.
+/// Implements `SsmOps` for a CPU backend with the fused kernels, plus the backend's own methods
+/// given after it (ops that read its primitives in place).
 macro_rules! cpu_ssm_ops {
-    ($backend:ty) => {
+    ($backend:ty $(, $own:item)*) => {
         impl $crate::ops::SsmOps for $backend {
             fn selective_scan(
                 u: FloatTensor<Self>,
@@ -256,12 +260,23 @@ macro_rules! cpu_ssm_ops {
                     has_reset.then_some(reset),
                 )
             }
+
+            $($own)*
         }
     };
 }
 
 #[cfg(feature = "flex")]
-cpu_ssm_ops!(burn::backend::Flex);
+cpu_ssm_ops!(
+    burn::backend::Flex,
+    fn rows_matmul(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        gemv::flex_rows_matmul(x, w, transposed)
+    }
+);
 #[cfg(feature = "ndarray")]
 #[allow(deprecated)]
 mod ndarray_impl {

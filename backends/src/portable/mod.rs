@@ -7,6 +7,7 @@
 //! sequences, by design simple.
 
 pub(crate) mod fft;
+pub(crate) mod linear;
 pub(crate) mod norm;
 pub(crate) mod prim;
 pub(crate) mod scan;
@@ -15,6 +16,7 @@ pub(crate) mod stages;
 pub(crate) mod step;
 
 pub(crate) use fft::{causal_conv_direct, irfft_dft, rfft_dft};
+pub(crate) use linear::rows_matmul;
 pub(crate) use norm::add_rms_norm;
 pub(crate) use scan::{ScanArgs, ScanDims, ScanGrads, selective_scan, selective_scan_backward};
 pub(crate) use step::{causal_conv1d_step, selective_state_step};

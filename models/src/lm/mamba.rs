@@ -7,12 +7,13 @@ use super::config::{ConfigFlavor, MambaLmConfig, read_mamba_config};
 use crate::error::ModelError;
 use crate::io::{TensorMap, find_weights};
 use crate::lm::CausalLm;
-use crate::nn::{RmsNorm, RmsNormConfig};
+use crate::nn::{RmsNorm, RmsNormConfig, linear_rows};
 use crate::ssm::mamba::MambaLayerCache;
 use crate::ssm::{Mixer, MixerTrace};
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
+use ssm_backends::rows_matmul_transposed;
 use std::path::Path;
 
 impl MambaLmConfig {
@@ -175,24 +176,21 @@ impl MambaLm {
         self.backbone.embeddings.weight.val().device()
     }
 
-    /// The LM head over the last axis. A tied head multiplies by the embedding in its stored
-    /// (V, d) layout, `(E x^T)^T`, so the large weight is never transposed in memory.
+    /// The LM head over the last axis, on the rows of `x` ([`rows_matmul_transposed`] /
+    /// [`linear_rows`]: a decode step's few rows stream the head on every core). A tied head
+    /// multiplies by the embedding in its stored (V, d) layout, which is never transposed in
+    /// memory.
     fn head<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let logits = match &self.lm_head {
-            Some(h) => h.forward(x),
-            None => {
-                let dims = x.dims();
-                let d = dims[D - 1];
-                let rows = x.shape().num_elements() / d;
-                let w = self.backbone.embeddings.weight.val();
-                let v = w.dims()[0];
-                let mut out_dims = dims;
-                out_dims[D - 1] = v;
-                w.matmul(x.reshape([rows, d]).transpose())
-                    .transpose()
-                    .reshape(out_dims)
-            }
+        let dims = x.dims();
+        let d = dims[D - 1];
+        let rows = x.reshape([dims[..D - 1].iter().product(), d]);
+        let logits2 = match &self.lm_head {
+            Some(h) => linear_rows(h, rows),
+            None => rows_matmul_transposed(rows, self.backbone.embeddings.weight.val()),
         };
+        let mut out_dims = dims;
+        out_dims[D - 1] = logits2.dims()[1];
+        let logits = logits2.reshape(out_dims);
         let padded = logits.dims()[D - 1];
         if padded == self.vocab_size {
             logits

@@ -13,6 +13,7 @@
 #![allow(non_snake_case)]
 
 use crate::io::{TensorMap, key};
+use crate::nn::linear_rows;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -663,11 +664,11 @@ impl MambaMixer {
     /// launch on the GPU backends), out_proj.
     pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
         let weights = cache.step_weights.unwrap_or_else(|| self.step_weights());
-        let xz = self.in_proj.forward(x);
+        let xz = linear_rows(&self.in_proj, x);
         let (y, conv_state, ssm_state) =
             mamba_decode_step(xz, cache.conv_state, cache.ssm_state, weights.clone());
         (
-            self.out_proj.forward(y),
+            linear_rows(&self.out_proj, y),
             MambaLayerCache {
                 conv_state,
                 ssm_state,

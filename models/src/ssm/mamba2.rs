@@ -8,7 +8,7 @@
 #![allow(non_snake_case)]
 
 use crate::io::{TensorMap, key};
-use crate::nn::{RmsNorm, RmsNormConfig};
+use crate::nn::{RmsNorm, RmsNormConfig, linear_rows};
 use crate::ssm::mamba::{Conv1dParams, MambaLayerCache, dt_bias_init, rescaled_out_proj};
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -434,7 +434,7 @@ impl Mamba2Mixer {
     /// kernel launch on the GPU backends), out_proj.
     pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
         let weights = cache.step_weights.unwrap_or_else(|| self.step_weights());
-        let zxbcdt = self.in_proj.forward(x);
+        let zxbcdt = linear_rows(&self.in_proj, x);
         let (y, conv_state, ssm_state) = mamba2_decode_step(
             zxbcdt,
             cache.conv_state,
@@ -449,7 +449,7 @@ impl Mamba2Mixer {
             },
         );
         (
-            self.out_proj.forward(y),
+            linear_rows(&self.out_proj, y),
             MambaLayerCache {
                 conv_state,
                 ssm_state,
