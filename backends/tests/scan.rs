@@ -455,41 +455,51 @@ fn reproduces_the_mamba_tiny_scans() {
     }
 }
 
+/// The fused decode step against one step of the scan: a small case (on the calling thread)
+/// and mamba-130m's (1536 channels x 16 states: spread over the pool).
 #[test]
 fn decode_step_matches_one_scan_step() {
     let device = cpu_device();
     device.seed(8);
-    let case = Case {
-        batch: 2,
-        dim: 6,
-        len: 1,
-        state: 4,
-        groups: 3,
-        gate: true,
-        init: true,
-        softplus: true,
-    };
-    let x = inputs(case, &device);
-    let full = scan(&x).run();
-    let before = cpu_kernel_calls().step;
-    let (y, h) = ssm_backends::selective_state_step(
-        x.h0.clone().unwrap(),
-        x.u.clone().squeeze_dim(2),
-        x.delta.clone().squeeze_dim(2),
-        x.a.clone(),
-        x.b.clone().squeeze_dim(3),
-        x.c.clone().squeeze_dim(3),
-        x.d.clone(),
-        x.z.clone().map(|z| z.squeeze_dim(2)),
-        x.bias.clone(),
-        true,
-    );
-    assert!(
-        cpu_kernel_calls().step > before,
-        "the fused step did not run"
-    );
-    assert!(max_rel_diff(&to_vec(y), &to_vec(full.y)) <= 1e-6);
-    assert!(max_rel_diff(&to_vec(h), &to_vec(full.state)) <= 1e-6);
+    for (batch, dim, state, groups) in [(2, 6, 4, 3), (1, 1536, 16, 1)] {
+        let case = Case {
+            batch,
+            dim,
+            len: 1,
+            state,
+            groups,
+            gate: true,
+            init: true,
+            softplus: true,
+        };
+        let x = inputs(case, &device);
+        let full = scan(&x).run();
+        let before = cpu_kernel_calls().step;
+        let (y, h) = ssm_backends::selective_state_step(
+            x.h0.clone().unwrap(),
+            x.u.clone().squeeze_dim(2),
+            x.delta.clone().squeeze_dim(2),
+            x.a.clone(),
+            x.b.clone().squeeze_dim(3),
+            x.c.clone().squeeze_dim(3),
+            x.d.clone(),
+            x.z.clone().map(|z| z.squeeze_dim(2)),
+            x.bias.clone(),
+            true,
+        );
+        assert!(
+            cpu_kernel_calls().step > before,
+            "the fused step did not run"
+        );
+        assert!(
+            max_rel_diff(&to_vec(y), &to_vec(full.y)) <= 1e-6,
+            "{case:?}"
+        );
+        assert!(
+            max_rel_diff(&to_vec(h), &to_vec(full.state)) <= 1e-6,
+            "{case:?}"
+        );
+    }
 }
 
 #[test]
