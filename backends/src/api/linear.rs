@@ -11,16 +11,7 @@ use burn::tensor::Tensor;
 /// # Panics
 /// When the inner dimensions differ.
 pub fn rows_matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
-    let ([_, k], [kw, _]) = (x.dims(), w.dims());
-    assert_eq!(
-        k, kw,
-        "rows_matmul: x (M, {k}) and w ({kw}, N) disagree on K"
-    );
-    Tensor::from_dispatch(<Dispatch as SsmOps>::rows_matmul(
-        x.into_dispatch(),
-        w.into_dispatch(),
-        false,
-    ))
+    product(x, w, false)
 }
 
 /// `x wᵀ` for `x` (M, K) and `w` (N, K) (a tied LM head in the embedding's layout, which is
@@ -29,14 +20,24 @@ pub fn rows_matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
 /// # Panics
 /// When the inner dimensions differ.
 pub fn rows_matmul_transposed(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
-    let ([_, k], [_, kw]) = (x.dims(), w.dims());
+    product(x, w, true)
+}
+
+/// Both products: checks K, then the op.
+fn product(x: Tensor<2>, w: Tensor<2>, transposed: bool) -> Tensor<2> {
+    let ([_, k], [w0, w1]) = (x.dims(), w.dims());
+    let (kw, w_shape) = if transposed {
+        (w1, format!("(N, {w1})"))
+    } else {
+        (w0, format!("({w0}, N)"))
+    };
     assert_eq!(
         k, kw,
-        "rows_matmul_transposed: x (M, {k}) and w (N, {kw}) disagree on K"
+        "rows_matmul: x (M, {k}) and w {w_shape} disagree on K"
     );
     Tensor::from_dispatch(<Dispatch as SsmOps>::rows_matmul(
         x.into_dispatch(),
         w.into_dispatch(),
-        true,
+        transposed,
     ))
 }

@@ -31,10 +31,16 @@ pub(crate) struct WeightView<'a> {
     pub n: usize,
 }
 
+/// Whether a (k, n) view with strides (sk, sn) has a unit stride along one axis (the layouts
+/// this kernel reads).
+fn unit_stride(sk: usize, sn: usize, k: usize, n: usize) -> bool {
+    sn == 1 || sk == 1 || n == 1 || k == 1
+}
+
 impl WeightView<'_> {
     /// Whether the view has a unit stride along one axis (the layouts this kernel reads).
     pub fn readable(&self) -> bool {
-        self.sn == 1 || self.sk == 1 || self.n == 1 || self.k == 1
+        unit_stride(self.sk, self.sn, self.k, self.n)
     }
 
     /// Rows of `W` are contiguous (read as rows; otherwise as columns).
@@ -231,12 +237,13 @@ pub(crate) fn flex_rows_matmul(
         (ws[1], st[0], st[1])
     };
     let f32s = x.dtype() == DType::F32 && w.dtype() == DType::F32;
-    let (Ok(sk), Ok(sn)) = (usize::try_from(sk), usize::try_from(sn)) else {
+    // Negative strides (flipped views) do not convert.
+    let strides = usize::try_from(sk).ok().zip(usize::try_from(sn).ok());
+    let Some((sk, sn)) =
+        strides.filter(|&(sk, sn)| f32s && m <= MAX_ROWS && unit_stride(sk, sn, k, n))
+    else {
         return crate::portable::rows_matmul::<Flex>(x, w, transposed);
     };
-    if !f32s || m > MAX_ROWS {
-        return crate::portable::rows_matmul::<Flex>(x, w, transposed);
-    }
     let view = WeightView {
         data: w.storage::<f32>(),
         off: w.layout().start_offset(),
@@ -245,9 +252,6 @@ pub(crate) fn flex_rows_matmul(
         k,
         n,
     };
-    if !view.readable() {
-        return crate::portable::rows_matmul::<Flex>(x, w, transposed);
-    }
     let x = x.to_contiguous();
     let xs = &x.storage::<f32>()[x.layout().start_offset()..][..m * k];
     let out = rows_matmul(xs, m, &view);
