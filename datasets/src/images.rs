@@ -32,7 +32,8 @@ fn format_err(path: &Path, message: impl Into<String>) -> ImageDataError {
     }
 }
 
-fn read_bytes(path: &Path) -> Result<Vec<u8>, ImageDataError> {
+/// A whole file, gunzipped when its name ends in `.gz`.
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, ImageDataError> {
     let io = |source| ImageDataError::Io {
         path: path.into(),
         source,

@@ -3,7 +3,8 @@
 //! Data for the SSM zoo as Burn `Dataset`s and `Batcher`s: synthetic tasks generated on
 //! demand (selective copying), small real data shipped with the crate (sequential digits, also
 //! as images), and readers for image folders and the MNIST / CIFAR-10 files, and the
-//! long-horizon forecasting benchmarks downloaded into a cache ([`download`]).
+//! long-horizon forecasting benchmarks downloaded into a cache ([`download`]), and text for
+//! language models packed into rows of documents ([`text`]).
 
 pub mod digits;
 pub mod download;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod graphs;
 pub mod images;
 pub mod selective_copying;
+pub mod text;
 pub mod timeseries;
 
 /// The crate's one error type (the per-reader names `DigitsError`, `SeriesError`,

@@ -13,6 +13,9 @@ pub enum BenchCommand {
     Lm(LmBenchArgs),
     /// Image-classifier forward throughput (images/s) of Vim and VMamba, in one run.
     Vision(VisionBenchArgs),
+    /// Mamba, Mamba2 and a Transformer at equal size: training perplexity and tokens/s, then
+    /// inference time and peak memory against sequence length (with S4D); table, JSON, PNG.
+    Compare(crate::bench_compare::CompareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -88,6 +91,7 @@ pub fn run(cmd: BenchCommand) -> CliResult {
     match cmd {
         BenchCommand::Lm(a) => lm(a),
         BenchCommand::Vision(a) => vision(a),
+        BenchCommand::Compare(a) => crate::bench_compare::run(a),
     }
 }
 
@@ -97,7 +101,7 @@ fn tokens(n: usize, vocab: usize, device: &Device) -> Tensor<2, Int> {
 }
 
 /// Waits for the device's queued work (timings end at a sync).
-fn sync(device: &Device) -> CliResult {
+pub(crate) fn sync(device: &Device) -> CliResult {
     device
         .sync()
         .map_err(|e| CliError::Io(format!("device error: {e:?}")))

@@ -16,7 +16,7 @@ use ssm_models::timeseries::{Forecaster, SMambaConfig, TimeMachineConfig};
 use std::path::{Path, PathBuf};
 
 /// The font the plots' text is drawn with (DejaVu Sans Mono; its licence is beside it).
-const FONT: &[u8] = include_bytes!("../data/DejaVuSansMono.ttf");
+pub(crate) const FONT: &[u8] = include_bytes!("../data/DejaVuSansMono.ttf");
 
 #[derive(Args, Debug)]
 pub struct ForecastArgs {

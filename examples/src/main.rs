@@ -1,7 +1,8 @@
 //! `zoo`: one command line for the SSM zoo.
 //!
 //! ```text
-//! zoo demo                                  train a small Mamba on selective copying (CPU, no download)
+//! zoo demo                                  train a small Mamba LM on Shakespeare, then let it write (CPU)
+//! zoo train lm --text FILE... --arch mamba2  train a language model, saved in the Hugging Face layout
 //! zoo logits   --model DIR --ids "1,2;3,4" --out logits.safetensors
 //! zoo generate --model DIR --prompt "Mamba is" --max-new-tokens 32
 //! zoo bench lm [--arch mamba] [--d-model 768] [--layers 24] [--device wgpu]
@@ -11,6 +12,7 @@
 
 mod alloc;
 mod bench;
+mod bench_compare;
 mod classify;
 mod common;
 mod data;
@@ -18,12 +20,19 @@ mod demo;
 mod forecast;
 mod generate;
 mod logits;
+mod memory;
 mod train;
+mod train_copy;
 mod train_graph;
+mod train_lm;
 mod train_series;
 mod train_vision;
 
 use clap::{Parser, Subcommand};
+
+/// Heap use is counted (for `zoo bench compare`'s peak memory).
+#[global_allocator]
+static ALLOCATOR: memory::Counting = memory::Counting;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -39,7 +48,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train a small Mamba on the selective-copying task and show what it learned.
+    /// Train a small byte-level Mamba on the shipped Shakespeare (fixed steps) and let it write.
     Demo(demo::DemoArgs),
     /// Write the logits of a model for rows of token ids to a safetensors file.
     Logits(logits::LogitsArgs),
@@ -73,10 +82,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
 
     // A GPU op that cannot run its kernel on some input runs a slower body and says so through
-    // `log`, once per shape: print those warnings (`RUST_LOG` overrides the filter). Training
-    // and evaluation leave logging to burn-train, whose experiment log in the run's folder
-    // records them.
-    if !matches!(cli.command, Command::Train { .. } | Command::Eval(_)) {
+    // `log`, once per shape: print those warnings (`RUST_LOG` overrides the filter). The tasks
+    // trained with burn-train's Learner (and their evaluation) leave logging to it, whose
+    // experiment log in the run's folder records them.
+    let burn_train_logs = match &cli.command {
+        Command::Train { task } => !matches!(
+            task,
+            train::TrainTask::Lm(_) | train::TrainTask::SelectiveCopying(_)
+        ),
+        Command::Eval(_) => true,
+        _ => false,
+    };
+    if !burn_train_logs {
         env_logger::Builder::from_env(
             env_logger::Env::default().default_filter_or("ssm_backends=warn"),
         )

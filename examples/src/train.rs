@@ -39,6 +39,11 @@ pub enum TrainTask {
     TimeMachine(crate::train_series::SeriesArgs),
     /// Graph-Mamba on node (stochastic block model, karate club) or graph (TU) classification.
     GraphMamba(crate::train_graph::GraphArgs),
+    /// A Mamba or Mamba2 language model on text (packed documents, AdamW, warm-up + cosine,
+    /// resumable checkpoints); saved as a Hugging Face model directory.
+    Lm(crate::train_lm::LmArgs),
+    /// A small Mamba on the selective-copying task of the Mamba paper (fixed steps, seeded).
+    SelectiveCopying(crate::train_copy::CopyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -92,6 +97,8 @@ pub fn train(task: TrainTask) -> CliResult {
         TrainTask::SMamba(a) => crate::train_series::s_mamba(a),
         TrainTask::TimeMachine(a) => crate::train_series::time_machine(a),
         TrainTask::GraphMamba(a) => crate::train_graph::graph_mamba(a),
+        TrainTask::Lm(a) => crate::train_lm::run(a),
+        TrainTask::SelectiveCopying(a) => crate::train_copy::run(a),
     }
 }
 

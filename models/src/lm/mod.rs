@@ -2,8 +2,11 @@
 
 pub mod config;
 pub mod generate;
+pub mod hf;
 pub mod mamba;
 pub mod tokenizer;
+pub mod train;
+pub mod transformer;
 
 pub use config::{
     ConfigFlavor, Mamba2Settings, MambaLmConfig, parse_mamba_config, read_mamba_config,
@@ -12,6 +15,7 @@ pub use generate::{
     Generated, GenerationConfig, Sampler, Sampling, generate, generate_with_logits,
 };
 pub use mamba::{Mamba2Lm, MambaCache, MambaLm};
+pub use transformer::{TransformerLm, TransformerLmConfig};
 
 use burn::tensor::{Device, Int, Tensor};
 

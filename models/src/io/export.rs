@@ -1,0 +1,120 @@
+//! Writing checkpoints in PyTorch's layout: a module's float parameters under their field paths
+//! (which are the checkpoint keys: see the crate's conventions), Linear weights transposed back
+//! to PyTorch's (out, in), enum variants left out of the key (`layers.0.mixer.in_proj.weight`,
+//! not `layers.0.mixer.Mamba.in_proj.weight`), written as safetensors with transformers'
+//! `{"format": "pt"}` metadata. Files are written whole or not at all ([`write_atomic`]).
+
+use crate::error::{ModelError, Result};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+/// A module's float parameters as (checkpoint key → (PyTorch shape, f32 values)).
+pub fn pytorch_state_dict<M: Module>(module: &M) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let mut v = Collector::default();
+    module.visit(&mut v);
+    v.out
+}
+
+#[derive(Default)]
+struct Collector {
+    /// (segment, container type of the module the segment was entered from).
+    path: Vec<(String, String)>,
+    out: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl ModuleVisitor for Collector {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let key = self
+            .path
+            .iter()
+            .filter(|(_, container)| !container.starts_with("Enum:"))
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(".");
+        let mut tensor = param.val();
+        // burn-nn's Linear stores its weight (in, out); PyTorch's is (out, in).
+        let in_linear = self
+            .path
+            .last()
+            .is_some_and(|(name, container)| name == "weight" && container == "Struct:Linear");
+        let data = if in_linear && D == 2 {
+            tensor = tensor.transpose();
+            tensor.into_data()
+        } else {
+            tensor.into_data()
+        };
+        let shape = data.shape().to_vec();
+        let values = data
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 data converts to a Vec<f32>");
+        self.out.insert(key, (shape, values));
+    }
+}
+
+/// Writes tensors as a safetensors file (f32, transformers' `{"format": "pt"}` metadata),
+/// atomically.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+) -> Result<()> {
+    let bytes: Vec<(&String, Vec<u8>, &Vec<usize>)> = tensors
+        .iter()
+        .map(|(k, (shape, v))| (k, v.iter().flat_map(|x| x.to_le_bytes()).collect(), shape))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(k, b, shape)| {
+            TensorView::new(Dtype::F32, shape.to_vec(), b)
+                .map(|view| (k.as_str(), view))
+                .map_err(|e| ModelError::Invalid(format!("tensor '{k}': {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let out = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| ModelError::Invalid(format!("safetensors: {e}")))?;
+    write_atomic(path, &out)
+}
+
+/// Writes a file whole or not at all: the bytes go to a temporary file in the same folder,
+/// which is flushed to disk and then renamed over `path` (a crash leaves the old file or the
+/// new one, never half of one).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| ModelError::Io {
+        path: path.into(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    // The rename itself reaches the disk with the folder's entry.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! Saving a [`MambaLm`] as a Hugging Face model directory: `config.json` in transformers'
+//! `MambaConfig` or `Mamba2Config` layout and `model.safetensors` with transformers' key names
+//! (`backbone.embeddings.weight`, `backbone.layers.{i}.mixer.in_proj.weight`, ...), which
+//! `MambaForCausalLM.from_pretrained` / `Mamba2ForCausalLM.from_pretrained` load unchanged and
+//! [`MambaLm::load_dir`] reads back.
+
+use super::config::MambaLmConfig;
+use super::mamba::MambaLm;
+use crate::error::{ModelError, Result};
+use crate::io::{pytorch_state_dict, write_atomic, write_safetensors};
+use serde_json::{Value, json};
+use std::path::Path;
+
+impl MambaLmConfig {
+    /// transformers' config for this model. The vocabulary written is the embedding's row
+    /// count ([`MambaLmConfig::padded_vocab`]), as transformers has no padding of its own.
+    pub fn to_hf_json(&self) -> Value {
+        let mut c = json!({
+            "hidden_size": self.d_model,
+            "num_hidden_layers": self.n_layer,
+            "vocab_size": self.padded_vocab(),
+            "state_size": self.d_state,
+            "conv_kernel": self.d_conv,
+            "expand": self.expand,
+            "intermediate_size": self.d_inner(),
+            "time_step_min": self.dt_min,
+            "time_step_max": self.dt_max,
+            "time_step_floor": self.dt_init_floor,
+            "use_bias": self.bias,
+            "use_conv_bias": self.conv_bias,
+            "layer_norm_epsilon": self.norm_eps,
+            "tie_word_embeddings": self.tie_embeddings,
+            "hidden_act": "silu",
+            "residual_in_fp32": true,
+            "use_cache": true,
+            "torch_dtype": "float32",
+        });
+        let obj = c.as_object_mut().expect("a JSON object");
+        if let Some(eos) = self.eos_token_id {
+            obj.insert("eos_token_id".into(), eos.into());
+            obj.insert("bos_token_id".into(), eos.into());
+            obj.insert("pad_token_id".into(), eos.into());
+        }
+        match &self.mamba2 {
+            None => {
+                obj.insert("model_type".into(), "mamba".into());
+                obj.insert("architectures".into(), json!(["MambaForCausalLM"]));
+                obj.insert("time_step_rank".into(), self.dt_rank().into());
+            }
+            Some(m2) => {
+                obj.insert("model_type".into(), "mamba2".into());
+                obj.insert("architectures".into(), json!(["Mamba2ForCausalLM"]));
+                obj.insert("num_heads".into(), (self.d_inner() / m2.head_dim).into());
+                obj.insert("head_dim".into(), m2.head_dim.into());
+                obj.insert("n_groups".into(), m2.n_groups.into());
+                obj.insert("chunk_size".into(), m2.chunk_size.into());
+                obj.insert("rms_norm".into(), true.into());
+                obj.insert("norm_before_gate".into(), false.into());
+                let hi = match m2.dt_limit_max {
+                    Some(hi) => json!(hi),
+                    None => json!({"__float__": "Infinity"}),
+                };
+                obj.insert("time_step_limit".into(), json!([m2.dt_limit_min, hi]));
+            }
+        }
+        c
+    }
+}
+
+impl MambaLm {
+    /// Writes `config.json` and `model.safetensors` into `dir` (created if needed; each file
+    /// replaced atomically). `config` must be the one the model was built from.
+    ///
+    /// # Errors
+    /// A config that does not describe this model, or a file that cannot be written.
+    pub fn save_hf(&self, config: &MambaLmConfig, dir: &Path) -> Result<()> {
+        let tensors = pytorch_state_dict(self);
+        let emb = tensors
+            .get("backbone.embeddings.weight")
+            .map(|(s, _)| s.clone());
+        let expected = vec![config.padded_vocab(), config.d_model];
+        if emb.as_ref() != Some(&expected) || self.backbone.layers.len() != config.n_layer {
+            return Err(ModelError::InvalidConfig(format!(
+                "the config ({} layers, embedding {expected:?}) does not describe this model \
+                 ({} layers, embedding {emb:?})",
+                config.n_layer,
+                self.backbone.layers.len()
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+            path: dir.into(),
+            source,
+        })?;
+        write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+        let text =
+            serde_json::to_string_pretty(&config.to_hf_json()).expect("a JSON value serialises");
+        write_atomic(&dir.join("config.json"), text.as_bytes())
+    }
+}
