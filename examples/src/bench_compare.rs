@@ -189,31 +189,29 @@ pub fn run(a: CompareArgs) -> CliResult {
         .filter(|n| wanted(n))
     {
         device.seed(a.seed);
-        let init = device.clone().autodiff();
-        let (net, row) = match (name, &data) {
-            ("Transformer", None) => (
-                Net::Transformer(transformer_config(d, tf_layers).init(&device)),
-                None,
-            ),
-            ("Transformer", Some((t, v))) => {
-                let model = transformer_config(d, tf_layers).init(&init);
-                let (model, row) = train_one(model, &a, t, v, &device)?;
-                (Net::Transformer(model), Some(row))
-            }
-            (_, data) => {
-                let config = if name == "Mamba" {
-                    mamba_config(d, a.layers, false)
-                } else {
-                    mamba_config(d, m2_layers, true)
-                };
-                match data {
-                    None => (Net::Mamba(config.init(&device)), None),
-                    Some((t, v)) => {
-                        let (model, row) = train_one(config.init(&init), &a, t, v, &device)?;
-                        (Net::Mamba(model), Some(row))
-                    }
-                }
-            }
+        let data = data.as_ref();
+        let (net, row) = match name {
+            "Transformer" => fit(
+                |dev| transformer_config(d, tf_layers).init(dev),
+                Net::Transformer,
+                &a,
+                data,
+                &device,
+            )?,
+            "Mamba" => fit(
+                |dev| mamba_config(d, a.layers, false).init(dev),
+                Net::Mamba,
+                &a,
+                data,
+                &device,
+            )?,
+            _ => fit(
+                |dev| mamba_config(d, m2_layers, true).init(dev),
+                Net::Mamba,
+                &a,
+                data,
+                &device,
+            )?,
         };
         if let Some(row) = row {
             println!(
@@ -319,6 +317,24 @@ fn data(seq_len: usize) -> CliResult<(PackedRows, PackedRows)> {
         PackedRows::new(&train, EOS, seq_len).map_err(err)?,
         PackedRows::new(&val, EOS, seq_len).map_err(err)?,
     ))
+}
+
+/// A model built by `init`: trained on `data` (built on the autodiff device) when given, else
+/// as initialised.
+fn fit<M: PackedLm>(
+    init: impl Fn(&Device) -> M,
+    wrap: impl Fn(M) -> Net,
+    a: &CompareArgs,
+    data: Option<&(PackedRows, PackedRows)>,
+    device: &Device,
+) -> CliResult<(Net, Option<TrainRow>)> {
+    match data {
+        None => Ok((wrap(init(device)), None)),
+        Some((train, val)) => {
+            let (model, row) = train_one(init(&device.clone().autodiff()), a, train, val, device)?;
+            Ok((wrap(model), Some(row)))
+        }
+    }
 }
 
 struct TrainRow {

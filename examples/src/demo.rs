@@ -6,7 +6,7 @@
 use crate::common::{CliResult, usage};
 use crate::train_lm::{self, Arch, LmArgs, Progress};
 use clap::Args;
-use ssm_datasets::text::{TokenDocs, default_text_path, read_documents};
+use ssm_datasets::text::{default_text_path, read_documents};
 use ssm_models::lm::tokenizer::TextTokenizer;
 use ssm_models::lm::{GenerationConfig, Sampling, generate};
 use std::path::PathBuf;
@@ -132,17 +132,11 @@ pub fn run(a: DemoArgs) -> CliResult {
 fn unigram_bits() -> CliResult<f64> {
     let docs = read_documents(&default_text_path())
         .map_err(|e| crate::common::CliError::Io(e.to_string()))?;
-    let docs = TokenDocs {
-        docs: docs
-            .iter()
-            .map(|d| d.bytes().map(u32::from).collect())
-            .collect(),
-    };
     let mut counts = [0u64; 256];
-    for &b in docs.docs.iter().flatten() {
+    for b in docs.iter().flat_map(|d| d.bytes()) {
         counts[b as usize] += 1;
     }
-    let n = docs.len_tokens() as f64;
+    let n = counts.iter().sum::<u64>() as f64;
     Ok(counts
         .iter()
         .filter(|&&c| c > 0)

@@ -182,6 +182,12 @@ pub(crate) fn save<M: Module, C: Config>(model: &M, config: &C, dir: &Path) -> C
     config
         .save(dir.join("config.json"))
         .map_err(|e| CliError::Io(format!("cannot write {}: {e}", dir.display())))?;
+    save_weights(model, dir)
+}
+
+/// Writes `model` as `model.bpk` in `dir` (Burn's burnpack, parameter ids included), the file
+/// [`load_weights`] reads.
+pub(crate) fn save_weights<M: Module>(model: &M, dir: &Path) -> CliResult {
     let mut store = BurnpackStore::from_file(dir.join("model.bpk")).overwrite(true);
     model
         .save_into(&mut store)

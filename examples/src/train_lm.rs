@@ -9,9 +9,9 @@
 //! continues the same batch stream.
 
 use crate::common::{CliError, CliResult, device, usage};
+use crate::train::{load_weights, save_weights};
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -224,7 +224,7 @@ pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<Trained> {
     std::fs::create_dir_all(&out)
         .map_err(|e| CliError::Io(format!("cannot create {}: {e}", out.display())))?;
     let ckpt_dir = out.join(CHECKPOINTS);
-    let newest = newest_checkpoint(&ckpt_dir)?;
+    let newest = checkpoints(&ckpt_dir).pop();
     if newest.is_some() && !a.resume {
         return Err(usage(format!(
             "{} holds checkpoints of an earlier run: pass --resume to continue it, or choose \
@@ -235,7 +235,7 @@ pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<Trained> {
 
     // Data: tokenized once, cached in the run folder.
     let (tokenizer, eos, tokenizer_json) = load_tokenizer(a)?;
-    let (docs, data_key) = tokens(a, &tokenizer, eos, &out)?;
+    let (docs, data_key) = tokens(a, &tokenizer, &tokenizer_json, eos, &out)?;
     let vocab = tokenizer.vocab_size().max(eos as usize + 1);
     if let Some(m) = docs.max_id()
         && m as usize >= vocab
@@ -355,20 +355,19 @@ pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<Trained> {
     }
     let start = Instant::now();
     let start_step = state.step;
-    let min_lr = a.lr * a.min_lr_ratio;
+    let plan = StepPlan {
+        rows: &train_rows,
+        devices: &devices,
+        micro,
+        accumulate: a.accumulate,
+        seed: a.seed,
+        steps,
+        warmup: a.warmup,
+        lr: a.lr,
+        min_lr: a.lr * a.min_lr_ratio,
+        grad_clip: a.grad_clip,
+    };
     while state.step < steps {
-        let plan = StepPlan {
-            rows: &train_rows,
-            devices: &devices,
-            micro,
-            accumulate: a.accumulate,
-            seed: a.seed,
-            steps,
-            warmup: a.warmup,
-            lr: a.lr,
-            min_lr,
-            grad_clip: a.grad_clip,
-        };
         let (next, log) = train_step(model, &mut optim, &plan, state.step)?;
         model = next;
         let StepLog {
@@ -518,15 +517,16 @@ fn load_tokenizer(a: &LmArgs) -> CliResult<(TextTokenizer, u32, String)> {
             byte_level_tokenizer_json(),
         )),
         Some(p) => {
-            let t = TextTokenizer::from_file(p)?;
+            let json = std::fs::read_to_string(p)
+                .map_err(|e| CliError::Io(format!("cannot read {}: {e}", p.display())))?;
+            let t = TextTokenizer::from_json(&json)
+                .map_err(|e| CliError::Io(format!("{}: {e}", p.display())))?;
             let eos = t.eos_token_id().ok_or_else(|| {
                 usage(format!(
                     "{} has no end-of-text token (<|endoftext|>, </s>, <eos> or [SEP])",
                     p.display()
                 ))
             })?;
-            let json = std::fs::read_to_string(p)
-                .map_err(|e| CliError::Io(format!("cannot read {}: {e}", p.display())))?;
             Ok((t, eos as u32, json))
         }
     }
@@ -541,10 +541,12 @@ fn fnv1a(h: &mut u64, bytes: &[u8]) {
 }
 
 /// The documents as tokens, from the cache in `out` when it holds this text under this
-/// tokenizer, and the cache key (a hash of the input files' contents and the tokenizer).
+/// tokenizer, and the cache key (a hash of the input files' contents and the tokenizer's
+/// `tokenizer.json` text).
 fn tokens(
     a: &LmArgs,
     tokenizer: &TextTokenizer,
+    tokenizer_json: &str,
     eos: u32,
     out: &Path,
 ) -> CliResult<(TokenDocs, String)> {
@@ -554,13 +556,7 @@ fn tokens(
         a.text.clone()
     };
     let mut h = 0xCBF2_9CE4_8422_2325u64;
-    fnv1a(
-        &mut h,
-        a.tokenizer
-            .as_ref()
-            .map_or(b"bytes".to_vec(), |p| std::fs::read(p).unwrap_or_default())
-            .as_slice(),
-    );
+    fnv1a(&mut h, tokenizer_json.as_bytes());
     for f in &files {
         let bytes = std::fs::read(f)
             .map_err(|e| CliError::Io(format!("cannot read {}: {e}", f.display())))?;
@@ -733,11 +729,11 @@ pub fn evaluate<M: PackedLm>(
     Ok(sum / count as f64)
 }
 
-/// Checkpoint folders `step-NNNNNNNN` in `dir`, newest first; a folder whose name does not
-/// parse is not one (an interrupted write leaves `.tmp-*`, which is removed here).
-fn newest_checkpoint(dir: &Path) -> CliResult<Option<(usize, PathBuf)>> {
+/// The checkpoint folders `step-N` in `dir`, oldest first (none when `dir` does not exist);
+/// what an interrupted write leaves (`.tmp-*`) is removed.
+fn checkpoints(dir: &Path) -> Vec<(usize, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(None);
+        return Vec::new();
     };
     let mut found = Vec::new();
     for e in entries.flatten() {
@@ -749,7 +745,7 @@ fn newest_checkpoint(dir: &Path) -> CliResult<Option<(usize, PathBuf)>> {
         }
     }
     found.sort();
-    Ok(found.pop())
+    found
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> CliError {
@@ -769,11 +765,7 @@ fn save_checkpoint(
     let tmp = dir.join(format!(".tmp-{name}"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
-    let model_path = tmp.join("model.bpk");
-    let mut store = BurnpackStore::from_file(&model_path).overwrite(true);
-    model
-        .save_into(&mut store)
-        .map_err(|e| io_err(&model_path, e))?;
+    save_weights(model, &tmp)?;
     let optim_path = tmp.join("optim.bpk");
     optim
         .save(&optim_path)
@@ -793,21 +785,7 @@ fn save_checkpoint(
         let _ = d.sync_all();
     }
     // Keep the two newest.
-    let mut all: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
-        .map_err(|e| io_err(dir, e))?
-        .flatten()
-        .filter_map(|e| {
-            let n = e
-                .file_name()
-                .to_string_lossy()
-                .strip_prefix("step-")?
-                .parse()
-                .ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    all.sort();
-    for (_, p) in all.iter().rev().skip(2) {
+    for (_, p) in checkpoints(dir).iter().rev().skip(2) {
         let _ = std::fs::remove_dir_all(p);
     }
     Ok(())
@@ -817,7 +795,7 @@ fn save_checkpoint(
 /// other settings, and says which file is unreadable.
 fn load_checkpoint(
     dir: &Path,
-    mut model: MambaLm,
+    model: MambaLm,
     optim: ModuleOptimizer,
     run: &RunKey,
 ) -> CliResult<(MambaLm, ModuleOptimizer, TrainState)> {
@@ -842,20 +820,7 @@ fn load_checkpoint(
             diff.join(", ")
         )));
     }
-    let model_path = dir.join("model.bpk");
-    let mut store = BurnpackStore::from_file(&model_path);
-    let applied = model
-        .load_from(&mut store)
-        .map_err(|e| io_err(&model_path, format!("unreadable checkpoint: {e}")))?;
-    if !applied.errors.is_empty() || !applied.missing.is_empty() {
-        return Err(io_err(
-            &model_path,
-            format!(
-                "checkpoint does not fit the model (missing {:?}, errors {:?})",
-                applied.missing, applied.errors
-            ),
-        ));
-    }
+    let model = load_weights(model, dir)?;
     let optim_path = dir.join("optim.bpk");
     let optim = optim
         .load(&optim_path)

@@ -51,12 +51,10 @@ impl ModuleVisitor for Collector {
             .path
             .last()
             .is_some_and(|(name, container)| name == "weight" && container == "Struct:Linear");
-        let data = if in_linear && D == 2 {
+        if in_linear && D == 2 {
             tensor = tensor.transpose();
-            tensor.into_data()
-        } else {
-            tensor.into_data()
-        };
+        }
+        let data = tensor.into_data();
         let shape = data.shape().to_vec();
         let values = data
             .convert::<f32>()
