@@ -230,3 +230,147 @@ fn gradients_match_autodiff_through_the_dft_and_toeplitz_forms() {
         }
     }
 }
+
+/// The float64 N-D DFT of `x` (shape `dims`, the last `sizes.len()` axes transformed, each
+/// zero-padded or truncated to its size), one-sided along the last axis: (re, im) in the
+/// row-major order of the output shape.
+fn dftn_f64(x: &[f64], dims: &[usize], sizes: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let k = sizes.len();
+    let lead: usize = dims[..dims.len() - k].iter().product();
+    let in_dims = &dims[dims.len() - k..];
+    let mut out_dims = sizes.to_vec();
+    *out_dims.last_mut().unwrap() = sizes[k - 1] / 2 + 1;
+    let in_len: usize = in_dims.iter().product();
+    let out_len: usize = out_dims.iter().product();
+    let unravel = |mut i: usize, shape: &[usize]| {
+        let mut idx = vec![0; shape.len()];
+        for a in (0..shape.len()).rev() {
+            idx[a] = i % shape[a];
+            i /= shape[a];
+        }
+        idx
+    };
+    let (mut re, mut im) = (vec![0.0; lead * out_len], vec![0.0; lead * out_len]);
+    for r in 0..lead {
+        for o in 0..out_len {
+            let kk = unravel(o, &out_dims);
+            for i in 0..in_len {
+                let ll = unravel(i, in_dims);
+                if ll.iter().zip(sizes).any(|(l, n)| l >= n) {
+                    continue; // truncated away
+                }
+                let ang: f64 = (0..k)
+                    .map(|a| 2.0 * PI * ((kk[a] * ll[a]) % sizes[a]) as f64 / sizes[a] as f64)
+                    .sum();
+                re[r * out_len + o] += x[r * in_len + i] * ang.cos();
+                im[r * out_len + o] -= x[r * in_len + i] * ang.sin();
+            }
+        }
+    }
+    (re, im)
+}
+
+fn host_n<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    to_vec(t).into_iter().map(f64::from).collect()
+}
+
+#[test]
+fn rfftn_and_irfftn_match_the_float64_dft_in_two_and_three_dimensions() {
+    use ssm_backends::{irfftn, rfftn};
+    for device in devices() {
+        device.seed(11);
+        // 2-D: padded, truncated, odd and even sizes, powers of two.
+        for (m, sizes) in [
+            ([4, 6], [8, 12]),
+            ([5, 7], [5, 7]),
+            ([8, 8], [16, 16]),
+            ([9, 6], [6, 9]),
+        ] {
+            let x =
+                Tensor::<4>::random([2, 3, m[0], m[1]], Distribution::Normal(0.0, 1.0), &device);
+            let xs = host_n(x.clone());
+            let (re, im) = rfftn(x.clone(), &sizes);
+            assert_eq!(re.dims(), [2, 3, sizes[0], sizes[1] / 2 + 1]);
+            let (want_re, want_im) = dftn_f64(&xs, &[2, 3, m[0], m[1]], &sizes);
+            let err = rel(&host_n(re.clone()), &want_re).max(rel(&host_n(im.clone()), &want_im));
+            assert!(
+                err <= 1e-5,
+                "{device:?} rfftn {m:?} -> {sizes:?}: relative error {err:e}"
+            );
+            // Back: the input zero-padded or truncated to the sizes.
+            let back = irfftn(re, im, &sizes);
+            let fitted: Vec<f64> = {
+                let b = host_n(back.clone());
+                assert_eq!(back.dims(), [2, 3, sizes[0], sizes[1]]);
+                b
+            };
+            for r in 0..6 {
+                for i in 0..sizes[0] {
+                    for j in 0..sizes[1] {
+                        let want = if i < m[0] && j < m[1] {
+                            xs[(r * m[0] + i) * m[1] + j]
+                        } else {
+                            0.0
+                        };
+                        let got = fitted[(r * sizes[0] + i) * sizes[1] + j];
+                        assert!(
+                            (got - want).abs() <= 1e-5,
+                            "{device:?} irfftn {sizes:?} at ({r}, {i}, {j}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+        // 3-D, and 1-D (the real FFT itself).
+        let x = Tensor::<5>::random([1, 2, 3, 4, 5], Distribution::Normal(0.0, 1.0), &device);
+        let sizes = [4, 4, 6];
+        let (re, im) = rfftn(x.clone(), &sizes);
+        let (want_re, want_im) = dftn_f64(&host_n(x.clone()), &[1, 2, 3, 4, 5], &sizes);
+        let err = rel(&host_n(re.clone()), &want_re).max(rel(&host_n(im.clone()), &want_im));
+        assert!(err <= 1e-5, "{device:?} rfftn 3-D: relative error {err:e}");
+        let back = irfftn(re, im, &sizes);
+        let want = Tensor::cat(vec![x, Tensor::zeros([1, 2, 1, 4, 5], &device)], 2);
+        let want = Tensor::cat(vec![want, Tensor::zeros([1, 2, 4, 4, 1], &device)], 4);
+        let err = rel(&host_n(back), &host_n(want));
+        assert!(err <= 1e-5, "{device:?} irfftn 3-D: relative error {err:e}");
+        let y = Tensor::<3>::random([2, 3, 7], Distribution::Normal(0.0, 1.0), &device);
+        let (r1, i1) = rfftn(y.clone(), &[7]);
+        let (r2, i2) = rfft(y, 7);
+        assert_eq!(host_n(r1), host_n(r2));
+        assert_eq!(host_n(i1), host_n(i2));
+    }
+}
+
+#[test]
+fn fft_and_ifft_round_trip_and_gradients_flow_through_rfftn() {
+    use ssm_backends::{fft, ifft, irfftn, rfftn};
+    for device in devices() {
+        device.seed(3);
+        let re = Tensor::<3>::random([2, 5, 3], Distribution::Normal(0.0, 1.0), &device);
+        let im = Tensor::<3>::random([2, 5, 3], Distribution::Normal(0.0, 1.0), &device);
+        let (fr, fi) = fft(re.clone(), im.clone(), 1, 5);
+        let (br, bi) = ifft(fr, fi, 1, 5);
+        let err = rel(&host_n(br), &host_n(re)).max(rel(&host_n(bi), &host_n(im)));
+        assert!(
+            err <= 1e-5,
+            "{device:?} ifft(fft(z)): relative error {err:e}"
+        );
+
+        // d/dx Σ w ⊙ irfftn(rfftn(x, s), s) = w on the input's extent (the round trip is the
+        // identity there).
+        let ad = device.clone().autodiff();
+        let x =
+            Tensor::<4>::random([1, 2, 3, 5], Distribution::Normal(0.0, 1.0), &ad).require_grad();
+        let w = Tensor::<4>::random([1, 2, 6, 8], Distribution::Normal(0.0, 1.0), &ad);
+        let (r, i) = rfftn(x.clone(), &[6, 8]);
+        let y = irfftn(r, i, &[6, 8]);
+        let grads = (y * w.clone()).sum().backward();
+        let g = x.grad(&grads).expect("x has a gradient");
+        let want = w.inner().narrow(2, 0, 3).narrow(3, 0, 5);
+        let err = rel(&host_n(g), &host_n(want));
+        assert!(
+            err <= 1e-5,
+            "{device:?} gradient through rfftn/irfftn: {err:e}"
+        );
+    }
+}

@@ -33,6 +33,9 @@ pub enum TrainTask {
     VimDigits(VisionArgs),
     /// A small VMamba (2D cross-scan stages) on the digits upsampled to 16x16.
     VmambaDigits(VisionArgs),
+    /// An isotropic S4ND classifier (2-D SSM convolutions over the pixels) on the digits
+    /// upsampled to 16x16; `zoo eval --img-size` evaluates it at another resolution.
+    S4ndDigits(VisionArgs),
     /// S-Mamba forecasting a multivariate series (MSE), against linear and last-value baselines.
     SMamba(crate::train_series::SeriesArgs),
     /// TimeMachine (RevIN, four Mambas at two scales) on the same data, against the baselines.
@@ -86,6 +89,15 @@ pub struct EvalArgs {
     /// cpu, ndarray, wgpu, wgpu:N, cuda:N (default cpu).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Evaluate an image model at this side instead of its training one, without retraining
+    /// (S4ND: its kernels are sampled at the new pixel pitch; models tied to a patch grid
+    /// refuse).
+    #[arg(long)]
+    img_size: Option<usize>,
+    /// With --img-size: the rate the kernels are sampled at (default the training side / the
+    /// side, which keeps each kernel's extent in the image; 1 reads them pixel for pixel).
+    #[arg(long, requires = "img_size")]
+    rate: Option<f64>,
 }
 
 pub fn train(task: TrainTask) -> CliResult {
@@ -94,6 +106,7 @@ pub fn train(task: TrainTask) -> CliResult {
         TrainTask::S5Digits(a) => digits(a, LayerKind::S5),
         TrainTask::VimDigits(a) => crate::train_vision::vim_digits(a),
         TrainTask::VmambaDigits(a) => crate::train_vision::vmamba_digits(a),
+        TrainTask::S4ndDigits(a) => crate::train_vision::s4nd_digits(a),
         TrainTask::SMamba(a) => crate::train_series::s_mamba(a),
         TrainTask::TimeMachine(a) => crate::train_series::time_machine(a),
         TrainTask::GraphMamba(a) => crate::train_graph::graph_mamba(a),
@@ -249,16 +262,28 @@ pub fn eval(a: EvalArgs) -> CliResult {
     let device = device(Some(&a.device))?;
     // The run file, read once, says which kind of model the folder holds.
     let run = crate::common::read_run_file(&a.model)?;
-    let (right, total) = match &run {
-        Some(v)
-            if v.get("kind").and_then(|k| k.as_str()) == Some(crate::train_graph::GRAPH_KIND) =>
-        {
-            crate::train_graph::eval_graph(&a.model, v, &device)?
-        }
-        _ => match crate::train_vision::image_kind(&a.model, run.as_ref())? {
-            Some(kind) => crate::train_vision::accuracy(&a.model, &kind, &device)?,
-            None => accuracy(&load(&a.model, &device)?, &device)?,
-        },
+    let graph = run
+        .as_ref()
+        .filter(|v| v.get("kind").and_then(|k| k.as_str()) == Some(crate::train_graph::GRAPH_KIND));
+    let image = match graph {
+        Some(_) => None,
+        None => crate::train_vision::image_kind(&a.model, run.as_ref())?,
+    };
+    if a.img_size.is_some() && image.is_none() {
+        return Err(CliError::Usage(format!(
+            "--img-size is for image models; {} is not one",
+            a.model.display()
+        )));
+    }
+    let (right, total) = match (graph, image) {
+        (Some(v), _) => crate::train_graph::eval_graph(&a.model, v, &device)?,
+        (None, Some(kind)) => crate::train_vision::accuracy(
+            &a.model,
+            &kind,
+            a.img_size.map(|side| (side, a.rate)),
+            &device,
+        )?,
+        (None, None) => accuracy(&load(&a.model, &device)?, &device)?,
     };
     println!(
         "{{\"test_accuracy\": {:.4}, \"right\": {right}, \"total\": {total}}}",

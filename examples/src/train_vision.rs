@@ -1,7 +1,8 @@
-//! `zoo train vim-digits` / `vmamba-digits` and their part of `zoo eval`: image classifiers
-//! trained with burn-train on the shipped digits upsampled (bilinear) from 8×8, with random
-//! shifts as augmentation; saved as `config.json` + `model.bpk` + `zoo.json` (the model kind and
-//! the input side), reloaded by `zoo eval`.
+//! `zoo train vim-digits` / `vmamba-digits` / `s4nd-digits` and their part of `zoo eval`: image
+//! classifiers trained with burn-train on the shipped digits upsampled (bilinear) from 8×8, with
+//! random shifts as augmentation; saved as `config.json` + `model.bpk` + `zoo.json` (the model
+//! kind and the input side), reloaded by `zoo eval` (at another side with `--img-size`, for the
+//! models whose layers allow it).
 
 use crate::common::{CliError, CliResult, RUN_FILE, device, read_run_file, write_json};
 use crate::train::{Progress, load_weights, save};
@@ -19,7 +20,11 @@ use burn::train::{
 use clap::Args;
 use ssm_datasets::ImageBatch;
 use ssm_datasets::images::{ImageBatcher, ImageTransform, digits_images};
-use ssm_models::vision::{self, ImageClassifier, VMamba, VMambaConfig, Vim, VimConfig};
+use ssm_models::ssm::s4nd::S4NDKernelKind;
+use ssm_models::vision::{
+    self, ImageClassifier, S4NDClassifier, S4NDClassifierConfig, VMamba, VMambaConfig, Vim,
+    VimConfig,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -28,9 +33,9 @@ pub struct VisionArgs {
     epochs: usize,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// AdamW learning rate.
-    #[arg(long, default_value_t = 0.002)]
-    lr: f64,
+    /// AdamW learning rate (default 0.002; S4ND 0.005).
+    #[arg(long)]
+    lr: Option<f64>,
     /// AdamW weight decay (none on biases, norms, A_log(s), D(s), pos_embed, cls_token).
     #[arg(long, default_value_t = 0.05)]
     weight_decay: f64,
@@ -39,18 +44,21 @@ pub struct VisionArgs {
     img_size: usize,
     #[arg(long, default_value_t = 4)]
     patch_size: usize,
-    /// Token width (Vim) or first-stage width (VMamba).
+    /// Token width (Vim), first-stage width (VMamba) or channels (S4ND).
     #[arg(long, default_value_t = 64)]
     embed_dim: usize,
-    /// Blocks (Vim) or blocks per stage (VMamba).
+    /// Blocks (Vim, S4ND) or blocks per stage (VMamba).
     #[arg(long, default_value_t = 4)]
     depth: usize,
     /// VMamba: number of stages (each halves the map and doubles the width).
     #[arg(long, default_value_t = 2)]
     stages: usize,
-    /// SSM state size (default 16 for Vim, 4 for VMamba).
+    /// SSM state size (default 16 for Vim and S4ND, 4 for VMamba).
     #[arg(long)]
     d_state: Option<usize>,
+    /// S4ND: the 1-D kernel of each axis.
+    #[arg(long, value_enum, default_value_t = AxisKernel::S4)]
+    axis_kernel: AxisKernel,
     /// Largest stochastic-depth rate.
     #[arg(long, default_value_t = 0.0)]
     drop_path: f64,
@@ -64,6 +72,15 @@ pub struct VisionArgs {
     device: String,
 }
 
+/// S4ND's kernel per axis.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum AxisKernel {
+    /// S4 (DPLR, HiPPO-LegS).
+    S4,
+    /// S4D (diagonal, S4D-LegS).
+    S4d,
+}
+
 impl VisionArgs {
     fn check(&self) -> CliResult {
         if self.epochs == 0 || self.batch_size == 0 || self.embed_dim == 0 || self.depth == 0 {
@@ -71,7 +88,8 @@ impl VisionArgs {
                 "epochs, batch size, width and depth must be at least 1".into(),
             ));
         }
-        if self.lr <= 0.0 || self.weight_decay < 0.0 || self.d_state == Some(0) {
+        if self.lr.is_some_and(|lr| lr <= 0.0) || self.weight_decay < 0.0 || self.d_state == Some(0)
+        {
             return Err(CliError::Usage(
                 "need lr > 0, weight-decay >= 0 and d-state >= 1".into(),
             ));
@@ -113,13 +131,14 @@ pub(crate) fn image_kind(
     let img_size = v.get("img_size").and_then(|s| s.as_u64()).unwrap_or(0) as usize;
     match v.get("kind").and_then(|k| k.as_str()) {
         Some("sequence") => Ok(None),
-        Some(k @ ("vim" | "vmamba")) if img_size > 0 => Ok(Some(ImageKind {
+        Some(k @ ("vim" | "vmamba" | "s4nd")) if img_size > 0 => Ok(Some(ImageKind {
             kind: k.to_string(),
             img_size,
         })),
-        Some("vim" | "vmamba") => Err(bad("img_size must be a positive integer".into())),
+        Some("vim" | "vmamba" | "s4nd") => Err(bad("img_size must be a positive integer".into())),
         other => Err(bad(format!(
-            "unknown model kind {other:?} (expected \"sequence\", \"vim\" or \"vmamba\")"
+            "unknown model kind {other:?} (expected \"sequence\", \"vim\", \"vmamba\" or \
+             \"s4nd\")"
         ))),
     }
 }
@@ -163,7 +182,7 @@ where
         .build(test);
     std::fs::create_dir_all(out)
         .map_err(|e| CliError::Io(format!("cannot create {}: {e}", out.display())))?;
-    let lr = ModuleLrSchedulerConfig::new(a.lr.into())
+    let lr = ModuleLrSchedulerConfig::new(a.lr.unwrap_or(0.002).into())
         .init()
         .map_err(|e| CliError::Usage(format!("learning rate: {e}")))?;
     let result = SupervisedTraining::new(out, dl_train, dl_valid)
@@ -196,6 +215,7 @@ fn finish<M: Module, C: Config>(
             kind: kind.into(),
             img_size: a.img_size,
         },
+        None,
         &device,
     )?;
     println!(
@@ -274,6 +294,30 @@ pub fn vmamba_digits(a: VisionArgs) -> CliResult {
     run(a, "vmamba", config, VMambaConfig::init)
 }
 
+pub fn s4nd_digits(a: VisionArgs) -> CliResult {
+    a.check()?;
+    let config = S4NDClassifierConfig::new(1, ssm_datasets::digits::CLASSES)
+        .with_d_model(a.embed_dim)
+        .with_n_layers(a.depth)
+        .with_d_state(a.d_state.unwrap_or(16))
+        .with_kernel(match a.axis_kernel {
+            AxisKernel::S4 => S4NDKernelKind::S4,
+            AxisKernel::S4d => S4NDKernelKind::S4D,
+        });
+    config
+        .validate()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    println!(
+        "S4ND: {} layers of {} channels, {:?} kernels per axis (N {}), on {}x{} pixels",
+        a.depth, a.embed_dim, config.kernel, config.d_state, a.img_size, a.img_size
+    );
+    let a = VisionArgs {
+        lr: Some(a.lr.unwrap_or(0.005)),
+        ..a
+    };
+    run(a, "s4nd", config, S4NDClassifierConfig::init)
+}
+
 fn load_config<C: Config>(dir: &Path) -> CliResult<C> {
     let path = dir.join("config.json");
     C::load(&path).map_err(|e| CliError::Io(format!("cannot read {}: {e}", path.display())))
@@ -286,14 +330,22 @@ pub(crate) fn load_image_model(
     device: &Device,
 ) -> CliResult<Box<dyn ImageClassifier>> {
     let invalid = |e: ssm_models::ModelError| CliError::Io(format!("{}: {e}", dir.display()));
-    Ok(if kind.kind == "vim" {
-        let config: VimConfig = load_config(dir)?;
-        config.validate().map_err(invalid)?;
-        Box::new(load_weights::<Vim>(config.init(device), dir)?)
-    } else {
-        let config: VMambaConfig = load_config(dir)?;
-        config.validate().map_err(invalid)?;
-        Box::new(load_weights::<VMamba>(config.init(device), dir)?)
+    Ok(match kind.kind.as_str() {
+        "vim" => {
+            let config: VimConfig = load_config(dir)?;
+            config.validate().map_err(invalid)?;
+            Box::new(load_weights::<Vim>(config.init(device), dir)?)
+        }
+        "s4nd" => {
+            let config: S4NDClassifierConfig = load_config(dir)?;
+            config.validate().map_err(invalid)?;
+            Box::new(load_weights::<S4NDClassifier>(config.init(device), dir)?)
+        }
+        _ => {
+            let config: VMambaConfig = load_config(dir)?;
+            config.validate().map_err(invalid)?;
+            Box::new(load_weights::<VMamba>(config.init(device), dir)?)
+        }
     })
 }
 
@@ -302,20 +354,51 @@ pub(crate) fn eval_transform(kind: &ImageKind) -> ImageTransform {
     digits_transform(kind.img_size, false)
 }
 
-/// Right answers and total of a saved image model on the digits' test split.
-pub(crate) fn accuracy(dir: &Path, kind: &ImageKind, device: &Device) -> CliResult<(usize, usize)> {
+/// Right answers and total of a saved image model on the digits' test split, at its training
+/// side or at another side with a kernel rate (default the training side / the side; a model
+/// that cannot change resolution refuses).
+pub(crate) fn accuracy(
+    dir: &Path,
+    kind: &ImageKind,
+    at: Option<(usize, Option<f64>)>,
+    device: &Device,
+) -> CliResult<(usize, usize)> {
     let model = load_image_model(dir, kind, device)?;
+    let side = at.map_or(kind.img_size, |(side, _)| side);
+    if side == 0 {
+        return Err(CliError::Usage("--img-size must be at least 1".into()));
+    }
+    let rate = at
+        .and_then(|(_, rate)| rate)
+        .unwrap_or(kind.img_size as f64 / side as f64);
+    if !(rate > 0.0 && rate.is_finite()) {
+        return Err(CliError::Usage(format!(
+            "--rate must be positive, not {rate}"
+        )));
+    }
+    let resampled = at.is_some() && (side != kind.img_size || rate != 1.0);
     let (_, test) = digits_images().map_err(|e| CliError::Io(e.to_string()))?;
     let items = (0..test.len())
         .map(|i| test.get(i))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CliError::Io(format!("reading the test split: {e}")))?;
-    let batcher = ImageBatcher::eval(eval_transform(kind));
+    let batcher = ImageBatcher::eval(digits_transform(side, false));
     let mut right = 0;
     for chunk in items.chunks(128) {
         let batch = batcher.batch(chunk.to_vec(), device);
         let labels: Vec<usize> = chunk.iter().map(|i| i.label).collect();
-        right += count_right(model.logits(batch.images), &labels)?;
+        let logits = if !resampled {
+            model.logits(batch.images)
+        } else {
+            model.logits_at_rate(batch.images, rate).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "a {} model is tied to its training side {} (patch grid and position \
+                     embeddings); it cannot be evaluated at {side}",
+                    kind.kind, kind.img_size
+                ))
+            })?
+        };
+        right += count_right(logits, &labels)?;
     }
     Ok((right, items.len()))
 }

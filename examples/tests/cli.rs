@@ -422,6 +422,16 @@ fn train_saves_a_model_that_eval_reloads() {
     // Two epochs of a small model are above chance (10%) on the fixed split (30% seen).
     let acc = v["test_accuracy"].as_f64().unwrap();
     assert!(acc > 0.2, "test accuracy {acc}");
+    assert_clean_error(
+        &zoo(&[
+            "eval",
+            "--model",
+            out_dir.to_str().unwrap(),
+            "--img-size",
+            "8",
+        ]),
+        "for image models",
+    );
 
     // Bad input: a folder without a model, impossible settings.
     assert_clean_error(
@@ -486,6 +496,17 @@ fn image_task(task: &str) {
     assert_eq!(v["total"], 359);
     let acc = v["test_accuracy"].as_f64().unwrap();
     assert!(acc > 0.2, "test accuracy {acc}");
+    // A patch grid is tied to its training side.
+    assert_clean_error(
+        &zoo(&[
+            "eval",
+            "--model",
+            out_dir.to_str().unwrap(),
+            "--img-size",
+            "8",
+        ]),
+        "cannot be evaluated at 8",
+    );
     // Impossible settings and a corrupt kind file are clean errors.
     assert_clean_error(
         &zoo(&[
@@ -502,6 +523,59 @@ fn image_task(task: &str) {
     assert_clean_error(
         &zoo(&["eval", "--model", out_dir.to_str().unwrap()]),
         "unknown model kind",
+    );
+}
+
+#[test]
+fn s4nd_digits_trains_and_evaluates_at_other_resolutions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    let run = out_dir.to_str().unwrap();
+    let out = zoo(&[
+        "train",
+        "s4nd-digits",
+        "--epochs",
+        "2",
+        "--embed-dim",
+        "16",
+        "--depth",
+        "1",
+        "--d-state",
+        "8",
+        "--out",
+        run,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("epoch 2/2 valid: Accuracy"), "{text}");
+    // At the training side (16), and without retraining at half and twice the side.
+    for side in [None, Some("8"), Some("32")] {
+        let mut args = vec!["eval", "--model", run];
+        if let Some(s) = side {
+            args.extend(["--img-size", s]);
+        }
+        let out = zoo(&args);
+        assert!(
+            out.status.success(),
+            "{side:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(v["total"], 359);
+        let acc = v["test_accuracy"].as_f64().unwrap();
+        assert!(acc > 0.2, "{side:?}: test accuracy {acc}");
+    }
+    assert_clean_error(
+        &zoo(&["eval", "--model", run, "--img-size", "0"]),
+        "at least 1",
+    );
+    assert_clean_error(
+        &zoo(&["train", "s4nd-digits", "--d-state", "1", "--out", run]),
+        "d_state",
     );
 }
 

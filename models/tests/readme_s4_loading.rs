@@ -8,12 +8,14 @@ use ssm_models::ssm::reference::{DtTransform, ReferenceLayer, ReferenceOptions};
 use ssm_models::ssm::s4::S4;
 
 fn load(device: &Device) -> ssm_models::Result<()> {
-    // One S4Block out of a training run's Lightning checkpoint (its configs default to softplus).
+    // One S4Block out of a training run's Lightning checkpoint (its configs default to softplus
+    // and set l_max to the dataset's length).
     let mut ckpt = TensorMap::read("last.ckpt".as_ref())?;
     let block = ckpt.split_prefix("state_dict.model.layers.0.layer.");
     let options = ReferenceOptions {
         dt_transform: DtTransform::Softplus,
         bilinear: false,
+        l_max: Some(1024),
     };
     let s4 = S4::from_reference_map(block, options, device)?;
     let y: Tensor<3> = s4.forward(Tensor::zeros([1, s4.D.dims()[0], 1024], device));

@@ -52,16 +52,23 @@ fn run_steps<S>(
 
 #[test]
 fn s4_dplr_block_reproduces_the_reference() {
+    use ssm_models::ssm::reference::ReferenceOptions;
     let device = Device::flex();
     let t = fixture();
-    let layer = S4::load_reference(&dir().join("s4_block.pth"), &device).expect("loads");
+    // The block was built with l_max 16.
+    let options = ReferenceOptions {
+        l_max: Some(16),
+        ..Default::default()
+    };
+    let layer =
+        S4::load_reference_with(&dir().join("s4_block.pth"), options, &device).expect("loads");
     assert_eq!(layer.kernel.l_kernel, 16);
     // The kernel at the 16 roots of unity.
     let (want, _) = t.values("s4.k16");
     let err = max_abs_diff(&to_vec(layer.kernel.kernel(16)), &want);
     assert!(err <= 1e-5, "kernel: max abs error {err:e}");
     // Length 16; 12 (the kernel still read at 16 roots, then truncated); 24 (longer than
-    // l_kernel: the kernel stops at 16, as the reference's FFTConv with l_max 16).
+    // l_max: the kernel stops at 16, as the reference's FFTConv with l_max 16).
     for len in [16, 12, 24] {
         close(
             &format!("s4.y{len}"),
@@ -97,17 +104,23 @@ fn bidirectional_softplus_blocks_reproduce_the_reference() {
     use ssm_models::ssm::reference::{DtTransform, ReferenceOptions};
     let device = Device::flex();
     let t = fixture();
+    // The S4 block was built with l_max 16, the S4D block with l_max None.
     let softplus = ReferenceOptions {
         dt_transform: DtTransform::Softplus,
         bilinear: false,
+        l_max: Some(16),
     };
     let s4 =
         S4::load_reference_with(&dir().join("s4_bidir.pth"), softplus, &device).expect("loads");
     assert!(s4.kernel.C_bwd.is_some());
+    let unbounded = ReferenceOptions {
+        l_max: None,
+        ..softplus
+    };
     let s4d =
-        S4D::load_reference_with(&dir().join("s4d_bidir.pth"), softplus, &device).expect("loads");
+        S4D::load_reference_with(&dir().join("s4d_bidir.pth"), unbounded, &device).expect("loads");
     assert!(s4d.kernel.C_bwd.is_some());
-    // 16 = l_max; 24 > l_max (both kernels stop at 16 taps).
+    // At 24 the S4 kernels stop at 16 taps (l_max), the S4D ones run the whole length.
     for len in [16, 24] {
         close(
             &format!("s4_bidir.y{len}"),
@@ -143,6 +156,7 @@ fn a_block_reads_out_of_a_whole_lightning_checkpoint() {
     let options = ReferenceOptions {
         dt_transform: DtTransform::Softplus,
         bilinear: false,
+        l_max: Some(16),
     };
     let s4 = S4::from_reference_map(block, options, &device).expect("loads");
     close("s4_bidir.y16", s4.forward(input(&t, 16, &device)), &t, 1e-5);

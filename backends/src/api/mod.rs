@@ -3,6 +3,7 @@
 //! backend has one); the `*_reference` variants run the portable body, the oracle in tests.
 
 mod fft;
+mod fftn;
 mod linear;
 mod norm;
 mod scan;
@@ -13,6 +14,7 @@ pub use fft::{
     DIRECT_MAX_LEN, bidirectional_conv, causal_conv, causal_conv_fft, causal_conv_reference, irfft,
     rfft,
 };
+pub use fftn::{fft, ifft, irfftn, rfftn};
 pub use linear::{rows_matmul, rows_matmul_transposed};
 pub use norm::add_rms_norm;
 pub use scan::{

@@ -75,7 +75,9 @@ pub fn decay_plan<M: Module>(module: &M) -> Vec<(String, bool)> {
         .collect()
 }
 
-fn param_paths<M: Module>(module: &M) -> Vec<(ParamId, String)> {
+/// Each float parameter's id and path (`a.0.b`, enum variants included), as the optimizer's
+/// parameter groups match them.
+pub(crate) fn param_paths<M: Module>(module: &M) -> Vec<(ParamId, String)> {
     #[derive(Default)]
     struct Paths {
         path: Vec<String>,

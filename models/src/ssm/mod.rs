@@ -10,6 +10,7 @@ pub mod mamba2;
 pub mod reference;
 pub mod s4;
 pub mod s4d;
+pub mod s4nd;
 pub mod s5;
 pub mod ss2d;
 

@@ -26,6 +26,11 @@ pub struct ReferenceOptions {
     /// The diagonal kernel's `disc='bilinear'` (default ZOH; ignored for S4's DPLR kernel,
     /// which is always bilinear).
     pub bilinear: bool,
+    /// The block's `l_max` (its `FFTConv`'s): kernels are at most this many taps, zero beyond.
+    /// `None` (the standalone `S4Block` default): as long as the input, an S4 kernel's `C̃`
+    /// extended by doubling beyond its `l_kernel` as the reference does. The training
+    /// repository's configs set it to the dataset's length.
+    pub l_max: Option<usize>,
 }
 
 /// A layer that loads from a checkpoint of its reference implementation: [`S4`](super::s4::S4)
@@ -110,22 +115,58 @@ pub(crate) fn upgrade_v3(w: &mut TensorMap, device: &Device) -> Result<()> {
     Ok(())
 }
 
-/// H and the number of trained copies S of (A, B) (`n_ssm`), checked: S divides H.
-pub(crate) fn sizes(w: &TensorMap, k: &str) -> Result<(usize, usize, usize)> {
-    let d = w.shape_of("layer.D")?;
-    let a = w.shape_of(&format!("{k}.A_real"))?;
-    let (h, s, n2) = (
-        d.last().copied().unwrap_or(0),
-        a.first().copied().unwrap_or(0),
-        a.get(1).copied().unwrap_or(0),
-    );
+/// state-spaces/s4's `FFTConv` around a kernel, on `u` (B, H, L): the kernel (and a
+/// bidirectional layer's backward kernel) of `min(L, l_max)` taps from `kernels`, zero beyond,
+/// convolved with `u` ([`causal_conv`](ssm_backends::causal_conv) or
+/// [`bidirectional_conv`](ssm_backends::bidirectional_conv)), plus the skip `D u`.
+pub(crate) fn fft_conv(
+    u: Tensor<3>,
+    l_max: Option<usize>,
+    d: Tensor<1>,
+    kernels: impl Fn(usize) -> (Tensor<2>, Option<Tensor<2>>),
+) -> Tensor<3> {
+    let [_, _, l] = u.dims();
+    let taps = l_max.map_or(l, |m| m.min(l));
+    let (k, kb) = kernels(taps);
+    let pad = |k: Tensor<2>| {
+        if taps == l {
+            return k;
+        }
+        let [h, _] = k.dims();
+        Tensor::cat(
+            vec![k.clone(), Tensor::zeros([h, l - taps], &k.device())],
+            1,
+        )
+    };
+    let y = match kb {
+        Some(kb) => ssm_backends::bidirectional_conv(u.clone(), pad(k), pad(kb)),
+        None => ssm_backends::causal_conv(u.clone(), pad(k)),
+    };
+    y + u * d.unsqueeze_dims::<3>(&[0, 2])
+}
+
+/// H of a layer whose skip `D` has one output channel, `(1, H)` under `key` (`layer.D` of an
+/// `S4Block`, `D` of an S4ND layer).
+pub(crate) fn single_channel(w: &TensorMap, key: &str) -> Result<usize> {
+    let d = w.shape_of(key)?;
     if d.len() != 2 || d[0] != 1 {
         return Err(ModelError::Invalid(format!(
-            "weights: key 'layer.D' has shape {d:?}: only one output channel (channels = 1) \
+            "weights: key '{key}' has shape {d:?}: only one output channel (channels = 1) \
              is supported"
         )));
     }
-    if a.len() != 2 || s == 0 || h % s != 0 {
+    Ok(d[1])
+}
+
+/// (H, the number of trained copies S of (A, B) (`n_ssm`), N/2) of the kernel under `k` for
+/// `h` channels, checked: S divides H.
+pub(crate) fn sizes(w: &TensorMap, k: &str, h: usize) -> Result<(usize, usize, usize)> {
+    let a = w.shape_of(&format!("{k}.A_real"))?;
+    let (s, n2) = (
+        a.first().copied().unwrap_or(0),
+        a.get(1).copied().unwrap_or(0),
+    );
+    if a.len() != 2 || s == 0 || !h.is_multiple_of(s) {
         return Err(ModelError::Invalid(format!(
             "weights: key '{k}.A_real' has shape {a:?}: expected (n_ssm, N/2) with n_ssm \
              dividing H = {h}"

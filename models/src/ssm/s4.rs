@@ -25,7 +25,6 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use nalgebra::{Complex as C64, DMatrix, DVector};
-use ssm_backends::causal_conv;
 use std::f64::consts::PI;
 
 /// Configuration of an [`S4`] layer with the HiPPO-LegS DPLR initialisation.
@@ -52,6 +51,18 @@ impl S4Config {
     /// HiPPO-LegS in DPLR form (Λ, P, B = V* B_LegS from [`nplr_legs`], one of each conjugate
     /// pair), `C̃` complex normal, `log_dt` uniform in `[log dt_min, log dt_max]`.
     pub fn init(&self, device: &Device) -> S4 {
+        let h = self.d_model;
+        S4 {
+            kernel: self.init_kernel(device),
+            D: Param::from_tensor(Tensor::random([h], Distribution::Normal(0.0, 1.0), device)),
+            output_linear: LinearConfig::new(h, 2 * h).init(device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            l_max: None,
+        }
+    }
+
+    /// The kernel alone (the initialisation of [`init`](Self::init)).
+    pub fn init_kernel(&self, device: &Device) -> S4Kernel {
         let (h, n) = (self.d_model, self.d_state.max(2));
         let n2 = n / 2;
         let f = nplr_legs(2 * n2);
@@ -76,42 +87,33 @@ impl S4Config {
                 .repeat_dim(0, shape[0])
         };
         let (lo, hi) = (self.dt_min.ln(), self.dt_max.ln());
-        S4 {
-            kernel: S4Kernel {
-                log_dt: Param::from_tensor(Tensor::random(
-                    [h],
-                    Distribution::Uniform(lo, hi),
-                    device,
-                )),
-                Lambda_re: Param::from_tensor(
-                    Tensor::<1>::from_data(TensorData::new(lre, [n2]), device)
-                        .unsqueeze::<2>()
-                        .repeat_dim(0, h),
-                ),
-                Lambda_im: Param::from_tensor(
-                    Tensor::<1>::from_data(TensorData::new(lim, [n2]), device)
-                        .unsqueeze::<2>()
-                        .repeat_dim(0, h),
-                ),
-                P: Param::from_tensor(rep(p, [h, n2, 2])),
-                B: Param::from_tensor(rep(b, [h, n2, 2])),
-                C: Param::from_tensor(Tensor::random(
+        S4Kernel {
+            log_dt: Param::from_tensor(Tensor::random([h], Distribution::Uniform(lo, hi), device)),
+            Lambda_re: Param::from_tensor(
+                Tensor::<1>::from_data(TensorData::new(lre, [n2]), device)
+                    .unsqueeze::<2>()
+                    .repeat_dim(0, h),
+            ),
+            Lambda_im: Param::from_tensor(
+                Tensor::<1>::from_data(TensorData::new(lim, [n2]), device)
+                    .unsqueeze::<2>()
+                    .repeat_dim(0, h),
+            ),
+            P: Param::from_tensor(rep(p, [h, n2, 2])),
+            B: Param::from_tensor(rep(b, [h, n2, 2])),
+            C: Param::from_tensor(Tensor::random(
+                [h, n2, 2],
+                Distribution::Normal(0.0, 0.5f64.sqrt()),
+                device,
+            )),
+            C_bwd: self.bidirectional.then(|| {
+                Param::from_tensor(Tensor::random(
                     [h, n2, 2],
                     Distribution::Normal(0.0, 0.5f64.sqrt()),
                     device,
-                )),
-                C_bwd: self.bidirectional.then(|| {
-                    Param::from_tensor(Tensor::random(
-                        [h, n2, 2],
-                        Distribution::Normal(0.0, 0.5f64.sqrt()),
-                        device,
-                    ))
-                }),
-                l_kernel: 0,
-            },
-            D: Param::from_tensor(Tensor::random([h], Distribution::Normal(0.0, 1.0), device)),
-            output_linear: LinearConfig::new(h, 2 * h).init(device),
-            dropout: DropoutConfig::new(self.dropout).init(),
+                ))
+            }),
+            l_kernel: 0,
         }
     }
 }
@@ -128,15 +130,17 @@ pub struct S4Kernel {
     pub C: Param<Tensor<3>>,
     /// The backward direction's `C̃` of a bidirectional layer (same Λ, P, B, Δ).
     pub C_bwd: Option<Param<Tensor<3>>>,
-    /// The length `C̃` is attuned to (the reference's `l_kernel` buffer), which is also the
-    /// longest kernel: the kernel is evaluated at its `l_kernel` roots of unity, truncated for
-    /// shorter inputs and zero beyond for longer ones (the reference's `FFTConv` with
-    /// `l_max = l_kernel`). 0: attuned to whatever length the kernel is asked for.
+    /// The length `C̃` is attuned to (the reference's `l_kernel` buffer). A kernel asked for at
+    /// most this long is evaluated at its `l_kernel` roots of unity and truncated; a longer one
+    /// first extends `C̃` by doubling, `C̃₂ₘ = (I + Āᵐ)* C̃ₘ` (since `I − Ā²ᵐ = (I − Āᵐ)(I +
+    /// Āᵐ)`), until it covers the length, as the reference's `SSMKernelDPLR` does. 0: `C` is
+    /// `C̃` for whatever length the kernel is asked for (a freshly initialised layer).
     pub l_kernel: usize,
 }
 
 impl S4Kernel {
-    /// The length `C̃` is read at for an input of length `len`.
+    /// The length `C̃` is attuned to for an input of length `len` (before any extension): the
+    /// length the recurrent form recovers `C` at.
     pub fn attuned_length(&self, len: usize) -> usize {
         if self.l_kernel > 0 {
             self.l_kernel
@@ -145,65 +149,132 @@ impl S4Kernel {
         }
     }
 
-    /// The kernel K (H, L): evaluated at the [`attuned_length`](Self::attuned_length), then
-    /// truncated to `len` or padded with zeros.
+    /// The kernel K (H, L) (the reference's `SSMKernelDPLR.forward(L=len)`).
     pub fn kernel(&self, len: usize) -> Tensor<2> {
-        self.kernel_with(self.C.val(), len)
+        self.kernel_with(self.C.val(), len, 1.0)
     }
 
     /// The backward kernel (H, L) of a bidirectional layer: `y[t]` reads `u[t + 1 + j]`
     /// through its `j`-th tap ([`ssm_backends::bidirectional_conv`]).
     pub fn kernel_backward(&self, len: usize) -> Option<Tensor<2>> {
-        self.C_bwd.as_ref().map(|c| self.kernel_with(c.val(), len))
+        self.C_bwd
+            .as_ref()
+            .map(|c| self.kernel_with(c.val(), len, 1.0))
     }
 
-    fn kernel_with(&self, c: Tensor<3>, len: usize) -> Tensor<2> {
-        let m = self.attuned_length(len);
-        let k = self.kernel_at(c, m);
-        if len <= m {
+    /// The kernel (H, L) sampled at relative frequency `rate` (the reference's `rate`: the
+    /// step becomes `rate Δ`, and `C̃` covers `rate · len` continuous units; 0.5 samples the
+    /// same continuous kernel twice as densely). The forward and, for a bidirectional layer,
+    /// the backward kernel.
+    pub fn kernels_at_rate(&self, len: usize, rate: f64) -> (Tensor<2>, Option<Tensor<2>>) {
+        (
+            self.kernel_with(self.C.val(), len, rate),
+            self.C_bwd
+                .as_ref()
+                .map(|c| self.kernel_with(c.val(), len, rate)),
+        )
+    }
+
+    fn kernel_with(&self, c: Tensor<3>, len: usize, rate: f64) -> Tensor<2> {
+        let continuous = ((rate * len as f64).round() as usize).max(1);
+        let (c, m) = self.extended(c, continuous);
+        let discrete = ((m as f64 / rate).round() as usize).max(1);
+        let k = self.kernel_at(c, discrete, rate);
+        if len <= discrete {
             k.narrow(1, 0, len)
         } else {
             let [h, _] = k.dims();
             Tensor::cat(
-                vec![k, Tensor::zeros([h, len - m], &self.log_dt.val().device())],
+                vec![
+                    k,
+                    Tensor::zeros([h, len - discrete], &self.log_dt.val().device()),
+                ],
                 1,
             )
         }
     }
 
-    /// The kernel at the `len` roots of unity, `C̃` read as attuned to `len`.
-    fn kernel_at(&self, c_tilde: Tensor<3>, len: usize) -> Tensor<2> {
+    /// `C̃` attuned to a length covering `continuous`, and that length: unchanged when
+    /// `l_kernel` covers it (or is 0), else doubled until it does. The doubling matrix
+    /// `Π (I + Ā^(l 2^j))*` is set up in float64 on the host, as the reference's
+    /// `_setup_C` (which runs without gradients); gradients reach `C` through it.
+    fn extended(&self, c: Tensor<3>, continuous: usize) -> (Tensor<3>, usize) {
+        let mut m = self.l_kernel;
+        if m == 0 {
+            return (c, continuous);
+        }
+        if continuous <= m {
+            return (c, m);
+        }
+        let [h, n2] = self.Lambda_re.dims();
+        let n = 2 * n2;
+        let abar = self.dense_system().0;
+        let mut top_re = Vec::with_capacity(h * n2 * n);
+        let mut top_im = Vec::with_capacity(h * n2 * n);
+        let mut doublings = 0;
+        while continuous > m << doublings {
+            doublings += 1;
+        }
+        for a in &abar {
+            let eye = DMatrix::<C64<f64>>::identity(n, n);
+            let mut pow = matrix_power(a, m);
+            let mut total = eye.clone();
+            for _ in 0..doublings {
+                total = &total * (&eye + &pow);
+                pow = &pow * &pow;
+            }
+            let adj = total.adjoint();
+            for r in 0..n2 {
+                for col in 0..n {
+                    top_re.push(adj[(r, col)].re as f32);
+                    top_im.push(adj[(r, col)].im as f32);
+                }
+            }
+        }
+        m <<= doublings;
+        let device = c.device();
+        let mat = Complex {
+            re: Tensor::<3>::from_data(TensorData::new(top_re, [h, n2, n]), &device),
+            im: Tensor::<3>::from_data(TensorData::new(top_im, [h, n2, n]), &device),
+        };
+        // C̃ over all N modes (the stored half and its conjugates) as (H, N, 1) columns.
+        let half = Complex::from_pairs(c);
+        let full = Complex {
+            re: Tensor::cat(vec![half.re.clone(), half.re], 1).reshape([h, n, 1]),
+            im: Tensor::cat(vec![half.im.clone(), half.im.neg()], 1).reshape([h, n, 1]),
+        };
+        let new = Complex {
+            re: (mat.re.clone().matmul(full.re.clone()) - mat.im.clone().matmul(full.im.clone()))
+                .reshape([h, n2]),
+            im: (mat.re.matmul(full.im) + mat.im.matmul(full.re)).reshape([h, n2]),
+        };
+        (new.into_pairs(), m)
+    }
+
+    /// The kernel at the `len` roots of unity, `C̃` read as attuned to `len`, with the step
+    /// `rate Δ`.
+    fn kernel_at(&self, c_tilde: Tensor<3>, len: usize, rate: f64) -> Tensor<2> {
         let device = self.log_dt.val().device();
         let [h, n2] = self.Lambda_re.dims();
-        let dt = self.log_dt.val().exp().reshape([h, 1, 1]);
-        // Roots of unity z_k = exp(-2πi k / L), k = 0..=L/2, and g, c at them (1, bins, 1).
+        let dt = self.log_dt.val().exp().reshape([h, 1, 1]) * rate;
+        // At the roots of unity z_k = exp(-2πi k / L), k = 0..=L/2: (1 - z)/(1 + z) = i t_k
+        // and c = 2/(1 + z) = 1 + i t_k with t_k = tan(π k / L), from float64 (forming 1 + z
+        // in float32 loses most digits near z = -1). At z = -1 (the Nyquist bin of an even L)
+        // t is infinite and K̂ is the limit c k₀₀ → (Δ/2) Σ C̃* B; t capped at 1e10 reaches it
+        // within 1e-9 relative while |g|² stays far from float32's overflow (which would zero
+        // the bin).
         let bins = len / 2 + 1;
-        let ang: Vec<f32> = (0..bins)
-            .map(|k| (-2.0 * PI * k as f64 / len as f64) as f32)
+        let tan: Vec<f32> = (0..bins)
+            .map(|k| (PI * k as f64 / len as f64).tan().min(1e10) as f32)
             .collect();
-        let ang =
-            Tensor::<1>::from_data(TensorData::new(ang, [bins]), &device).reshape([1, bins, 1]);
-        let z = Complex {
-            re: ang.clone().cos(),
-            im: ang.sin(),
+        let t = Tensor::<1>::from_data(TensorData::new(tan, [bins]), &device).reshape([1, bins, 1]);
+        let c = Complex {
+            re: t.ones_like(),
+            im: t.clone(),
         };
-        let one_plus = Complex {
-            re: z.re.clone() + 1.0,
-            im: z.im.clone(),
-        };
-        let one_minus = Complex {
-            re: z.re.clone().neg() + 1.0,
-            im: z.im.clone().neg(),
-        };
-        let two = Complex {
-            re: z.re.ones_like() * 2.0,
-            im: z.re.zeros_like(),
-        };
-        let c = two / one_plus.clone();
-        let frac = one_minus / one_plus; // (1, L, 1)
         let g = Complex {
-            re: frac.re * (dt.clone().recip() * 2.0),
-            im: frac.im * (dt.recip() * 2.0),
+            re: Tensor::zeros([h, bins, 1], &device),
+            im: t * (dt.recip() * 2.0),
         }; // (H, L, 1)
         // All N modes: the stored half and its conjugates (H, 1, N).
         let full = |x: Complex<2>| Complex {
@@ -257,20 +328,10 @@ impl S4Kernel {
         ssm_backends::irfft(khat.re, khat.im, len)
     }
 
-    /// The dense bilinear system for stepping, set up in float64: per channel `Ā` (N, N),
-    /// `B̄` (N), and `C = ((I − Ā^L)*)⁻¹ C̃` (N), with L the length `C̃` is attuned to
-    /// ([`attuned_length`](Self::attuned_length) of `len`, the length the convolution runs at).
-    /// The step equals the convolution over the first L steps (beyond, a kernel attuned to L is
-    /// zero and the recurrence is not).
-    pub fn recurrence(&self, len: usize) -> S4Recurrence {
-        let len = self.attuned_length(len);
+    /// The dense bilinear system per channel in float64: `Ā = (I − Δ/2 A)⁻¹ (I + Δ/2 A)` and
+    /// `B̄ = (I − Δ/2 A)⁻¹ Δ B` over all N modes, `A = Λ − P P*`.
+    fn dense_system(&self) -> DenseSystem {
         let f = |t: Tensor<2>| {
-            ssm_backends::to_vec(t)
-                .into_iter()
-                .map(f64::from)
-                .collect::<Vec<_>>()
-        };
-        let f3 = |t: Tensor<3>| {
             ssm_backends::to_vec(t)
                 .into_iter()
                 .map(f64::from)
@@ -279,23 +340,15 @@ impl S4Kernel {
         let [h, n2] = self.Lambda_re.dims();
         let n = 2 * n2;
         let (lre, lim) = (f(self.Lambda_re.val()), f(self.Lambda_im.val()));
-        let (p, b, ct) = (f3(self.P.val()), f3(self.B.val()), f3(self.C.val()));
+        let (p, b) = (pairs_f64(self.P.val()), pairs_f64(self.B.val()));
         let dts: Vec<f64> = ssm_backends::to_vec(self.log_dt.val())
             .into_iter()
             .map(|x| f64::from(x).exp())
             .collect();
-        let mut abar = Vec::with_capacity(h * n * n * 2);
-        let mut bbar = Vec::with_capacity(h * n * 2);
-        let mut cvec = Vec::with_capacity(h * n * 2);
-        for ch in 0..h {
-            let full = |v: &[f64], j: usize| -> C64<f64> {
-                let (re, im) = (v[(ch * n2 + j % n2) * 2], v[(ch * n2 + j % n2) * 2 + 1]);
-                if j < n2 {
-                    C64::new(re, im)
-                } else {
-                    C64::new(re, -im)
-                }
-            };
+        let mut abar = Vec::with_capacity(h);
+        let mut bbar = Vec::with_capacity(h);
+        for (ch, &dt) in dts.iter().enumerate() {
+            let full = |v: &[f64], j: usize| full_mode(v, ch, n2, j);
             let lam = |j: usize| {
                 let (re, im) = (lre[ch * n2 + j % n2], lim[ch * n2 + j % n2]);
                 if j < n2 {
@@ -304,7 +357,6 @@ impl S4Kernel {
                     C64::new(re, -im)
                 }
             };
-            let dt = dts[ch];
             let a = DMatrix::from_fn(n, n, |r, c| {
                 let d = if r == c { lam(r) } else { C64::new(0.0, 0.0) };
                 d - full(&p, r) * full(&p, c).conj()
@@ -314,16 +366,30 @@ impl S4Kernel {
             let left = (&eye - &a * half)
                 .try_inverse()
                 .expect("I - dt/2 A is invertible for a stable A");
-            let ab = &left * (&eye + &a * half);
-            let bv = DVector::from_fn(n, |r, _| full(&b, r) * dt);
-            let bb = &left * bv;
+            abar.push(&left * (&eye + &a * half));
+            bbar.push(&left * DVector::from_fn(n, |r, _| full(&b, r) * dt));
+        }
+        (abar, bbar)
+    }
+
+    /// The dense bilinear system for stepping, set up in float64: per channel `Ā` (N, N),
+    /// `B̄` (N), and `C = ((I − Ā^L)*)⁻¹ C̃` (N), with L the length `C̃` is attuned to
+    /// ([`attuned_length`](Self::attuned_length) of `len`). `C` does not depend on the
+    /// extension by doubling, so the step equals the convolution at every length.
+    pub fn recurrence(&self, len: usize) -> S4Recurrence {
+        let len = self.attuned_length(len);
+        let [h, n2] = self.Lambda_re.dims();
+        let n = 2 * n2;
+        let ct = pairs_f64(self.C.val());
+        let (abars, bbars) = self.dense_system();
+        let mut abar = Vec::with_capacity(h * n * n * 2);
+        let mut bbar = Vec::with_capacity(h * n * 2);
+        let mut cvec = Vec::with_capacity(h * n * 2);
+        for (ch, (ab, bb)) in abars.iter().zip(&bbars).enumerate() {
+            let eye = DMatrix::<C64<f64>>::identity(n, n);
             // C = ((I - Ā^L)*)⁻¹ C̃.
-            let mut pow = eye.clone();
-            for _ in 0..len {
-                pow = &pow * &ab;
-            }
-            let m = (&eye - pow).adjoint();
-            let ctv = DVector::from_fn(n, |r, _| full(&ct, r));
+            let m = (&eye - matrix_power(ab, len)).adjoint();
+            let ctv = DVector::from_fn(n, |r, _| full_mode(&ct, ch, n2, r));
             let cv = m.lu().solve(&ctv).expect("I - Ā^L is invertible");
             for r in 0..n {
                 for c in 0..n {
@@ -359,6 +425,87 @@ impl S4Kernel {
                 im: t2(ci),
             },
         }
+    }
+}
+
+/// Per channel, the dense `Ā` (N, N) and `B̄` (N) in float64.
+type DenseSystem = (Vec<DMatrix<C64<f64>>>, Vec<DVector<C64<f64>>>);
+
+/// A (H, N/2, 2) tensor of complex pairs as float64 values.
+fn pairs_f64(t: Tensor<3>) -> Vec<f64> {
+    ssm_backends::to_vec(t).into_iter().map(f64::from).collect()
+}
+
+/// Mode `j` of channel `ch` over all N modes from the stored half (H, N/2, 2): the stored value
+/// for `j < N/2`, its conjugate after.
+fn full_mode(v: &[f64], ch: usize, n2: usize, j: usize) -> C64<f64> {
+    let (re, im) = (v[(ch * n2 + j % n2) * 2], v[(ch * n2 + j % n2) * 2 + 1]);
+    if j < n2 {
+        C64::new(re, im)
+    } else {
+        C64::new(re, -im)
+    }
+}
+
+/// `a^e` by repeated squaring.
+fn matrix_power(a: &DMatrix<C64<f64>>, mut e: usize) -> DMatrix<C64<f64>> {
+    let mut result = DMatrix::<C64<f64>>::identity(a.nrows(), a.ncols());
+    let mut base = a.clone();
+    while e > 0 {
+        if e & 1 == 1 {
+            result = &result * &base;
+        }
+        base = &base * &base;
+        e >>= 1;
+    }
+    result
+}
+
+impl S4Kernel {
+    /// Reads the keys of state-spaces/s4's `SSMKernelDPLR` under `k` for `h` channels
+    /// (`{k}.{inv_dt, A_real, A_imag, B, P, C, l_kernel}`, rank 1, `C` holding `C̃` for
+    /// `l_kernel`, one or two kernel channels), taking them out of `w`: the kernel of an
+    /// `S4Block` (`k = "layer.kernel"`) or of one axis of an S4ND layer (`"kernel.{i}"`).
+    /// `options.dt_transform` says how `inv_dt` gives `Δ`.
+    pub fn take_reference(
+        w: &mut TensorMap,
+        k: &str,
+        h: usize,
+        options: &ReferenceOptions,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        let (h, s, n2) = reference::sizes(w, k, h)?;
+        let rank = w.shape_of(&format!("{k}.P"))?;
+        if rank.first() != Some(&1) {
+            return Err(crate::ModelError::Invalid(format!(
+                "weights: key '{k}.P' has shape {rank:?}: only rank 1 (the LegS/FouT \
+                 initialisations) is supported"
+            )));
+        }
+        let l_kernel = w.take_usize(&format!("{k}.l_kernel"))?;
+        if l_kernel == 0 {
+            return Err(crate::ModelError::Invalid(format!(
+                "weights: '{k}.l_kernel' is 0: the checkpoint was saved before its kernel first \
+                 ran, so its C is not C~; run one forward in the reference before saving"
+            )));
+        }
+        let log_dt = reference::log_dt(w, k, h, options.dt_transform, device)?;
+        let (lre, lim) = reference::lambda(w, k, (h, s, n2), device)?;
+        let b = reference::shared(w, &format!("{k}.B"), (h, s, n2), device)?;
+        let p = reference::shared(w, &format!("{k}.P"), (h, s, n2), device)?;
+        // Conjugate: this crate's Cauchy sums read conj(C̃) B.
+        let conj = |c: Tensor<3>| Complex::from_pairs(c).conj().into_pairs();
+        let (c, c_bwd) = reference::output_c(w, k, h, n2, device)?;
+        Ok(S4Kernel {
+            log_dt: Param::from_tensor(log_dt),
+            Lambda_re: Param::from_tensor(lre),
+            Lambda_im: Param::from_tensor(lim),
+            P: Param::from_tensor(p),
+            B: Param::from_tensor(b),
+            C: Param::from_tensor(conj(c)),
+            C_bwd: c_bwd.map(|c| Param::from_tensor(conj(c))),
+            l_kernel,
+        })
     }
 }
 
@@ -415,18 +562,17 @@ pub struct S4 {
     pub D: Param<Tensor<1>>,
     pub output_linear: Linear,
     pub dropout: Dropout,
+    /// The longest kernel (the reference block's `l_max`): longer inputs see zeros beyond it.
+    /// `None`: the kernel is as long as the input.
+    pub l_max: Option<usize>,
 }
 
 impl S4 {
     /// The SSM with the skip: `K * u + D u` (B, H, L).
     pub fn ssm(&self, u: Tensor<3>) -> Tensor<3> {
-        let [_, _, l] = u.dims();
-        let k = self.kernel.kernel(l);
-        let y = match self.kernel.kernel_backward(l) {
-            Some(kb) => ssm_backends::bidirectional_conv(u.clone(), k, kb),
-            None => causal_conv(u.clone(), k),
-        };
-        y + u * self.D.val().unsqueeze_dims::<3>(&[0, 2])
+        reference::fft_conv(u, self.l_max, self.D.val(), |taps| {
+            (self.kernel.kernel(taps), self.kernel.kernel_backward(taps))
+        })
     }
 
     /// The convolution forward: (B, H, L) -> (B, H, L).
@@ -480,44 +626,15 @@ impl ReferenceLayer for S4 {
         device: &Device,
     ) -> crate::Result<Self> {
         reference::upgrade_v3(w, device)?;
-        let k = "layer.kernel";
-        let (h, s, n2) = reference::sizes(w, k)?;
-        let rank = w.shape_of(&format!("{k}.P"))?;
-        if rank.first() != Some(&1) {
-            return Err(crate::ModelError::Invalid(format!(
-                "weights: key '{k}.P' has shape {rank:?}: only rank 1 (the LegS/FouT \
-                 initialisations) is supported"
-            )));
-        }
-        let l_kernel = w.take_usize(&format!("{k}.l_kernel"))?;
-        if l_kernel == 0 {
-            return Err(crate::ModelError::Invalid(format!(
-                "weights: '{k}.l_kernel' is 0: the checkpoint was saved before its kernel first \
-                 ran, so its C is not C~; run one forward in the reference before saving"
-            )));
-        }
-        let log_dt = reference::log_dt(w, k, h, options.dt_transform, device)?;
-        let (lre, lim) = reference::lambda(w, k, (h, s, n2), device)?;
-        let b = reference::shared(w, &format!("{k}.B"), (h, s, n2), device)?;
-        let p = reference::shared(w, &format!("{k}.P"), (h, s, n2), device)?;
-        // Conjugate: this crate's Cauchy sums read conj(C̃) B.
-        let conj = |c: Tensor<3>| Complex::from_pairs(c).conj().into_pairs();
-        let (c, c_bwd) = reference::output_c(w, k, h, n2, device)?;
+        let h = reference::single_channel(w, "layer.D")?;
+        let kernel = S4Kernel::take_reference(w, "layer.kernel", h, options, device)?;
         let d = w.take("layer.D", [1, h], device)?.reshape([h]);
         let layer = S4 {
-            kernel: S4Kernel {
-                log_dt: Param::from_tensor(log_dt),
-                Lambda_re: Param::from_tensor(lre),
-                Lambda_im: Param::from_tensor(lim),
-                P: Param::from_tensor(p),
-                B: Param::from_tensor(b),
-                C: Param::from_tensor(conj(c)),
-                C_bwd: c_bwd.map(|c| Param::from_tensor(conj(c))),
-                l_kernel,
-            },
+            kernel,
             D: Param::from_tensor(d),
             output_linear: reference::glu_linear(w, h, device)?,
             dropout: DropoutConfig::new(0.0).init(),
+            l_max: options.l_max,
         };
         Ok(layer)
     }

@@ -20,7 +20,6 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use ssm_backends::causal_conv;
 use std::f64::consts::PI;
 use std::ops::{Div, Mul};
 
@@ -152,16 +151,23 @@ impl S4DKernel {
 
     /// The discretised system (ZOH or bilinear).
     pub fn recurrence(&self) -> S4DRecurrence {
-        self.recurrence_with(self.c())
+        self.recurrence_with(self.c(), 1.0)
     }
 
-    fn recurrence_with(&self, c: Complex<2>) -> S4DRecurrence {
+    /// `Δ A` (H, N/2) with the step `rate Δ`.
+    fn dt_a(&self, rate: f64) -> Complex<2> {
         let a = self.a();
-        let dt = self.log_dt.val().exp().unsqueeze_dim::<2>(1); // (H, 1)
-        let dta = Complex {
-            re: a.re.clone() * dt.clone(),
-            im: a.im.clone() * dt.clone(),
-        };
+        let dt = self.log_dt.val().exp().unsqueeze_dim::<2>(1) * rate; // (H, 1)
+        Complex {
+            re: a.re * dt.clone(),
+            im: a.im * dt,
+        }
+    }
+
+    fn recurrence_with(&self, c: Complex<2>, rate: f64) -> S4DRecurrence {
+        let a = self.a();
+        let dt = self.log_dt.val().exp().unsqueeze_dim::<2>(1) * rate; // (H, 1)
+        let dta = self.dt_a(rate);
         let ones = dta.re.ones_like();
         let (da, b) = if self.bilinear {
             // dA = (1 + dtA/2) / (1 - dtA/2), dB = dt / (1 - dtA/2).
@@ -201,41 +207,110 @@ impl S4DKernel {
         }
     }
 
-    /// The convolution kernel K (H, L): `K[l] = 2 Re Σ_n Cd_n dA_n^l`, with `dA^l` as
-    /// `exp(l log dA)`.
+    /// The convolution kernel K (H, L): `K[l] = 2 Re Σ_n Cd_n dA_n^l`.
     pub fn kernel(&self, len: usize) -> Tensor<2> {
-        Self::kernel_of(self.recurrence(), len)
+        self.kernel_with(self.c(), len, 1.0)
     }
 
     /// The reversed direction's kernel (H, L) of a bidirectional layer.
     pub fn kernel_backward(&self, len: usize) -> Option<Tensor<2>> {
         self.C_bwd
             .as_ref()
-            .map(|c| Self::kernel_of(self.recurrence_with(Complex::from_pairs(c.val())), len))
+            .map(|c| self.kernel_with(Complex::from_pairs(c.val()), len, 1.0))
     }
 
-    fn kernel_of(r: S4DRecurrence, len: usize) -> Tensor<2> {
-        let device = r.da.re.device();
-        let [h, n2] = r.da.re.dims();
-        // log dA = log|dA| + i arg(dA).
-        let log_mag = (r.da.re.clone().square() + r.da.im.clone().square()).log() * 0.5;
-        let arg = r.da.im.clone().atan2(r.da.re.clone());
-        let steps = Tensor::<1>::from_data(
-            TensorData::new((0..len).map(|l| l as f32).collect::<Vec<_>>(), [len]),
-            &device,
+    /// The kernel (H, L) sampled at relative frequency `rate` (the reference's `rate`: the step
+    /// becomes `rate Δ`), and a bidirectional layer's backward kernel.
+    pub fn kernels_at_rate(&self, len: usize, rate: f64) -> (Tensor<2>, Option<Tensor<2>>) {
+        (
+            self.kernel_with(self.c(), len, rate),
+            self.C_bwd
+                .as_ref()
+                .map(|c| self.kernel_with(Complex::from_pairs(c.val()), len, rate)),
         )
-        .reshape([1, 1, len]);
-        let pow = Complex {
-            re: log_mag.reshape([h, n2, 1]) * steps.clone(),
-            im: arg.reshape([h, n2, 1]) * steps,
-        }
-        .exp(); // (H, N/2, L)
-        let cd = Complex {
-            re: r.cd.re.reshape([h, n2, 1]),
-            im: r.cd.im.reshape([h, n2, 1]),
-        };
-        (cd.mul(pow).re.sum_dim(1) * r.scale).reshape([h, len])
     }
+
+    /// `dA^l` as `exp(l log dA)`: under ZOH `log dA` is `Δ A` itself (the reference's
+    /// `log_vandermonde(C, dtA, L)`), so no logarithm or angle of `dA` is taken (a round trip
+    /// through `log |dA|` and `atan2` loses about 1e-4 relative at L = 1024 on GPUs); under the
+    /// bilinear transform it is `log |dA| + i arg dA`, as the reference's `dA.log()`.
+    fn kernel_with(&self, c: Complex<2>, len: usize, rate: f64) -> Tensor<2> {
+        let r = self.recurrence_with(c, rate);
+        let log_da = if self.bilinear {
+            Complex {
+                re: (r.da.re.clone().square() + r.da.im.clone().square()).log() * 0.5,
+                im: r.da.im.clone().atan2(r.da.re.clone()),
+            }
+        } else {
+            self.dt_a(rate)
+        };
+        vandermonde_kernel(&r.cd, log_da, r.scale, len)
+    }
+}
+
+impl S4DKernel {
+    /// Reads the keys of state-spaces/s4's `SSMKernelDiag` under `k` for `h` channels
+    /// (`{k}.{inv_dt, A_real, A_imag, B, C}`, one or two kernel channels), taking them out of
+    /// `w`: the kernel of an `S4Block` with the diagonal kernel (`k = "layer.kernel"`) or of one
+    /// axis of an S4ND layer (`"kernel.{i}"`). `A`, `B` shared over `n_ssm` copies are repeated
+    /// over the channels and `B` is folded into `C`; `options` give `dt_transform` and the
+    /// discretisation.
+    pub fn take_reference(
+        w: &mut TensorMap,
+        k: &str,
+        h: usize,
+        options: &ReferenceOptions,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        if w.contains(&format!("{k}.P")) {
+            return Err(crate::ModelError::Invalid(format!(
+                "weights: '{k}.P' present: a DPLR (S4) kernel, load it with S4::load_reference"
+            )));
+        }
+        let sizes = reference::sizes(w, k, h)?;
+        let (h, _, n2) = sizes;
+        let log_dt = reference::log_dt(w, k, h, options.dt_transform, device)?;
+        let (lre, lim) = reference::lambda(w, k, sizes, device)?;
+        let b = reference::shared(w, &format!("{k}.B"), sizes, device)?;
+        let (c, c_bwd) = reference::output_c(w, k, h, n2, device)?;
+        // B C as one complex coefficient.
+        let b = Complex::from_pairs(b);
+        let times_b = |c: Tensor<3>| (b.clone() * Complex::from_pairs(c)).into_pairs();
+        Ok(S4DKernel {
+            log_dt: Param::from_tensor(log_dt),
+            C: Param::from_tensor(times_b(c)),
+            log_A_real: Param::from_tensor(lre.neg().log()),
+            A_imag: Param::from_tensor(lim),
+            C_bwd: c_bwd.map(|c| Param::from_tensor(times_b(c))),
+            bilinear: options.bilinear,
+        })
+    }
+}
+
+/// `K[l] = scale · Re Σ_n Cd_n exp(l log_dA_n)` (H, L) for `cd`, `log_da` (H, N).
+pub(crate) fn vandermonde_kernel(
+    cd: &Complex<2>,
+    log_da: Complex<2>,
+    scale: f32,
+    len: usize,
+) -> Tensor<2> {
+    let device = log_da.re.device();
+    let [h, n2] = log_da.re.dims();
+    let steps = Tensor::<1>::from_data(
+        TensorData::new((0..len).map(|l| l as f32).collect::<Vec<_>>(), [len]),
+        &device,
+    )
+    .reshape([1, 1, len]);
+    let pow = Complex {
+        re: log_da.re.reshape([h, n2, 1]) * steps.clone(),
+        im: log_da.im.reshape([h, n2, 1]) * steps,
+    }
+    .exp(); // (H, N/2, L)
+    let cd = Complex {
+        re: cd.re.clone().reshape([h, n2, 1]),
+        im: cd.im.clone().reshape([h, n2, 1]),
+    };
+    (cd.mul(pow).re.sum_dim(1) * scale).reshape([h, len])
 }
 
 impl S4DRecurrence {
@@ -287,6 +362,7 @@ impl S4DConfig {
             kernel: self.kernel.init(device),
             output_linear: LinearConfig::new(h, 2 * h).init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
+            l_max: None,
         }
     }
 }
@@ -300,6 +376,9 @@ pub struct S4D {
     /// The reference's `output_linear.0` (a kernel-1 Conv1d H -> 2H), as a Linear.
     pub output_linear: Linear,
     pub dropout: Dropout,
+    /// The longest kernel (the reference block's `l_max`): longer inputs see zeros beyond it.
+    /// `None`: the kernel is as long as the input.
+    pub l_max: Option<usize>,
 }
 
 /// A recurrent state of an [`S4D`] layer (B, H, N/2), complex.
@@ -308,13 +387,9 @@ pub type S4DState = Complex<3>;
 impl S4D {
     /// The SSM part with the skip: `K * u + D u` (B, H, L).
     pub fn ssm(&self, u: Tensor<3>) -> Tensor<3> {
-        let [_, _, l] = u.dims();
-        let k = self.kernel.kernel(l);
-        let y = match self.kernel.kernel_backward(l) {
-            Some(kb) => ssm_backends::bidirectional_conv(u.clone(), k, kb),
-            None => causal_conv(u.clone(), k),
-        };
-        y + u * self.D.val().unsqueeze_dims::<3>(&[0, 2])
+        reference::fft_conv(u, self.l_max, self.D.val(), |taps| {
+            (self.kernel.kernel(taps), self.kernel.kernel_backward(taps))
+        })
     }
 
     fn output(&self, y: Tensor<3>) -> Tensor<3> {
@@ -401,6 +476,7 @@ impl ReferenceLayer for S4D {
                 bias: Some(w.param("output_linear.0.bias", [2 * h], device)?),
             },
             dropout: DropoutConfig::new(0.0).init(),
+            l_max: options.l_max,
         };
         Ok(layer)
     }
@@ -412,33 +488,14 @@ impl S4D {
         options: &ReferenceOptions,
         device: &Device,
     ) -> crate::Result<Self> {
-        let k = "layer.kernel";
-        if w.contains(&format!("{k}.P")) {
-            return Err(crate::ModelError::Invalid(format!(
-                "weights: '{k}.P' present: a DPLR (S4) kernel, load it with S4::load_reference"
-            )));
-        }
-        let sizes = reference::sizes(w, k)?;
-        let (h, _, n2) = sizes;
-        let log_dt = reference::log_dt(w, k, h, options.dt_transform, device)?;
-        let (lre, lim) = reference::lambda(w, k, sizes, device)?;
-        let b = reference::shared(w, &format!("{k}.B"), sizes, device)?;
-        let (c, c_bwd) = reference::output_c(w, k, h, n2, device)?;
-        // B C as one complex coefficient.
-        let b = Complex::from_pairs(b);
-        let times_b = |c: Tensor<3>| (b.clone() * Complex::from_pairs(c)).into_pairs();
+        let h = reference::single_channel(w, "layer.D")?;
+        let kernel = S4DKernel::take_reference(w, "layer.kernel", h, options, device)?;
         let layer = S4D {
             D: Param::from_tensor(w.take("layer.D", [1, h], device)?.reshape([h])),
-            kernel: S4DKernel {
-                log_dt: Param::from_tensor(log_dt),
-                C: Param::from_tensor(times_b(c)),
-                log_A_real: Param::from_tensor(lre.neg().log()),
-                A_imag: Param::from_tensor(lim),
-                C_bwd: c_bwd.map(|c| Param::from_tensor(times_b(c))),
-                bilinear: options.bilinear,
-            },
+            kernel,
             output_linear: reference::glu_linear(w, h, device)?,
             dropout: DropoutConfig::new(0.0).init(),
+            l_max: options.l_max,
         };
         Ok(layer)
     }

@@ -1,9 +1,12 @@
-//! Vision networks on the SSM mixers: Vim (bidirectional Mamba over patch tokens) and VMamba
-//! (four-route 2D selective scans in a stage hierarchy).
+//! Vision networks on the SSM mixers: Vim (bidirectional Mamba over patch tokens), VMamba
+//! (four-route 2D selective scans in a stage hierarchy) and an isotropic S4ND classifier
+//! (2-D SSM convolutions over the pixels).
 
+pub mod s4nd;
 pub mod vim;
 pub mod vmamba;
 
+pub use s4nd::{S4NDClassifier, S4NDClassifierConfig};
 pub use vim::{Vim, VimConfig};
 pub use vmamba::{VMamba, VMambaConfig};
 
@@ -34,6 +37,13 @@ use ssm_datasets::ImageBatch;
 pub trait ImageClassifier {
     fn logits(&self, images: Tensor<4>) -> Tensor<2>;
 
+    /// Logits of images at another resolution than the training one, `rate` = the training
+    /// side / this side, for models whose layers are not tied to a resolution (S4ND's
+    /// continuous kernels); `None` for those that are (a patch grid, position embeddings).
+    fn logits_at_rate(&self, _images: Tensor<4>, _rate: f64) -> Option<Tensor<2>> {
+        None
+    }
+
     /// Cross-entropy loss and logits of a batch.
     fn classify(&self, batch: ImageBatch) -> ClassificationOutput {
         let logits = self.logits(batch.images);
@@ -52,7 +62,21 @@ macro_rules! image_classifier_steps {
                 self.forward(images)
             }
         }
+        image_classifier_steps!(@steps $model);
+    };
+    ($model:ty, at_rate) => {
+        impl ImageClassifier for $model {
+            fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+                self.forward(images)
+            }
 
+            fn logits_at_rate(&self, images: Tensor<4>, rate: f64) -> Option<Tensor<2>> {
+                Some(self.forward_at_rate(images, rate))
+            }
+        }
+        image_classifier_steps!(@steps $model);
+    };
+    (@steps $model:ty) => {
         impl TrainStep for $model {
             type Input = ImageBatch;
             type Output = ClassificationOutput;
@@ -76,15 +100,20 @@ macro_rules! image_classifier_steps {
 
 image_classifier_steps!(Vim);
 image_classifier_steps!(VMamba);
+image_classifier_steps!(S4NDClassifier, at_rate);
 
 /// The parameters the Vim and VMamba recipes (timm's optimiser factory plus mamba_ssm's
 /// `_no_weight_decay` marks) train without weight decay: biases and LayerNorm shifts, norm
-/// weights, `A_log`, `A_b_log`, `D`, `D_b`, `A_logs`, `Ds`, `pos_embed`, `cls_token`.
+/// weights (S4ND's `norms.i` too), `A_log`, `A_b_log`, `D`, `D_b`, `A_logs`, `Ds`, `pos_embed`, `cls_token`; and
+/// S4ND's as state-spaces/s4 registers them: each axis kernel's step, `A` (Λ, `P`) and `B`
+/// (`C` decays).
 pub fn no_weight_decay_group() -> ParamGroup {
     ParamGroup::from_any_regexes(vec![
         r"\.(bias|beta)$",
         r"norm[0-9_f]*\.(weight|gamma)$",
+        r"(^|\.)norms\.[0-9]+\.(weight|gamma)$",
         r"(^|\.)(A_log|A_b_log|D|D_b|A_logs|Ds|pos_embed|cls_token)$",
+        r"\.kernel\.[0-9]+\.(S4D?\.)?(log_dt|Lambda_re|Lambda_im|P|B|log_A_real|A_imag)$",
     ])
     .expect("the patterns are valid regexes")
 }
@@ -125,6 +154,13 @@ mod tests {
             "layers.1.blocks.0.norm2.gamma",
             "layers.1.blocks.0.op.out_norm.beta",
             "classifier.norm.gamma",
+            "layers.0.kernel.1.log_dt",
+            "layers.0.kernel.0.Lambda_im",
+            "layers.0.kernel.0.P",
+            "layers.0.kernel.0.B",
+            "layers.2.kernel.1.log_A_real",
+            "layers.2.kernel.1.A_imag",
+            "layers.2.D",
         ] {
             assert!(
                 g.matches(&id, Some(path)),
@@ -139,6 +175,10 @@ mod tests {
             "layers.1.blocks.0.mlp.fc1.weight",
             "head.weight",
             "patch_embed.proj.weight",
+            "layers.0.kernel.0.C",
+            "layers.0.kernel.1.C_bwd",
+            "layers.0.output_linear.weight",
+            "encoder.weight",
         ] {
             assert!(!g.matches(&id, Some(path)), "{path} should decay");
         }

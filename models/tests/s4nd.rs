@@ -1,0 +1,133 @@
+//! S4ND against the reference module itself (`fixtures/s4nd`, written by
+//! `fixtures/tools/make_s4nd.py` running state-spaces/s4's `s4nd.py`): 1-D, 2-D and 3-D inputs,
+//! DPLR and diagonal kernels, bidirectional and causal, inputs smaller and larger than the
+//! length a kernel was attuned to, and the resolution change (`rate`), on Flex and wgpu.
+
+use burn::tensor::{Device, Tensor};
+use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::to_vec;
+use ssm_models::ssm::reference::ReferenceLayer;
+use ssm_models::ssm::s4nd::{AxisKernel, S4ND, S4NDConfig, S4NDKernelKind};
+use std::path::PathBuf;
+
+fn dir() -> PathBuf {
+    fixtures_dir().join("s4nd")
+}
+
+fn check<const D: usize>(name: &str, got: Tensor<D>, t: &Fixture, tol: f32) {
+    let (want, shape) = t.values(name);
+    assert_eq!(got.dims().to_vec(), shape, "{name}");
+    let err = max_abs_diff(&to_vec(got), &want);
+    eprintln!("{name}: max abs error {err:e}");
+    assert!(
+        err <= tol,
+        "{name}: max abs error {err:e} (tolerance {tol:e})"
+    );
+}
+
+fn load(name: &str, device: &Device) -> S4ND {
+    S4ND::load_reference(&dir().join(format!("{name}.pth")), device).expect("loads")
+}
+
+fn reproduces_the_reference(device: &Device, tol: f32) {
+    let t = Fixture::open(dir().join("tensors.safetensors"));
+    let x2d: Tensor<4> = t.tensor("x2d", device);
+    let s2 = load("s4nd_2d", device);
+    assert_eq!(s2.dims(), 2);
+    assert!(matches!(s2.kernel[0], AxisKernel::S4(_)));
+    let crop = |h: usize, w: usize| x2d.clone().narrow(2, 0, h).narrow(3, 0, w);
+    check("2d.y6x5", s2.forward(crop(6, 5)), &t, tol);
+    check("2d.y3x4", s2.forward(crop(3, 4)), &t, tol);
+    // Larger than the lengths its C~ is attuned to: the kernels extend.
+    check("2d.y12x10", s2.forward(x2d.clone()), &t, tol);
+    // The resolution change: twice the size at rate 0.5.
+    check(
+        "2d.y12x10_rate05",
+        s2.forward_at_rate(x2d.clone(), 0.5),
+        &t,
+        tol,
+    );
+
+    let x1d: Tensor<3> = t.tensor("x1d", device);
+    let s1 = load("s4nd_1d", device);
+    check("1d.y10", s1.forward(x1d.clone().narrow(2, 0, 10)), &t, tol);
+    check("1d.y16", s1.forward(x1d), &t, tol);
+
+    let s3 = load("s4nd_3d", device);
+    assert!(matches!(s3.kernel[2], AxisKernel::S4D(_)));
+    check("3d.y", s3.forward(t.tensor::<5>("x3d", device)), &t, tol);
+
+    let causal = load("s4nd_2d_causal", device);
+    check("2d_causal.y", causal.forward(crop(8, 8)), &t, tol);
+}
+
+#[test]
+fn s4nd_reproduces_the_reference_on_flex() {
+    reproduces_the_reference(&Device::flex(), 1e-5);
+}
+
+#[test]
+fn s4nd_reproduces_the_reference_on_wgpu() {
+    let Some(device) = ssm_backends::testing::wgpu_test_device() else {
+        return;
+    };
+    reproduces_the_reference(&device, 1e-4);
+}
+
+#[test]
+fn a_causal_s4nd_does_not_read_ahead_on_any_axis() {
+    // With one-sided kernels, output (i, j) depends on inputs (i', j') with i' <= i, j' <= j
+    // only: changing the input at (3, 2) leaves every output above or left of it unchanged.
+    let device = Device::flex();
+    device.seed(1);
+    for kind in [S4NDKernelKind::S4, S4NDKernelKind::S4D] {
+        let layer = S4NDConfig::new(3)
+            .with_d_state(4)
+            .with_kernel(kind)
+            .with_bidirectional(false)
+            .init(&device);
+        let x = Tensor::<4>::random(
+            [1, 3, 6, 5],
+            burn::tensor::Distribution::Normal(0., 1.),
+            &device,
+        );
+        let bump = Tensor::<4>::zeros([1, 3, 6, 5], &device).slice_assign(
+            [0..1, 0..3, 3..4, 2..3],
+            Tensor::ones([1, 3, 1, 1], &device),
+        );
+        let a = to_vec(layer.forward(x.clone()));
+        let b = to_vec(layer.forward(x + bump));
+        for i in 0..6 {
+            for j in 0..5 {
+                let changed = (0..3).any(|c| {
+                    let k = (c * 6 + i) * 5 + j;
+                    (a[k] - b[k]).abs() > 1e-6
+                });
+                assert_eq!(changed, i >= 3 && j >= 2, "{kind:?} output ({i}, {j})");
+            }
+        }
+    }
+}
+
+#[test]
+fn wrong_inputs_and_files_are_clear_errors() {
+    let device = Device::flex();
+    // A block of another family is not an S4ND layer.
+    let err = S4ND::load_reference(
+        &fixtures_dir().join("s4_family").join("s4_block.pth"),
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("'D'") && err.contains("missing"), "{err}");
+    // A rank that does not match the layer's axes.
+    let layer = load("s4nd_2d", &device);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        layer.forward(Tensor::<3>::zeros([1, 4, 8], &device))
+    }));
+    let msg = *r.unwrap_err().downcast::<String>().unwrap();
+    assert!(
+        msg.contains("over 2 axes") && msg.contains("rank 3"),
+        "{msg}"
+    );
+}
