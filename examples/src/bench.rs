@@ -4,7 +4,7 @@
 use crate::common::{CliError, CliResult, device};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, Subcommand, ValueEnum};
-use ssm_models::lm::{CausalLm, Mamba2Settings, MambaLmConfig};
+use ssm_models::lm::{CausalLm, Mamba2Settings, Mamba3Settings, MambaLmConfig};
 use std::time::Instant;
 
 #[derive(Subcommand, Debug)]
@@ -40,6 +40,8 @@ pub struct VisionBenchArgs {
 pub enum Arch {
     Mamba,
     Mamba2,
+    /// Mamba-3 (SISO).
+    Mamba3,
 }
 
 #[derive(Args, Debug)]
@@ -54,15 +56,15 @@ pub struct LmBenchArgs {
     layers: usize,
     #[arg(long, default_value_t = 50280)]
     vocab: usize,
-    /// SSM state size (default: 16 for mamba, 128 for mamba2).
+    /// SSM state size (default: 16 for mamba, 128 for mamba2 and mamba3).
     #[arg(long)]
     d_state: Option<usize>,
-    /// Mamba2's channels per head.
+    /// Mamba2's and Mamba-3's channels per head.
     #[arg(long, default_value_t = 64)]
     head_dim: usize,
-    /// Mamba2's SSD chunk length.
-    #[arg(long, default_value_t = 256)]
-    chunk_size: usize,
+    /// Mamba2's and Mamba-3's SSD chunk length (default 256 for mamba2, 64 for mamba3).
+    #[arg(long)]
+    chunk_size: Option<usize>,
     /// Prefill length (batch 1).
     #[arg(long, default_value_t = 512)]
     prefill_len: usize,
@@ -126,15 +128,25 @@ fn lm(a: LmBenchArgs) -> CliResult {
     let device = device(a.device.as_deref())?;
     let d_state = a.d_state.unwrap_or(match a.arch {
         Arch::Mamba => 16,
-        Arch::Mamba2 => 128,
+        Arch::Mamba2 | Arch::Mamba3 => 128,
     });
     let mut config = MambaLmConfig::new(a.d_model, a.layers, a.vocab).with_d_state(d_state);
-    if a.arch == Arch::Mamba2 {
-        config.mamba2 = Some(
-            Mamba2Settings::new()
-                .with_head_dim(a.head_dim)
-                .with_chunk_size(a.chunk_size),
-        );
+    match a.arch {
+        Arch::Mamba => {}
+        Arch::Mamba2 => {
+            config.mamba2 = Some(
+                Mamba2Settings::new()
+                    .with_head_dim(a.head_dim)
+                    .with_chunk_size(a.chunk_size.unwrap_or(256)),
+            )
+        }
+        Arch::Mamba3 => {
+            config.mamba3 = Some(
+                Mamba3Settings::new()
+                    .with_head_dim(a.head_dim)
+                    .with_chunk_size(a.chunk_size.unwrap_or(64)),
+            )
+        }
     }
     config.validate()?;
     let model = config.init(&device);
@@ -201,7 +213,7 @@ fn lm(a: LmBenchArgs) -> CliResult {
         "layers": a.layers,
         "vocab": a.vocab,
         "d_state": d_state,
-        "head_dim": (a.arch == Arch::Mamba2).then_some(a.head_dim),
+        "head_dim": (a.arch != Arch::Mamba).then_some(a.head_dim),
         "prefill_batch": 1,
         "prefill_len": a.prefill_len,
         "prefill_tokens_per_s": a.prefill_len as f64 / prefill_s,

@@ -92,4 +92,22 @@ impl RmsNorm {
         let rms = g.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
         (g / rms).reshape(dims).mul(self.weight.val().unsqueeze())
     }
+
+    /// Mamba-3's output norm (mamba_ssm `RMSNormGated`, `norm_before_gate = True`): each group
+    /// of `width / groups` features of the last axis normalised, scaled by `weight`, then times
+    /// `silu(z)`.
+    pub fn forward_norm_then_gate<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        z: Tensor<D>,
+        groups: usize,
+    ) -> Tensor<D> {
+        let dims = x.dims();
+        let width = dims[D - 1];
+        let rows = x.shape().num_elements() / width;
+        let g = x.reshape([rows, groups, width / groups]);
+        let rms = g.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
+        (g / rms).reshape(dims).mul(self.weight.val().unsqueeze())
+            * burn::tensor::activation::silu(z)
+    }
 }

@@ -3,7 +3,7 @@
 
 use super::scan::reset_mask;
 use crate::ops::SsmOps;
-use crate::portable::ssd::{SsdDims, ssd_chunked};
+use crate::portable::ssd::{SsdDims, ssd_chunked, ssd_chunked_log_decay};
 use burn::backend::Dispatch;
 use burn::tensor::{Int, Tensor};
 
@@ -25,6 +25,7 @@ pub struct Ssd {
     d: Option<Tensor<1>>,
     initial_state: Option<Tensor<4>>,
     seq_idx: Option<Tensor<2, Int>>,
+    log_decay: Option<Tensor<3>>,
     chunk: usize,
 }
 
@@ -40,8 +41,18 @@ impl Ssd {
             d: None,
             initial_state: None,
             seq_idx: None,
+            log_decay: None,
             chunk: 256,
         }
+    }
+    /// Per-step log decays (B, L, H) in place of `dt·A` (`a` is then unused): `h_t =
+    /// exp(log_decay_t) h_{t−1} + dt_t B_t x_tᵀ`, `dt` the input weight alone (Mamba-3's
+    /// data-dependent `A`). Runs the portable chunked body on every backend (on CubeCL with
+    /// its decay-mask and state-pass kernels); the fused CPU recurrence does not take it yet,
+    /// which is said once.
+    pub fn log_decay(mut self, log_decay: Tensor<3>) -> Self {
+        self.log_decay = Some(log_decay);
+        self
     }
     /// The skip term `D` (H).
     pub fn d(mut self, d: Tensor<1>) -> Self {
@@ -71,6 +82,16 @@ impl Ssd {
     /// # Panics
     /// On inconsistent shapes, with a message naming the input and both shapes.
     pub fn run(self) -> (Tensor<4>, Tensor<4>) {
+        if self.log_decay.is_some() {
+            static NOTED: std::sync::Once = std::sync::Once::new();
+            NOTED.call_once(|| {
+                log::warn!(
+                    "ssd with per-step log decays (Mamba-3) runs the portable chunked body: the \
+                     fused CPU recurrence does not take them yet"
+                )
+            });
+            return self.run_reference();
+        }
         let f = self.filled();
         let has_reset = f.reset.is_some();
         let reset = f
@@ -98,17 +119,31 @@ impl Ssd {
     /// On inconsistent shapes.
     pub fn run_reference(self) -> (Tensor<4>, Tensor<4>) {
         let f = self.filled();
-        let (y, h) = ssd_chunked::<Dispatch>(
-            f.x.into_dispatch(),
-            f.dt.into_dispatch(),
-            f.a.into_dispatch(),
-            f.b.into_dispatch(),
-            f.c.into_dispatch(),
-            f.d.into_dispatch(),
-            f.h0.into_dispatch(),
-            f.reset.map(Tensor::into_dispatch),
-            f.chunk,
-        );
+        let reset = f.reset.map(Tensor::into_dispatch);
+        let (y, h) = match f.log_decay {
+            Some(log_decay) => ssd_chunked_log_decay::<Dispatch>(
+                f.x.into_dispatch(),
+                f.dt.into_dispatch(),
+                log_decay.into_dispatch(),
+                f.b.into_dispatch(),
+                f.c.into_dispatch(),
+                f.d.into_dispatch(),
+                f.h0.into_dispatch(),
+                reset,
+                f.chunk,
+            ),
+            None => ssd_chunked::<Dispatch>(
+                f.x.into_dispatch(),
+                f.dt.into_dispatch(),
+                f.a.into_dispatch(),
+                f.b.into_dispatch(),
+                f.c.into_dispatch(),
+                f.d.into_dispatch(),
+                f.h0.into_dispatch(),
+                reset,
+                f.chunk,
+            ),
+        };
         (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
     }
 
@@ -139,6 +174,14 @@ impl Ssd {
                 [bs, l]
             );
         }
+        if let Some(t) = &self.log_decay {
+            assert!(
+                t.dims() == [bs, l, h],
+                "ssd: log_decay has shape {:?}, expected {:?}",
+                t.dims(),
+                [bs, l, h]
+            );
+        }
         Filled {
             x: self.x,
             dt: self.dt,
@@ -148,6 +191,7 @@ impl Ssd {
             d,
             h0,
             reset: self.seq_idx.map(reset_mask),
+            log_decay: self.log_decay,
             chunk: self.chunk,
         }
     }
@@ -162,6 +206,7 @@ struct Filled {
     d: Tensor<1>,
     h0: Tensor<4>,
     reset: Option<Tensor<2>>,
+    log_decay: Option<Tensor<3>>,
     chunk: usize,
 }
 

@@ -139,6 +139,28 @@ pub fn ssd_chunked<B: Stages>(
     reset: Option<FloatTensor<B>>,
     chunk: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
+    let h = SsdDims::of::<B>(&x, &b).heads;
+    let log_decay = P::<B>::new(dt.clone())
+        .mul(P::<B>::new(a).reshape(&[1, 1, h]))
+        .into_inner();
+    ssd_chunked_log_decay::<B>(x, dt, log_decay, b, c, d, h0, reset, chunk)
+}
+
+/// [`ssd_chunked`] with the per-step log decay given, `log_decay` (B, L, H) in place of
+/// `dt·A`: `h_t = exp(log_decay_t) h_{t−1} + dt_t B_t x_tᵀ` (Mamba-3's data-dependent `A`, its
+/// input weight in `dt`).
+#[allow(clippy::too_many_arguments)]
+pub fn ssd_chunked_log_decay<B: Stages>(
+    x: FloatTensor<B>,
+    dt: FloatTensor<B>,
+    log_decay: FloatTensor<B>,
+    b: FloatTensor<B>,
+    c: FloatTensor<B>,
+    d: FloatTensor<B>,
+    h0: FloatTensor<B>,
+    reset: Option<FloatTensor<B>>,
+    chunk: usize,
+) -> (FloatTensor<B>, FloatTensor<B>) {
     let s = SsdDims::of::<B>(&x, &b);
     let (bs, l, h, p) = (s.batch, s.len, s.heads, s.head_dim);
     let q = chunk.clamp(1, l.max(1));
@@ -155,7 +177,9 @@ pub fn ssd_chunked<B: Stages>(
     let b5 = heads_of_groups(pad_len(P::<B>::new(b), lp), s, k, q);
     let c5 = heads_of_groups(pad_len(P::<B>::new(c), lp), s, k, q);
 
-    let a_dt = dt4.clone().mul(P::<B>::new(a).reshape(&[1, h, 1, 1]));
+    let a_dt = pad_len(P::<B>::new(log_decay), lp)
+        .reshape(&[bs, k, q, h])
+        .permute(&[0, 3, 1, 2]); // (B, H, K, Q)
     let xdt = x5.mul(dt4.reshape(&[bs, h, k, q, 1]));
     // Inclusive cumulative sums within each chunk, as a product with an upper-triangular ones
     // matrix (Burn's cumsum is quadratic on the GPU backends).

@@ -5,6 +5,7 @@
 use crate::error::ModelError;
 use crate::ssm::mamba::MambaMixerConfig;
 use crate::ssm::mamba2::Mamba2MixerConfig;
+use crate::ssm::mamba3::Mamba3MixerConfig;
 use burn::config::Config;
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -46,6 +47,35 @@ pub struct MambaLmConfig {
     /// Mamba2's settings: `Some` for a Mamba2 model (then `dt_rank`, `bias` of x_proj... do not
     /// apply and `d_state` is Mamba2's N).
     pub mamba2: Option<Mamba2Settings>,
+    /// Mamba-3's settings: `Some` for a Mamba-3 model (state-spaces' `ssm_cfg.layer =
+    /// "Mamba3"`; `d_state` is then Mamba-3's N, and `d_conv`, `dt_rank` do not apply).
+    pub mamba3: Option<Mamba3Settings>,
+}
+
+/// The settings that only Mamba-3 models have (mamba_ssm's `Mamba3` arguments).
+#[derive(Config, Debug)]
+pub struct Mamba3Settings {
+    /// Channels per head P (`headdim`).
+    #[config(default = 64)]
+    pub head_dim: usize,
+    /// Groups G of heads sharing B and C (`ngroups`).
+    #[config(default = 1)]
+    pub n_groups: usize,
+    /// The rotated share of the state (0.5 or 1).
+    #[config(default = 0.5)]
+    pub rope_fraction: f64,
+    /// `−A` is at least this (`A_floor`).
+    #[config(default = 1e-4)]
+    pub a_floor: f64,
+    /// The per-head gated RMSNorm before out_proj (`is_outproj_norm`).
+    #[config(default = false)]
+    pub outproj_norm: bool,
+    /// The MIMO variant (`is_mimo`): not supported yet, refused by validation.
+    #[config(default = false)]
+    pub mimo: bool,
+    /// SSD chunk length.
+    #[config(default = 64)]
+    pub chunk_size: usize,
 }
 
 /// The settings that only Mamba2 models have.
@@ -92,6 +122,14 @@ impl MambaLmConfig {
         if self.mamba2.is_some() {
             self.mixer2().validate()?;
         }
+        if self.mamba3.is_some() {
+            if self.mamba2.is_some() {
+                return Err(ModelError::InvalidConfig(
+                    "a config cannot be both Mamba2 and Mamba-3".into(),
+                ));
+            }
+            self.mixer3().validate()?;
+        }
         if self.dt_min.is_nan() || self.dt_min <= 0.0 || self.dt_min > self.dt_max {
             return Err(ModelError::InvalidConfig(format!(
                 "need 0 < dt_min <= dt_max, found {} and {}",
@@ -131,6 +169,25 @@ impl MambaLmConfig {
             .with_conv_bias(self.conv_bias)
             .with_bias(self.bias)
             .with_norm_eps(self.norm_eps)
+            .with_n_layer(self.n_layer)
+    }
+
+    /// The Mamba-3 mixer's config (meaningful when `mamba3` is set).
+    pub fn mixer3(&self) -> Mamba3MixerConfig {
+        let m3 = self.mamba3.clone().unwrap_or_else(Mamba3Settings::new);
+        Mamba3MixerConfig::new(self.d_model)
+            .with_d_state(self.d_state)
+            .with_expand(self.expand)
+            .with_head_dim(m3.head_dim)
+            .with_n_groups(m3.n_groups)
+            .with_rope_fraction(m3.rope_fraction)
+            .with_a_floor(m3.a_floor)
+            .with_outproj_norm(m3.outproj_norm)
+            .with_mimo(m3.mimo)
+            .with_chunk_size(m3.chunk_size)
+            .with_dt_min(self.dt_min)
+            .with_dt_max(self.dt_max)
+            .with_dt_init_floor(self.dt_init_floor)
             .with_n_layer(self.n_layer)
     }
 
@@ -403,9 +460,46 @@ pub fn parse_mamba_config(text: &str) -> crate::Result<(MambaLmConfig, ConfigFla
                     c.d_state = 128;
                     c.mamba2 = Some(m2);
                 }
+                Some("Mamba3") => {
+                    let mut m3 = Mamba3Settings::new();
+                    if let Some(x) = s.usize_opt("headdim")? {
+                        m3.head_dim = x;
+                    }
+                    if let Some(x) = s.usize_opt("ngroups")? {
+                        m3.n_groups = x;
+                    }
+                    if let Some(x) = s.f64_opt("rope_fraction")? {
+                        m3.rope_fraction = x;
+                    }
+                    if let Some(x) = s.f64_opt("A_floor")? {
+                        m3.a_floor = x;
+                    }
+                    if let Some(x) = s.bool_opt("is_outproj_norm")? {
+                        m3.outproj_norm = x;
+                    }
+                    if let Some(x) = s.bool_opt("is_mimo")? {
+                        m3.mimo = x;
+                    }
+                    if let Some(x) = s.usize_opt("chunk_size")? {
+                        m3.chunk_size = x;
+                    }
+                    for (key, field) in [
+                        ("dt_min", &mut c.dt_min),
+                        ("dt_max", &mut c.dt_max),
+                        ("dt_init_floor", &mut c.dt_init_floor),
+                    ] {
+                        if let Some(x) = s.f64_opt(key)? {
+                            *field = x;
+                        }
+                    }
+                    // Mamba-3's default state size.
+                    c.d_state = 128;
+                    c.mamba3 = Some(m3);
+                }
                 Some(layer) => {
                     return Err(bad(format!(
-                        "ssm_cfg.layer '{layer}' is not supported (expected Mamba1 or Mamba2)"
+                        "ssm_cfg.layer '{layer}' is not supported (expected Mamba1, Mamba2 or \
+                         Mamba3)"
                     )));
                 }
             }
@@ -507,6 +601,29 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_mamba3_config() {
+        let (c, flavor) = parse_mamba_config(
+            r#"{"d_model":32,"d_intermediate":0,"n_layer":2,"vocab_size":64,
+                "ssm_cfg":{"layer":"Mamba3","d_state":16,"expand":2,"headdim":16,"ngroups":1,
+                "rope_fraction":0.5,"is_outproj_norm":true,"is_mimo":false},
+                "rms_norm":true,"residual_in_fp32":true,"fused_add_norm":true,
+                "pad_vocab_size_multiple":8,"tie_embeddings":true}"#,
+        )
+        .unwrap();
+        assert_eq!(flavor, ConfigFlavor::StateSpaces);
+        let m = c.mixer3();
+        assert!(c.mamba3.is_some() && c.mamba2.is_none());
+        assert_eq!((m.d_state, m.n_heads(), m.n_angles()), (16, 4, 4));
+        assert!(m.outproj_norm);
+        // Mamba-3's default state size.
+        let (c, _) = parse_mamba_config(
+            r#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba3"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.d_state, 128);
+    }
+
+    #[test]
     fn rejects_impossible_values() {
         for (text, needle) in [
             (
@@ -531,8 +648,18 @@ mod tests {
             ),
             (r#"[1,2]"#, "object"),
             (
-                r#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba3"}}"#,
-                "Mamba3",
+                r#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba4"}}"#,
+                "Mamba4",
+            ),
+            (
+                r#"{"d_model":64,"n_layer":2,"vocab_size":10,
+                    "ssm_cfg":{"layer":"Mamba3","is_mimo":true}}"#,
+                "MIMO",
+            ),
+            (
+                r#"{"d_model":64,"n_layer":2,"vocab_size":10,
+                    "ssm_cfg":{"layer":"Mamba3","rope_fraction":0.25}}"#,
+                "rope_fraction",
             ),
             (
                 r#"{"d_model":64,"n_layer":2,"vocab_size":10,"ssm_cfg":{"layer":"Mamba2","headdim":48}}"#,

@@ -74,6 +74,13 @@ impl MambaLm {
     /// # Errors
     /// A config that does not describe this model, or a file that cannot be written.
     pub fn save_hf(&self, config: &MambaLmConfig, dir: &Path) -> Result<()> {
+        if config.mamba3.is_some() {
+            return Err(ModelError::InvalidConfig(
+                "Mamba-3 has no Hugging Face transformers layout to export to (transformers has \
+                 no Mamba-3 model)"
+                    .into(),
+            ));
+        }
         let tensors = pytorch_state_dict(self);
         let emb = tensors
             .get("backbone.embeddings.weight")

@@ -26,7 +26,7 @@ impl MambaLmConfig {
             panic!("{e}");
         }
         let norm = RmsNormConfig::new(self.d_model).with_eps(self.norm_eps);
-        let (mixer, mixer2) = (self.mixer(), self.mixer2());
+        let (mixer, mixer2, mixer3) = (self.mixer(), self.mixer2(), self.mixer3());
         MambaLm {
             backbone: Backbone {
                 embeddings: EmbeddingConfig::new(self.padded_vocab(), self.d_model)
@@ -38,7 +38,9 @@ impl MambaLmConfig {
                 layers: (0..self.n_layer)
                     .map(|_| MambaBlock {
                         norm: norm.init(device),
-                        mixer: if self.mamba2.is_some() {
+                        mixer: if self.mamba3.is_some() {
+                            Mixer::Mamba3(mixer3.init(device))
+                        } else if self.mamba2.is_some() {
                             Mixer::Mamba2(mixer2.init(device))
                         } else {
                             Mixer::Mamba(mixer.init(device))
@@ -132,12 +134,14 @@ impl MambaLm {
         };
         let embedding = w.take(emb_key, [v, d], device)?;
         let norm = RmsNormConfig::new(d).with_eps(config.norm_eps);
-        let (mixer, mixer2) = (config.mixer(), config.mixer2());
+        let (mixer, mixer2, mixer3) = (config.mixer(), config.mixer2(), config.mixer3());
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let p = format!("backbone.layers.{i}");
             let m = format!("{p}.mixer");
-            let mixer = if config.mamba2.is_some() {
+            let mixer = if config.mamba3.is_some() {
+                Mixer::Mamba3(mixer3.load(w, &m, device)?)
+            } else if config.mamba2.is_some() {
                 Mixer::Mamba2(mixer2.load(w, &m, device)?)
             } else {
                 Mixer::Mamba(mixer.load(w, &m, device)?)

@@ -9,7 +9,8 @@ pub mod train;
 pub mod transformer;
 
 pub use config::{
-    ConfigFlavor, Mamba2Settings, MambaLmConfig, parse_mamba_config, read_mamba_config,
+    ConfigFlavor, Mamba2Settings, Mamba3Settings, MambaLmConfig, parse_mamba_config,
+    read_mamba_config,
 };
 pub use generate::{
     Generated, GenerationConfig, Sampler, Sampling, generate, generate_with_logits,

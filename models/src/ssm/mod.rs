@@ -7,6 +7,7 @@ pub mod glu;
 pub mod hippo;
 pub mod mamba;
 pub mod mamba2;
+pub mod mamba3;
 pub mod reference;
 pub mod s4;
 pub mod s4d;
@@ -17,20 +18,23 @@ pub mod ss2d;
 pub use bimamba::BiMambaMixer;
 pub use mamba::{MambaLayerCache, MambaMixer, MambaMixerConfig, MambaTrace};
 pub use mamba2::{Mamba2Mixer, Mamba2MixerConfig, Mamba2Trace};
+pub use mamba3::{Mamba3Mixer, Mamba3MixerConfig, Mamba3Trace};
 pub use reference::{DtTransform, ReferenceLayer, ReferenceOptions};
 pub use ss2d::{Ss2d, Ss2dConfig, Ss2dForward};
 
 use burn::module::Module;
 use burn::tensor::{Int, Tensor};
 
-/// The mixer of a block of the Mamba language models: Mamba (v1) or Mamba2. Both carry a
-/// [`MambaLayerCache`] (Mamba2's SSM state as (B, H·P, N)).
+/// The mixer of a block of the Mamba language models: Mamba (v1), Mamba2 or Mamba-3. Each
+/// carries a [`MambaLayerCache`] (Mamba2's and Mamba-3's SSM state as (B, H·P, N); Mamba-3's
+/// `conv_state` holds its carried angles, k and v per head).
 // One per layer, held by value: the size difference of the variants does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Mixer {
     Mamba(MambaMixer),
     Mamba2(Mamba2Mixer),
+    Mamba3(Mamba3Mixer),
 }
 
 /// The scan arguments and outputs of one mixer's forward.
@@ -39,6 +43,7 @@ pub enum Mixer {
 pub enum MixerTrace {
     Mamba(MambaTrace),
     Mamba2(Mamba2Trace),
+    Mamba3(Mamba3Trace),
 }
 
 impl Mixer {
@@ -58,6 +63,10 @@ impl Mixer {
                 let (y, c, t) = m.forward_traced(x, cache);
                 (y, c, MixerTrace::Mamba2(t))
             }
+            Mixer::Mamba3(m) => {
+                let (y, c, t) = m.forward_traced(x, cache);
+                (y, c, MixerTrace::Mamba3(t))
+            }
         }
     }
 
@@ -72,6 +81,7 @@ impl Mixer {
         match self {
             Mixer::Mamba(m) => m.forward_packed(x, seq_idx, None),
             Mixer::Mamba2(m) => m.forward_packed(x, seq_idx, None),
+            Mixer::Mamba3(m) => m.forward_packed(x, seq_idx, None),
         }
     }
 
@@ -84,6 +94,7 @@ impl Mixer {
         match self {
             Mixer::Mamba(m) => m.forward_cached(x, cache),
             Mixer::Mamba2(m) => m.forward_cached(x, cache),
+            Mixer::Mamba3(m) => m.forward_cached(x, cache),
         }
     }
 
@@ -92,6 +103,7 @@ impl Mixer {
         match self {
             Mixer::Mamba(m) => m.step(x, cache),
             Mixer::Mamba2(m) => m.step(x, cache),
+            Mixer::Mamba3(m) => m.step(x, cache),
         }
     }
 }

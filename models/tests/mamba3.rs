@@ -1,0 +1,287 @@
+//! The Mamba-3 (SISO) mixer against state-spaces/mamba's `Mamba3` module run on the CPU with
+//! the authors' reference kernel (`fixtures/mamba3_tiny`, written by
+//! `fixtures/tools/make_mamba3_tiny.py`), and its recurrent step, chunked prefill and packed
+//! rows against its own parallel forward, on Flex and wgpu.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::to_vec;
+use ssm_models::io::TensorMap;
+use ssm_models::ssm::mamba3::{Mamba3Mixer, Mamba3MixerConfig};
+use std::f32::consts::PI;
+use std::path::PathBuf;
+
+fn dir() -> PathBuf {
+    fixtures_dir().join("mamba3_tiny")
+}
+
+fn config() -> Mamba3MixerConfig {
+    Mamba3MixerConfig::new(32)
+        .with_d_state(16)
+        .with_expand(2)
+        .with_head_dim(16)
+        .with_n_layer(2)
+}
+
+fn mixer(layer: usize, device: &Device) -> Mamba3Mixer {
+    let mut w = TensorMap::read(&dir().join("model").join("pytorch_model.bin")).expect("reads");
+    config()
+        .load(&mut w, &format!("backbone.layers.{layer}.mixer"), device)
+        .expect("loads")
+}
+
+fn close<const D: usize>(name: &str, got: Tensor<D>, want: &[f32], tol: f32) {
+    let err = max_abs_diff(&to_vec(got), want);
+    eprintln!("{name}: max abs error {err:e}");
+    assert!(
+        err <= tol,
+        "{name}: max abs error {err:e} (tolerance {tol:e})"
+    );
+}
+
+/// The largest distance between angles on the circle.
+fn angle_error(got: Tensor<3>, want: &[f32]) -> f32 {
+    to_vec(got)
+        .iter()
+        .zip(want)
+        .map(|(a, b)| {
+            let d = (a - b).rem_euclid(2.0 * PI);
+            d.min(2.0 * PI - d)
+        })
+        .fold(0.0, f32::max)
+}
+
+fn matches_the_reference(device: &Device, tol: f32) {
+    let t = Fixture::open(dir().join("tensors.safetensors"));
+    for layer in 0..2 {
+        let m = mixer(layer, device);
+        let x: Tensor<3> = t.tensor(&format!("layers.{layer}.mixer_in"), device);
+        let (out, cache, trace) = m.forward_traced(x, None);
+        let v = |k: &str| t.values(&format!("layers.{layer}.{k}")).0;
+        close("mixer_out", out, &v("mixer_out"), tol);
+        close("scan.y", trace.y, &v("scan.y"), tol);
+        close("scan.ADT", trace.adt, &v("scan.ADT"), tol);
+        close("scan.DT", trace.dt, &v("scan.DT"), tol);
+        close("scan.V", trace.v, &v("scan.V"), tol);
+        close("scan.Q", trace.q, &v("scan.Q"), tol);
+        close("scan.K", trace.k, &v("scan.K"), tol);
+        // The carried state: [angles | k | v] per head, and h.
+        let (h, s, n, p) = (4, 4, 16, 16);
+        let c = cache.conv_state;
+        let cv = |k: &str| t.values(&format!("cache.{layer}.{k}")).0;
+        let err = angle_error(c.clone().narrow(2, 0, s), &cv("angle"));
+        assert!(err <= tol, "cache angle: {err:e}");
+        close("cache.k", c.clone().narrow(2, s, n), &cv("k"), tol);
+        close("cache.v", c.narrow(2, s + n, p), &cv("v"), tol);
+        close(
+            "cache.ssm",
+            cache.ssm_state.reshape([2, h, p, n]),
+            &cv("ssm"),
+            tol,
+        );
+    }
+    // A mixer with the per-head gated norm before out_proj.
+    let mut w = TensorMap::read(&dir().join("outproj_norm.pth")).expect("reads");
+    let m = config()
+        .with_outproj_norm(true)
+        .load(&mut w, "", device)
+        .expect("loads");
+    w.finish().expect("every key used");
+    let u: Tensor<3> = t.tensor("outproj_norm.u", device);
+    close(
+        "outproj_norm.y",
+        m.forward(u),
+        &t.values("outproj_norm.y").0,
+        tol,
+    );
+}
+
+#[test]
+fn mamba3_mixer_matches_the_reference_on_flex() {
+    matches_the_reference(&Device::flex(), 1e-5);
+}
+
+#[test]
+fn mamba3_mixer_matches_the_reference_on_wgpu() {
+    let Some(device) = ssm_backends::testing::wgpu_test_device() else {
+        return;
+    };
+    matches_the_reference(&device, 1e-4);
+}
+
+/// Step by step from zeros, in two chunks, and packed, against one parallel pass.
+fn recurrent_and_chunked_forms_agree(device: &Device, tol: f32) {
+    let t = Fixture::open(dir().join("tensors.safetensors"));
+    for outproj_norm in [false, true] {
+        let m = if outproj_norm {
+            let mut w = TensorMap::read(&dir().join("outproj_norm.pth")).expect("reads");
+            config()
+                .with_outproj_norm(true)
+                .load(&mut w, "", device)
+                .expect("loads")
+        } else {
+            mixer(1, device)
+        };
+        let x: Tensor<3> = t.tensor("layers.1.mixer_in", device);
+        let (full, cache) = m.forward_cached(x.clone(), None);
+        let full_v = to_vec(full.clone());
+        // The recurrent step.
+        let mut state = m.zero_cache(2, device);
+        let mut ys = Vec::new();
+        for i in 0..20 {
+            let (y, s) = m.step(x.clone().narrow(1, i, 1).reshape([2, 32]), state);
+            state = s;
+            ys.push(y.unsqueeze_dim::<3>(1));
+        }
+        close("step vs forward", Tensor::cat(ys, 1), &full_v, tol);
+        close(
+            "step state",
+            state.ssm_state,
+            &to_vec(cache.ssm_state.clone()),
+            tol,
+        );
+        // Prefill in two chunks (7 + 13).
+        let (a, mid) = m.forward_cached(x.clone().narrow(1, 0, 7), None);
+        let (b, end) = m.forward_cached(x.clone().narrow(1, 7, 13), Some(mid));
+        close(
+            "chunked vs one pass",
+            Tensor::cat(vec![a, b], 1),
+            &full_v,
+            tol,
+        );
+        close(
+            "chunked state",
+            end.ssm_state,
+            &to_vec(cache.ssm_state),
+            tol,
+        );
+        // Packed: documents of 6, 9 and 5 tokens in one row equal each alone.
+        let row = x.clone().narrow(0, 0, 1);
+        let lens = [6usize, 9, 5];
+        let ids: Vec<i64> = lens
+            .iter()
+            .enumerate()
+            .flat_map(|(d, &l)| std::iter::repeat_n(d as i64, l))
+            .collect();
+        let seq_idx = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, 20]), device);
+        let (packed, _) = m.forward_packed(row.clone(), seq_idx, None);
+        let mut at = 0;
+        for l in lens {
+            let alone = m.forward(row.clone().narrow(1, at, l));
+            close(
+                "packed vs alone",
+                packed.clone().narrow(1, at, l),
+                &to_vec(alone),
+                tol,
+            );
+            at += l;
+        }
+    }
+}
+
+#[test]
+fn mamba3_step_chunks_and_packing_agree_on_flex() {
+    recurrent_and_chunked_forms_agree(&Device::flex(), 1e-5);
+}
+
+#[test]
+fn mamba3_step_chunks_and_packing_agree_on_wgpu() {
+    let Some(device) = ssm_backends::testing::wgpu_test_device() else {
+        return;
+    };
+    recurrent_and_chunked_forms_agree(&device, 1e-4);
+}
+
+#[test]
+fn mamba3_configs_that_cannot_work_are_refused() {
+    for (c, needle) in [
+        (config().with_mimo(true), "MIMO"),
+        (config().with_rope_fraction(0.3), "rope_fraction"),
+        (config().with_head_dim(48), "head_dim"),
+        (config().with_n_groups(3), "n_groups"),
+    ] {
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    // A checkpoint key of the wrong shape is named with both shapes.
+    let mut w = TensorMap::read(&dir().join("model").join("pytorch_model.bin")).expect("reads");
+    let err = config()
+        .with_d_state(8)
+        .load(&mut w, "backbone.layers.0.mixer", &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("backbone.layers.0.mixer.in_proj"), "{err}");
+}
+
+/// The whole language model (`MambaLmHeadModel` with `ssm_cfg.layer = "Mamba3"`, its
+/// state-spaces config and keys): logits, the residual stream, greedy tokens, and decoding
+/// token by token against a parallel forward.
+fn language_model_matches_the_reference(device: &Device, tol: f32) {
+    use ssm_models::lm::{CausalLm, GenerationConfig, MambaLm, generate};
+    let model = MambaLm::load_dir(&dir().join("model"), device).expect("loads");
+    let t = Fixture::open(dir().join("tensors.safetensors"));
+    let ids: Tensor<2, Int> = t.int_tensor("input_ids", device);
+    let out = model.forward_detailed(ids, None);
+    close("logits", out.logits, &t.values("logits").0, tol);
+    close("embeddings", out.embeddings, &t.values("embeddings").0, tol);
+    assert_eq!(out.hidden_states.len(), 3);
+    for (i, h) in out.hidden_states.iter().enumerate() {
+        close(
+            &format!("hidden_states.{i}"),
+            h.clone(),
+            &t.values(&format!("hidden_states.{i}")).0,
+            tol,
+        );
+    }
+    // Greedy generation: the reference's tokens exactly.
+    let (prompt, shape) = t.ints("input_ids");
+    let (seqs, sshape) = t.ints("generate.sequences");
+    let (b, l, total) = (shape[0], shape[1], sshape[1]);
+    let prompts: Vec<Vec<usize>> = (0..b)
+        .map(|i| {
+            prompt[i * l..(i + 1) * l]
+                .iter()
+                .map(|&x| x as usize)
+                .collect()
+        })
+        .collect();
+    let config = GenerationConfig {
+        max_new_tokens: total - l,
+        ..Default::default()
+    };
+    let got = generate(&model, &prompts, &config, |_, _| {}).expect("generates");
+    for (i, row) in got.iter().enumerate() {
+        let want: Vec<usize> = seqs[i * total + l..(i + 1) * total]
+            .iter()
+            .map(|&x| x as usize)
+            .collect();
+        assert_eq!(row, &want, "row {i}: greedy tokens");
+    }
+    // Each new token's logits, decoded step by step, against the reference's (from its
+    // parallel forward over the sequence so far).
+    let (want, _) = t.values("generate.logits");
+    let vocab = 64;
+    let all = Tensor::<2, Int>::from_data(TensorData::new(seqs.clone(), [b, total]), device);
+    let (first, mut cache) = model.prefill(all.clone().narrow(1, 0, l));
+    let mut steps = vec![first.narrow(1, l - 1, 1)];
+    for pos in l..total - 1 {
+        let (logits, c) = model.step(all.clone().narrow(1, pos, 1).reshape([b]), cache);
+        cache = c;
+        steps.push(logits.unsqueeze_dim::<3>(1));
+    }
+    let got = Tensor::cat(steps, 1).narrow(2, 0, vocab);
+    close("generate.logits (step)", got, &want, tol);
+}
+
+#[test]
+fn mamba3_language_model_matches_the_reference_on_flex() {
+    language_model_matches_the_reference(&Device::flex(), 1e-5);
+}
+
+#[test]
+fn mamba3_language_model_matches_the_reference_on_wgpu() {
+    let Some(device) = ssm_backends::testing::wgpu_test_device() else {
+        return;
+    };
+    language_model_matches_the_reference(&device, 1e-4);
+}
