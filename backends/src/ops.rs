@@ -199,6 +199,39 @@ pub trait SsmOps: Backend {
         portable::ssd::ssd_chunked::<Self>(x, dt, a, b, c, d, initial_state, reset, chunk)
     }
 
+    /// [`SsmOps::ssd`] with per-step log decays `log_decay` (B, L, H) in place of `dt·A`:
+    /// `h_t = exp(log_decay_t) h_{t−1} + dt_t B_t x_tᵀ` (Mamba-3's data-dependent `A`; `dt` is
+    /// then the input weight alone). The CPU backends run the fused SSD recurrence (one `exp`
+    /// per step and head, as for Mamba2); elsewhere the chunked body (on CubeCL with its
+    /// decay-mask and state-pass kernels), differentiable op by op under autodiff.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(default)]
+    fn ssd_log_decay(
+        x: FloatTensor<Self>,
+        dt: FloatTensor<Self>,
+        log_decay: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        initial_state: FloatTensor<Self>,
+        reset: FloatTensor<Self>,
+        has_reset: bool,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let reset = has_reset.then_some(reset);
+        portable::ssd::ssd_chunked_log_decay::<Self>(
+            x,
+            dt,
+            log_decay,
+            b,
+            c,
+            d,
+            initial_state,
+            reset,
+            chunk,
+        )
+    }
+
     /// The whole Mamba2 decode step after `in_proj`: the conv step over `xBC`, `dt =
     /// clamp(softplus(dt + dt_bias), dt_min, dt_max)`, the state update with a scalar `A` per
     /// head, then the gated RMSNorm. `zxbcdt` (B, 2 d_inner + 2GN + H), `conv_state`

@@ -238,6 +238,7 @@ fn log_decays_equal_dt_a_and_the_recurrence() {
         .chunk(4)
         .run();
         let log_decay = s.dt.clone() * s.a.clone().reshape([1, 1, h]);
+        let before = cpu_kernel_calls().ssd_forward;
         let given = Ssd::new(
             s.x.clone(),
             s.dt.clone(),
@@ -250,6 +251,12 @@ fn log_decays_equal_dt_a_and_the_recurrence() {
         .log_decay(log_decay)
         .chunk(4)
         .run();
+        if device == Device::flex() {
+            assert!(
+                cpu_kernel_calls().ssd_forward > before,
+                "the fused CPU SSD kernel ran"
+            );
+        }
         let err = max_abs_diff(&to_vec(given.0), &to_vec(plain.0))
             .max(max_abs_diff(&to_vec(given.1), &to_vec(plain.1)));
         assert!(err <= 1e-4, "{device:?}: log decays = dt A: {err:e}");
@@ -296,5 +303,50 @@ fn log_decays_equal_dt_a_and_the_recurrence() {
             err <= 1e-4,
             "{device:?}: log decays vs the recurrence: {err:e}"
         );
+    }
+}
+
+/// Under autodiff, log decays computed in the graph as `dt·A` give the plain scan's gradients
+/// (the plain one through the scan kernel's backward, the log-decay one op by op).
+#[test]
+fn log_decay_gradients_match_the_plain_scan() {
+    use ssm_backends::Ssd;
+    let device = Device::flex().autodiff();
+    device.seed(9);
+    let (h, p, n) = (4, 3, 5);
+    let s = inputs((2, 11, h, p, 2, n), &device);
+    let w = Tensor::<4>::random([2, 11, h, p], Distribution::Normal(0.0, 1.0), &device);
+    let grads_of = |with_log_decay: bool| {
+        let (x, dt, a, b, c) = (
+            s.x.clone().require_grad(),
+            s.dt.clone().require_grad(),
+            s.a.clone().require_grad(),
+            s.b.clone().require_grad(),
+            s.c.clone().require_grad(),
+        );
+        let mut op = Ssd::new(x.clone(), dt.clone(), a.clone(), b.clone(), c.clone())
+            .d(s.d.clone())
+            .initial_state(s.h0.clone())
+            .chunk(4);
+        if with_log_decay {
+            op = op.log_decay(dt.clone() * a.clone().reshape([1, 1, h]));
+        }
+        let (y, state) = op.run();
+        let g = ((y * w.clone()).sum() + state.sum()).backward();
+        [
+            to_vec(x.grad(&g).unwrap()),
+            to_vec(dt.grad(&g).unwrap()),
+            to_vec(a.grad(&g).unwrap()),
+            to_vec(b.grad(&g).unwrap()),
+            to_vec(c.grad(&g).unwrap()),
+        ]
+    };
+    let (plain, given) = (grads_of(false), grads_of(true));
+    for (name, (p, q)) in ["x", "dt", "A", "B", "C"]
+        .iter()
+        .zip(plain.iter().zip(&given))
+    {
+        let err = max_rel_diff(q, p);
+        assert!(err <= 1e-4, "d{name}: relative error {err:e}");
     }
 }

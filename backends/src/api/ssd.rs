@@ -47,9 +47,9 @@ impl Ssd {
     }
     /// Per-step log decays (B, L, H) in place of `dt·A` (`a` is then unused): `h_t =
     /// exp(log_decay_t) h_{t−1} + dt_t B_t x_tᵀ`, `dt` the input weight alone (Mamba-3's
-    /// data-dependent `A`). Runs the portable chunked body on every backend (on CubeCL with
-    /// its decay-mask and state-pass kernels); the fused CPU recurrence does not take it yet,
-    /// which is said once.
+    /// data-dependent `A`). On the CPU backends the fused SSD recurrence; on CubeCL the
+    /// chunked body with its decay-mask and state-pass kernels, as Mamba2's SSD
+    /// ([`SsmOps::ssd_log_decay`]).
     pub fn log_decay(mut self, log_decay: Tensor<3>) -> Self {
         self.log_decay = Some(log_decay);
         self
@@ -82,21 +82,26 @@ impl Ssd {
     /// # Panics
     /// On inconsistent shapes, with a message naming the input and both shapes.
     pub fn run(self) -> (Tensor<4>, Tensor<4>) {
-        if self.log_decay.is_some() {
-            static NOTED: std::sync::Once = std::sync::Once::new();
-            NOTED.call_once(|| {
-                log::warn!(
-                    "ssd with per-step log decays (Mamba-3) runs the portable chunked body: the \
-                     fused CPU recurrence does not take them yet"
-                )
-            });
-            return self.run_reference();
-        }
         let f = self.filled();
         let has_reset = f.reset.is_some();
         let reset = f
             .reset
             .unwrap_or_else(|| f.dt.clone().narrow(2, 0, 1).squeeze_dim(2));
+        if let Some(log_decay) = f.log_decay {
+            let (y, h) = <Dispatch as SsmOps>::ssd_log_decay(
+                f.x.into_dispatch(),
+                f.dt.into_dispatch(),
+                log_decay.into_dispatch(),
+                f.b.into_dispatch(),
+                f.c.into_dispatch(),
+                f.d.into_dispatch(),
+                f.h0.into_dispatch(),
+                reset.into_dispatch(),
+                has_reset,
+                f.chunk,
+            );
+            return (Tensor::from_dispatch(y), Tensor::from_dispatch(h));
+        }
         let (y, h) = <Dispatch as SsmOps>::ssd(
             f.x.into_dispatch(),
             f.dt.into_dispatch(),

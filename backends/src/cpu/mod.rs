@@ -252,7 +252,32 @@ macro_rules! cpu_ssm_ops {
                 $crate::cpu::ssd_forward::<Self>(
                     x,
                     dt,
-                    a,
+                    $crate::cpu::SsdDecay::PerHead(a),
+                    b,
+                    c,
+                    d,
+                    initial_state,
+                    has_reset.then_some(reset),
+                )
+            }
+
+            fn ssd_log_decay(
+                x: FloatTensor<Self>,
+                dt: FloatTensor<Self>,
+                log_decay: FloatTensor<Self>,
+                b: FloatTensor<Self>,
+                c: FloatTensor<Self>,
+                d: FloatTensor<Self>,
+                initial_state: FloatTensor<Self>,
+                reset: FloatTensor<Self>,
+                has_reset: bool,
+                _chunk: usize,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                // The same fused recurrence, each step's decay read instead of dt·A.
+                $crate::cpu::ssd_forward::<Self>(
+                    x,
+                    dt,
+                    $crate::cpu::SsdDecay::PerStep(log_decay),
                     b,
                     c,
                     d,
@@ -295,13 +320,20 @@ pub(crate) fn scan_forward<B: Backend>(args: ScanArgs<B>) -> (FloatTensor<B>, Fl
     )
 }
 
+/// The decay of the SSD op on the fused CPU kernel: `A` per head (`exp(dt_t A_h)`) or a log
+/// decay per step and head (`exp(a_{t,h})`).
+pub(crate) enum SsdDecay<B: Backend> {
+    PerHead(FloatTensor<B>),
+    PerStep(FloatTensor<B>),
+}
+
 /// The SSD op on the fused CPU kernel ([`ssd::ssd_forward`]); arguments as
-/// [`crate::portable::ssd::ssd_chunked`]'s.
+/// [`crate::portable::ssd::ssd_chunked`]'s, the decay as [`SsdDecay`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ssd_forward<B: Backend>(
     x: FloatTensor<B>,
     dt: FloatTensor<B>,
-    a: FloatTensor<B>,
+    decay: SsdDecay<B>,
     b: FloatTensor<B>,
     c: FloatTensor<B>,
     d: FloatTensor<B>,
@@ -310,21 +342,28 @@ pub(crate) fn ssd_forward<B: Backend>(
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let device = x.device();
     let dims = crate::portable::ssd::SsdDims::of::<B>(&x, &b);
-    let (x, dt, a, b, c, d, h0) = (
+    let (x, dt, b, c, d, h0) = (
         host::<B>(x),
         host::<B>(dt),
-        host::<B>(a),
         host::<B>(b),
         host::<B>(c),
         host::<B>(d),
         host::<B>(h0),
     );
+    let (per_head, a) = match decay {
+        SsdDecay::PerHead(a) => (true, host::<B>(a)),
+        SsdDecay::PerStep(l) => (false, host::<B>(l)),
+    };
     let reset = reset.map(host::<B>);
     let (y, state) = ssd::ssd_forward(&ssd::SsdSlices {
         dims,
         x: &x,
         dt: &dt,
-        a: &a,
+        a: if per_head {
+            ssd::Decay::PerHead(&a)
+        } else {
+            ssd::Decay::PerStep(&a)
+        },
         b: &b,
         c: &c,
         d: &d,

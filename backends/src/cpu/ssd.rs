@@ -2,7 +2,8 @@
 //! layout: one task per (batch row, head) (rayon), the head's (P, N) state in a local buffer.
 //!
 //! For each step `t` of head `h` (the paper's scalar-times-identity `A`):
-//! `H_t = exp(dt_t A_h) H_{t-1} + dt_t x_t B_t^T` (P x N), `y_t = H_t C_t + D_h x_t`.
+//! `H_t = exp(dt_t A_h) H_{t-1} + dt_t x_t B_t^T` (P x N), `y_t = H_t C_t + D_h x_t`; with log
+//! decays given per step (Mamba-3), `exp(a_{t,h})` in place of `exp(dt_t A_h)`.
 //! `A` is one scalar per head, so a step takes one `exp` for the whole (P, N) state; the update
 //! and the `C` contraction run along N (contiguous), vectorised. Nothing is transposed: `x`, `B`
 //! and `C` are read where the op's (B, L, H, P) and (B, L, G, N) layouts hold them.
@@ -13,14 +14,22 @@ use super::lanes::has_avx2;
 use crate::portable::ssd::SsdDims;
 use rayon::prelude::*;
 
+/// The decays: `A` (H), a step decaying by `exp(dt_t A_h)`, or log decays (B, L, H) given per
+/// step (Mamba-3's data-dependent `A`), a step decaying by `exp(a_{t,h})`.
+#[derive(Clone, Copy)]
+pub(crate) enum Decay<'a> {
+    PerHead(&'a [f32]),
+    PerStep(&'a [f32]),
+}
+
 /// The SSD op's inputs as contiguous row-major slices: `x` (B, L, H, P), `dt` (B, L, H) (already
-/// discretised), `a` (H), `b`, `c` (B, L, G, N), `d` (H), `h0` (B, H, P, N), `reset` (B, L):
-/// 1 where a sequence starts (the state before that step is zeroed).
+/// discretised), the decays `a`, `b`, `c` (B, L, G, N), `d` (H), `h0` (B, H, P, N), `reset`
+/// (B, L): 1 where a sequence starts (the state before that step is zeroed).
 pub(crate) struct SsdSlices<'a> {
     pub dims: SsdDims,
     pub x: &'a [f32],
     pub dt: &'a [f32],
-    pub a: &'a [f32],
+    pub a: Decay<'a>,
     pub b: &'a [f32],
     pub c: &'a [f32],
     pub d: &'a [f32],
@@ -78,7 +87,6 @@ fn head_body(p: &SsdSlices, bi: usize, hi: usize, st: &mut [f32], yh: &mut [f32]
     let s = p.dims;
     let (l, h, hp, g, n) = (s.len, s.heads, s.head_dim, s.groups, s.state);
     let gi = hi / (h / g);
-    let a = p.a[hi];
     let dskip = p.d[hi];
     let block = (bi * h + hi) * hp * n;
     st.copy_from_slice(&p.h0[block..block + hp * n]);
@@ -89,7 +97,10 @@ fn head_body(p: &SsdSlices, bi: usize, hi: usize, st: &mut [f32], yh: &mut [f32]
             st.fill(0.0);
         }
         let dt = p.dt[row * h + hi];
-        let decay = (dt * a).exp();
+        let decay = match p.a {
+            Decay::PerHead(a) => (dt * a[hi]).exp(),
+            Decay::PerStep(l) => l[row * h + hi].exp(),
+        };
         let x = &p.x[(row * h + hi) * hp..(row * h + hi + 1) * hp];
         let bt = &p.b[(row * g + gi) * n..(row * g + gi + 1) * n];
         let ct = &p.c[(row * g + gi) * n..(row * g + gi + 1) * n];
