@@ -212,6 +212,7 @@ fn lm(a: LmBenchArgs) -> CliResult {
         "d_model": a.d_model,
         "layers": a.layers,
         "vocab": a.vocab,
+        "parameters": burn::module::Module::num_params(&model),
         "d_state": d_state,
         "head_dim": (a.arch != Arch::Mamba).then_some(a.head_dim),
         "prefill_batch": 1,

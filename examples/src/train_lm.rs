@@ -1,7 +1,8 @@
-//! `zoo train lm`: a Mamba or Mamba2 language model trained on text with the reference recipe
-//! (`ssm_models::lm::train`), on packed documents that never see each other, with atomic
+//! `zoo train lm`: a Mamba, Mamba2 or Mamba-3 language model trained on text with the reference
+//! recipe (`ssm_models::lm::train`), on packed documents that never see each other, with atomic
 //! checkpoints that a run killed at any moment resumes from exactly, and the result saved as a
-//! Hugging Face model directory (`config.json`, `model.safetensors`, `tokenizer.json`).
+//! Hugging Face model directory (`config.json`, `model.safetensors`, `tokenizer.json`; Mamba-3,
+//! which transformers lacks, in state-spaces/mamba's layout).
 //!
 //! The loop is ours, on Burn's optimizer, gradient accumulator and burnpack store, rather than
 //! burn-train's `Learner`: the Learner checkpoints at epoch ends only and restarts an epoch's
@@ -20,7 +21,7 @@ use ssm_datasets::text::{PackedRows, TokenDocs, batch_rows, default_text_path, r
 use ssm_models::io::write_atomic;
 use ssm_models::lm::tokenizer::{BYTE_EOS, TextTokenizer, byte_level_tokenizer_json};
 use ssm_models::lm::train::{PackedLm, clip_grad_norm, lm_optimizer, token_losses, warmup_cosine};
-use ssm_models::lm::{Mamba2Settings, MambaLm, MambaLmConfig};
+use ssm_models::lm::{Mamba2Settings, Mamba3Settings, MambaLm, MambaLmConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -30,6 +31,8 @@ use std::time::Instant;
 pub enum Arch {
     Mamba,
     Mamba2,
+    /// Mamba-3 (SISO); saved in state-spaces/mamba's layout (transformers has no Mamba-3).
+    Mamba3,
 }
 
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]
@@ -51,10 +54,10 @@ pub struct LmArgs {
     pub d_model: usize,
     #[arg(long, default_value_t = 4)]
     pub layers: usize,
-    /// SSM state size N (default 16 for Mamba, 64 for Mamba2).
+    /// SSM state size N (default 16 for Mamba, 64 for Mamba2 and Mamba-3).
     #[arg(long)]
     pub d_state: Option<usize>,
-    /// Mamba2 channels per head.
+    /// Mamba2 and Mamba-3 channels per head.
     #[arg(long, default_value_t = 64)]
     pub head_dim: usize,
     #[arg(long, default_value_t = 256)]
@@ -219,6 +222,7 @@ pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<Trained> {
         PathBuf::from(match a.arch {
             Arch::Mamba => "runs/lm-mamba",
             Arch::Mamba2 => "runs/lm-mamba2",
+            Arch::Mamba3 => "runs/lm-mamba3",
         })
     });
     std::fs::create_dir_all(&out)
@@ -423,7 +427,11 @@ pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<Trained> {
     let elapsed = start.elapsed().as_secs_f64();
 
     let model = model.valid();
-    model.save_hf(&config, &out)?;
+    if config.mamba3.is_some() {
+        model.save_state_spaces(&config, &out)?;
+    } else {
+        model.save_hf(&config, &out)?;
+    }
     write_atomic(&out.join("tokenizer.json"), tokenizer_json.as_bytes())?;
     let trained_tokens = (state.step - start_step) * per_step * a.seq_len;
     let metrics = serde_json::json!({
@@ -478,9 +486,10 @@ fn check_args(a: &LmArgs) -> CliResult {
     {
         return Err(usage("--weight-decay and --grad-clip must be at least 0"));
     }
-    if a.arch == Arch::Mamba2 && !(2 * a.d_model).is_multiple_of(a.head_dim) {
+    if a.arch != Arch::Mamba && !(2 * a.d_model).is_multiple_of(a.head_dim) {
         return Err(usage(format!(
-            "Mamba2 needs --head-dim to divide 2 x --d-model = {}, found {}",
+            "{:?} needs --head-dim to divide 2 x --d-model = {}, found {}",
+            a.arch,
             2 * a.d_model,
             a.head_dim
         )));
@@ -503,6 +512,10 @@ fn lm_config(a: &LmArgs, vocab: usize, eos: u32) -> MambaLmConfig {
         Arch::Mamba2 => {
             c.d_state = a.d_state.unwrap_or(64);
             c.mamba2 = Some(Mamba2Settings::new().with_head_dim(a.head_dim));
+        }
+        Arch::Mamba3 => {
+            c.d_state = a.d_state.unwrap_or(64);
+            c.mamba3 = Some(Mamba3Settings::new().with_head_dim(a.head_dim));
         }
     }
     c

@@ -79,8 +79,8 @@ fn losses(m: &serde_json::Value) -> Vec<f64> {
 }
 
 #[test]
-fn twenty_steps_lower_the_validation_loss_for_both_architectures() {
-    for arch in ["mamba", "mamba2"] {
+fn twenty_steps_lower_the_validation_loss_for_every_architecture() {
+    for arch in ["mamba", "mamba2", "mamba3"] {
         let dir = tempfile::tempdir().unwrap();
         let args = tiny(arch, dir.path(), &["--steps", "20", "--eval-every", "10"]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -206,7 +206,8 @@ fn a_corrupt_or_foreign_checkpoint_is_refused() {
 
 #[test]
 fn the_exported_directory_reloads_to_the_trained_logits() {
-    for arch in ["mamba", "mamba2"] {
+    // Mamba and Mamba2 in transformers' layout, Mamba-3 in state-spaces/mamba's.
+    for arch in ["mamba", "mamba2", "mamba3"] {
         let dir = tempfile::tempdir().unwrap();
         let args = tiny(
             arch,
@@ -221,7 +222,7 @@ fn the_exported_directory_reloads_to_the_trained_logits() {
         let mut store =
             BurnpackStore::from_file(dir.path().join("checkpoints/step-00000003/model.bpk"));
         trained.load_from(&mut store).unwrap();
-        // ... and as exported (safetensors, transformers' names and layouts).
+        // ... and as exported (safetensors, the reference's names and layouts).
         let exported = MambaLm::load_dir(dir.path(), &device).unwrap();
         let ids = Tensor::<2, Int>::from_data(
             TensorData::new(

@@ -81,6 +81,15 @@ impl MambaLm {
                     .into(),
             ));
         }
+        let tensors = self.checked_state_dict(config)?;
+        write_model_dir(dir, &tensors, &config.to_hf_json())
+    }
+}
+
+impl MambaLm {
+    /// The parameters as a PyTorch-style state dict with transformers' keys, after checking
+    /// that `config` describes this model (layer count, embedding shape).
+    pub(crate) fn checked_state_dict(&self, config: &MambaLmConfig) -> Result<StateDict> {
         let tensors = pytorch_state_dict(self);
         let emb = tensors
             .get("backbone.embeddings.weight")
@@ -94,13 +103,20 @@ impl MambaLm {
                 self.backbone.layers.len()
             )));
         }
-        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
-            path: dir.into(),
-            source,
-        })?;
-        write_safetensors(&dir.join("model.safetensors"), &tensors)?;
-        let text =
-            serde_json::to_string_pretty(&config.to_hf_json()).expect("a JSON value serialises");
-        write_atomic(&dir.join("config.json"), text.as_bytes())
+        Ok(tensors)
     }
+}
+
+/// Tensors by key: shape and row-major values.
+pub(crate) type StateDict = std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Writes `dir/model.safetensors` and `dir/config.json` (each atomically).
+pub(crate) fn write_model_dir(dir: &Path, tensors: &StateDict, config: &Value) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+        path: dir.into(),
+        source,
+    })?;
+    write_safetensors(&dir.join("model.safetensors"), tensors)?;
+    let text = serde_json::to_string_pretty(config).expect("a JSON value serialises");
+    write_atomic(&dir.join("config.json"), text.as_bytes())
 }

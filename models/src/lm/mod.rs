@@ -4,6 +4,7 @@ pub mod config;
 pub mod generate;
 pub mod hf;
 pub mod mamba;
+pub mod state_spaces;
 pub mod tokenizer;
 pub mod train;
 pub mod transformer;
