@@ -85,10 +85,16 @@ impl RmsNorm {
         z: Tensor<D>,
         groups: usize,
     ) -> Tensor<D> {
+        self.group_norm(x * burn::tensor::activation::silu(z), groups)
+    }
+
+    /// Each group of `width / groups` features of the last axis normalised, then scaled by
+    /// `weight`.
+    fn group_norm<const D: usize>(&self, x: Tensor<D>, groups: usize) -> Tensor<D> {
         let dims = x.dims();
         let width = dims[D - 1];
         let rows = x.shape().num_elements() / width;
-        let g = (x * burn::tensor::activation::silu(z)).reshape([rows, groups, width / groups]);
+        let g = x.reshape([rows, groups, width / groups]);
         let rms = g.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
         (g / rms).reshape(dims).mul(self.weight.val().unsqueeze())
     }
@@ -102,12 +108,6 @@ impl RmsNorm {
         z: Tensor<D>,
         groups: usize,
     ) -> Tensor<D> {
-        let dims = x.dims();
-        let width = dims[D - 1];
-        let rows = x.shape().num_elements() / width;
-        let g = x.reshape([rows, groups, width / groups]);
-        let rms = g.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
-        (g / rms).reshape(dims).mul(self.weight.val().unsqueeze())
-            * burn::tensor::activation::silu(z)
+        self.group_norm(x, groups) * burn::tensor::activation::silu(z)
     }
 }

@@ -3,7 +3,7 @@
 
 use super::scan::reset_mask;
 use crate::ops::SsmOps;
-use crate::portable::ssd::{SsdDims, ssd_chunked, ssd_chunked_log_decay};
+use crate::portable::ssd::{SsdDims, ssd_chunked_log_decay};
 use burn::backend::Dispatch;
 use burn::tensor::{Int, Tensor};
 
@@ -124,31 +124,20 @@ impl Ssd {
     /// On inconsistent shapes.
     pub fn run_reference(self) -> (Tensor<4>, Tensor<4>) {
         let f = self.filled();
-        let reset = f.reset.map(Tensor::into_dispatch);
-        let (y, h) = match f.log_decay {
-            Some(log_decay) => ssd_chunked_log_decay::<Dispatch>(
-                f.x.into_dispatch(),
-                f.dt.into_dispatch(),
-                log_decay.into_dispatch(),
-                f.b.into_dispatch(),
-                f.c.into_dispatch(),
-                f.d.into_dispatch(),
-                f.h0.into_dispatch(),
-                reset,
-                f.chunk,
-            ),
-            None => ssd_chunked::<Dispatch>(
-                f.x.into_dispatch(),
-                f.dt.into_dispatch(),
-                f.a.into_dispatch(),
-                f.b.into_dispatch(),
-                f.c.into_dispatch(),
-                f.d.into_dispatch(),
-                f.h0.into_dispatch(),
-                reset,
-                f.chunk,
-            ),
-        };
+        let log_decay = f
+            .log_decay
+            .unwrap_or_else(|| f.dt.clone() * f.a.clone().reshape([1, 1, -1]));
+        let (y, h) = ssd_chunked_log_decay::<Dispatch>(
+            f.x.into_dispatch(),
+            f.dt.into_dispatch(),
+            log_decay.into_dispatch(),
+            f.b.into_dispatch(),
+            f.c.into_dispatch(),
+            f.d.into_dispatch(),
+            f.h0.into_dispatch(),
+            f.reset.map(Tensor::into_dispatch),
+            f.chunk,
+        );
         (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
     }
 
