@@ -1,12 +1,13 @@
-//! Run-time device selection from a string: `cpu`, `ndarray`, `wgpu`, `wgpu:N`, `cuda:N`.
+//! Run-time device selection from a string: `cpu`, `ndarray`, `wgpu`, `wgpu:N`, `cuda:N`; with
+//! none, [`default_device`].
 
 use crate::error::Error;
 use burn::tensor::Device;
 
-/// Parses a device string. `None` gives Burn's own `Device::default()` order.
+/// Parses a device string. `None` (or `auto`) gives [`default_device`].
 pub fn parse_device(spec: Option<&str>) -> Result<Device, Error> {
     let Some(spec) = spec else {
-        return Ok(Device::default());
+        return Ok(default_device().0);
     };
     let spec = spec.trim().to_ascii_lowercase();
     let (name, index) = match spec.split_once(':') {
@@ -21,9 +22,51 @@ pub fn parse_device(spec: Option<&str>) -> Result<Device, Error> {
         ("ndarray", None) => ndarray(&spec),
         ("wgpu", i) => wgpu(&spec, i),
         ("cuda", i) => cuda(&spec, i.unwrap_or(0)),
-        ("default" | "auto", None) => Ok(Device::default()),
+        ("default" | "auto", None) => Ok(default_device().0),
         _ => Err(Error::UnknownDevice(spec)),
     }
+}
+
+/// The device used when none is named, and why: a hardware GPU if this build reaches one (a
+/// CUDA device, else a wgpu adapter that is not a software rasteriser), otherwise the CPU
+/// backend. Software adapters (Mesa's llvmpipe/lavapipe, SwiftShader, WARP: wgpu reports them
+/// as CPU-type adapters) run kernels far slower than the native CPU backend, so they are used
+/// only when asked for (`wgpu`, `wgpu:N`). Burn's own `Device::default()` would take
+/// lavapipe over the CPU wherever Mesa is installed.
+pub fn default_device() -> (Device, &'static str) {
+    if let Some(d) = hardware_gpu() {
+        return d;
+    }
+    #[cfg(feature = "flex")]
+    return (Device::flex(), "no hardware GPU found: the CPU backend");
+    #[allow(unreachable_code)]
+    (
+        Device::default(),
+        "no hardware GPU found and no CPU backend built: Burn's default",
+    )
+}
+
+/// The first hardware GPU this build reaches: CUDA device 0, else the first wgpu adapter
+/// that is not a CPU-type (software) one.
+fn hardware_gpu() -> Option<(Device, &'static str)> {
+    #[cfg(feature = "cuda")]
+    {
+        let cuda = std::panic::catch_unwind(|| {
+            Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec()
+        })
+        .unwrap_or_default();
+        if let Some(d) = cuda.into_iter().next() {
+            return Some((d, "the first CUDA device"));
+        }
+    }
+    #[cfg(feature = "wgpu")]
+    {
+        let software = Device::wgpu(burn::tensor::DeviceKind::Cpu);
+        if let Some(d) = wgpu_devices().into_iter().find(|d| *d != software) {
+            return Some((d, "the first hardware wgpu adapter"));
+        }
+    }
+    None
 }
 
 #[cfg(feature = "flex")]
@@ -99,6 +142,29 @@ mod tests {
             parse_device(Some("cpu:3")),
             Err(Error::UnknownDevice(_))
         ));
+    }
+
+    /// The default never lands on a software rasteriser (a device that is no card): on a
+    /// machine with Mesa's lavapipe and no GPU (CI) it is the CPU backend; and every software
+    /// adapter listed is the one the default filters out.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn the_default_is_never_a_software_adapter() {
+        let (chosen, why) = default_device();
+        if let Some(id) = chosen.identity() {
+            assert!(id.physical.is_some(), "{chosen:?} ({why}) is {id:?}");
+        }
+        let software = Device::wgpu(burn::tensor::DeviceKind::Cpu);
+        for d in wgpu_devices() {
+            if let Some(id) = d.identity()
+                && id.physical.is_none()
+            {
+                assert_eq!(
+                    d, software,
+                    "{id:?} is a software adapter the default must skip"
+                );
+            }
+        }
     }
 
     #[cfg(feature = "flex")]

@@ -43,7 +43,7 @@ pub use api::{
 };
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube::{LaunchCounter, MAX_BUFFER_VAR};
-pub use device::parse_device;
+pub use device::{default_device, parse_device};
 pub use error::Error;
 pub use ops::SsmOps;
 pub use portable::step::{Mamba2StepConfig, MambaStepDims};

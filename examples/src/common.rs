@@ -46,8 +46,14 @@ pub fn write_json(path: &Path, v: &serde_json::Value) -> CliResult {
         .map_err(|e| CliError::Io(format!("cannot write {}: {e}", path.display())))
 }
 
-/// The device named on the command line, or Burn's default order.
+/// The device named on the command line, or [`ssm_backends::default_device`] (a hardware GPU,
+/// else the CPU backend), said on stderr.
 pub fn device(spec: Option<&str>) -> CliResult<Device> {
+    if spec.is_none() {
+        let (device, why) = ssm_backends::default_device();
+        eprintln!("device: {device:?} ({why}; --device picks another)");
+        return Ok(device);
+    }
     Ok(ssm_backends::parse_device(spec)?)
 }
 
