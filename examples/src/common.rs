@@ -40,10 +40,12 @@ pub fn read_run_file(dir: &Path) -> CliResult<Option<serde_json::Value>> {
         .map_err(|e| CliError::Io(format!("{}: not valid JSON: {e}", path.display())))
 }
 
-/// Writes a JSON value as one line.
+/// Writes a JSON value as one line, whole or not at all (a temporary file renamed into place).
 pub fn write_json(path: &Path, v: &serde_json::Value) -> CliResult {
-    std::fs::write(path, v.to_string() + "\n")
-        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", path.display())))
+    Ok(ssm_models::io::write_atomic(
+        path,
+        (v.to_string() + "\n").as_bytes(),
+    )?)
 }
 
 /// The device named on the command line, or [`ssm_backends::default_device`] (a hardware GPU,

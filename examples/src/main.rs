@@ -13,6 +13,7 @@
 mod alloc;
 mod bench;
 mod bench_compare;
+mod checkpoint;
 mod classify;
 mod common;
 mod data;

@@ -19,6 +19,7 @@ use ssm_datasets::{DigitsBatcher, digits_split};
 use ssm_models::classify::{
     LayerKind, SequenceClassifier, SequenceClassifierConfig, learning_rates, optimizer,
 };
+use ssm_models::io::write_atomic;
 use std::path::{Path, PathBuf};
 
 /// The variants name the command-line tasks (`s4d-digits`, ...), hence the shared suffix.
@@ -165,9 +166,10 @@ fn digits(a: TrainArgs, layer: LayerKind) -> CliResult {
         .build(test);
     std::fs::create_dir_all(&out)
         .map_err(|e| CliError::Io(format!("cannot create {}: {e}", out.display())))?;
+    let (model_ckpt, optim_ckpt, sched_ckpt) = crate::checkpoint::atomic_checkpointers(&out);
     let result = SupervisedTraining::new(&out, dl_train, dl_valid)
+        .with_custom_checkpointers(model_ckpt, optim_ckpt, sched_ckpt)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
-        .with_default_checkpointers()
         .renderer(Box::new(Progress::default()))
         .num_epochs(a.epochs)
         .summary()
@@ -191,20 +193,25 @@ fn digits(a: TrainArgs, layer: LayerKind) -> CliResult {
     Ok(())
 }
 
+/// Writes `config.json` and `model.bpk` in `dir`, each whole or not at all.
 pub(crate) fn save<M: Module, C: Config>(model: &M, config: &C, dir: &Path) -> CliResult {
-    config
-        .save(dir.join("config.json"))
-        .map_err(|e| CliError::Io(format!("cannot write {}: {e}", dir.display())))?;
+    let text = serde_json::to_string_pretty(config)
+        .map_err(|e| CliError::Io(format!("cannot serialise the config: {e}")))?;
+    write_atomic(&dir.join("config.json"), text.as_bytes())?;
     save_weights(model, dir)
 }
 
 /// Writes `model` as `model.bpk` in `dir` (Burn's burnpack, parameter ids included), the file
-/// [`load_weights`] reads.
+/// [`load_weights`] reads; whole or not at all (a temporary file renamed into place).
 pub(crate) fn save_weights<M: Module>(model: &M, dir: &Path) -> CliResult {
-    let mut store = BurnpackStore::from_file(dir.join("model.bpk")).overwrite(true);
+    let cannot =
+        |e: String| CliError::Io(format!("cannot save the model in {}: {e}", dir.display()));
+    let mut store = BurnpackStore::from_bytes(None);
     model
         .save_into(&mut store)
-        .map_err(|e| CliError::Io(format!("cannot save the model in {}: {e}", dir.display())))
+        .map_err(|e| cannot(e.to_string()))?;
+    let bytes = store.get_bytes().map_err(|e| cannot(e.to_string()))?;
+    Ok(write_atomic(&dir.join("model.bpk"), &bytes)?)
 }
 
 /// Loads a folder written by `zoo train`, checking that every parameter was found.

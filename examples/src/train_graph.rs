@@ -271,9 +271,10 @@ pub fn graph_mamba(a: GraphArgs) -> CliResult {
     let optim = AdamWConfig::new()
         .with_weight_decay(a.weight_decay as f32)
         .init();
+    let (model_ckpt, optim_ckpt, sched_ckpt) = crate::checkpoint::atomic_checkpointers(&out);
     let result = SupervisedTraining::new(&out, train, valid)
+        .with_custom_checkpointers(model_ckpt, optim_ckpt, sched_ckpt)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
-        .with_default_checkpointers()
         .renderer(Box::new(Progress::default()))
         .num_epochs(a.epochs)
         .summary()

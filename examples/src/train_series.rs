@@ -191,9 +191,10 @@ where
     let lr = ModuleLrSchedulerConfig::new(a.lr.into())
         .init()
         .map_err(|e| usage(format!("learning rate: {e}")))?;
+    let (model_ckpt, optim_ckpt, sched_ckpt) = crate::checkpoint::atomic_checkpointers(dir);
     let result = SupervisedTraining::new(dir, train, valid)
+        .with_custom_checkpointers(model_ckpt, optim_ckpt, sched_ckpt)
         .metrics((LossMetric::new(),))
-        .with_default_checkpointers()
         .renderer(Box::new(Progress::default()))
         .num_epochs(a.epochs)
         .summary()

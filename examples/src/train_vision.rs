@@ -185,9 +185,10 @@ where
     let lr = ModuleLrSchedulerConfig::new(a.lr.unwrap_or(0.002).into())
         .init()
         .map_err(|e| CliError::Usage(format!("learning rate: {e}")))?;
+    let (model_ckpt, optim_ckpt, sched_ckpt) = crate::checkpoint::atomic_checkpointers(out);
     let result = SupervisedTraining::new(out, dl_train, dl_valid)
+        .with_custom_checkpointers(model_ckpt, optim_ckpt, sched_ckpt)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
-        .with_default_checkpointers()
         .renderer(Box::new(Progress::default()))
         .num_epochs(a.epochs)
         .summary()

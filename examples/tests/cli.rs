@@ -438,6 +438,13 @@ fn train_saves_a_model_that_eval_reloads() {
         &zoo(&["eval", "--model", dir.path().to_str().unwrap()]),
         "config.json",
     );
+    // A half-written model file (what a non-atomic write killed midway would leave).
+    let bytes = std::fs::read(out_dir.join("model.bpk")).unwrap();
+    std::fs::write(out_dir.join("model.bpk"), &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_error(
+        &zoo(&["eval", "--model", out_dir.to_str().unwrap()]),
+        "model.bpk",
+    );
     std::fs::write(out_dir.join("model.bpk"), b"not a burnpack").unwrap();
     assert_clean_error(
         &zoo(&["eval", "--model", out_dir.to_str().unwrap()]),
