@@ -96,6 +96,13 @@ pub(super) fn shared_limit(t: &CubeTensor) -> usize {
     t.client.properties().hardware.max_shared_memory_size
 }
 
+/// Whether `t`'s device is no card (a software rasteriser such as Mesa's lavapipe, or a CPU
+/// runtime): there shader loops are capped (see [`super::scan::max_segment`]), so long
+/// sequences are walked in several launches.
+pub(super) fn loop_capped(t: &CubeTensor) -> bool {
+    t.client.properties().identity.physical.is_none()
+}
+
 pub(super) fn max_units(t: &CubeTensor) -> usize {
     let hw = &t.client.properties().hardware;
     (hw.max_units_per_cube as usize).min(hw.max_cube_dim.0 as usize)

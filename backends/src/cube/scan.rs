@@ -7,11 +7,12 @@
 #![allow(clippy::manual_div_ceil)]
 
 use super::buffers::{
-    Cb, Regions, flat, max_units, pack, require_same_dtype, require_u32, rows, rows_per_launch,
-    shared_limit,
+    Cb, Regions, flat, loop_capped, max_units, pack, require_same_dtype, require_u32, rows,
+    rows_per_launch, shared_limit,
 };
 use super::fallback::Unsupported;
 use super::math::{sigmoid_f, softplus_f};
+use crate::portable::prim::P;
 use crate::portable::{ScanArgs, ScanDims};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::ops::FloatTensorOps;
@@ -197,14 +198,64 @@ pub(super) fn scan_inputs_ok(args: &ScanArgs<Cb>) -> Result<(), Unsupported> {
     require_same_dtype(&ts)
 }
 
+/// The longest stretch of a sequence one forward scan launch walks, for `n_state` states.
+/// Mesa's llvmpipe/lavapipe (the software Vulkan of machines without a GPU) caps the loop
+/// iterations of a shader invocation at about 65,535, counted over all its loops, and silently
+/// stops there: measured, the forward kernel's outputs were zeros from step 55,923 on at N = 4
+/// and from 42,367 at N = 16 (each step costs one iteration, plus the loops staging B and C),
+/// and from about 1,000 at N = 64, where the loop over the states is no longer unrolled and
+/// costs N iterations a step. On such devices ([`loop_capped`]: no physical card) longer
+/// sequences run as consecutive launches, each starting from the state the previous one ended
+/// in (exact: the scan is a recurrence); real GPUs walk any length in one.
+pub(crate) fn max_segment(n_state: usize) -> usize {
+    let rolled = if n_state > 32 { n_state } else { 0 };
+    (50_000 / (2 + n_state / 16 + rolled)).min(16_384)
+}
+
+/// Steps `lo..hi` of a scan's arguments, starting from `h0`.
+pub(super) fn scan_args_steps(
+    args: &ScanArgs<Cb>,
+    lo: usize,
+    hi: usize,
+    h0: CubeTensor,
+) -> ScanArgs<Cb> {
+    let along =
+        |t: &CubeTensor, dim: usize| P::<Cb>::new(t.clone()).narrow(dim, lo, hi).into_inner();
+    ScanArgs {
+        u: along(&args.u, 2),
+        delta: along(&args.delta, 2),
+        a: args.a.clone(),
+        b: along(&args.b, 3),
+        c: along(&args.c, 3),
+        d: args.d.clone(),
+        z: args.z.as_ref().map(|z| along(z, 2)),
+        delta_bias: args.delta_bias.clone(),
+        h0,
+        reset: args.reset.as_ref().map(|r| along(r, 1)),
+        delta_softplus: args.delta_softplus,
+    }
+}
+
 /// The forward scan on the kernel (one launch, or one per group of batch rows when the
-/// outputs would exceed the device's largest buffer), or why the kernel cannot take it.
+/// outputs would exceed the device's largest buffer, and one per [`max_segment`] steps), or
+/// why the kernel cannot take it.
 pub(crate) fn selective_scan(args: ScanArgs<Cb>) -> Result<(CubeTensor, CubeTensor), Unsupported> {
     let s = ScanDims::of::<Cb>(&args.u, &args.b);
     if s.batch == 0 || s.len == 0 || s.dim == 0 {
         return Err(Unsupported::Empty);
     }
     scan_inputs_ok(&args)?;
+    let segment = max_segment(s.state);
+    if s.len > segment && loop_capped(&args.u) {
+        let (mut ys, mut h) = (Vec::new(), args.h0.clone());
+        for lo in (0..s.len).step_by(segment) {
+            let hi = (lo + segment).min(s.len);
+            let (y, next) = selective_scan(scan_args_steps(&args, lo, hi, h))?;
+            ys.push(y);
+            h = next;
+        }
+        return Ok((Cb::float_cat(ys, 2), h));
+    }
     let elem = args.u.dtype.size();
     let per_row = [
         elem * s.dim * (s.len + s.state),

@@ -8,7 +8,7 @@ use super::buffers::{
 };
 use super::fallback::Unsupported;
 use super::math::{sigmoid_f, softplus_f};
-use super::scan::{SCAN_BLOCK, scan_args_rows, scan_inputs_ok};
+use super::scan::{SCAN_BLOCK, scan_args_rows, scan_args_steps, scan_inputs_ok};
 use crate::portable::prim::P;
 use crate::portable::{ScanArgs, ScanDims, ScanGrads};
 use burn::backend::cubecl::dtype_to_storage_type;
@@ -345,6 +345,9 @@ pub(crate) fn selective_scan_backward(
             s.groups, s.dim
         )));
     }
+    if s.len > backward_segment(s.state) && super::buffers::loop_capped(&args.u) {
+        return backward_in_segments(args, dy, dstate);
+    }
     let elem = args.u.dtype.size();
     let (block, chunk) = tiling(s, &args.u)?;
     let cubes = (s.dim / s.groups).div_ceil(block);
@@ -389,6 +392,77 @@ pub(crate) fn selective_scan_backward(
             .then(|| cat(|g| g.dz.clone().expect("dz with a gate"))),
         ddelta_bias: sum(|g| g.ddelta_bias.clone()),
         dh0: cat(|g| g.dh0.clone()),
+    })
+}
+
+/// The longest stretch one backward launch walks, for `n_state` states: the backward kernel
+/// loops several times per step (the chunk's states recomputed, then the reverse pass), so
+/// lavapipe's cap on shader loops (see [`super::scan::max_segment`]) bites sooner; measured, at
+/// N = 4 the gradients were wrong from L = 16,384 on and right at 10,000, at N = 64 (the state
+/// loops not unrolled) wrong at 200 and right at 100.
+fn backward_segment(n_state: usize) -> usize {
+    let rolled = if n_state > 32 { 8 * n_state } else { 0 };
+    (50_000 / (6 + n_state / 8 + rolled)).min(8_192)
+}
+
+/// The backward over a sequence longer than [`backward_segment`], segment by segment from the
+/// last: each segment's starting state comes from a forward pass
+/// over the segments before it, and the gradient reaching a segment's start is the next one's
+/// final-state gradient. Per-step gradients are joined along L, the parameters' summed.
+fn backward_in_segments(
+    args: ScanArgs<Cb>,
+    dy: CubeTensor,
+    dstate: CubeTensor,
+) -> Result<ScanGrads<Cb>, Unsupported> {
+    let s = ScanDims::of::<Cb>(&args.u, &args.b);
+    let (len, segment) = (s.len, backward_segment(s.state));
+    let bounds: Vec<(usize, usize)> = (0..len)
+        .step_by(segment)
+        .map(|lo| (lo, (lo + segment).min(len)))
+        .collect();
+    let mut starts = vec![args.h0.clone()];
+    for &(lo, hi) in &bounds[..bounds.len() - 1] {
+        let h = starts.last().expect("one start at least").clone();
+        starts.push(super::scan::selective_scan(scan_args_steps(&args, lo, hi, h))?.1);
+    }
+    let along = |t: &CubeTensor, dim: usize, lo: usize, hi: usize| {
+        P::<Cb>::new(t.clone()).narrow(dim, lo, hi).into_inner()
+    };
+    let mut parts = Vec::with_capacity(bounds.len());
+    let mut carried = dstate;
+    for (&(lo, hi), h0) in bounds.iter().zip(starts).rev() {
+        let g = selective_scan_backward(
+            scan_args_steps(&args, lo, hi, h0),
+            along(&dy, 2, lo, hi),
+            carried,
+        )?;
+        carried = g.dh0.clone();
+        parts.push(g);
+    }
+    parts.reverse();
+    let cat = |f: fn(&ScanGrads<Cb>) -> CubeTensor, dim: usize| {
+        Cb::float_cat(parts.iter().map(f).collect(), dim)
+    };
+    let sum = |f: fn(&ScanGrads<Cb>) -> CubeTensor| {
+        parts
+            .iter()
+            .map(f)
+            .reduce(Cb::float_add)
+            .expect("at least one segment")
+    };
+    Ok(ScanGrads {
+        du: cat(|g| g.du.clone(), 2),
+        ddelta: cat(|g| g.ddelta.clone(), 2),
+        da: sum(|g| g.da.clone()),
+        db: cat(|g| g.db.clone(), 3),
+        dc: cat(|g| g.dc.clone(), 3),
+        dd: sum(|g| g.dd.clone()),
+        dz: args
+            .z
+            .is_some()
+            .then(|| cat(|g| g.dz.clone().expect("dz with a gate"), 2)),
+        ddelta_bias: sum(|g| g.ddelta_bias.clone()),
+        dh0: carried,
     })
 }
 
