@@ -97,6 +97,19 @@ impl Fixture {
         (v, shape)
     }
 
+    /// Asserts that `got` has the shape of the fixture tensor `name` and its values within
+    /// `tol` (max absolute error); the error is printed (`--nocapture`) for the notes.
+    pub fn assert_close<const D: usize>(&self, name: &str, got: Tensor<D>, tol: f32) {
+        let (want, shape) = self.values(name);
+        assert_eq!(got.dims().to_vec(), shape, "{name}: shape");
+        let err = max_abs_diff(&crate::to_vec(got), &want);
+        eprintln!("{name}: max abs error {err:e}");
+        assert!(
+            err <= tol,
+            "{name}: max abs error {err:e} (tolerance {tol:e})"
+        );
+    }
+
     /// A float64 tensor's values with its shape.
     pub fn values_f64(&self, name: &str) -> (Vec<f64>, Vec<usize>) {
         let (shape, dtype, data) = self.view(name);

@@ -226,31 +226,27 @@ fn log_decays_equal_dt_a_and_the_recurrence() {
         device.seed(5);
         let (bs, l, h, p, g, n) = (2, 13, 4, 3, 2, 5);
         let s = inputs((bs, l, h, p, g, n), &device);
-        let plain = Ssd::new(
-            s.x.clone(),
-            s.dt.clone(),
-            s.a.clone(),
-            s.b.clone(),
-            s.c.clone(),
-        )
-        .d(s.d.clone())
-        .initial_state(s.h0.clone())
-        .chunk(4)
-        .run();
-        let log_decay = s.dt.clone() * s.a.clone().reshape([1, 1, h]);
+        // The scan of these inputs, with log decays when given.
+        let run = |log_decay: Option<Tensor<3>>| {
+            let op = Ssd::new(
+                s.x.clone(),
+                s.dt.clone(),
+                s.a.clone(),
+                s.b.clone(),
+                s.c.clone(),
+            )
+            .d(s.d.clone())
+            .initial_state(s.h0.clone())
+            .chunk(4);
+            match log_decay {
+                Some(l) => op.log_decay(l),
+                None => op,
+            }
+            .run()
+        };
+        let plain = run(None);
         let before = cpu_kernel_calls().ssd_forward;
-        let given = Ssd::new(
-            s.x.clone(),
-            s.dt.clone(),
-            s.a.clone(),
-            s.b.clone(),
-            s.c.clone(),
-        )
-        .d(s.d.clone())
-        .initial_state(s.h0.clone())
-        .log_decay(log_decay)
-        .chunk(4)
-        .run();
+        let given = run(Some(s.dt.clone() * s.a.clone().reshape([1, 1, h])));
         if device == Device::flex() {
             assert!(
                 cpu_kernel_calls().ssd_forward > before,
@@ -263,18 +259,7 @@ fn log_decays_equal_dt_a_and_the_recurrence() {
 
         // Decays independent of dt, against the recurrence on the host.
         let a_t = Tensor::<3>::random([bs, l, h], Distribution::Uniform(-2.0, -0.01), &device);
-        let (y, hl) = Ssd::new(
-            s.x.clone(),
-            s.dt.clone(),
-            s.a.clone(),
-            s.b.clone(),
-            s.c.clone(),
-        )
-        .d(s.d.clone())
-        .initial_state(s.h0.clone())
-        .log_decay(a_t.clone())
-        .chunk(4)
-        .run();
+        let (y, hl) = run(Some(a_t.clone()));
         let (x, dt, a_t) = (to_vec(s.x), to_vec(s.dt), to_vec(a_t));
         let (b, c, d, mut st) = (to_vec(s.b), to_vec(s.c), to_vec(s.d), to_vec(s.h0));
         let mut want = vec![0f32; bs * l * h * p];

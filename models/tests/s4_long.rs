@@ -21,29 +21,6 @@ fn fixture() -> Fixture {
     Fixture::open(dir().join("tensors.safetensors"))
 }
 
-fn check(name: &str, got: Tensor<3>, t: &Fixture, tol: f32) {
-    let (want, shape) = t.values(name);
-    assert_eq!(got.dims().to_vec(), shape, "{name}");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let err = max_abs_diff(&to_vec(got), &want);
-    eprintln!("{name}: max abs error {err:e} (max |y| {scale})");
-    assert!(
-        err <= tol,
-        "{name}: max abs error {err:e} (tolerance {tol:e})"
-    );
-}
-
-fn check_kernel(name: &str, got: Tensor<2>, t: &Fixture, tol: f32) {
-    let (want, shape) = t.values(name);
-    assert_eq!(got.dims().to_vec(), shape, "{name}");
-    let err = max_abs_diff(&to_vec(got), &want);
-    eprintln!("{name}: max abs error {err:e}");
-    assert!(
-        err <= tol,
-        "{name}: max abs error {err:e} (tolerance {tol:e})"
-    );
-}
-
 fn l_max_none_extends_the_kernel(device: &Device, tol: f32) {
     let t = fixture();
     let x: Tensor<3> = t.tensor("x", device);
@@ -51,10 +28,9 @@ fn l_max_none_extends_the_kernel(device: &Device, tol: f32) {
     assert_eq!(layer.kernel.l_kernel, 16);
     assert_eq!(layer.l_max, None);
     for len in [16, 12, 40] {
-        check(
+        t.assert_close(
             &format!("lmax_none.y{len}"),
             layer.forward(x.clone().narrow(2, 0, len)),
-            &t,
             tol,
         );
     }
@@ -86,20 +62,20 @@ fn every_kernel_at_1024(device: &Device, tol: f32) {
     // kernel and 3e-5 in the outputs at this length, so against it the bound is 1e-4.
     let s4 = S4::load_reference(&path("s4_1024"), device).expect("loads");
     let k = s4.kernel.kernel(1024);
-    check_kernel("s4_1024.k1024_f64", k.clone(), &t, tol);
-    check_kernel("s4_1024.k1024", k, &t, 1e-4);
+    t.assert_close("s4_1024.k1024_f64", k.clone(), tol);
+    t.assert_close("s4_1024.k1024", k, 1e-4);
     let y = s4.forward(x.clone());
-    check("s4_1024.y1024_f64", y.clone(), &t, tol);
-    check("s4_1024.y1024", y, &t, 1e-4);
+    t.assert_close("s4_1024.y1024_f64", y.clone(), tol);
+    t.assert_close("s4_1024.y1024", y, 1e-4);
     for name in ["s4d_block_1024", "s4d_1024"] {
         let layer = S4D::load_reference(&path(name), device).expect("loads");
-        check_kernel(&format!("{name}.k1024"), layer.kernel.kernel(1024), &t, tol);
-        check(&format!("{name}.y1024"), layer.forward(x.clone()), &t, tol);
+        t.assert_close(&format!("{name}.k1024"), layer.kernel.kernel(1024), tol);
+        t.assert_close(&format!("{name}.y1024"), layer.forward(x.clone()), tol);
     }
     for name in ["dss_exp_1024", "dss_softmax_1024"] {
         let layer = DSS::load_reference(&path(name), device).expect("loads");
-        check_kernel(&format!("{name}.k1024"), layer.kernel.kernel(1024), &t, tol);
-        check(&format!("{name}.y1024"), layer.forward(x.clone()), &t, tol);
+        t.assert_close(&format!("{name}.k1024"), layer.kernel.kernel(1024), tol);
+        t.assert_close(&format!("{name}.y1024"), layer.forward(x.clone()), tol);
     }
 }
 

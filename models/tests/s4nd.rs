@@ -4,7 +4,7 @@
 //! length a kernel was attuned to, and the resolution change (`rate`), on Flex and wgpu.
 
 use burn::tensor::{Device, Tensor};
-use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::testing::{Fixture, fixtures_dir};
 use ssm_backends::to_vec;
 use ssm_models::ssm::reference::ReferenceLayer;
 use ssm_models::ssm::s4nd::{AxisKernel, S4ND, S4NDConfig, S4NDKernelKind};
@@ -12,17 +12,6 @@ use std::path::PathBuf;
 
 fn dir() -> PathBuf {
     fixtures_dir().join("s4nd")
-}
-
-fn check<const D: usize>(name: &str, got: Tensor<D>, t: &Fixture, tol: f32) {
-    let (want, shape) = t.values(name);
-    assert_eq!(got.dims().to_vec(), shape, "{name}");
-    let err = max_abs_diff(&to_vec(got), &want);
-    eprintln!("{name}: max abs error {err:e}");
-    assert!(
-        err <= tol,
-        "{name}: max abs error {err:e} (tolerance {tol:e})"
-    );
 }
 
 fn load(name: &str, device: &Device) -> S4ND {
@@ -36,29 +25,28 @@ fn reproduces_the_reference(device: &Device, tol: f32) {
     assert_eq!(s2.dims(), 2);
     assert!(matches!(s2.kernel[0], AxisKernel::S4(_)));
     let crop = |h: usize, w: usize| x2d.clone().narrow(2, 0, h).narrow(3, 0, w);
-    check("2d.y6x5", s2.forward(crop(6, 5)), &t, tol);
-    check("2d.y3x4", s2.forward(crop(3, 4)), &t, tol);
+    t.assert_close("2d.y6x5", s2.forward(crop(6, 5)), tol);
+    t.assert_close("2d.y3x4", s2.forward(crop(3, 4)), tol);
     // Larger than the lengths its C~ is attuned to: the kernels extend.
-    check("2d.y12x10", s2.forward(x2d.clone()), &t, tol);
+    t.assert_close("2d.y12x10", s2.forward(x2d.clone()), tol);
     // The resolution change: twice the size at rate 0.5.
-    check(
+    t.assert_close(
         "2d.y12x10_rate05",
         s2.forward_at_rate(x2d.clone(), 0.5),
-        &t,
         tol,
     );
 
     let x1d: Tensor<3> = t.tensor("x1d", device);
     let s1 = load("s4nd_1d", device);
-    check("1d.y10", s1.forward(x1d.clone().narrow(2, 0, 10)), &t, tol);
-    check("1d.y16", s1.forward(x1d), &t, tol);
+    t.assert_close("1d.y10", s1.forward(x1d.clone().narrow(2, 0, 10)), tol);
+    t.assert_close("1d.y16", s1.forward(x1d), tol);
 
     let s3 = load("s4nd_3d", device);
     assert!(matches!(s3.kernel[2], AxisKernel::S4D(_)));
-    check("3d.y", s3.forward(t.tensor::<5>("x3d", device)), &t, tol);
+    t.assert_close("3d.y", s3.forward(t.tensor::<5>("x3d", device)), tol);
 
     let causal = load("s4nd_2d_causal", device);
-    check("2d_causal.y", causal.forward(crop(8, 8)), &t, tol);
+    t.assert_close("2d_causal.y", causal.forward(crop(8, 8)), tol);
 }
 
 #[test]

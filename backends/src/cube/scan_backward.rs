@@ -371,28 +371,39 @@ pub(crate) fn selective_scan_backward(
             rows(&dstate, lo, hi),
         )?);
     }
-    let cat = |f: fn(&ScanGrads<Cb>) -> CubeTensor| Cb::float_cat(parts.iter().map(f).collect(), 0);
+    let dh0 = Cb::float_cat(parts.iter().map(|g| g.dh0.clone()).collect(), 0);
+    // Batch groups: every per-row gradient along the batch.
+    Ok(join(&parts, 0, 0, dh0))
+}
+
+/// Partial gradients joined: the per-row, per-step ones concatenated (du, ddelta, dz, each
+/// (B, D, L), along `axis`; db, dc, each (B, G, N, L), along `bc_axis`), the parameters' (A, D,
+/// delta_bias) summed, `dh0` as given.
+fn join(parts: &[ScanGrads<Cb>], axis: usize, bc_axis: usize, dh0: CubeTensor) -> ScanGrads<Cb> {
+    let cat = |f: fn(&ScanGrads<Cb>) -> CubeTensor, dim: usize| {
+        Cb::float_cat(parts.iter().map(f).collect(), dim)
+    };
     let sum = |f: fn(&ScanGrads<Cb>) -> CubeTensor| {
         parts
             .iter()
             .map(f)
             .reduce(Cb::float_add)
-            .expect("at least one batch group")
+            .expect("at least one part")
     };
-    Ok(ScanGrads {
-        du: cat(|g| g.du.clone()),
-        ddelta: cat(|g| g.ddelta.clone()),
+    ScanGrads {
+        du: cat(|g| g.du.clone(), axis),
+        ddelta: cat(|g| g.ddelta.clone(), axis),
         da: sum(|g| g.da.clone()),
-        db: cat(|g| g.db.clone()),
-        dc: cat(|g| g.dc.clone()),
+        db: cat(|g| g.db.clone(), bc_axis),
+        dc: cat(|g| g.dc.clone(), bc_axis),
         dd: sum(|g| g.dd.clone()),
-        dz: args
-            .z
+        dz: parts[0]
+            .dz
             .is_some()
-            .then(|| cat(|g| g.dz.clone().expect("dz with a gate"))),
+            .then(|| cat(|g| g.dz.clone().expect("dz with a gate"), axis)),
         ddelta_bias: sum(|g| g.ddelta_bias.clone()),
-        dh0: cat(|g| g.dh0.clone()),
-    })
+        dh0,
+    }
 }
 
 /// The longest stretch one backward launch walks, for `n_state` states: the backward kernel
@@ -440,30 +451,8 @@ fn backward_in_segments(
         parts.push(g);
     }
     parts.reverse();
-    let cat = |f: fn(&ScanGrads<Cb>) -> CubeTensor, dim: usize| {
-        Cb::float_cat(parts.iter().map(f).collect(), dim)
-    };
-    let sum = |f: fn(&ScanGrads<Cb>) -> CubeTensor| {
-        parts
-            .iter()
-            .map(f)
-            .reduce(Cb::float_add)
-            .expect("at least one segment")
-    };
-    Ok(ScanGrads {
-        du: cat(|g| g.du.clone(), 2),
-        ddelta: cat(|g| g.ddelta.clone(), 2),
-        da: sum(|g| g.da.clone()),
-        db: cat(|g| g.db.clone(), 3),
-        dc: cat(|g| g.dc.clone(), 3),
-        dd: sum(|g| g.dd.clone()),
-        dz: args
-            .z
-            .is_some()
-            .then(|| cat(|g| g.dz.clone().expect("dz with a gate"), 2)),
-        ddelta_bias: sum(|g| g.ddelta_bias.clone()),
-        dh0: carried,
-    })
+    // Segments: the per-step gradients along L.
+    Ok(join(&parts, 2, 3, carried))
 }
 
 fn selective_scan_backward_launch(

@@ -317,6 +317,12 @@ struct Mamba3State {
     v: Tensor<3>,
 }
 
+/// Angles reduced to `[0, 2π)`, as the reference keeps its angle state.
+fn wrap_angle<const D: usize>(theta: Tensor<D>) -> Tensor<D> {
+    let two_pi = 2.0 * PI;
+    theta.clone() - (theta / two_pi).floor() * two_pi
+}
+
 /// The heavy-tail activation `f(a) = 1 + a` for `a ≥ 0`, `1 / (1 − a)` otherwise.
 fn heavy_tail<const D: usize>(a: Tensor<D>) -> Tensor<D> {
     let neg = a.clone().clamp_max(0.0);
@@ -355,6 +361,27 @@ impl Mamba3Mixer {
             ssm_state: state.ssm.reshape([batch, h * p, n]),
             step_weights: None,
         }
+    }
+
+    /// in_proj's output split along its last axis into `[z, x, B, C, dt, A, λ, θ]` (the
+    /// reference's order; B and C flat over groups).
+    fn split<const D: usize>(&self, proj: Tensor<D>) -> [Tensor<D>; 8] {
+        let (di, gn, h) = (self.d_inner, self.n_groups * self.d_state, self.n_heads);
+        proj.split_with_sizes(vec![di, di, gn, gn, h, h, h, self.n_angles], D - 1)
+            .try_into()
+            .expect("eight parts")
+    }
+
+    /// `(Δ A, Δ)` from the raw `A` and `dt` projections (any rank, heads last): `A = −max(f(a),
+    /// A_floor)` with the heavy-tail `f`, `Δ = softplus(dt + dt_bias)`.
+    fn decay_and_step<const D: usize>(
+        &self,
+        dd_a: Tensor<D>,
+        dd_dt: Tensor<D>,
+    ) -> (Tensor<D>, Tensor<D>) {
+        let a = heavy_tail(dd_a).neg().clamp_max(-self.a_floor);
+        let dt = softplus(dd_dt + self.dt_bias.val().unsqueeze(), 1.0);
+        (a * dt.clone(), dt)
     }
 
     /// The parallel forward over a sequence (B, L, d_model) -> (B, L, d_model).
@@ -412,25 +439,12 @@ impl Mamba3Mixer {
             self.n_groups,
             self.n_angles,
         );
-        let proj = self.in_proj.forward(x);
-        let mut at = 0;
-        let mut take = |w: usize| {
-            let t = proj.clone().narrow(2, at, w);
-            at += w;
-            t
-        };
-        let z = take(di).reshape([batch, len, h, p]);
-        let v = take(di).reshape([batch, len, h, p]);
-        let b = self.B_norm.forward(take(g * n).reshape([batch, len, g, n]));
-        let c = self.C_norm.forward(take(g * n).reshape([batch, len, g, n]));
-        let dd_dt = take(h);
-        let dd_a = take(h);
-        let trap_raw = take(h);
-        let angles = take(s); // (B, L, S)
-
-        let a = heavy_tail(dd_a).neg().clamp_max(-self.a_floor);
-        let dt = softplus(dd_dt + self.dt_bias.val().unsqueeze::<3>(), 1.0); // (B, L, H)
-        let adt = a * dt.clone();
+        let [z, v, b, c, dd_dt, dd_a, trap_raw, angles] = self.split(self.in_proj.forward(x));
+        let z = z.reshape([batch, len, h, p]);
+        let v = v.reshape([batch, len, h, p]);
+        let b = self.B_norm.forward(b.reshape([batch, len, g, n]));
+        let c = self.C_norm.forward(c.reshape([batch, len, g, n]));
+        let (adt, dt) = self.decay_and_step(dd_a, dd_dt); // (B, L, H)
         let trap = sigmoid(trap_raw.clone());
         let state = cache.map(|c| self.unpack(c));
 
@@ -522,8 +536,7 @@ impl Mamba3Mixer {
             theta =
                 theta + st.angle.clone().unsqueeze_dim::<4>(1) * first.unsqueeze_dims::<4>(&[2, 3]);
         }
-        let two_pi = 2.0 * PI;
-        let theta = theta.clone() - (theta / two_pi).floor() * two_pi;
+        let theta = wrap_angle(theta);
         let (cos, sin) = (theta.clone().cos(), theta.clone().sin());
         let q_rot = rotate(q, cos.clone(), sin.clone());
         let k_rot = rotate(k, cos, sin);
@@ -590,33 +603,22 @@ impl Mamba3Mixer {
     /// from the carried angles, `h`, `k` and `v`, on tensor ops (not yet one fused kernel).
     pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
         let [batch, _] = x.dims();
-        let (di, n, h, p, g, s) = (
+        let (di, n, h, p, g) = (
             self.d_inner,
             self.d_state,
             self.n_heads,
             self.head_dim,
             self.n_groups,
-            self.n_angles,
         );
         let st = self.unpack(cache);
-        let proj = linear_rows(&self.in_proj, x);
-        let mut at = 0;
-        let mut take = |w: usize| {
-            let t = proj.clone().narrow(1, at, w);
-            at += w;
-            t
-        };
-        let z = take(di).reshape([batch, h, p]);
-        let v = take(di).reshape([batch, h, p]);
-        let b = self.B_norm.forward(take(g * n).reshape([batch, g, n]));
-        let c = self.C_norm.forward(take(g * n).reshape([batch, g, n]));
-        let dd_dt = take(h);
-        let dd_a = take(h);
-        let trap = sigmoid(take(h));
-        let angles = take(s);
-        let a = heavy_tail(dd_a).neg().clamp_max(-self.a_floor);
-        let dt = softplus(dd_dt + self.dt_bias.val().unsqueeze::<2>(), 1.0); // (B, H)
-        let alpha = (a * dt.clone()).exp();
+        let [z, v, b, c, dd_dt, dd_a, trap, angles] = self.split(linear_rows(&self.in_proj, x));
+        let z = z.reshape([batch, h, p]);
+        let v = v.reshape([batch, h, p]);
+        let b = self.B_norm.forward(b.reshape([batch, g, n]));
+        let c = self.C_norm.forward(c.reshape([batch, g, n]));
+        let trap = sigmoid(trap);
+        let (adt, dt) = self.decay_and_step(dd_a, dd_dt); // (B, H)
+        let alpha = adt.exp();
         let per_head = |t: Tensor<3>, bias: &Param<Tensor<3>>| {
             let t = if g == h {
                 t
@@ -629,8 +631,7 @@ impl Mamba3Mixer {
         };
         let theta =
             st.angle + (angles.tanh() * PI).unsqueeze_dim::<3>(1) * dt.clone().unsqueeze_dim(2);
-        let two_pi = 2.0 * PI;
-        let theta = theta.clone() - (theta / two_pi).floor() * two_pi;
+        let theta = wrap_angle(theta);
         let (cos, sin) = (theta.clone().cos(), theta.clone().sin());
         let q = rotate(per_head(c, &self.C_bias), cos.clone(), sin.clone());
         let k = rotate(per_head(b, &self.B_bias), cos, sin);

@@ -151,7 +151,7 @@ impl S4Kernel {
 
     /// The kernel K (H, L) (the reference's `SSMKernelDPLR.forward(L=len)`).
     pub fn kernel(&self, len: usize) -> Tensor<2> {
-        self.kernel_with(self.C.val(), len, 1.0)
+        self.kernels_of(vec![self.C.val()], len, 1.0).remove(0)
     }
 
     /// The backward kernel (H, L) of a bidirectional layer: `y[t]` reads `u[t + 1 + j]`
@@ -159,52 +159,57 @@ impl S4Kernel {
     pub fn kernel_backward(&self, len: usize) -> Option<Tensor<2>> {
         self.C_bwd
             .as_ref()
-            .map(|c| self.kernel_with(c.val(), len, 1.0))
+            .map(|c| self.kernels_of(vec![c.val()], len, 1.0).remove(0))
     }
 
     /// The kernel (H, L) sampled at relative frequency `rate` (the reference's `rate`: the
     /// step becomes `rate Δ`, and `C̃` covers `rate · len` continuous units; 0.5 samples the
     /// same continuous kernel twice as densely). The forward and, for a bidirectional layer,
-    /// the backward kernel.
+    /// the backward kernel; an extension of `C̃` is set up once for both.
     pub fn kernels_at_rate(&self, len: usize, rate: f64) -> (Tensor<2>, Option<Tensor<2>>) {
-        (
-            self.kernel_with(self.C.val(), len, rate),
-            self.C_bwd
-                .as_ref()
-                .map(|c| self.kernel_with(c.val(), len, rate)),
-        )
+        let mut cs = vec![self.C.val()];
+        cs.extend(self.C_bwd.as_ref().map(|c| c.val()));
+        let mut ks = self.kernels_of(cs, len, rate).into_iter();
+        let forward = ks.next().expect("the forward C");
+        (forward, ks.next())
     }
 
-    fn kernel_with(&self, c: Tensor<3>, len: usize, rate: f64) -> Tensor<2> {
+    /// The kernels (H, L) of the `C̃`s `cs` at `rate`, evaluated at the roots of the length
+    /// their (shared) extension covers, then truncated to `len` or padded with zeros.
+    fn kernels_of(&self, cs: Vec<Tensor<3>>, len: usize, rate: f64) -> Vec<Tensor<2>> {
         let continuous = ((rate * len as f64).round() as usize).max(1);
-        let (c, m) = self.extended(c, continuous);
+        let (cs, m) = self.extended(cs, continuous);
         let discrete = ((m as f64 / rate).round() as usize).max(1);
-        let k = self.kernel_at(c, discrete, rate);
-        if len <= discrete {
-            k.narrow(1, 0, len)
-        } else {
-            let [h, _] = k.dims();
-            Tensor::cat(
-                vec![
-                    k,
-                    Tensor::zeros([h, len - discrete], &self.log_dt.val().device()),
-                ],
-                1,
-            )
-        }
+        cs.into_iter()
+            .map(|c| {
+                let k = self.kernel_at(c, discrete, rate);
+                if len <= discrete {
+                    k.narrow(1, 0, len)
+                } else {
+                    let [h, _] = k.dims();
+                    Tensor::cat(
+                        vec![
+                            k,
+                            Tensor::zeros([h, len - discrete], &self.log_dt.val().device()),
+                        ],
+                        1,
+                    )
+                }
+            })
+            .collect()
     }
 
-    /// `C̃` attuned to a length covering `continuous`, and that length: unchanged when
-    /// `l_kernel` covers it (or is 0), else doubled until it does. The doubling matrix
-    /// `Π (I + Ā^(l 2^j))*` is set up in float64 on the host, as the reference's
+    /// Each `C̃` of `cs` attuned to a length covering `continuous`, and that length: unchanged
+    /// when `l_kernel` covers it (or is 0), else doubled until it does. The doubling matrix
+    /// `Π (I + Ā^(l 2^j))*` is set up once, in float64 on the host, as the reference's
     /// `_setup_C` (which runs without gradients); gradients reach `C` through it.
-    fn extended(&self, c: Tensor<3>, continuous: usize) -> (Tensor<3>, usize) {
+    fn extended(&self, cs: Vec<Tensor<3>>, continuous: usize) -> (Vec<Tensor<3>>, usize) {
         let mut m = self.l_kernel;
         if m == 0 {
-            return (c, continuous);
+            return (cs, continuous);
         }
         if continuous <= m {
-            return (c, m);
+            return (cs, m);
         }
         let [h, n2] = self.Lambda_re.dims();
         let n = 2 * n2;
@@ -232,23 +237,28 @@ impl S4Kernel {
             }
         }
         m <<= doublings;
-        let device = c.device();
+        let device = self.log_dt.val().device();
         let mat = Complex {
             re: Tensor::<3>::from_data(TensorData::new(top_re, [h, n2, n]), &device),
             im: Tensor::<3>::from_data(TensorData::new(top_im, [h, n2, n]), &device),
         };
-        // C̃ over all N modes (the stored half and its conjugates) as (H, N, 1) columns.
-        let half = Complex::from_pairs(c);
-        let full = Complex {
-            re: Tensor::cat(vec![half.re.clone(), half.re], 1).reshape([h, n, 1]),
-            im: Tensor::cat(vec![half.im.clone(), half.im.neg()], 1).reshape([h, n, 1]),
-        };
-        let new = Complex {
-            re: (mat.re.clone().matmul(full.re.clone()) - mat.im.clone().matmul(full.im.clone()))
+        let apply = |c: Tensor<3>| {
+            // C̃ over all N modes (the stored half and its conjugates) as (H, N, 1) columns.
+            let half = Complex::from_pairs(c);
+            let full = Complex {
+                re: Tensor::cat(vec![half.re.clone(), half.re], 1).reshape([h, n, 1]),
+                im: Tensor::cat(vec![half.im.clone(), half.im.neg()], 1).reshape([h, n, 1]),
+            };
+            Complex {
+                re: (mat.re.clone().matmul(full.re.clone())
+                    - mat.im.clone().matmul(full.im.clone()))
                 .reshape([h, n2]),
-            im: (mat.re.matmul(full.im) + mat.im.matmul(full.re)).reshape([h, n2]),
+                im: (mat.re.clone().matmul(full.im) + mat.im.clone().matmul(full.re))
+                    .reshape([h, n2]),
+            }
+            .into_pairs()
         };
-        (new.into_pairs(), m)
+        (cs.into_iter().map(apply).collect(), m)
     }
 
     /// The kernel at the `len` roots of unity, `C̃` read as attuned to `len`, with the step
@@ -571,7 +581,7 @@ impl S4 {
     /// The SSM with the skip: `K * u + D u` (B, H, L).
     pub fn ssm(&self, u: Tensor<3>) -> Tensor<3> {
         reference::fft_conv(u, self.l_max, self.D.val(), |taps| {
-            (self.kernel.kernel(taps), self.kernel.kernel_backward(taps))
+            self.kernel.kernels_at_rate(taps, 1.0)
         })
     }
 
