@@ -94,6 +94,25 @@ pub fn mamba2_decode_step(
     (y, conv.clone(), ssm.clone())
 }
 
+#[allow(clippy::too_many_arguments)]
+pub fn mamba3_decode_step(
+    _proj: &S,
+    conv: &S,
+    ssm: &S,
+    _w: &S,
+    _heads: &usize,
+    _groups: &usize,
+    _rank: &usize,
+    _angles: &usize,
+    _mimo: &bool,
+    _norm: &bool,
+    _a_floor: &f32,
+    _eps: &f32,
+) -> (S, S, S) {
+    let y = S::new(Shape::new([ssm.shape[0], ssm.shape[1]]), ssm.dtype);
+    (y, conv.clone(), ssm.clone())
+}
+
 pub fn ssd_decay_mask(cum: &S) -> S {
     let mut dims = cum.shape.to_vec();
     dims.push(dims[3]);

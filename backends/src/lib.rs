@@ -37,13 +37,15 @@ pub mod testing;
 pub use api::{
     DIRECT_MAX_LEN, ScanOutput, SelectiveScan, Ssd, add_rms_norm, bidirectional_conv, causal_conv,
     causal_conv_fft, causal_conv_reference, causal_conv1d_step, fft, ifft, irfft, irfftn,
-    mamba_decode_step, mamba2_decode_step, pack_mamba_step_weights, pack_mamba2_step_weights, rfft,
-    rfftn, rows_matmul, rows_matmul_transposed, selective_state_step, seq_idx_from_lengths, ssd,
-    ssd_reference, to_vec, ungrouped,
+    mamba_decode_step, mamba2_decode_step, mamba3_decode_step, pack_mamba_step_weights,
+    pack_mamba2_step_weights, pack_mamba3_step_weights, rfft, rfftn, rows_matmul,
+    rows_matmul_transposed, selective_state_step, seq_idx_from_lengths, ssd, ssd_reference, to_vec,
+    ungrouped,
 };
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube::{LaunchCounter, MAX_BUFFER_VAR};
 pub use device::{default_device, parse_device};
 pub use error::Error;
 pub use ops::SsmOps;
+pub use portable::mamba3_step::{Mamba3StepConfig, Mamba3StepDims};
 pub use portable::step::{Mamba2StepConfig, MambaStepDims};

@@ -204,6 +204,11 @@ pub trait SsmOps: Backend {
     /// then the input weight alone). The CPU backends run the fused SSD recurrence (one `exp`
     /// per step and head, as for Mamba2); elsewhere the chunked body (on CubeCL with its
     /// decay-mask and state-pass kernels), differentiable op by op under autodiff.
+    ///
+    /// With `rank` R > 1 (Mamba-3's MIMO) `x` (B, L·R, H, P) and `b`, `c` (B, L·R, G, N) hold R
+    /// sub-steps per time step (`dt`, `log_decay` (B, L, H) and `reset` (B, L) stay per time
+    /// step): `h_t = exp(log_decay_t) h_{t−1} + dt_t Σ_r B_{t,r} x_{t,r}ᵀ`, `y_{t,r} = h_t
+    /// C_{t,r} + D x_{t,r}`; `y` is then (B, L·R, H, P).
     #[allow(clippy::too_many_arguments)]
     #[fusion(default)]
     fn ssd_log_decay(
@@ -217,6 +222,7 @@ pub trait SsmOps: Backend {
         reset: FloatTensor<Self>,
         has_reset: bool,
         chunk: usize,
+        rank: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let reset = has_reset.then_some(reset);
         portable::ssd::ssd_chunked_log_decay::<Self>(
@@ -229,6 +235,7 @@ pub trait SsmOps: Backend {
             initial_state,
             reset,
             chunk,
+            rank,
         )
     }
 
@@ -262,6 +269,45 @@ pub trait SsmOps: Backend {
                 groups,
                 dt_min,
                 dt_max,
+                eps,
+            },
+        )
+    }
+
+    /// The whole Mamba-3 decode step after `in_proj` (SISO or MIMO; see
+    /// [`crate::mamba3_decode_step`]): `proj` (B, 2HP + 2RGN + 3H + S), `conv_state`
+    /// (B, H, S + RN + P) = `[Θ | keys | x]`, `ssm_state` (B, HP, N), `weights` from
+    /// [`crate::pack_mamba3_step_weights`]. Returns the output (B, HP) (before out_proj) and the
+    /// new states. One kernel launch on the CubeCL backends, one fused pass on the CPU ones.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = meta::mamba3_decode_step)]
+    fn mamba3_decode_step(
+        proj: FloatTensor<Self>,
+        conv_state: FloatTensor<Self>,
+        ssm_state: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        heads: usize,
+        groups: usize,
+        rank: usize,
+        angles: usize,
+        mimo: bool,
+        outproj_norm: bool,
+        a_floor: f32,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        portable::mamba3_step::mamba3_step_composed::<Self>(
+            proj,
+            conv_state,
+            ssm_state,
+            weights,
+            portable::mamba3_step::Mamba3StepConfig {
+                heads,
+                groups,
+                rank,
+                angles,
+                mimo,
+                outproj_norm,
+                a_floor,
                 eps,
             },
         )

@@ -27,6 +27,20 @@ pub mod portable {
         crate::portable::step::mamba_step_composed::<B>(xz, conv_state, ssm_state, weights)
     }
 
+    /// The Mamba-3 decode step on the backend's tensor ops (the default body of
+    /// [`SsmOps::mamba3_decode_step`]).
+    pub fn mamba3_step_composed<B: SsmOps>(
+        proj: FloatTensor<B>,
+        conv_state: FloatTensor<B>,
+        ssm_state: FloatTensor<B>,
+        weights: FloatTensor<B>,
+        cfg: crate::Mamba3StepConfig,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        crate::portable::mamba3_step::mamba3_step_composed::<B>(
+            proj, conv_state, ssm_state, weights, cfg,
+        )
+    }
+
     /// The Mamba2 decode step composed of the backend's conv and state steps (the default body
     /// of [`SsmOps::mamba2_decode_step`]).
     pub fn mamba2_step_composed<B: SsmOps>(

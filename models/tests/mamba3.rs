@@ -1,7 +1,7 @@
-//! The Mamba-3 (SISO) mixer against state-spaces/mamba's `Mamba3` module run on the CPU with
-//! the authors' reference kernel (`fixtures/mamba3_tiny`, written by
-//! `fixtures/tools/make_mamba3_tiny.py`), and its recurrent step, chunked prefill and packed
-//! rows against its own parallel forward, on Flex and wgpu.
+//! The Mamba-3 mixer, SISO and MIMO, against state-spaces/mamba's `Mamba3` module run on the
+//! CPU with the authors' reference kernels (`fixtures/mamba3_tiny`, `fixtures/mamba3_mimo`,
+//! written by `fixtures/tools/make_mamba3_{tiny,mimo}.py`), and its recurrent step, chunked
+//! prefill and packed rows against its own parallel forward, on Flex and wgpu.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
@@ -13,6 +13,50 @@ use std::path::PathBuf;
 
 fn dir() -> PathBuf {
     fixtures_dir().join("mamba3_tiny")
+}
+
+fn mimo_dir() -> PathBuf {
+    fixtures_dir().join("mamba3_mimo")
+}
+
+/// The MIMO fixture's model mixers (rank 2, chunk 4).
+fn mimo_config() -> Mamba3MixerConfig {
+    config()
+        .with_mimo(true)
+        .with_mimo_rank(2)
+        .with_chunk_size(4)
+}
+
+/// The MIMO fixture's lone mixer: rank 4, the output norm, rope_fraction 1, 8 heads of 8 in 2
+/// groups.
+fn mimo_norm_config() -> Mamba3MixerConfig {
+    Mamba3MixerConfig::new(32)
+        .with_d_state(16)
+        .with_head_dim(8)
+        .with_n_groups(2)
+        .with_rope_fraction(1.0)
+        .with_outproj_norm(true)
+        .with_mimo(true)
+        .with_mimo_rank(4)
+        .with_chunk_size(4)
+}
+
+fn mimo_mixer(layer: Option<usize>, device: &Device) -> Mamba3Mixer {
+    match layer {
+        Some(layer) => {
+            let mut w = TensorMap::read(&mimo_dir().join("model").join("pytorch_model.bin"))
+                .expect("reads");
+            mimo_config()
+                .load(&mut w, &format!("backbone.layers.{layer}.mixer"), device)
+                .expect("loads")
+        }
+        None => {
+            let mut w = TensorMap::read(&mimo_dir().join("norm_mixer.pth")).expect("reads");
+            let m = mimo_norm_config().load(&mut w, "", device).expect("loads");
+            w.finish().expect("every key used");
+            m
+        }
+    }
 }
 
 fn config() -> Mamba3MixerConfig {
@@ -110,73 +154,86 @@ fn mamba3_mixer_matches_the_reference_on_wgpu() {
 }
 
 /// Step by step from zeros, in two chunks, and packed, against one parallel pass.
+fn forms_agree(m: &Mamba3Mixer, x: Tensor<3>, device: &Device, tol: f32) {
+    let [batch, len, width] = x.dims();
+    let (full, cache) = m.forward_cached(x.clone(), None);
+    let full_v = to_vec(full.clone());
+    // The recurrent step.
+    let mut state = m.zero_cache(batch, device);
+    let mut ys = Vec::new();
+    for i in 0..len {
+        let (y, s) = m.step(x.clone().narrow(1, i, 1).reshape([batch, width]), state);
+        state = s;
+        ys.push(y.unsqueeze_dim::<3>(1));
+    }
+    close("step vs forward", Tensor::cat(ys, 1), &full_v, tol);
+    close(
+        "step state",
+        state.ssm_state,
+        &to_vec(cache.ssm_state.clone()),
+        tol,
+    );
+    close(
+        "step carried [angles | k | x]",
+        state.conv_state,
+        &to_vec(cache.conv_state.clone()),
+        tol,
+    );
+    // Prefill in two chunks (7 + the rest).
+    let (a, mid) = m.forward_cached(x.clone().narrow(1, 0, 7), None);
+    let (b, end) = m.forward_cached(x.clone().narrow(1, 7, len - 7), Some(mid));
+    close(
+        "chunked vs one pass",
+        Tensor::cat(vec![a, b], 1),
+        &full_v,
+        tol,
+    );
+    close(
+        "chunked state",
+        end.ssm_state,
+        &to_vec(cache.ssm_state),
+        tol,
+    );
+    // Packed: documents of 6, 9 and the rest in one row equal each alone.
+    let row = x.clone().narrow(0, 0, 1);
+    let lens = [6usize, 9, len - 15];
+    let ids: Vec<i64> = lens
+        .iter()
+        .enumerate()
+        .flat_map(|(d, &l)| std::iter::repeat_n(d as i64, l))
+        .collect();
+    let seq_idx = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, len]), device);
+    let (packed, _) = m.forward_packed(row.clone(), seq_idx, None);
+    let mut at = 0;
+    for l in lens {
+        let alone = m.forward(row.clone().narrow(1, at, l));
+        close(
+            "packed vs alone",
+            packed.clone().narrow(1, at, l),
+            &to_vec(alone),
+            tol,
+        );
+        at += l;
+    }
+}
+
 fn recurrent_and_chunked_forms_agree(device: &Device, tol: f32) {
     let t = Fixture::open(dir().join("tensors.safetensors"));
-    for outproj_norm in [false, true] {
-        let m = if outproj_norm {
-            let mut w = TensorMap::read(&dir().join("outproj_norm.pth")).expect("reads");
-            config()
-                .with_outproj_norm(true)
-                .load(&mut w, "", device)
-                .expect("loads")
-        } else {
-            mixer(1, device)
-        };
-        let x: Tensor<3> = t.tensor("layers.1.mixer_in", device);
-        let (full, cache) = m.forward_cached(x.clone(), None);
-        let full_v = to_vec(full.clone());
-        // The recurrent step.
-        let mut state = m.zero_cache(2, device);
-        let mut ys = Vec::new();
-        for i in 0..20 {
-            let (y, s) = m.step(x.clone().narrow(1, i, 1).reshape([2, 32]), state);
-            state = s;
-            ys.push(y.unsqueeze_dim::<3>(1));
-        }
-        close("step vs forward", Tensor::cat(ys, 1), &full_v, tol);
-        close(
-            "step state",
-            state.ssm_state,
-            &to_vec(cache.ssm_state.clone()),
-            tol,
-        );
-        // Prefill in two chunks (7 + 13).
-        let (a, mid) = m.forward_cached(x.clone().narrow(1, 0, 7), None);
-        let (b, end) = m.forward_cached(x.clone().narrow(1, 7, 13), Some(mid));
-        close(
-            "chunked vs one pass",
-            Tensor::cat(vec![a, b], 1),
-            &full_v,
-            tol,
-        );
-        close(
-            "chunked state",
-            end.ssm_state,
-            &to_vec(cache.ssm_state),
-            tol,
-        );
-        // Packed: documents of 6, 9 and 5 tokens in one row equal each alone.
-        let row = x.clone().narrow(0, 0, 1);
-        let lens = [6usize, 9, 5];
-        let ids: Vec<i64> = lens
-            .iter()
-            .enumerate()
-            .flat_map(|(d, &l)| std::iter::repeat_n(d as i64, l))
-            .collect();
-        let seq_idx = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, 20]), device);
-        let (packed, _) = m.forward_packed(row.clone(), seq_idx, None);
-        let mut at = 0;
-        for l in lens {
-            let alone = m.forward(row.clone().narrow(1, at, l));
-            close(
-                "packed vs alone",
-                packed.clone().narrow(1, at, l),
-                &to_vec(alone),
-                tol,
-            );
-            at += l;
-        }
-    }
+    let x: Tensor<3> = t.tensor("layers.1.mixer_in", device);
+    forms_agree(&mixer(1, device), x.clone(), device, tol);
+    let mut w = TensorMap::read(&dir().join("outproj_norm.pth")).expect("reads");
+    let m = config()
+        .with_outproj_norm(true)
+        .load(&mut w, "", device)
+        .expect("loads");
+    forms_agree(&m, x, device, tol);
+    // MIMO: the model's rank-2 mixer and the lone rank-4 one with the norm.
+    let t = Fixture::open(mimo_dir().join("tensors.safetensors"));
+    let x: Tensor<3> = t.tensor("layers.1.mixer_in", device);
+    forms_agree(&mimo_mixer(Some(1), device), x, device, tol);
+    let u: Tensor<3> = t.tensor("norm_mixer.u", device);
+    let u = Tensor::cat(vec![u.clone(), u.flip([1])], 1); // 24 steps
+    forms_agree(&mimo_mixer(None, device), u, device, tol);
 }
 
 #[test]
@@ -195,7 +252,8 @@ fn mamba3_step_chunks_and_packing_agree_on_wgpu() {
 #[test]
 fn mamba3_configs_that_cannot_work_are_refused() {
     for (c, needle) in [
-        (config().with_mimo(true), "MIMO"),
+        (config().with_mimo(true).with_mimo_rank(0), "mimo_rank"),
+        (config().with_mimo(true).with_d_state(18), "multiple of 4"),
         (config().with_rope_fraction(0.3), "rope_fraction"),
         (config().with_head_dim(48), "head_dim"),
         (config().with_n_groups(3), "n_groups"),
@@ -216,10 +274,10 @@ fn mamba3_configs_that_cannot_work_are_refused() {
 /// The whole language model (`MambaLmHeadModel` with `ssm_cfg.layer = "Mamba3"`, its
 /// state-spaces config and keys): logits, the residual stream, greedy tokens, and decoding
 /// token by token against a parallel forward.
-fn language_model_matches_the_reference(device: &Device, tol: f32) {
+fn language_model_matches(dir: &std::path::Path, device: &Device, tol: f32) {
     use ssm_models::lm::{CausalLm, GenerationConfig, MambaLm, generate};
-    let model = MambaLm::load_dir(&dir().join("model"), device).expect("loads");
-    let t = Fixture::open(dir().join("tensors.safetensors"));
+    let model = MambaLm::load_dir(&dir.join("model"), device).expect("loads");
+    let t = Fixture::open(dir.join("tensors.safetensors"));
     let ids: Tensor<2, Int> = t.int_tensor("input_ids", device);
     let out = model.forward_detailed(ids, None);
     close("logits", out.logits, &t.values("logits").0, tol);
@@ -275,7 +333,7 @@ fn language_model_matches_the_reference(device: &Device, tol: f32) {
 
 #[test]
 fn mamba3_language_model_matches_the_reference_on_flex() {
-    language_model_matches_the_reference(&Device::flex(), 1e-5);
+    language_model_matches(&dir(), &Device::flex(), 1e-5);
 }
 
 #[test]
@@ -283,7 +341,7 @@ fn mamba3_language_model_matches_the_reference_on_wgpu() {
     let Some(device) = ssm_backends::testing::wgpu_test_device() else {
         return;
     };
-    language_model_matches_the_reference(&device, 1e-4);
+    language_model_matches(&dir(), &device, 1e-4);
 }
 
 #[test]
@@ -322,4 +380,76 @@ fn a_mamba3_model_saves_in_the_state_spaces_layout_and_reads_back() {
     // transformers has no Mamba-3: its export refuses clearly.
     let err = model.save_hf(&config, out.path()).unwrap_err().to_string();
     assert!(err.contains("Mamba-3"), "{err}");
+}
+
+/// The MIMO mixers against the reference: outputs, the kernel's output and the final states.
+fn mimo_matches_the_reference(device: &Device, tol: f32) {
+    let t = Fixture::open(mimo_dir().join("tensors.safetensors"));
+    let states = |cache: ssm_models::ssm::MambaLayerCache,
+                  prefix: &str,
+                  (h, s, r, n, p): (usize, usize, usize, usize, usize)| {
+        let cv = |k: &str| t.values(&format!("{prefix}.{k}")).0;
+        let c = cache.conv_state;
+        let err = angle_error(c.clone().narrow(2, 0, s), &cv("angle"));
+        assert!(err <= tol, "{prefix} angle: {err:e}");
+        // Ours (B, H, R, N), the reference's (B, R, H, N).
+        let k = c
+            .clone()
+            .narrow(2, s, r * n)
+            .reshape([2, h, r, n])
+            .swap_dims(1, 2);
+        close(&format!("{prefix}.k"), k, &cv("k"), tol);
+        close(
+            &format!("{prefix}.v"),
+            c.narrow(2, s + r * n, p),
+            &cv("v"),
+            tol,
+        );
+        close(
+            &format!("{prefix}.ssm"),
+            cache.ssm_state.reshape([2, h, p, n]),
+            &cv("ssm"),
+            tol,
+        );
+    };
+    for layer in 0..2 {
+        let m = mimo_mixer(Some(layer), device);
+        let x: Tensor<3> = t.tensor(&format!("layers.{layer}.mixer_in"), device);
+        let (out, cache, trace) = m.forward_traced(x, None);
+        let v = |k: &str| t.values(&format!("layers.{layer}.{k}")).0;
+        close("mixer_out", out, &v("mixer_out"), tol);
+        close("scan.y", trace.y, &v("scan.y"), tol);
+        states(cache, &format!("cache.{layer}"), (4, 4, 2, 16, 16));
+    }
+    let m = mimo_mixer(None, device);
+    let u: Tensor<3> = t.tensor("norm_mixer.u", device);
+    let (y, cache) = m.forward_cached(u, None);
+    close("norm_mixer.y", y, &t.values("norm_mixer.y").0, tol);
+    states(cache, "norm_mixer.cache", (8, 8, 4, 16, 8));
+}
+
+#[test]
+fn mamba3_mimo_mixer_matches_the_reference_on_flex() {
+    mimo_matches_the_reference(&Device::flex(), 1e-5);
+}
+
+#[test]
+fn mamba3_mimo_mixer_matches_the_reference_on_wgpu() {
+    let Some(device) = ssm_backends::testing::wgpu_test_device() else {
+        return;
+    };
+    mimo_matches_the_reference(&device, 1e-4);
+}
+
+#[test]
+fn mamba3_mimo_language_model_matches_the_reference_on_flex() {
+    language_model_matches(&mimo_dir(), &Device::flex(), 1e-5);
+}
+
+#[test]
+fn mamba3_mimo_language_model_matches_the_reference_on_wgpu() {
+    let Some(device) = ssm_backends::testing::wgpu_test_device() else {
+        return;
+    };
+    language_model_matches(&mimo_dir(), &device, 1e-4);
 }

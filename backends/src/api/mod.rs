@@ -23,7 +23,8 @@ pub use scan::{
 };
 pub use ssd::{Ssd, ssd, ssd_reference};
 pub use step::{
-    mamba_decode_step, mamba2_decode_step, pack_mamba_step_weights, pack_mamba2_step_weights,
+    mamba_decode_step, mamba2_decode_step, mamba3_decode_step, pack_mamba_step_weights,
+    pack_mamba2_step_weights, pack_mamba3_step_weights,
 };
 
 use burn::tensor::{Tensor, TensorData};

@@ -27,6 +27,7 @@ pub struct Ssd {
     seq_idx: Option<Tensor<2, Int>>,
     log_decay: Option<Tensor<3>>,
     chunk: usize,
+    rank: usize,
 }
 
 impl Ssd {
@@ -43,6 +44,7 @@ impl Ssd {
             seq_idx: None,
             log_decay: None,
             chunk: 256,
+            rank: 1,
         }
     }
     /// Per-step log decays (B, L, H) in place of `dt·A` (`a` is then unused): `h_t =
@@ -52,6 +54,15 @@ impl Ssd {
     /// ([`SsmOps::ssd_log_decay`]).
     pub fn log_decay(mut self, log_decay: Tensor<3>) -> Self {
         self.log_decay = Some(log_decay);
+        self
+    }
+    /// R sub-steps per time step (Mamba-3's MIMO; default 1): `x` (B, L·R, H, P) and `b`, `c`
+    /// (B, L·R, G, N) ordered (step, rank), `dt` and the decays per time step (B, L, H); the
+    /// state takes all R rank-one updates of a step, `h_t = exp(dt_t A) h_{t−1} + dt_t Σ_r
+    /// B_{t,r} x_{t,r}ᵀ`, and each sub-step reads it, `y_{t,r} = h_t C_{t,r} + D x_{t,r}`;
+    /// `y` is (B, L·R, H, P). Runs on [`SsmOps::ssd_log_decay`].
+    pub fn rank(mut self, rank: usize) -> Self {
+        self.rank = rank;
         self
     }
     /// The skip term `D` (H).
@@ -76,7 +87,7 @@ impl Ssd {
         self
     }
 
-    /// Runs the op on the tensors' device. Returns `y` (B, L, H, P) and the final state
+    /// Runs the op on the tensors' device. Returns `y` (B, L·R, H, P) and the final state
     /// (B, H, P, N).
     ///
     /// # Panics
@@ -87,7 +98,11 @@ impl Ssd {
         let reset = f
             .reset
             .unwrap_or_else(|| f.dt.clone().narrow(2, 0, 1).squeeze_dim(2));
-        if let Some(log_decay) = f.log_decay {
+        let log_decay = match f.log_decay {
+            None if f.rank > 1 => Some(f.dt.clone() * f.a.clone().reshape([1, 1, -1])),
+            other => other,
+        };
+        if let Some(log_decay) = log_decay {
             let (y, h) = <Dispatch as SsmOps>::ssd_log_decay(
                 f.x.into_dispatch(),
                 f.dt.into_dispatch(),
@@ -99,6 +114,7 @@ impl Ssd {
                 reset.into_dispatch(),
                 has_reset,
                 f.chunk,
+                f.rank,
             );
             return (Tensor::from_dispatch(y), Tensor::from_dispatch(h));
         }
@@ -137,12 +153,14 @@ impl Ssd {
             f.h0.into_dispatch(),
             f.reset.map(Tensor::into_dispatch),
             f.chunk,
+            f.rank,
         );
         (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
     }
 
     fn filled(self) -> Filled {
-        let [bs, l, h, p] = self.x.dims();
+        let [bs, lr, h, p] = self.x.dims();
+        let l = lr / self.rank.max(1);
         let n = self.b.dims()[3];
         let device = self.x.device();
         let d = self.d.unwrap_or_else(|| Tensor::zeros([h], &device));
@@ -157,6 +175,7 @@ impl Ssd {
             &self.c.dims(),
             &d.dims(),
             &h0.dims(),
+            self.rank,
         ) {
             panic!("{e}");
         }
@@ -187,6 +206,7 @@ impl Ssd {
             reset: self.seq_idx.map(reset_mask),
             log_decay: self.log_decay,
             chunk: self.chunk,
+            rank: self.rank,
         }
     }
 }
@@ -202,6 +222,7 @@ struct Filled {
     reset: Option<Tensor<2>>,
     log_decay: Option<Tensor<3>>,
     chunk: usize,
+    rank: usize,
 }
 
 /// The SSD scan on the tensors' device through the op (see [`Ssd`], which also takes packed

@@ -1,8 +1,9 @@
-//! The decode steps of whole mixers as single ops: Mamba's and Mamba2's recurrent step after
-//! `in_proj`, one kernel launch each on the CubeCL backends, composed from the fused conv and
-//! state steps elsewhere.
+//! The decode steps of whole mixers as single ops: Mamba's, Mamba2's and Mamba-3's recurrent
+//! step after `in_proj`, one kernel launch each on the CubeCL backends; Mamba's and Mamba2's
+//! composed from the fused conv and state steps elsewhere, Mamba-3's one fused pass on the CPU.
 
 use crate::ops::SsmOps;
+use crate::portable::mamba3_step::{Mamba3StepConfig, Mamba3StepDims};
 use crate::portable::step::{Mamba2StepConfig, MambaStepDims};
 use burn::backend::Dispatch;
 use burn::tensor::Tensor;
@@ -108,6 +109,88 @@ pub fn mamba2_decode_step(
         cfg.groups,
         cfg.dt_min,
         cfg.dt_max,
+        cfg.eps,
+    );
+    (
+        Tensor::from_dispatch(y),
+        Tensor::from_dispatch(cs),
+        Tensor::from_dispatch(ss),
+    )
+}
+
+/// Packs a Mamba-3 mixer's decode weights: `[dt_bias (H) | B_bias (H, R, N) | C_bias (H, R, N) |
+/// B_norm (N) | C_norm (N) | D (H) | W^x (H, R, P) | W^z (H, R, P) | W^o (H, R, P) |
+/// norm_w (H P)]`. SISO passes R = 1 and ones for the `W`s; a mixer without the output norm,
+/// ones for `norm_w` (unused).
+#[allow(clippy::too_many_arguments)]
+pub fn pack_mamba3_step_weights(
+    dt_bias: Tensor<1>,
+    b_bias: Tensor<3>,
+    c_bias: Tensor<3>,
+    b_norm: Tensor<1>,
+    c_norm: Tensor<1>,
+    d: Tensor<1>,
+    w_x: Tensor<3>,
+    w_z: Tensor<3>,
+    w_o: Tensor<3>,
+    norm_w: Tensor<1>,
+) -> Tensor<1> {
+    let flat3 = |t: Tensor<3>| t.flatten::<1>(0, 2);
+    Tensor::cat(
+        vec![
+            dt_bias,
+            flat3(b_bias),
+            flat3(c_bias),
+            b_norm,
+            c_norm,
+            d,
+            flat3(w_x),
+            flat3(w_z),
+            flat3(w_o),
+            norm_w,
+        ],
+        0,
+    )
+}
+
+/// One fused Mamba-3 decode step on the tensors' device (SISO or MIMO; one kernel launch on the
+/// CubeCL backends, one pass over each head's state on the CPU ones): `proj` = in_proj's output
+/// (B, 2HP + 2RGN + 3H + S), `conv_state` (B, H, S + RN + P) = `[Θ | k_1 … k_R | x]` per head,
+/// `ssm_state` (B, HP, N), `weights` from [`pack_mamba3_step_weights`]. Returns the output
+/// (B, HP) (before out_proj) and the new states. The math is in
+/// [`crate::Mamba3StepConfig`]'s module: `h = α h + (1 − λ) Δ α Σ_r k'_r v'_rᵀ + λ Δ Σ_r k_r
+/// v_rᵀ`, `y = Σ_r W^o_r ∘ gate(h q_r + D v_r)`.
+///
+/// # Panics
+/// On inconsistent shapes (see [`Mamba3StepDims::infer`]).
+pub fn mamba3_decode_step(
+    proj: Tensor<2>,
+    conv_state: Tensor<3>,
+    ssm_state: Tensor<3>,
+    weights: Tensor<1>,
+    cfg: Mamba3StepConfig,
+) -> (Tensor<2>, Tensor<3>, Tensor<3>) {
+    if let Err(e) = Mamba3StepDims::infer(
+        &proj.dims(),
+        &conv_state.dims(),
+        &ssm_state.dims(),
+        weights.dims()[0],
+        &cfg,
+    ) {
+        panic!("{e}");
+    }
+    let (y, cs, ss) = <Dispatch as SsmOps>::mamba3_decode_step(
+        proj.into_dispatch(),
+        conv_state.into_dispatch(),
+        ssm_state.into_dispatch(),
+        weights.into_dispatch(),
+        cfg.heads,
+        cfg.groups,
+        cfg.rank,
+        cfg.angles,
+        cfg.mimo,
+        cfg.outproj_norm,
+        cfg.a_floor,
         cfg.eps,
     );
     (

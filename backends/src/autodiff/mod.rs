@@ -313,6 +313,60 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
             Self::from_inner(ss),
         )
     }
+    fn mamba3_decode_step(
+        proj: FloatTensor<Self>,
+        conv_state: FloatTensor<Self>,
+        ssm_state: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        heads: usize,
+        groups: usize,
+        rank: usize,
+        angles: usize,
+        mimo: bool,
+        outproj_norm: bool,
+        a_floor: f32,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let cfg = crate::portable::mamba3_step::Mamba3StepConfig {
+            heads,
+            groups,
+            rank,
+            angles,
+            mimo,
+            outproj_norm,
+            a_floor,
+            eps,
+        };
+        if [&proj, &conv_state, &ssm_state, &weights]
+            .iter()
+            .any(|t| t.is_tracked())
+        {
+            // Differentiable: composed from this backend's ops, recorded one by one.
+            return crate::portable::mamba3_step::mamba3_step_composed::<Self>(
+                proj, conv_state, ssm_state, weights, cfg,
+            );
+        }
+        let (y, cs, ss) = B::mamba3_decode_step(
+            proj.into_primitive(),
+            conv_state.into_primitive(),
+            ssm_state.into_primitive(),
+            weights.into_primitive(),
+            heads,
+            groups,
+            rank,
+            angles,
+            mimo,
+            outproj_norm,
+            a_floor,
+            eps,
+        );
+        (
+            Self::from_inner(y),
+            Self::from_inner(cs),
+            Self::from_inner(ss),
+        )
+    }
+
     fn rfft(x: FloatTensor<Self>, n: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let m = *x
             .shape()

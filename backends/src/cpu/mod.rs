@@ -3,7 +3,7 @@
 //!
 //! - [`scan`], [`scan_backward`]: the selective scan, rayon over blocks of channels, the state in
 //!   registers, vectorised over the lanes ([`lanes`]);
-//! - [`step`]: the decode steps;
+//! - [`step`]: the decode steps; [`mamba3_step`]: Mamba-3's whole decode step;
 //! - [`ssd`]: the SSD recurrence in the op's own layout;
 //! - [`gemv`]: a decode step's projections (Flex only: it reads Flex's primitives in place);
 //! - [`fft`]: real FFTs and the FFT convolution on `rustfft`.
@@ -15,6 +15,7 @@ pub(crate) mod calls;
 pub(crate) mod fft;
 pub(crate) mod gemv;
 pub(crate) mod lanes;
+pub(crate) mod mamba3_step;
 pub(crate) mod scan;
 pub(crate) mod scan_backward;
 pub(crate) mod ssd;
@@ -258,6 +259,39 @@ macro_rules! cpu_ssm_ops {
                     d,
                     initial_state,
                     has_reset.then_some(reset),
+                    1,
+                )
+            }
+
+            fn mamba3_decode_step(
+                proj: FloatTensor<Self>,
+                conv_state: FloatTensor<Self>,
+                ssm_state: FloatTensor<Self>,
+                weights: FloatTensor<Self>,
+                heads: usize,
+                groups: usize,
+                rank: usize,
+                angles: usize,
+                mimo: bool,
+                outproj_norm: bool,
+                a_floor: f32,
+                eps: f32,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                $crate::cpu::mamba3_step::<Self>(
+                    proj,
+                    conv_state,
+                    ssm_state,
+                    weights,
+                    $crate::portable::mamba3_step::Mamba3StepConfig {
+                        heads,
+                        groups,
+                        rank,
+                        angles,
+                        mimo,
+                        outproj_norm,
+                        a_floor,
+                        eps,
+                    },
                 )
             }
 
@@ -272,6 +306,7 @@ macro_rules! cpu_ssm_ops {
                 reset: FloatTensor<Self>,
                 has_reset: bool,
                 _chunk: usize,
+                rank: usize,
             ) -> (FloatTensor<Self>, FloatTensor<Self>) {
                 // The same fused recurrence, each step's decay read instead of dt·A.
                 $crate::cpu::ssd_forward::<Self>(
@@ -283,6 +318,7 @@ macro_rules! cpu_ssm_ops {
                     d,
                     initial_state,
                     has_reset.then_some(reset),
+                    rank,
                 )
             }
 
@@ -328,7 +364,8 @@ pub(crate) enum SsdDecay<B: Backend> {
 }
 
 /// The SSD op on the fused CPU kernel ([`ssd::ssd_forward`]); arguments as
-/// [`crate::portable::ssd::ssd_chunked`]'s, the decay as [`SsdDecay`].
+/// [`crate::portable::ssd::ssd_chunked_log_decay`]'s (with its `rank`), the decay as
+/// [`SsdDecay`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ssd_forward<B: Backend>(
     x: FloatTensor<B>,
@@ -339,9 +376,10 @@ pub(crate) fn ssd_forward<B: Backend>(
     d: FloatTensor<B>,
     h0: FloatTensor<B>,
     reset: Option<FloatTensor<B>>,
+    rank: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let device = x.device();
-    let dims = crate::portable::ssd::SsdDims::of::<B>(&x, &b);
+    let dims = crate::portable::ssd::SsdDims::of::<B>(&x, &b, rank);
     let (x, dt, b, c, d, h0) = (
         host::<B>(x),
         host::<B>(dt),
@@ -372,8 +410,52 @@ pub(crate) fn ssd_forward<B: Backend>(
     });
     let s = dims;
     (
-        device_tensor::<B>(y, vec![s.batch, s.len, s.heads, s.head_dim], &device),
+        device_tensor::<B>(
+            y,
+            vec![s.batch, s.len * s.rank, s.heads, s.head_dim],
+            &device,
+        ),
         device_tensor::<B>(state, vec![s.batch, s.heads, s.head_dim, s.state], &device),
+    )
+}
+
+/// The Mamba-3 decode step on the fused CPU pass ([`mamba3_step::mamba3_step`]).
+pub(crate) fn mamba3_step<B: Backend>(
+    proj: FloatTensor<B>,
+    conv_state: FloatTensor<B>,
+    ssm_state: FloatTensor<B>,
+    weights: FloatTensor<B>,
+    cfg: crate::portable::mamba3_step::Mamba3StepConfig,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let device = proj.device();
+    let cs = conv_state.shape().to_vec();
+    let ss = ssm_state.shape().to_vec();
+    let dims = crate::portable::mamba3_step::Mamba3StepDims::infer(
+        &proj.shape().to_vec(),
+        &cs,
+        &ss,
+        weights.shape().num_elements(),
+        &cfg,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (proj, conv, ssm, weights) = (
+        host::<B>(proj),
+        host::<B>(conv_state),
+        host::<B>(ssm_state),
+        host::<B>(weights),
+    );
+    let (y, conv, ssm) = mamba3_step::mamba3_step(&mamba3_step::Mamba3StepSlices {
+        dims,
+        cfg,
+        proj: &proj,
+        conv: &conv,
+        ssm: &ssm,
+        weights: &weights,
+    });
+    (
+        device_tensor::<B>(y, vec![ss[0], ss[1]], &device),
+        device_tensor::<B>(conv, cs, &device),
+        device_tensor::<B>(ssm, ss, &device),
     )
 }
 

@@ -3,7 +3,8 @@
 //! HIP.
 //!
 //! - [`scan`], [`scan_backward`]: the selective scan;
-//! - [`step`], [`mamba2_step`]: the decode steps (state update, conv window, whole mixers);
+//! - [`step`], [`mamba2_step`], [`mamba3_step`]: the decode steps (state update, conv window,
+//!   whole mixers);
 //! - [`ssd`]: the SSD's decay mask and inter-chunk pass; [`norm`]: residual add and RMSNorm;
 //! - [`fft`]: real FFTs and the FFT convolution on Burn's FFT kernels;
 //! - [`buffers`]: packing, output regions and the device's limits; [`math`]: `#[cube]` helpers;
@@ -21,6 +22,7 @@ mod fallback;
 mod fft;
 mod launches;
 mod mamba2_step;
+mod mamba3_step;
 mod math;
 mod norm;
 mod scan;
@@ -311,6 +313,48 @@ impl SsmOps for burn_cubecl::CubeBackend {
                 );
                 portable::step::mamba2_step_composed::<Self>(
                     zxbcdt, conv_state, ssm_state, weights, cfg,
+                )
+            }
+        }
+    }
+
+    fn mamba3_decode_step(
+        proj: FloatTensor<Self>,
+        conv_state: FloatTensor<Self>,
+        ssm_state: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        heads: usize,
+        groups: usize,
+        rank: usize,
+        angles: usize,
+        mimo: bool,
+        outproj_norm: bool,
+        a_floor: f32,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let cfg = portable::mamba3_step::Mamba3StepConfig {
+            heads,
+            groups,
+            rank,
+            angles,
+            mimo,
+            outproj_norm,
+            a_floor,
+            eps,
+        };
+        let launched = mamba3_step::mamba3_step(
+            proj.clone(),
+            conv_state.clone(),
+            ssm_state.clone(),
+            weights.clone(),
+            cfg,
+        );
+        match launched {
+            Ok(out) => out,
+            Err(why) => {
+                unsupported("mamba3_decode_step", &[&proj, &ssm_state], why, PORTABLE);
+                portable::mamba3_step::mamba3_step_composed::<Self>(
+                    proj, conv_state, ssm_state, weights, cfg,
                 )
             }
         }

@@ -8,6 +8,7 @@
 
 pub(crate) mod fft;
 pub(crate) mod linear;
+pub(crate) mod mamba3_step;
 pub(crate) mod norm;
 pub(crate) mod prim;
 pub(crate) mod scan;

@@ -119,6 +119,13 @@ impl<B: Backend> P<B> {
     pub fn clamp_max(self, v: f32) -> Self {
         Self(B::float_clamp_max(self.0, Scalar::Float(v as f64)))
     }
+    pub fn clamp_min(self, v: f32) -> Self {
+        Self(B::float_clamp_min(self.0, Scalar::Float(v as f64)))
+    }
+    /// Any unary primitive op (`B::float_tanh`, `B::float_cos`, ...).
+    pub fn map(self, op: fn(FloatTensor<B>) -> FloatTensor<B>) -> Self {
+        Self(op(self.0))
+    }
     pub fn cat(parts: Vec<Self>, dim: usize) -> Self {
         Self(B::float_cat(parts.into_iter().map(|p| p.0).collect(), dim))
     }

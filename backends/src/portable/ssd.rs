@@ -21,11 +21,16 @@ use crate::error::Error;
 use burn::backend::{Backend, tensor::FloatTensor};
 use std::ops::{Add, Mul, Sub};
 
-/// The sizes of an SSD scan.
+/// The sizes of an SSD scan. With `rank` R > 1 (Mamba-3's MIMO) each of the `len` time steps
+/// holds R sub-steps: `x`, `B` and `C` have `len · R` rows along their sequence axis, ordered
+/// (step, rank).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SsdDims {
     pub batch: usize,
+    /// Time steps L.
     pub len: usize,
+    /// Sub-steps per time step R (1 for SISO).
+    pub rank: usize,
     pub heads: usize,
     pub head_dim: usize,
     pub groups: usize,
@@ -33,8 +38,9 @@ pub struct SsdDims {
 }
 
 impl SsdDims {
-    /// Reads and checks the sizes: `x` (B, L, H, P), `dt` (B, L, H), `a` (H), `b`, `c`
-    /// (B, L, G, N), `d` (H), `h0` (B, H, P, N); H a multiple of G.
+    /// Reads and checks the sizes: `x` (B, L·R, H, P), `dt` (B, L, H), `a` (H), `b`, `c`
+    /// (B, L·R, G, N), `d` (H), `h0` (B, H, P, N); H a multiple of G; R = `rank` ≥ 1.
+    #[allow(clippy::too_many_arguments)]
     pub fn check(
         x: &[usize],
         dt: &[usize],
@@ -43,15 +49,23 @@ impl SsdDims {
         c: &[usize],
         d: &[usize],
         h0: &[usize],
+        rank: usize,
     ) -> Result<Self, Error> {
-        let (&[bs, l, h, p], &[gb, gl, g, n]) = (x, b) else {
+        let (&[bs, lr, h, p], &[gb, gl, g, n]) = (x, b) else {
             return Err(Error::Shape(format!(
                 "ssd: expected x (B, L, H, P) and B (B, L, G, N), got {x:?} and {b:?}"
             )));
         };
+        if rank == 0 || !lr.is_multiple_of(rank) {
+            return Err(Error::Shape(format!(
+                "ssd: x has {lr} rows along its sequence axis, not a multiple of the rank {rank}"
+            )));
+        }
+        let l = lr / rank;
         let s = Self {
             batch: bs,
             len: l,
+            rank,
             heads: h,
             head_dim: p,
             groups: g,
@@ -60,7 +74,7 @@ impl SsdDims {
         let expect = [
             ("dt", dt, vec![bs, l, h]),
             ("A", a, vec![h]),
-            ("C", c, vec![bs, l, g, n]),
+            ("C", c, vec![bs, lr, g, n]),
             ("D", d, vec![h]),
             ("initial_state", h0, vec![bs, h, p, n]),
         ];
@@ -71,9 +85,9 @@ impl SsdDims {
                 )));
             }
         }
-        if gb != bs || gl != l {
+        if gb != bs || gl != lr {
             return Err(Error::Shape(format!(
-                "ssd: B has shape {b:?}, expected [{bs}, {l}, G, N]"
+                "ssd: B has shape {b:?}, expected [{bs}, {lr}, G, N]"
             )));
         }
         if g == 0 || h % g != 0 {
@@ -84,12 +98,13 @@ impl SsdDims {
         Ok(s)
     }
 
-    pub(crate) fn of<B: Backend>(x: &FloatTensor<B>, b: &FloatTensor<B>) -> Self {
+    pub(crate) fn of<B: Backend>(x: &FloatTensor<B>, b: &FloatTensor<B>, rank: usize) -> Self {
         let xd = P::<B>::new(x.clone()).dims();
         let bd = P::<B>::new(b.clone()).dims();
         Self {
             batch: xd[0],
-            len: xd[1],
+            len: xd[1] / rank.max(1),
+            rank: rank.max(1),
             heads: xd[2],
             head_dim: xd[3],
             groups: bd[2],
@@ -106,6 +121,22 @@ fn heads_of_groups<B: Backend>(t: P<B>, s: SsdDims, k: usize, q: usize) -> P<B> 
         .expand(&[bs, k * q, g, h / g, n])
         .reshape(&[bs, k, q, h, n])
         .permute(&[0, 3, 1, 2, 4])
+}
+
+/// `t` with each entry along `axis` repeated `r` times in a row (the time steps' values spread
+/// over their sub-steps).
+fn spread<B: Backend>(t: P<B>, axis: usize, r: usize) -> P<B> {
+    if r == 1 {
+        return t;
+    }
+    let dims = t.dims();
+    let mut one = dims.clone();
+    one.insert(axis + 1, 1);
+    let mut wide = dims.clone();
+    wide.insert(axis + 1, r);
+    let mut out = dims;
+    out[axis] *= r;
+    t.reshape(&one).expand(&wide).reshape(&out)
 }
 
 /// Zero rows appended along axis 1 up to `len`.
@@ -139,16 +170,22 @@ pub fn ssd_chunked<B: Stages>(
     reset: Option<FloatTensor<B>>,
     chunk: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let h = SsdDims::of::<B>(&x, &b).heads;
+    let h = SsdDims::of::<B>(&x, &b, 1).heads;
     let log_decay = P::<B>::new(dt.clone())
         .mul(P::<B>::new(a).reshape(&[1, 1, h]))
         .into_inner();
-    ssd_chunked_log_decay::<B>(x, dt, log_decay, b, c, d, h0, reset, chunk)
+    ssd_chunked_log_decay::<B>(x, dt, log_decay, b, c, d, h0, reset, chunk, 1)
 }
 
 /// [`ssd_chunked`] with the per-step log decay given, `log_decay` (B, L, H) in place of
 /// `dt·A`: `h_t = exp(log_decay_t) h_{t−1} + dt_t B_t x_tᵀ` (Mamba-3's data-dependent `A`, its
 /// input weight in `dt`).
+///
+/// With `rank` R > 1 (Mamba-3's MIMO), `x` (B, L·R, H, P) and `b`, `c` (B, L·R, G, N) hold R
+/// sub-steps per time step: `h_t = exp(log_decay_t) h_{t−1} + dt_t Σ_r B_{t,r} x_{t,r}ᵀ` and
+/// every sub-step reads the state after its whole time step, `y_{t,r} = h_t C_{t,r} + D x_{t,r}`
+/// (the chunk's scores are `(C Bᵀ) ∘ (L ⊗ 1_{R×R})`, as the reference's `mamba3_MIMO_chunk_ref`);
+/// `chunk` counts time steps.
 #[allow(clippy::too_many_arguments)]
 pub fn ssd_chunked_log_decay<B: Stages>(
     x: FloatTensor<B>,
@@ -160,27 +197,30 @@ pub fn ssd_chunked_log_decay<B: Stages>(
     h0: FloatTensor<B>,
     reset: Option<FloatTensor<B>>,
     chunk: usize,
+    rank: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let s = SsdDims::of::<B>(&x, &b);
-    let (bs, l, h, p) = (s.batch, s.len, s.heads, s.head_dim);
+    let s = SsdDims::of::<B>(&x, &b, rank);
+    let (bs, l, h, p, r) = (s.batch, s.len, s.heads, s.head_dim, s.rank);
     let q = chunk.clamp(1, l.max(1));
     let k = l.div_ceil(q);
     let lp = k * q;
+    // Sub-steps per chunk.
+    let qr = q * r;
     let x = P::<B>::new(x);
     let device = x.device();
-    let x5 = pad_len(x.clone(), lp)
-        .reshape(&[bs, k, q, h, p])
-        .permute(&[0, 3, 1, 2, 4]); // (B, H, K, Q, P)
+    let x5 = pad_len(x.clone(), lp * r)
+        .reshape(&[bs, k, qr, h, p])
+        .permute(&[0, 3, 1, 2, 4]); // (B, H, K, QR, P)
     let dt4 = pad_len(P::<B>::new(dt), lp)
         .reshape(&[bs, k, q, h])
         .permute(&[0, 3, 1, 2]); // (B, H, K, Q)
-    let b5 = heads_of_groups(pad_len(P::<B>::new(b), lp), s, k, q);
-    let c5 = heads_of_groups(pad_len(P::<B>::new(c), lp), s, k, q);
+    let b5 = heads_of_groups(pad_len(P::<B>::new(b), lp * r), s, k, qr);
+    let c5 = heads_of_groups(pad_len(P::<B>::new(c), lp * r), s, k, qr);
 
     let a_dt = pad_len(P::<B>::new(log_decay), lp)
         .reshape(&[bs, k, q, h])
         .permute(&[0, 3, 1, 2]); // (B, H, K, Q)
-    let xdt = x5.mul(dt4.reshape(&[bs, h, k, q, 1]));
+    let xdt = x5.mul(spread(dt4, 3, r).reshape(&[bs, h, k, qr, 1]));
     // Inclusive cumulative sums within each chunk, as a product with an upper-triangular ones
     // matrix (Burn's cumsum is quadratic on the GPU backends).
     let cum = a_dt
@@ -190,21 +230,27 @@ pub fn ssd_chunked_log_decay<B: Stages>(
     let decay = P::<B>::new(B::ssd_decay_mask(
         cum.clone().reshape(&[bs, h, k, q]).into_inner(),
     ));
-    let masks = reset.map(|r| SegmentMasks::new(P::<B>::new(r), bs, k, q));
+    // Sub-steps of one time step see each other whole: the mask's entries spread over R x R.
+    let decay = spread(spread(decay, 4, r), 3, r);
+    let masks = reset.map(|t| SegmentMasks::new(P::<B>::new(t), bs, k, q).spread(r));
     let decay = match &masks {
         Some(m) => decay.mul(m.same.clone()),
         None => decay,
     };
     let scores = c5.clone().matmul(b5.clone().swap_dims(3, 4)).mul(decay);
-    let y_diag = scores.matmul(xdt.clone()); // (B, H, K, Q, P)
+    let y_diag = scores.matmul(xdt.clone()); // (B, H, K, QR, P)
 
     // Each chunk's contribution to the state at its end: Σ_s exp(cum_end - cum_s) B_s ⊗ xdt_s.
     let cum_end = cum.clone().narrow(4, q - 1, q); // (B, H, K, 1, 1)
-    let to_end = cum_end
-        .clone()
-        .sub(cum.clone())
-        .exp()
-        .reshape(&[bs, h, k, q, 1]);
+    let to_end = spread(
+        cum_end
+            .clone()
+            .sub(cum.clone())
+            .exp()
+            .reshape(&[bs, h, k, q, 1]),
+        3,
+        r,
+    );
     let (to_end, chunk_decay) = match &masks {
         Some(m) => (
             to_end.mul(m.to_end.clone()),
@@ -222,7 +268,7 @@ pub fn ssd_chunked_log_decay<B: Stages>(
         P::<B>::new(h0).swap_dims(2, 3).into_inner(),
     );
     let (starts, state) = (P::<B>::new(starts), P::<B>::new(state));
-    let entering = cum.reshape(&[bs, h, k, q, 1]).exp();
+    let entering = spread(cum.reshape(&[bs, h, k, q, 1]).exp(), 3, r);
     let entering = match &masks {
         Some(m) => entering.mul(m.from_start.clone()),
         None => entering,
@@ -231,8 +277,8 @@ pub fn ssd_chunked_log_decay<B: Stages>(
     let y = y_diag
         .add(y_off)
         .permute(&[0, 2, 3, 1, 4])
-        .reshape(&[bs, lp, h, p])
-        .narrow(1, 0, l)
+        .reshape(&[bs, lp * r, h, p])
+        .narrow(1, 0, l * r)
         .add(x.mul(P::<B>::new(d).reshape(&[1, 1, h, 1])));
     (y.into_inner(), state.swap_dims(2, 3).into_inner())
 }
@@ -252,6 +298,16 @@ struct SegmentMasks<B: Backend> {
 }
 
 impl<B: Backend> SegmentMasks<B> {
+    /// The masks over sub-steps: each time step's entries repeated over its `r` sub-steps.
+    fn spread(self, r: usize) -> Self {
+        Self {
+            same: spread(spread(self.same, 4, r), 3, r),
+            to_end: spread(self.to_end, 3, r),
+            from_start: spread(self.from_start, 3, r),
+            carried: self.carried,
+        }
+    }
+
     fn new(reset: P<B>, bs: usize, k: usize, q: usize) -> Self {
         let device = reset.device();
         let len = reset.dims()[1];
@@ -375,7 +431,7 @@ pub fn ssd_via_scan<B: Stages>(
     h0: FloatTensor<B>,
     reset: Option<FloatTensor<B>>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let s = SsdDims::of::<B>(&x, &b);
+    let s = SsdDims::of::<B>(&x, &b, 1);
     let (bs, l, h, p, n) = (s.batch, s.len, s.heads, s.head_dim, s.state);
     let ch = h * p;
     let u = P::<B>::new(x).permute(&[0, 2, 3, 1]).reshape(&[bs, ch, l]);

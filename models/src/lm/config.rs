@@ -70,9 +70,12 @@ pub struct Mamba3Settings {
     /// The per-head gated RMSNorm before out_proj (`is_outproj_norm`).
     #[config(default = false)]
     pub outproj_norm: bool,
-    /// The MIMO variant (`is_mimo`): not supported yet, refused by validation.
+    /// The MIMO variant (`is_mimo`): R input and output channels per head into one state.
     #[config(default = false)]
     pub mimo: bool,
+    /// MIMO's rank R (`mimo_rank`; only with `mimo`).
+    #[config(default = 4)]
+    pub mimo_rank: usize,
     /// SSD chunk length.
     #[config(default = 64)]
     pub chunk_size: usize,
@@ -184,6 +187,7 @@ impl MambaLmConfig {
             .with_a_floor(m3.a_floor)
             .with_outproj_norm(m3.outproj_norm)
             .with_mimo(m3.mimo)
+            .with_mimo_rank(m3.mimo_rank)
             .with_chunk_size(m3.chunk_size)
             .with_dt_min(self.dt_min)
             .with_dt_max(self.dt_max)
@@ -480,6 +484,9 @@ pub fn parse_mamba_config(text: &str) -> crate::Result<(MambaLmConfig, ConfigFla
                     if let Some(x) = s.bool_opt("is_mimo")? {
                         m3.mimo = x;
                     }
+                    if let Some(x) = s.usize_opt("mimo_rank")? {
+                        m3.mimo_rank = x;
+                    }
                     if let Some(x) = s.usize_opt("chunk_size")? {
                         m3.chunk_size = x;
                     }
@@ -653,8 +660,8 @@ mod tests {
             ),
             (
                 r#"{"d_model":64,"n_layer":2,"vocab_size":10,
-                    "ssm_cfg":{"layer":"Mamba3","is_mimo":true}}"#,
-                "MIMO",
+                    "ssm_cfg":{"layer":"Mamba3","is_mimo":true,"mimo_rank":0}}"#,
+                "mimo_rank",
             ),
             (
                 r#"{"d_model":64,"n_layer":2,"vocab_size":10,

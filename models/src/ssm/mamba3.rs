@@ -1,5 +1,5 @@
 //! The Mamba-3 mixer (Lahoti, Li, Chen, Wang, Bick, Kolter, Dao, Gu, 2026, arXiv 2603.15569;
-//! state-spaces/mamba `mamba_ssm/modules/mamba3.py`), its SISO form.
+//! state-spaces/mamba `mamba_ssm/modules/mamba3.py`), SISO and MIMO.
 //!
 //! `in_proj` gives `[z | x | B | C | dt | A | λ | θ]`. Per head `h` and step `t`:
 //! - a data-dependent decay `A_t = −max(f(a_t), A_floor)` with the heavy-tail activation
@@ -13,11 +13,21 @@
 //! - `y_t = h_t q_t + D v_t`, then `silu(z)` (or, with `outproj_norm`, a per-head RMSNorm then
 //!   `silu(z)`), and `out_proj`.
 //!
+//! MIMO (`is_mimo`, rank R): each head takes R keys and queries per step (`B`, `C` and their
+//! biases per rank), its input and gate spread over the ranks by learned per-channel weights,
+//! `v_{t,r} = x_t ∘ W^x_r`, `z_{t,r} = z_t ∘ W^z_r`; the state takes all R rank-one updates,
+//! `h_t = α_t h_{t−1} + (1 − λ_t) Δ_t α_t Σ_r k_{t−1,r} v_{t−1,r}ᵀ + λ_t Δ_t Σ_r k_{t,r} v_{t,r}ᵀ`,
+//! each rank reads it, `y_{t,r} = h_t q_{t,r} + D v_{t,r}`, is gated (or normed and gated) by
+//! `z_{t,r}`, and the ranks are summed back, `y_t = Σ_r y_{t,r} ∘ W^o_r`. Its rotation pairs
+//! entry `i` with `i + N/2` (the reference's TileLang kernel) where SISO pairs `2i` with `2i+1`.
+//!
 //! The parallel form is an SSD with per-step log decays `Δ_t A_t` and input weights
 //! `s_t = λ_t Δ_t + (1 − λ_{t+1}) Δ_{t+1}` (each pair `k_t v_tᵀ` enters at `t` with `λ_t Δ_t` and
 //! again, decayed, at `t + 1`), less the second share at `t` itself: `y_t −= (1 − λ_{t+1})
-//! Δ_{t+1} (q_t · k_t) v_t` ([`ssm_backends::Ssd::log_decay`]). The recurrent state carries the
-//! angles, `h`, and the last `k`, `v` (for the next step's trapezoid).
+//! Δ_{t+1} (q_t · k_t) v_t` ([`ssm_backends::Ssd::log_decay`]; with MIMO the SSD's R sub-steps
+//! per step, [`ssm_backends::Ssd::rank`], and the correction `Σ_r (q_{t,r'} · k_{t,r}) v_{t,r}`).
+//! The recurrent state carries the angles, `h`, and the last `k`s and `x` (for the next step's
+//! trapezoid).
 #![allow(non_snake_case)]
 
 use crate::io::{TensorMap, key};
@@ -28,7 +38,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::{sigmoid, silu, softplus};
 use burn::tensor::{Device, Int, Tensor};
-use ssm_backends::Ssd;
+use ssm_backends::{Mamba3StepConfig, Ssd, mamba3_decode_step, pack_mamba3_step_weights};
 use std::f64::consts::PI;
 
 /// Configuration of a [`Mamba3Mixer`] (mamba_ssm's `Mamba3` arguments).
@@ -64,9 +74,12 @@ pub struct Mamba3MixerConfig {
     /// A per-head gated RMSNorm before out_proj (mamba_ssm's `is_outproj_norm`).
     #[config(default = false)]
     pub outproj_norm: bool,
-    /// The MIMO variant (mamba_ssm's `is_mimo`); not supported yet: an error.
+    /// The MIMO variant (mamba_ssm's `is_mimo`).
     #[config(default = false)]
     pub mimo: bool,
+    /// MIMO's rank R (mamba_ssm's `mimo_rank`; ignored without `mimo`).
+    #[config(default = 4)]
+    pub mimo_rank: usize,
     /// SSD chunk length.
     #[config(default = 64)]
     pub chunk_size: usize,
@@ -93,9 +106,16 @@ impl Mamba3MixerConfig {
         }
         rotated / 2
     }
-    /// Width of in_proj's output: `2 d_inner + 2 G N + 3 H + angles`.
+    /// Keys and queries per head and step: MIMO's rank, 1 for SISO.
+    pub fn rank(&self) -> usize {
+        if self.mimo { self.mimo_rank } else { 1 }
+    }
+    /// Width of in_proj's output: `2 d_inner + 2 R G N + 3 H + angles`.
     pub fn d_in_proj(&self) -> usize {
-        2 * self.d_inner() + 2 * self.n_groups * self.d_state + 3 * self.n_heads() + self.n_angles()
+        2 * self.d_inner()
+            + 2 * self.rank() * self.n_groups * self.d_state
+            + 3 * self.n_heads()
+            + self.n_angles()
     }
 
     /// Rejects impossible settings with a message naming the field.
@@ -109,10 +129,8 @@ impl Mamba3MixerConfig {
             ("chunk_size", self.chunk_size),
         ])?;
         let invalid = |m: String| Err(crate::ModelError::InvalidConfig(m));
-        if self.mimo {
-            return invalid(
-                "Mamba-3's MIMO variant (is_mimo) is not supported yet; only SISO".into(),
-            );
+        if self.mimo && self.mimo_rank == 0 {
+            return invalid("mimo_rank must be at least 1".into());
         }
         let di = self.d_inner();
         if !di.is_multiple_of(self.head_dim) {
@@ -140,6 +158,15 @@ impl Mamba3MixerConfig {
                 self.d_state, self.rope_fraction
             ));
         }
+        // MIMO rotates entry i with i + N/2 over the first N·rope_fraction/2 entries: the
+        // reference's kernel needs N to split into those blocks exactly.
+        let blocks = (2.0 / self.rope_fraction).round() as usize;
+        if self.mimo && !self.d_state.is_multiple_of(blocks) {
+            return invalid(format!(
+                "MIMO needs d_state a multiple of {blocks} at rope_fraction {}, not {}",
+                self.rope_fraction, self.d_state
+            ));
+        }
         if self.a_floor.is_nan() || self.a_floor < 0.0 {
             return invalid(format!("A_floor must be >= 0, not {}", self.a_floor));
         }
@@ -147,8 +174,8 @@ impl Mamba3MixerConfig {
     }
 
     /// A mixer with mamba_ssm's initialisation: `dt_bias` the inverse softplus of a log-uniform
-    /// dt in [dt_min, dt_max], `B_bias = C_bias = 1`, norm weights 1, `D = 1`, out_proj divided
-    /// by `sqrt(n_layer)`.
+    /// dt in [dt_min, dt_max], `B_bias = C_bias = 1`, norm weights 1, `D = 1`, MIMO's
+    /// `W^x = W^o = 1/R`, `W^z = 1`, out_proj divided by `sqrt(n_layer)`.
     ///
     /// # Panics
     /// On an invalid config; call [`Mamba3MixerConfig::validate`] first for a `Result`.
@@ -156,15 +183,28 @@ impl Mamba3MixerConfig {
         if let Err(e) = self.validate() {
             panic!("{e}");
         }
-        let (di, h, n) = (self.d_inner(), self.n_heads(), self.d_state);
+        let (di, h, n, r, p) = (
+            self.d_inner(),
+            self.n_heads(),
+            self.d_state,
+            self.rank(),
+            self.head_dim,
+        );
         let inv = dt_bias_init([h], self.dt_min, self.dt_max, self.dt_init_floor, device);
+        let mimo = |v: f64| {
+            self.mimo
+                .then(|| Param::from_tensor(Tensor::full([h, r, p], v, device)))
+        };
         self.assemble(Mamba3Params {
             in_proj: LinearConfig::new(self.d_model, self.d_in_proj())
                 .with_bias(false)
                 .init(device),
             dt_bias: Param::from_tensor(inv.detach()),
-            b_bias: Param::from_tensor(Tensor::ones([h, 1, n], device)),
-            c_bias: Param::from_tensor(Tensor::ones([h, 1, n], device)),
+            b_bias: Param::from_tensor(Tensor::ones([h, r, n], device)),
+            c_bias: Param::from_tensor(Tensor::ones([h, r, n], device)),
+            mimo_x: mimo(1.0 / r as f64),
+            mimo_z: mimo(1.0),
+            mimo_o: mimo(1.0 / r as f64),
             b_norm: self.bc_norm().init(device),
             c_norm: self.bc_norm().init(device),
             d: Param::from_tensor(Tensor::ones([h], device)),
@@ -176,8 +216,9 @@ impl Mamba3MixerConfig {
     }
 
     /// A mixer from checkpoint tensors under `prefix` (mamba_ssm's keys: `{prefix}.in_proj`,
-    /// `dt_bias`, `B_bias`, `C_bias`, `B_norm`, `C_norm`, `D`, `norm` (with `is_outproj_norm`),
-    /// `out_proj`), every key checked for presence and shape against this config.
+    /// `dt_bias`, `B_bias`, `C_bias`, `B_norm`, `C_norm`, `D`, `mimo_x`, `mimo_z`, `mimo_o`
+    /// (with `is_mimo`), `norm` (with `is_outproj_norm`), `out_proj`), every key checked for
+    /// presence and shape against this config.
     ///
     /// # Errors
     /// An invalid config, or a key missing or of another shape (named, with both shapes).
@@ -188,8 +229,21 @@ impl Mamba3MixerConfig {
         device: &Device,
     ) -> crate::Result<Mamba3Mixer> {
         self.validate()?;
-        let (di, h, n) = (self.d_inner(), self.n_heads(), self.d_state);
+        let (di, h, n, r, p) = (
+            self.d_inner(),
+            self.n_heads(),
+            self.d_state,
+            self.rank(),
+            self.head_dim,
+        );
         let name = |s: &str| key(prefix, s);
+        let mut mimo = |s: &str| -> crate::Result<Option<Param<Tensor<3>>>> {
+            match self.mimo {
+                true => Ok(Some(w.param(&name(s), [h, r, p], device)?)),
+                false => Ok(None),
+            }
+        };
+        let (mimo_x, mimo_z, mimo_o) = (mimo("mimo_x")?, mimo("mimo_z")?, mimo("mimo_o")?);
         Ok(self.assemble(Mamba3Params {
             in_proj: w.linear(
                 &name("in_proj"),
@@ -199,8 +253,11 @@ impl Mamba3MixerConfig {
                 device,
             )?,
             dt_bias: w.param(&name("dt_bias"), [h], device)?,
-            b_bias: w.param(&name("B_bias"), [h, 1, n], device)?,
-            c_bias: w.param(&name("C_bias"), [h, 1, n], device)?,
+            b_bias: w.param(&name("B_bias"), [h, r, n], device)?,
+            c_bias: w.param(&name("C_bias"), [h, r, n], device)?,
+            mimo_x,
+            mimo_z,
+            mimo_o,
             b_norm: self.bc_norm().load(w, &name("B_norm"), device)?,
             c_norm: self.bc_norm().load(w, &name("C_norm"), device)?,
             d: w.param(&name("D"), [h], device)?,
@@ -230,6 +287,9 @@ impl Mamba3MixerConfig {
             B_norm: p.b_norm,
             C_norm: p.c_norm,
             D: p.d,
+            mimo_x: p.mimo_x,
+            mimo_z: p.mimo_z,
+            mimo_o: p.mimo_o,
             norm: p.norm,
             out_proj: p.out_proj,
             d_inner: self.d_inner(),
@@ -238,6 +298,7 @@ impl Mamba3MixerConfig {
             head_dim: self.head_dim,
             n_groups: self.n_groups,
             n_angles: self.n_angles(),
+            rank: self.rank(),
             a_floor: self.a_floor,
             chunk_size: self.chunk_size,
         }
@@ -253,23 +314,32 @@ struct Mamba3Params {
     b_norm: RmsNorm,
     c_norm: RmsNorm,
     d: Param<Tensor<1>>,
+    mimo_x: Option<Param<Tensor<3>>>,
+    mimo_z: Option<Param<Tensor<3>>>,
+    mimo_o: Option<Param<Tensor<3>>>,
     norm: Option<RmsNorm>,
     out_proj: Linear,
 }
 
-/// The Mamba-3 (SISO) mixer. Field names are the checkpoint keys; Linear weights are stored
-/// (in, out) as Burn does.
+/// The Mamba-3 mixer (SISO, or MIMO of rank R). Field names are the checkpoint keys; Linear
+/// weights are stored (in, out) as Burn does.
 #[derive(Module, Debug)]
 pub struct Mamba3Mixer {
     pub in_proj: Linear,
     pub dt_bias: Param<Tensor<1>>,
-    /// (H, 1, N): the bias added to the normed B (the "key"), per head.
+    /// (H, R, N): the bias added to the normed B (the "key"), per head and rank.
     pub B_bias: Param<Tensor<3>>,
-    /// (H, 1, N): the bias added to the normed C (the "query").
+    /// (H, R, N): the bias added to the normed C (the "query").
     pub C_bias: Param<Tensor<3>>,
     pub B_norm: RmsNorm,
     pub C_norm: RmsNorm,
     pub D: Param<Tensor<1>>,
+    /// MIMO's (H, R, P) weights spreading x over the ranks (`W^x`).
+    pub mimo_x: Option<Param<Tensor<3>>>,
+    /// MIMO's (H, R, P) weights spreading the gate z over the ranks (`W^z`).
+    pub mimo_z: Option<Param<Tensor<3>>>,
+    /// MIMO's (H, R, P) weights summing the ranks' outputs (`W^o`).
+    pub mimo_o: Option<Param<Tensor<3>>>,
     /// The per-head gated RMSNorm before out_proj (`is_outproj_norm`).
     pub norm: Option<RmsNorm>,
     pub out_proj: Linear,
@@ -279,17 +349,19 @@ pub struct Mamba3Mixer {
     pub head_dim: usize,
     pub n_groups: usize,
     pub n_angles: usize,
+    /// Keys and queries per head and step (MIMO's R; 1 for SISO).
+    pub rank: usize,
     pub a_floor: f64,
     pub chunk_size: usize,
 }
 
-/// The scan's arguments and result in one forward, in the reference kernel's layout
-/// (`mamba3_siso_combined`).
+/// The scan's arguments and result in one forward, in the reference kernels' layout
+/// (`mamba3_siso_combined`, `mamba3_mimo`).
 #[derive(Debug, Clone)]
 pub struct Mamba3Trace {
-    /// The normed C and B, before their biases (B, L, G, N).
-    pub q: Tensor<4>,
-    pub k: Tensor<4>,
+    /// The normed C and B, before their biases (B, L, R, G, N).
+    pub q: Tensor<5>,
+    pub k: Tensor<5>,
     /// x (B, L, H, P).
     pub v: Tensor<4>,
     /// `Δ A` and `Δ` (B, H, L).
@@ -301,8 +373,8 @@ pub struct Mamba3Trace {
     pub angles: Tensor<3>,
     /// The gate z (B, L, H, P).
     pub z: Tensor<4>,
-    /// The scan's output (B, L, H, P): with `D v`, and gated by `silu(z)` unless the mixer
-    /// has the output norm.
+    /// The scan's output (B, L, H, P), what enters out_proj: with `D v`, gated (after the
+    /// norm with `outproj_norm`) and, with MIMO, summed over the ranks.
     pub y: Tensor<4>,
 }
 
@@ -312,8 +384,8 @@ struct Mamba3State {
     angle: Tensor<3>,
     /// h (B, H, P, N).
     ssm: Tensor<4>,
-    /// The last rotated k (B, H, N) and v (B, H, P).
-    k: Tensor<3>,
+    /// The last rotated keys (B, H, R, N) and x (B, H, P).
+    k: Tensor<4>,
     v: Tensor<3>,
 }
 
@@ -332,42 +404,56 @@ fn heavy_tail<const D: usize>(a: Tensor<D>) -> Tensor<D> {
 impl Mamba3Mixer {
     /// An empty (zero) recurrent state for `batch` rows.
     pub fn zero_cache(&self, batch: usize, device: &Device) -> MambaLayerCache {
-        let (h, p, n, s) = (self.n_heads, self.head_dim, self.d_state, self.n_angles);
+        let (h, p, n, s, r) = (
+            self.n_heads,
+            self.head_dim,
+            self.d_state,
+            self.n_angles,
+            self.rank,
+        );
         MambaLayerCache {
-            conv_state: Tensor::zeros([batch, h, s + n + p], device),
+            conv_state: Tensor::zeros([batch, h, s + r * n + p], device),
             ssm_state: Tensor::zeros([batch, h * p, n], device),
             step_weights: None,
         }
     }
 
-    /// The state in a [`MambaLayerCache`]: `conv_state` holds `[Θ | k | v]` per head
-    /// (B, H, S + N + P), `ssm_state` h as (B, H·P, N), as Mamba2's.
+    /// The state in a [`MambaLayerCache`]: `conv_state` holds `[Θ | k_1 … k_R | x]` per head
+    /// (B, H, S + R·N + P), `ssm_state` h as (B, H·P, N), as Mamba2's.
     fn unpack(&self, cache: MambaLayerCache) -> Mamba3State {
-        let (h, p, n, s) = (self.n_heads, self.head_dim, self.d_state, self.n_angles);
+        let (h, p, n, s, r) = (
+            self.n_heads,
+            self.head_dim,
+            self.d_state,
+            self.n_angles,
+            self.rank,
+        );
         let c = cache.conv_state;
         let batch = c.dims()[0];
         Mamba3State {
             angle: c.clone().narrow(2, 0, s),
-            k: c.clone().narrow(2, s, n),
-            v: c.narrow(2, s + n, p),
+            k: c.clone().narrow(2, s, r * n).reshape([batch, h, r, n]),
+            v: c.narrow(2, s + r * n, p),
             ssm: cache.ssm_state.reshape([batch, h, p, n]),
         }
     }
 
     fn pack(&self, state: Mamba3State) -> MambaLayerCache {
         let [batch, h, p, n] = state.ssm.dims();
+        let k = state.k.reshape([batch, h, self.rank * n]);
         MambaLayerCache {
-            conv_state: Tensor::cat(vec![state.angle, state.k, state.v], 2),
+            conv_state: Tensor::cat(vec![state.angle, k, state.v], 2),
             ssm_state: state.ssm.reshape([batch, h * p, n]),
             step_weights: None,
         }
     }
 
     /// in_proj's output split along its last axis into `[z, x, B, C, dt, A, λ, θ]` (the
-    /// reference's order; B and C flat over groups).
+    /// reference's order; B and C flat over ranks and groups).
     fn split<const D: usize>(&self, proj: Tensor<D>) -> [Tensor<D>; 8] {
-        let (di, gn, h) = (self.d_inner, self.n_groups * self.d_state, self.n_heads);
-        proj.split_with_sizes(vec![di, di, gn, gn, h, h, h, self.n_angles], D - 1)
+        let (di, h) = (self.d_inner, self.n_heads);
+        let rgn = self.rank * self.n_groups * self.d_state;
+        proj.split_with_sizes(vec![di, di, rgn, rgn, h, h, h, self.n_angles], D - 1)
             .try_into()
             .expect("eight parts")
     }
@@ -382,6 +468,92 @@ impl Mamba3Mixer {
         let a = heavy_tail(dd_a).neg().clamp_max(-self.a_floor);
         let dt = softplus(dd_dt + self.dt_bias.val().unsqueeze(), 1.0);
         (a * dt.clone(), dt)
+    }
+
+    /// A MIMO weight (H, R, P) shaped to broadcast against (.., R, H, P) of rank `D`.
+    fn rank_weight<const D: usize>(&self, w: &Param<Tensor<3>>) -> Tensor<D> {
+        let mut shape = [1; D];
+        shape[D - 3] = self.rank;
+        shape[D - 2] = self.n_heads;
+        shape[D - 1] = self.head_dim;
+        w.val().swap_dims(0, 1).reshape(shape)
+    }
+
+    /// x or z (.., H, P) spread over the ranks (.., R, H, P) by a MIMO weight (SISO: R = 1,
+    /// unweighted).
+    fn spread<const D: usize, const E: usize>(
+        &self,
+        t: Tensor<D>,
+        w: &Option<Param<Tensor<3>>>,
+    ) -> Tensor<E> {
+        let t = t.unsqueeze_dim::<E>(D - 2);
+        match w {
+            Some(w) => t * self.rank_weight::<E>(w),
+            None => t,
+        }
+    }
+
+    /// The ranks' outputs (.., R, H, P) summed back by `W^o` to (.., H, P) (SISO: the one rank).
+    fn gather<const D: usize, const E: usize>(&self, y: Tensor<D>) -> Tensor<E> {
+        let y = match &self.mimo_o {
+            Some(w) => (y * self.rank_weight::<D>(w)).sum_dim(D - 3),
+            None => y,
+        };
+        y.squeeze_dim(D - 3)
+    }
+
+    /// The normed B or C (.., R, G, N) per head (.., R, H, N) with its bias (H, R, N).
+    fn per_head<const D: usize, const E: usize>(
+        &self,
+        t: Tensor<D>,
+        bias: &Param<Tensor<3>>,
+    ) -> Tensor<D> {
+        let (g, h, n, r) = (self.n_groups, self.n_heads, self.d_state, self.rank);
+        let mut dims = t.dims();
+        let t = if g == h {
+            t
+        } else {
+            let mut wide = [0; E];
+            wide[..D - 1].copy_from_slice(&dims[..D - 1]);
+            wide[D - 2] = g;
+            wide[D - 1] = h / g;
+            wide[D] = n;
+            dims[D - 2] = h;
+            t.unsqueeze_dim::<E>(D - 1).expand(wide).reshape(dims)
+        };
+        let mut shape = [1; D];
+        shape[D - 3] = r;
+        shape[D - 2] = h;
+        shape[D - 1] = n;
+        t + bias.val().swap_dims(0, 1).reshape(shape)
+    }
+
+    /// Rotates q or k (.., N) by the angles `(cos, sin)` (.., S): SISO pairs `(2i, 2i+1)`,
+    /// MIMO pairs `(i, i + N/2)`, each as the reference's kernel does.
+    fn rotate<const D: usize>(&self, t: Tensor<D>, cos: Tensor<D>, sin: Tensor<D>) -> Tensor<D> {
+        match self.mimo_x.is_some() {
+            false => rotate_pairs(t, cos, sin),
+            true => rotate_halves(t, cos, sin),
+        }
+    }
+
+    /// The gate of the ranks' outputs (.., R, H, P) by `z` spread over them, after the per-head
+    /// norm when the mixer has it; `rows` the product of the leading axes.
+    fn gate<const D: usize>(&self, y: Tensor<D>, z: Tensor<D>) -> Tensor<D> {
+        match &self.norm {
+            Some(norm) => {
+                let dims = y.dims();
+                let rows = dims[..D - 2].iter().product::<usize>();
+                let di = self.d_inner;
+                norm.forward_norm_then_gate(
+                    y.reshape([rows, di]),
+                    z.reshape([rows, di]),
+                    self.n_heads,
+                )
+                .reshape(dims)
+            }
+            None => y * silu(z),
+        }
     }
 
     /// The parallel forward over a sequence (B, L, d_model) -> (B, L, d_model).
@@ -431,19 +603,20 @@ impl Mamba3Mixer {
     ) -> (Tensor<3>, MambaLayerCache, Mamba3Trace) {
         let [batch, len, _] = x.dims();
         let device = x.device();
-        let (di, n, h, p, g, s) = (
+        let (di, n, h, p, g, s, r) = (
             self.d_inner,
             self.d_state,
             self.n_heads,
             self.head_dim,
             self.n_groups,
             self.n_angles,
+            self.rank,
         );
-        let [z, v, b, c, dd_dt, dd_a, trap_raw, angles] = self.split(self.in_proj.forward(x));
+        let [z, x_in, b, c, dd_dt, dd_a, trap_raw, angles] = self.split(self.in_proj.forward(x));
         let z = z.reshape([batch, len, h, p]);
-        let v = v.reshape([batch, len, h, p]);
-        let b = self.B_norm.forward(b.reshape([batch, len, g, n]));
-        let c = self.C_norm.forward(c.reshape([batch, len, g, n]));
+        let x_in = x_in.reshape([batch, len, h, p]);
+        let b = self.B_norm.forward(b.reshape([batch, len, r, g, n]));
+        let c = self.C_norm.forward(c.reshape([batch, len, r, g, n]));
         let (adt, dt) = self.decay_and_step(dd_a, dd_dt); // (B, L, H)
         let trap = sigmoid(trap_raw.clone());
         let state = cache.map(|c| self.unpack(c));
@@ -488,21 +661,23 @@ impl Mamba3Mixer {
         };
         let weight = dt.clone() * trap.clone() + next.clone(); // (B, L, H)
 
-        // q and k per head, with their biases.
-        let per_head = |t: Tensor<4>, bias: &Param<Tensor<3>>| {
-            let t = if g == h {
-                t
-            } else {
-                t.unsqueeze_dim::<5>(3)
-                    .expand([batch, len, g, h / g, n])
-                    .reshape([batch, len, h, n])
-            };
-            t + bias.val().reshape([1, 1, h, n])
-        };
-        let q = per_head(c.clone(), &self.C_bias);
-        let k = per_head(b.clone(), &self.B_bias);
-        // (q_t · k_t) (1 − λ_{t+1}) Δ_{t+1}: rotation-invariant, so before the rotation.
-        let qk_lag = (q.clone() * k.clone()).sum_dim(3).reshape([batch, len, h]) * next;
+        // Queries and keys (B, L, R, H, N) with their biases; x spread over the ranks.
+        let q = self.per_head::<5, 6>(c.clone(), &self.C_bias);
+        let k = self.per_head::<5, 6>(b.clone(), &self.B_bias);
+        let v: Tensor<5> = self.spread(x_in.clone(), &self.mimo_x);
+        // The second share of each step's own pairs, Σ_r (q_{t,r'} · k_{t,r}) v_{t,r} times
+        // (1 − λ_{t+1}) Δ_{t+1}: rotation-invariant, so before the rotation.
+        let next5 = next.reshape([batch, len, 1, h, 1]);
+        let own = (if r == 1 {
+            (q.clone() * k.clone()).sum_dim(4) * v.clone()
+        } else {
+            let qk = q
+                .clone()
+                .permute([0, 1, 3, 2, 4])
+                .matmul(k.clone().permute([0, 1, 3, 4, 2])); // (B, L, H, R, R)
+            qk.matmul(v.clone().permute([0, 1, 3, 2, 4]))
+                .permute([0, 1, 3, 2, 4])
+        }) * next5;
 
         // The cumulative angles Θ_t (B, L, H, S), restarting at each sequence.
         let inc = (angles.clone().tanh() * PI).unsqueeze_dim::<4>(2) * dt.clone().unsqueeze_dim(3);
@@ -537,26 +712,27 @@ impl Mamba3Mixer {
                 theta + st.angle.clone().unsqueeze_dim::<4>(1) * first.unsqueeze_dims::<4>(&[2, 3]);
         }
         let theta = wrap_angle(theta);
-        let (cos, sin) = (theta.clone().cos(), theta.clone().sin());
-        let q_rot = rotate(q, cos.clone(), sin.clone());
-        let k_rot = rotate(k, cos, sin);
+        let cos = theta.clone().cos().unsqueeze_dim::<5>(2);
+        let sin = theta.clone().sin().unsqueeze_dim::<5>(2);
+        let q_rot = self.rotate(q, cos.clone(), sin.clone());
+        let k_rot = self.rotate(k, cos, sin);
 
-        // The state entering the first step: h plus the carried pair's second share.
+        // The state entering the first step: h plus the carried pairs' second share.
         let h0 = state.as_ref().map(|st| {
             let share = lag.clone().narrow(1, 0, 1).reshape([batch, h, 1, 1]);
-            st.ssm.clone()
-                + st.v.clone().unsqueeze_dim::<4>(3) * st.k.clone().unsqueeze_dim::<4>(2) * share
+            st.ssm.clone() + self.outer(st.v.clone(), st.k.clone()) * share
         });
         let mut op = Ssd::new(
-            v.clone(),
+            v.clone().reshape([batch, len * r, h, p]),
             weight,
             Tensor::zeros([h], &device),
-            k_rot.clone(),
-            q_rot,
+            k_rot.clone().reshape([batch, len * r, h, n]),
+            q_rot.reshape([batch, len * r, h, n]),
         )
         .log_decay(adt.clone())
         .d(self.D.val())
-        .chunk(self.chunk_size);
+        .chunk(self.chunk_size)
+        .rank(r);
         if let Some(h0) = h0 {
             op = op.initial_state(h0);
         }
@@ -564,31 +740,22 @@ impl Mamba3Mixer {
             op = op.seq_idx(si);
         }
         let (y, ssm) = op.run();
-        let y = y - v.clone() * qk_lag.unsqueeze_dim::<4>(3);
-        let y = match &self.norm {
-            Some(_) => y,
-            None => y * silu(z.clone()),
-        };
-        let flat = y.clone().reshape([batch, len, di]);
-        let gated = match &self.norm {
-            Some(norm) => norm.forward_norm_then_gate(flat, z.clone().reshape([batch, len, di]), h),
-            None => flat,
-        };
-        let out = self.out_proj.forward(gated);
-        let last = |t: Tensor<4>| {
-            let [_, _, a, b] = t.dims();
-            t.narrow(1, len - 1, 1).reshape([batch, a, b])
-        };
+        let y = y.reshape([batch, len, r, h, p]) - own;
+        let y: Tensor<4> = self.gather(self.gate(y, self.spread(z.clone(), &self.mimo_z)));
+        let out = self.out_proj.forward(y.clone().reshape([batch, len, di]));
         let cache = self.pack(Mamba3State {
-            angle: last(theta),
+            angle: theta.narrow(1, len - 1, 1).reshape([batch, h, s]),
             ssm,
-            k: last(k_rot),
-            v: last(v.clone()),
+            k: k_rot
+                .narrow(1, len - 1, 1)
+                .reshape([batch, r, h, n])
+                .swap_dims(1, 2),
+            v: x_in.clone().narrow(1, len - 1, 1).reshape([batch, h, p]),
         });
         let trace = Mamba3Trace {
             q: c,
             k: b,
-            v,
+            v: x_in,
             adt: adt.swap_dims(1, 2),
             dt: dt.swap_dims(1, 2),
             trap: trap_raw.swap_dims(1, 2),
@@ -599,95 +766,129 @@ impl Mamba3Mixer {
         (out, cache, trace)
     }
 
-    /// One recurrent step (B, d_model) -> (B, d_model): the trapezoidal update of the state
-    /// from the carried angles, `h`, `k` and `v`, on tensor ops (not yet one fused kernel).
+    /// `Σ_r v_r k_rᵀ` (B, H, P, N) of a step's x (B, H, P), spread over the ranks, and its
+    /// keys (B, H, R, N).
+    fn outer(&self, x: Tensor<3>, k: Tensor<4>) -> Tensor<4> {
+        let v: Tensor<4> = self.spread_state(x); // (B, H, R, P)
+        v.swap_dims(2, 3).matmul(k)
+    }
+
+    /// x (B, H, P) spread over the ranks as (B, H, R, P).
+    fn spread_state(&self, x: Tensor<3>) -> Tensor<4> {
+        let x = x.unsqueeze_dim::<4>(2);
+        match &self.mimo_x {
+            Some(w) => x * w.val().unsqueeze::<4>(),
+            None => x,
+        }
+    }
+
+    /// One recurrent step (B, d_model) -> (B, d_model): in_proj, the fused Mamba-3 step
+    /// ([`mamba3_decode_step`]: the B/C norms, the angles and rotation, the trapezoidal update
+    /// of the state from the carried keys and x, the read-out, norm, gate and the sum over the
+    /// ranks; one kernel launch on the GPU backends), out_proj.
     pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
-        let [batch, _] = x.dims();
-        let (di, n, h, p, g) = (
-            self.d_inner,
-            self.d_state,
-            self.n_heads,
-            self.head_dim,
-            self.n_groups,
+        let weights = cache.step_weights.unwrap_or_else(|| self.step_weights());
+        let proj = linear_rows(&self.in_proj, x);
+        let (y, conv_state, ssm_state) = mamba3_decode_step(
+            proj,
+            cache.conv_state,
+            cache.ssm_state,
+            weights.clone(),
+            Mamba3StepConfig {
+                heads: self.n_heads,
+                groups: self.n_groups,
+                rank: self.rank,
+                angles: self.n_angles,
+                mimo: self.mimo_x.is_some(),
+                outproj_norm: self.norm.is_some(),
+                a_floor: self.a_floor as f32,
+                eps: self.B_norm.eps as f32,
+            },
         );
-        let st = self.unpack(cache);
-        let [z, v, b, c, dd_dt, dd_a, trap, angles] = self.split(linear_rows(&self.in_proj, x));
-        let z = z.reshape([batch, h, p]);
-        let v = v.reshape([batch, h, p]);
-        let b = self.B_norm.forward(b.reshape([batch, g, n]));
-        let c = self.C_norm.forward(c.reshape([batch, g, n]));
-        let trap = sigmoid(trap);
-        let (adt, dt) = self.decay_and_step(dd_a, dd_dt); // (B, H)
-        let alpha = adt.exp();
-        let per_head = |t: Tensor<3>, bias: &Param<Tensor<3>>| {
-            let t = if g == h {
-                t
-            } else {
-                t.unsqueeze_dim::<4>(2)
-                    .expand([batch, g, h / g, n])
-                    .reshape([batch, h, n])
-            };
-            t + bias.val().reshape([1, h, n])
-        };
-        let theta =
-            st.angle + (angles.tanh() * PI).unsqueeze_dim::<3>(1) * dt.clone().unsqueeze_dim(2);
-        let theta = wrap_angle(theta);
-        let (cos, sin) = (theta.clone().cos(), theta.clone().sin());
-        let q = rotate(per_head(c, &self.C_bias), cos.clone(), sin.clone());
-        let k = rotate(per_head(b, &self.B_bias), cos, sin);
-        let col = |t: Tensor<2>| t.reshape([batch, h, 1, 1]);
-        let outer = |v: &Tensor<3>, k: &Tensor<3>| {
-            v.clone().unsqueeze_dim::<4>(3) * k.clone().unsqueeze_dim::<4>(2)
-        };
-        let beta = (trap.clone().neg() + 1.0) * dt.clone() * alpha.clone();
-        let gamma = trap * dt;
-        let ssm =
-            st.ssm * col(alpha) + outer(&st.v, &st.k) * col(beta) + outer(&v, &k) * col(gamma);
-        let y = (ssm.clone() * q.unsqueeze_dim::<4>(2))
-            .sum_dim(3)
-            .reshape([batch, h, p])
-            + v.clone() * self.D.val().reshape([1, h, 1]);
-        let flat = match &self.norm {
-            Some(norm) => {
-                norm.forward_norm_then_gate(y.reshape([batch, di]), z.reshape([batch, di]), h)
-            }
-            None => (y * silu(z)).reshape([batch, di]),
-        };
-        let out = linear_rows(&self.out_proj, flat);
+        let out = linear_rows(&self.out_proj, y);
         (
             out,
-            self.pack(Mamba3State {
-                angle: theta,
-                ssm,
-                k,
-                v,
-            }),
+            MambaLayerCache {
+                conv_state,
+                ssm_state,
+                step_weights: Some(weights),
+            },
+        )
+    }
+
+    /// This mixer's decode weights in the packed layout of the fused step (SISO: ones for the
+    /// MIMO weights; ones for the output norm's weight when there is none).
+    pub fn step_weights(&self) -> Tensor<1> {
+        let (h, r, p) = (self.n_heads, self.rank, self.head_dim);
+        let device = self.D.device();
+        let mimo = |w: &Option<Param<Tensor<3>>>| {
+            w.as_ref()
+                .map(|w| w.val())
+                .unwrap_or_else(|| Tensor::ones([h, r, p], &device))
+        };
+        pack_mamba3_step_weights(
+            self.dt_bias.val(),
+            self.B_bias.val(),
+            self.C_bias.val(),
+            self.B_norm.weight.val(),
+            self.C_norm.weight.val(),
+            self.D.val(),
+            mimo(&self.mimo_x),
+            mimo(&self.mimo_z),
+            mimo(&self.mimo_o),
+            self.norm
+                .as_ref()
+                .map(|n| n.weight.val())
+                .unwrap_or_else(|| Tensor::ones([h * p], &device)),
         )
     }
 }
 
 /// Rotates pairs `(t[2i], t[2i+1])` of the last axis by the angles `(cos, sin)[i]` for the
-/// first `S` pairs (the others unrotated): the reference's pairwise rotary embedding.
-fn rotate<const D: usize>(t: Tensor<D>, cos: Tensor<D>, sin: Tensor<D>) -> Tensor<D> {
+/// first `S` pairs (the others unrotated): the reference's pairwise rotary embedding (SISO).
+fn rotate_pairs<const D: usize>(t: Tensor<D>, cos: Tensor<D>, sin: Tensor<D>) -> Tensor<D> {
     let dims = t.dims();
     let n = dims[D - 1];
-    let s = cos.dims()[D - 1];
     let [even, odd] = split_pairs(t, n);
+    let (cos, sin) = pad_angles(cos, sin, n / 2);
+    let re = even.clone() * cos.clone() - odd.clone() * sin.clone();
+    let im = even * sin + odd * cos;
+    merge_pairs(re, im, dims)
+}
+
+/// Rotates pairs `(t[i], t[i + N/2])` of the last axis by `(cos, sin)[i]` for the first `S`
+/// (the others unrotated): the rotate-half convention of the reference's MIMO kernel.
+fn rotate_halves<const D: usize>(t: Tensor<D>, cos: Tensor<D>, sin: Tensor<D>) -> Tensor<D> {
+    let half = t.dims()[D - 1] / 2;
+    let (first, second) = (
+        t.clone().narrow(D - 1, 0, half),
+        t.narrow(D - 1, half, half),
+    );
+    let (cos, sin) = pad_angles(cos, sin, half);
+    let re = first.clone() * cos.clone() - second.clone() * sin.clone();
+    let im = first * sin + second * cos;
+    Tensor::cat(vec![re, im], D - 1)
+}
+
+/// `(cos, sin)` of S angles padded with `(1, 0)` to `width` (the unrotated pairs).
+fn pad_angles<const D: usize>(
+    cos: Tensor<D>,
+    sin: Tensor<D>,
+    width: usize,
+) -> (Tensor<D>, Tensor<D>) {
+    let s = cos.dims()[D - 1];
     let pad = |x: Tensor<D>, value: f32| {
-        if s == n / 2 {
+        if s == width {
             return x;
         }
         let mut shape = x.dims();
-        shape[D - 1] = n / 2 - s;
+        shape[D - 1] = width - s;
         Tensor::cat(
             vec![x.clone(), Tensor::full(shape, value, &x.device())],
             D - 1,
         )
     };
-    let (cos, sin) = (pad(cos, 1.0), pad(sin, 0.0));
-    let re = even.clone() * cos.clone() - odd.clone() * sin.clone();
-    let im = even * sin + odd * cos;
-    merge_pairs(re, im, dims)
+    (pad(cos, 1.0), pad(sin, 0.0))
 }
 
 /// The even and odd entries of the last axis (length `n`), each (.., n/2).
