@@ -49,6 +49,23 @@ pub(crate) fn mamba3_step(p: &Mamba3StepSlices) -> (Vec<f32>, Vec<f32>, Vec<f32>
     (y, conv, ssm)
 }
 
+/// Lanes of the dot products' accumulators.
+const W: usize = 8;
+
+/// `a · b` on W independent accumulators (vectorised; the order of the sum is fixed).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let full = a.len() - a.len() % W;
+    let mut acc = [0.0f32; W];
+    for (x, y) in a[..full].chunks_exact(W).zip(b[..full].chunks_exact(W)) {
+        for k in 0..W {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f32 = a[full..].iter().zip(&b[full..]).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 fn rsqrt_mean_sq(v: &[f32], eps: f32) -> f32 {
     let ms = v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32;
     1.0 / (ms + eps).sqrt()
@@ -62,9 +79,38 @@ fn softplus(x: f32) -> f32 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
+/// Head `hi` of batch row `bi`, compiled for AVX2 and FMA where the CPU has them.
+fn head(
+    p: &Mamba3StepSlices,
+    bi: usize,
+    hi: usize,
+    yh: &mut [f32],
+    ch: &mut [f32],
+    sh: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::lanes::has_avx2() {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(
+            p: &Mamba3StepSlices,
+            bi: usize,
+            hi: usize,
+            yh: &mut [f32],
+            ch: &mut [f32],
+            sh: &mut [f32],
+        ) {
+            head_body(p, bi, hi, yh, ch, sh)
+        }
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe { avx2(p, bi, hi, yh, ch, sh) };
+    }
+    head_body(p, bi, hi, yh, ch, sh)
+}
+
 /// Head `hi` of batch row `bi`: `yh` (P) its output, `ch` its new `[Θ | keys | x]`, `sh` its new
 /// (P, N) state.
-fn head(
+#[inline(always)]
+fn head_body(
     p: &Mamba3StepSlices,
     bi: usize,
     hi: usize,
@@ -137,30 +183,31 @@ fn head(
     let z = &row[hi * hp..(hi + 1) * hp];
     x_slot.copy_from_slice(x);
 
-    // State update and the ranks' read-outs, row p of the state at a time.
+    // State update and the ranks' read-outs, row p of the state at a time: slices zipped
+    // along N (no bounds checks, vectorised), the dot products on W-lane accumulators.
     let wx = &w[o[6] + hi * r * hp..o[6] + (hi + 1) * r * hp];
     let dskip = w[o[5] + hi];
     let mut ys = vec![0.0f32; r * hp];
-    let mut vp = vec![0.0f32; r];
-    let mut vn = vec![0.0f32; r];
-    for pi in 0..hp {
-        for ri in 0..r {
-            vp[ri] = beta * x_old[pi] * wx[ri * hp + pi];
-            vn[ri] = gamma * x[pi] * wx[ri * hp + pi];
+    for (pi, (srow, orow)) in sh
+        .chunks_exact_mut(n)
+        .zip(old_ssm.chunks_exact(n))
+        .enumerate()
+    {
+        for (sv, ov) in srow.iter_mut().zip(orow) {
+            *sv = alpha * ov;
         }
-        let srow = &mut sh[pi * n..(pi + 1) * n];
-        let orow = &old_ssm[pi * n..(pi + 1) * n];
-        for k in 0..n {
-            let mut v = alpha * orow[k];
-            for ri in 0..r {
-                v += vp[ri] * k_old[ri * n + k] + vn[ri] * k_new[ri * n + k];
+        for ri in 0..r {
+            let wv = wx[ri * hp + pi];
+            let (cp, cn) = (beta * x_old[pi] * wv, gamma * x[pi] * wv);
+            let ko = &k_old[ri * n..(ri + 1) * n];
+            let kn = &k_new[ri * n..(ri + 1) * n];
+            for ((sv, a), b) in srow.iter_mut().zip(ko).zip(kn) {
+                *sv += cp * a + cn * b;
             }
-            srow[k] = v;
         }
         for ri in 0..r {
-            let qr = &q[ri * n..(ri + 1) * n];
-            let dot = srow.iter().zip(qr).map(|(a, b)| a * b).sum::<f32>();
-            ys[ri * hp + pi] = dot + dskip * x[pi] * wx[ri * hp + pi];
+            ys[ri * hp + pi] =
+                dot(srow, &q[ri * n..(ri + 1) * n]) + dskip * x[pi] * wx[ri * hp + pi];
         }
     }
 

@@ -193,14 +193,7 @@ pub fn mamba3_step_composed<B: Backend>(
     // Keys and queries per head (B, H, R, N): RMSNorm over N, the groups' rows spread over
     // their heads, the biases (H, R, N).
     let keys = |raw: P<B>, norm: usize, bias: usize| {
-        let rms = raw
-            .clone()
-            .mul(raw.clone())
-            .sum_dim(3)
-            .mul_scalar(1.0 / n as f32)
-            .add_scalar(cfg.eps)
-            .map(B::float_sqrt)
-            .map(B::float_recip);
+        let rms = inv_rms(raw.clone(), n, cfg.eps);
         raw.mul(rms)
             .mul(part(norm, &[1, 1, 1, n]))
             .reshape(&[bs, r, g, 1, n])
@@ -276,14 +269,7 @@ pub fn mamba3_step_composed<B: Backend>(
         .matmul(hs.clone().swap_dims(2, 3))
         .add(x.clone().mul(wx).mul(part(5, &[1, h, 1, 1]))); // (B, H, R, P)
     let y = if cfg.outproj_norm {
-        let rms = y
-            .clone()
-            .mul(y.clone())
-            .sum_dim(3)
-            .mul_scalar(1.0 / p as f32)
-            .add_scalar(cfg.eps)
-            .map(B::float_sqrt)
-            .map(B::float_recip);
+        let rms = inv_rms(y.clone(), p, cfg.eps);
         y.mul(rms).mul(part(9, &[1, h, 1, p]))
     } else {
         y
@@ -302,6 +288,17 @@ pub fn mamba3_step_composed<B: Backend>(
         conv_out.into_inner(),
         hs.reshape(&[bs, di, n]).into_inner(),
     )
+}
+
+/// `1 / sqrt(mean(t²) + eps)` over the last axis (of length `width`) of a rank-4 `t`, kept.
+fn inv_rms<B: Backend>(t: P<B>, width: usize, eps: f32) -> P<B> {
+    t.clone()
+        .mul(t)
+        .sum_dim(3)
+        .mul_scalar(1.0 / width as f32)
+        .add_scalar(eps)
+        .map(B::float_sqrt)
+        .map(B::float_recip)
 }
 
 /// Rotates `t` (B, H, R, N) by the angles `(cos, sin)` (B, H, 1, S): pairs `(i, i + N/2)`

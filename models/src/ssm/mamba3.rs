@@ -183,13 +183,7 @@ impl Mamba3MixerConfig {
         if let Err(e) = self.validate() {
             panic!("{e}");
         }
-        let (di, h, n, r, p) = (
-            self.d_inner(),
-            self.n_heads(),
-            self.d_state,
-            self.rank(),
-            self.head_dim,
-        );
+        let (di, h, n, r, p) = self.sizes();
         let inv = dt_bias_init([h], self.dt_min, self.dt_max, self.dt_init_floor, device);
         let mimo = |v: f64| {
             self.mimo
@@ -229,13 +223,7 @@ impl Mamba3MixerConfig {
         device: &Device,
     ) -> crate::Result<Mamba3Mixer> {
         self.validate()?;
-        let (di, h, n, r, p) = (
-            self.d_inner(),
-            self.n_heads(),
-            self.d_state,
-            self.rank(),
-            self.head_dim,
-        );
+        let (di, h, n, r, p) = self.sizes();
         let name = |s: &str| key(prefix, s);
         let mut mimo = |s: &str| -> crate::Result<Option<Param<Tensor<3>>>> {
             match self.mimo {
@@ -271,6 +259,17 @@ impl Mamba3MixerConfig {
             },
             out_proj: w.linear(&name("out_proj"), di, self.d_model, false, device)?,
         }))
+    }
+
+    /// `(d_inner, heads, N, R, P)`.
+    fn sizes(&self) -> (usize, usize, usize, usize, usize) {
+        (
+            self.d_inner(),
+            self.n_heads(),
+            self.d_state,
+            self.rank(),
+            self.head_dim,
+        )
     }
 
     /// The RMSNorm of B and C (over N).
