@@ -3,6 +3,7 @@
 //! them once (the math: [`crate::portable::mamba3_step`]).
 
 use super::calls;
+use super::lanes::{sigmoid, silu, softplus};
 use crate::portable::mamba3_step::{Mamba3StepConfig, Mamba3StepDims};
 use rayon::prelude::*;
 use std::f32::consts::PI;
@@ -69,14 +70,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn rsqrt_mean_sq(v: &[f32], eps: f32) -> f32 {
     let ms = v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32;
     1.0 / (ms + eps).sqrt()
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-fn softplus(x: f32) -> f32 {
-    x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
 /// Head `hi` of batch row `bi`, compiled for AVX2 and FMA where the CPU has them.
@@ -227,7 +220,7 @@ fn head_body(
                 v *= inv * w[o[9] + hi * hp + pi];
             }
             let zr = z[pi] * w[o[7] + at];
-            yh[pi] += v * zr * sigmoid(zr) * w[o[8] + at];
+            yh[pi] += v * silu(zr) * w[o[8] + at];
         }
     }
 }
