@@ -239,6 +239,54 @@ pub trait SsmOps: Backend {
         )
     }
 
+    /// Gradients of [`SsmOps::ssd_log_decay`] given `dy` (B, L·R, H, P) and `dstate`
+    /// (B, H, P, N), the gradients reaching `y` and the final state, in the order (x, dt,
+    /// log_decay, B, C, D, initial_state), each shaped as its input (`reset` is a constant).
+    ///
+    /// With `g_t` the gradient reaching the state after step `t` (before `t + 1` reads it):
+    /// `g_t = Σ_r C_{t,r} dy_{t,r}ᵀ + exp(a_{t+1}) g_{t+1}` (nothing crosses a reset), then
+    /// `dx_{t,r} = dt_t g_tᵀ B_{t,r} + D dy_{t,r}`, `dB_{t,r} = dt_t g_t x_{t,r}`,
+    /// `dC_{t,r} = h_t dy_{t,r}`, `d dt_t = Σ_r ⟨g_t, B_{t,r} x_{t,r}ᵀ⟩`,
+    /// `d a_t = exp(a_t) ⟨g_t, h_{t−1}⟩`, `dD = Σ ⟨dy, x⟩`, `dh_0 = exp(a_1) g_1`. The CPU
+    /// backends run this reverse recurrence fused (states recomputed from checkpoints, one
+    /// task per (row, head)); elsewhere Burn's autodiff through the chunked form, whose
+    /// inter-chunk pass runs backward on the state-pass kernel (see `crate::autodiff`).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[fusion(default)]
+    fn ssd_log_decay_backward(
+        x: FloatTensor<Self>,
+        dt: FloatTensor<Self>,
+        log_decay: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        initial_state: FloatTensor<Self>,
+        reset: FloatTensor<Self>,
+        has_reset: bool,
+        chunk: usize,
+        rank: usize,
+        dy: FloatTensor<Self>,
+        dstate: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        portable::ssd_backward::ssd_log_decay_grads::<Self>(
+            [x, dt, log_decay, b, c, d, initial_state],
+            has_reset.then_some(reset),
+            chunk,
+            rank,
+            dy,
+            dstate,
+        )
+        .into_tuple()
+    }
+
     /// The whole Mamba2 decode step after `in_proj`: the conv step over `xBC`, `dt =
     /// clamp(softplus(dt + dt_bias), dt_min, dt_max)`, the state update with a scalar `A` per
     /// head, then the gated RMSNorm. `zxbcdt` (B, 2 d_inner + 2GN + H), `conv_state`

@@ -425,3 +425,63 @@ fn ranked_sub_steps_equal_the_recurrence() {
         }
     }
 }
+
+/// The chunked form on wgpu against the fused CPU recurrence at chunk lengths of 16 and more
+/// with several rows and heads (packed rows, groups, R sub-steps; Mamba2's chunk 256): Burn
+/// 0.22.1's batched matmul on CubeCL got the chunks' running sums wrong there (a reshaped
+/// permuted left side), O(1) errors in `y`, until they became one flat product.
+#[test]
+fn long_chunks_on_wgpu_equal_the_cpu_recurrence() {
+    use burn::tensor::{Int, TensorData};
+    use ssm_backends::Ssd;
+    let Some(gpu) = ssm_backends::testing::wgpu_test_device() else {
+        return;
+    };
+    // (B, L, H, P, G, N, chunk, R)
+    for (bs, l, h, p, g, n, chunk, r) in [
+        (2, 32, 3, 1, 1, 1, 16, 1),
+        (2, 300, 2, 4, 1, 8, 256, 1),
+        (3, 100, 4, 4, 2, 8, 16, 3),
+    ] {
+        let cpu = Device::flex();
+        cpu.seed(3);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let host = |dims: Vec<usize>, dist| {
+            let total = dims.iter().product::<usize>();
+            (to_vec(Tensor::<1>::random([total], dist, &cpu)), dims)
+        };
+        let x = host(vec![bs, l * r, h, p], normal);
+        let dt = host(vec![bs, l, h], Distribution::Uniform(0.01, 0.3));
+        let log_decay = host(vec![bs, l, h], Distribution::Uniform(-1.5, -0.01));
+        let b = host(vec![bs, l * r, g, n], normal);
+        let c = host(vec![bs, l * r, g, n], normal);
+        // Every row after the first restarts a third of the way in.
+        let seq: Vec<i64> = (0..bs * l)
+            .map(|i| i64::from(i >= l && 3 * (i % l) >= l))
+            .collect();
+        let run = |dev: &Device| {
+            let t4 = |(v, d): &(Vec<f32>, Vec<usize>)| {
+                Tensor::<4>::from_data(TensorData::new(v.clone(), d.clone()), dev)
+            };
+            let t3 = |(v, d): &(Vec<f32>, Vec<usize>)| {
+                Tensor::<3>::from_data(TensorData::new(v.clone(), d.clone()), dev)
+            };
+            let seq_idx = Tensor::<2, Int>::from_data(TensorData::new(seq.clone(), [bs, l]), dev);
+            let (y, s) = Ssd::new(t4(&x), t3(&dt), Tensor::zeros([h], dev), t4(&b), t4(&c))
+                .log_decay(t3(&log_decay))
+                .seq_idx(seq_idx)
+                .chunk(chunk)
+                .rank(r)
+                .run();
+            (to_vec(y), to_vec(s))
+        };
+        let (want_y, want_s) = run(&cpu);
+        let (y, s) = run(&gpu);
+        let (ey, es) = (max_rel_diff(&y, &want_y), max_rel_diff(&s, &want_s));
+        println!("({bs},{l},{h},{p},{g},{n}) chunk {chunk} rank {r}: y {ey:e} state {es:e}");
+        assert!(
+            ey <= 1e-4 && es <= 1e-4,
+            "({bs},{l},{h},{p},{g},{n}) chunk {chunk} rank {r}: y {ey:e} state {es:e}"
+        );
+    }
+}

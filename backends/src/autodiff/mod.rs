@@ -1,13 +1,17 @@
 //! `SsmOps` under `Autodiff`: the scan records one graph node whose backward is the inner
 //! backend's reverse scan ([`SsmOps::selective_scan_backward`]), so training never differentiates
-//! a per-timestep loop; the FFT ops have hand-written backward nodes made of the same ops
-//! ([`fft`]); the decode steps, the norm and the SSD run their differentiable composed bodies.
+//! a per-timestep loop; the log-decay SSD records one node whose backward is the inner backend's
+//! [`SsmOps::ssd_log_decay_backward`], and the chunked form's inter-chunk pass one whose backward
+//! is the same pass run over the reversed chunks ([`ssd`]); the FFT ops have hand-written
+//! backward nodes made of the same ops ([`fft`]); the decode steps and the norm run their
+//! differentiable composed bodies, Mamba2's SSD the scan node.
 //!
 //! The scan node's output packs `[y | final state]` along the last axis, (B, D, L + N), and the
 //! two results are slices of it, so gradients may flow into `y`, the final state, or both.
 
 mod fft;
 mod scan;
+mod ssd;
 
 use crate::ops::SsmOps;
 use burn::backend::autodiff::{
@@ -18,6 +22,7 @@ use burn::backend::autodiff::{
 use burn::backend::{AutodiffBackend, TensorMetadata, tensor::FloatTensor};
 use fft::{ConvBackward, IrfftBackward, RfftBackward, last_slice};
 use scan::{ScanBackward, ScanState, last_axis_slice};
+use ssd::{SsdBackward, SsdState, StatePassBackward, StatePassState};
 
 impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
     fn selective_scan(
@@ -268,6 +273,113 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
         // (states recomputed per chunk), so no SSD mask outlives its step.
         let reset = has_reset.then_some(reset);
         crate::portable::ssd::ssd_via_scan::<Self>(x, dt, a, b, c, d, initial_state, reset)
+    }
+
+    fn ssd_log_decay(
+        x: FloatTensor<Self>,
+        dt: FloatTensor<Self>,
+        log_decay: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        initial_state: FloatTensor<Self>,
+        reset: FloatTensor<Self>,
+        has_reset: bool,
+        chunk: usize,
+        rank: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        // The reset mask is a constant of the graph (no gradient).
+        let reset = has_reset.then(|| reset.into_primitive());
+        let prep = SsdBackward
+            .prepare::<C>([
+                x.node(),
+                dt.node(),
+                log_decay.node(),
+                b.node(),
+                c.node(),
+                d.node(),
+                initial_state.node(),
+            ])
+            .compute_bound()
+            .stateful();
+        let inputs = [
+            x.into_primitive(),
+            dt.into_primitive(),
+            log_decay.into_primitive(),
+            b.into_primitive(),
+            c.into_primitive(),
+            d.into_primitive(),
+            initial_state.into_primitive(),
+        ];
+        let run = |inputs: [FloatTensor<B>; 7], reset: Option<FloatTensor<B>>| {
+            let [x, dt, log_decay, b, c, d, h0] = inputs;
+            let has_reset = reset.is_some();
+            let reset = reset.unwrap_or_else(|| dt.clone());
+            B::ssd_log_decay(x, dt, log_decay, b, c, d, h0, reset, has_reset, chunk, rank)
+        };
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let (y, h) = run(inputs.clone(), reset.clone());
+                let dims4 = |t: &FloatTensor<B>| -> [usize; 4] {
+                    t.shape()
+                        .to_vec()
+                        .try_into()
+                        .expect("the SSD's outputs are rank 4")
+                };
+                let (y_dims, h_dims) = (dims4(&y), dims4(&h));
+                let saved = SsdState {
+                    inputs,
+                    reset,
+                    chunk,
+                    rank,
+                    y_dims,
+                    h_dims,
+                };
+                let out = prep.finish(saved, ssd::pack::<B>(y, h));
+                ssd::unpack::<Self>(out, y_dims, h_dims)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, h) = run(inputs, reset);
+                (prep.finish(y), Self::from_inner(h))
+            }
+        }
+    }
+
+    fn ssd_state_pass(
+        chunk_states: FloatTensor<Self>,
+        chunk_decay: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let prep = StatePassBackward
+            .prepare::<C>([chunk_states.node(), chunk_decay.node(), h0.node()])
+            .compute_bound()
+            .stateful();
+        let decay = chunk_decay.into_primitive();
+        let (starts, last) = B::ssd_state_pass(
+            chunk_states.into_primitive(),
+            decay.clone(),
+            h0.into_primitive(),
+        );
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let d = starts.shape().to_vec();
+                let (bs, h, k, n, p) = (d[0], d[1], d[2], d[3], d[4]);
+                let packed = B::float_cat(
+                    vec![
+                        starts.clone(),
+                        B::float_reshape(last, [bs, h, 1, n, p].into()),
+                    ],
+                    2,
+                );
+                let out = prep.finish(StatePassState { decay, starts }, packed);
+                let out = crate::portable::prim::P::<Self>::new(out);
+                (
+                    out.clone().narrow(2, 0, k).into_inner(),
+                    out.narrow(2, k, k + 1).reshape(&[bs, h, n, p]).into_inner(),
+                )
+            }
+            OpsKind::UnTracked(prep) => (prep.finish(starts), Self::from_inner(last)),
+        }
     }
 
     fn mamba2_decode_step(

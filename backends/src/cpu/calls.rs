@@ -7,6 +7,7 @@ pub(crate) static SCAN_FORWARD: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static SCAN_BACKWARD: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static STEP: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static SSD_FORWARD: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static SSD_BACKWARD: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static ROWS_MATMUL: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts one run of a kernel.
@@ -23,6 +24,8 @@ pub struct KernelCalls {
     /// The decode steps.
     pub step: usize,
     pub ssd_forward: usize,
+    /// The log-decay SSD's backward.
+    pub ssd_backward: usize,
     /// The few-row products of a decode step (Flex).
     pub rows_matmul: usize,
 }
@@ -35,6 +38,7 @@ pub(crate) fn kernel_calls() -> KernelCalls {
         scan_backward: SCAN_BACKWARD.load(Ordering::Relaxed),
         step: STEP.load(Ordering::Relaxed),
         ssd_forward: SSD_FORWARD.load(Ordering::Relaxed),
+        ssd_backward: SSD_BACKWARD.load(Ordering::Relaxed),
         rows_matmul: ROWS_MATMUL.load(Ordering::Relaxed),
     }
 }

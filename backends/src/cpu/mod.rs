@@ -4,7 +4,7 @@
 //! - [`scan`], [`scan_backward`]: the selective scan, rayon over blocks of channels, the state in
 //!   registers, vectorised over the lanes ([`lanes`]);
 //! - [`step`]: the decode steps; [`mamba3_step`]: Mamba-3's whole decode step;
-//! - [`ssd`]: the SSD recurrence in the op's own layout;
+//! - [`ssd`], [`ssd_backward`]: the SSD recurrence in the op's own layout, and its reverse;
 //! - [`gemv`]: a decode step's projections (Flex only: it reads Flex's primitives in place);
 //! - [`fft`]: real FFTs and the FFT convolution on `rustfft`.
 //!
@@ -19,6 +19,7 @@ pub(crate) mod mamba3_step;
 pub(crate) mod scan;
 pub(crate) mod scan_backward;
 pub(crate) mod ssd;
+pub(crate) mod ssd_backward;
 pub(crate) mod step;
 
 use crate::portable::{ScanArgs, ScanDims};
@@ -322,6 +323,39 @@ macro_rules! cpu_ssm_ops {
                 )
             }
 
+            fn ssd_log_decay_backward(
+                x: FloatTensor<Self>,
+                dt: FloatTensor<Self>,
+                log_decay: FloatTensor<Self>,
+                b: FloatTensor<Self>,
+                c: FloatTensor<Self>,
+                d: FloatTensor<Self>,
+                initial_state: FloatTensor<Self>,
+                reset: FloatTensor<Self>,
+                has_reset: bool,
+                _chunk: usize,
+                rank: usize,
+                dy: FloatTensor<Self>,
+                dstate: FloatTensor<Self>,
+            ) -> (
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+            ) {
+                // The reverse recurrence, fused (states recomputed from checkpoints).
+                $crate::cpu::ssd_backward::<Self>(
+                    [x, dt, log_decay, b, c, d, initial_state],
+                    has_reset.then_some(reset),
+                    rank,
+                    dy,
+                    dstate,
+                )
+            }
+
             $($own)*
         }
     };
@@ -590,4 +624,60 @@ pub(crate) fn causal_conv_fft<B: Backend>(u: FloatTensor<B>, k: FloatTensor<B>) 
     let bk = k.shape().to_vec()[0];
     let y = fft::causal_conv(&host::<B>(u), &host::<B>(k), b, bk, h, l);
     device_tensor::<B>(y, dims, &device)
+}
+
+/// The log-decay SSD's backward on the fused CPU kernel ([`ssd_backward::ssd_backward`]):
+/// `inputs` = (x, dt, log_decay, B, C, D, initial_state) as
+/// [`crate::SsmOps::ssd_log_decay_backward`] takes them; the gradients in the same order.
+#[allow(clippy::type_complexity)]
+pub(crate) fn ssd_backward<B: Backend>(
+    inputs: [FloatTensor<B>; 7],
+    reset: Option<FloatTensor<B>>,
+    rank: usize,
+    dy: FloatTensor<B>,
+    dstate: FloatTensor<B>,
+) -> crate::portable::ssd_backward::SsdGradTuple<B> {
+    let [x, dt, log_decay, b, c, d, h0] = inputs;
+    let device = x.device();
+    let dims = crate::portable::ssd::SsdDims::of::<B>(&x, &b, rank);
+    let (x, dt, a, b, c, d, h0) = (
+        host::<B>(x),
+        host::<B>(dt),
+        host::<B>(log_decay),
+        host::<B>(b),
+        host::<B>(c),
+        host::<B>(d),
+        host::<B>(h0),
+    );
+    let (reset, dy, dstate) = (reset.map(host::<B>), host::<B>(dy), host::<B>(dstate));
+    let g = ssd_backward::ssd_backward(
+        &ssd::SsdSlices {
+            dims,
+            x: &x,
+            dt: &dt,
+            a: ssd::Decay::PerStep(&a),
+            b: &b,
+            c: &c,
+            d: &d,
+            h0: &h0,
+            reset: reset.as_deref(),
+        },
+        &dy,
+        &dstate,
+    );
+    let s = dims;
+    let (lr, per_step, group) = (
+        vec![s.batch, s.len * s.rank, s.heads, s.head_dim],
+        vec![s.batch, s.len, s.heads],
+        vec![s.batch, s.len * s.rank, s.groups, s.state],
+    );
+    (
+        device_tensor::<B>(g.dx, lr, &device),
+        device_tensor::<B>(g.ddt, per_step.clone(), &device),
+        device_tensor::<B>(g.dlog_decay, per_step, &device),
+        device_tensor::<B>(g.db, group.clone(), &device),
+        device_tensor::<B>(g.dc, group, &device),
+        device_tensor::<B>(g.dd, vec![s.heads], &device),
+        device_tensor::<B>(g.dh0, vec![s.batch, s.heads, s.head_dim, s.state], &device),
+    )
 }

@@ -13,6 +13,7 @@ pub(crate) mod norm;
 pub(crate) mod prim;
 pub(crate) mod scan;
 pub(crate) mod ssd;
+pub(crate) mod ssd_backward;
 pub(crate) mod stages;
 pub(crate) mod step;
 

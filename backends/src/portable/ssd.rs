@@ -207,7 +207,6 @@ pub fn ssd_chunked_log_decay<B: Stages>(
     // Sub-steps per chunk.
     let qr = q * r;
     let x = P::<B>::new(x);
-    let device = x.device();
     let x5 = pad_len(x.clone(), lp * r)
         .reshape(&[bs, k, qr, h, p])
         .permute(&[0, 3, 1, 2, 4]); // (B, H, K, QR, P)
@@ -223,9 +222,7 @@ pub fn ssd_chunked_log_decay<B: Stages>(
     let xdt = x5.mul(spread(dt4, 3, r).reshape(&[bs, h, k, qr, 1]));
     // Inclusive cumulative sums within each chunk, as a product with an upper-triangular ones
     // matrix (Burn's cumsum is quadratic on the GPU backends).
-    let cum = a_dt
-        .reshape(&[bs, h, k, 1, q])
-        .matmul(triangle::<B>(q, false, &device)); // (B, H, K, 1, Q)
+    let cum = inclusive_sums(a_dt.reshape(&[bs, h, k, 1, q])); // (B, H, K, 1, Q)
     // L[t, s] = exp(cum_t - cum_s) for s <= t, else 0 (one kernel on the GPU backends).
     let decay = P::<B>::new(B::ssd_decay_mask(
         cum.clone().reshape(&[bs, h, k, q]).into_inner(),
@@ -313,14 +310,12 @@ impl<B: Backend> SegmentMasks<B> {
         let len = reset.dims()[1];
         let r = pad_len(reset.reshape(&[bs, len, 1]), k * q).reshape(&[bs, 1, k, 1, q]);
         // Running counts within each chunk, then the counts of the chunks before.
-        let within = r.matmul(triangle::<B>(q, false, &device)); // (B, 1, K, 1, Q)
+        let within = inclusive_sums(r); // (B, 1, K, 1, Q)
         let totals = within
             .clone()
             .narrow(4, q - 1, q)
             .reshape(&[bs, 1, 1, 1, k]);
-        let before = totals
-            .clone()
-            .matmul(triangle::<B>(k, false, &device))
+        let before = inclusive_sums(totals.clone())
             .sub(totals)
             .reshape(&[bs, 1, k, 1, 1]);
         let g = within.add(before); // (B, 1, K, 1, Q)
@@ -355,6 +350,23 @@ impl<B: Backend> SegmentMasks<B> {
 }
 
 /// A (1, 1, 1, Q, Q) matrix of ones on and below (`lower`) or on and above the diagonal.
+/// Inclusive running sums along the last axis, as one (rows, Q) x (Q, Q) product with an
+/// upper-triangular ones matrix (Burn's cumsum is quadratic on the GPU backends anyway).
+///
+/// The rows are flattened into one plain matrix on purpose: in Burn 0.22.1 a batched product
+/// whose left side is a reshaped permuted view, e.g. (B, H, K, 1, Q) by a broadcast (Q, Q),
+/// gives wrong values on CubeCL (seen on lavapipe with B > 1, H > 1 and Q ≥ 16: O(1) errors in
+/// the SSD's outputs), while the flat product is right.
+fn inclusive_sums<B: Backend>(t: P<B>) -> P<B> {
+    let dims = t.dims();
+    let q = dims[dims.len() - 1];
+    let rows = dims.iter().product::<usize>() / q.max(1);
+    let device = t.device();
+    t.reshape(&[rows, q])
+        .matmul(triangle::<B>(q, false, &device).reshape(&[q, q]))
+        .reshape(&dims)
+}
+
 fn triangle<B: Backend>(q: usize, lower: bool, device: &B::Device) -> P<B> {
     let v = (0..q * q)
         .map(|i| {
