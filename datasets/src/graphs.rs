@@ -86,12 +86,32 @@ fn ints(path: &Path, line: usize, text: &str, want: usize) -> Result<Vec<usize>,
         .collect()
 }
 
+/// The most nodes [`read_edge_list`] gives one-hot identity features (nodes² floats: 400 MB).
+pub const MAX_IDENTITY_NODES: usize = 10_000;
+
+/// The most one-hot node-label features [`read_tu`] builds (nodes x classes floats: 1 GB).
+pub const MAX_ONE_HOT_VALUES: usize = 1 << 28;
+
 /// Reads an edge list (`u v` per line, 0-based, `#` comments) and a node table (`node label`
 /// per line) into one graph; nodes get a one-hot identity feature (no attributes in the files).
 pub fn read_edge_list(edges: &Path, labels: &Path) -> Result<Graph, GraphError> {
     let mut node_labels: Vec<Option<usize>> = Vec::new();
-    for (line, text) in read_lines(labels)? {
+    let table = read_lines(labels)?;
+    let rows = table.len();
+    for (line, text) in table {
         let v = ints(labels, line, &text, 2)?;
+        // Every node below the largest id needs a line of its own: an id past the line count
+        // is an error before anything is sized by it.
+        if v[0] >= rows {
+            return Err(GraphError::Parse {
+                path: labels.into(),
+                line,
+                message: format!(
+                    "node {} in a table of {rows} nodes (ids are 0..{rows}, one line each)",
+                    v[0]
+                ),
+            });
+        }
         if v[0] >= node_labels.len() {
             node_labels.resize(v[0] + 1, None);
         }
@@ -118,6 +138,13 @@ pub fn read_edge_list(edges: &Path, labels: &Path) -> Result<Graph, GraphError> 
             });
         }
         list.push((v[0], v[1]));
+    }
+    if nodes > MAX_IDENTITY_NODES {
+        return Err(GraphError::Invalid(format!(
+            "{}: {nodes} nodes; the one-hot identity features of an edge list hold nodes² \
+             values, allowed up to {MAX_IDENTITY_NODES} nodes",
+            labels.display()
+        )));
     }
     let mut x = vec![0f32; nodes * nodes];
     for i in 0..nodes {
@@ -259,7 +286,15 @@ pub fn read_tu(dir: &Path, name: &str) -> Result<Vec<Graph>, GraphError> {
                 labels.len()
             )));
         }
-        let f = labels.iter().max().map_or(1, |m| m + 1);
+        let f = labels.iter().max().map_or(1, |m| m.saturating_add(1));
+        if n.checked_mul(f).is_none_or(|v| v > MAX_ONE_HOT_VALUES) {
+            return Err(GraphError::Invalid(format!(
+                "{}: node label {} makes one-hot features of {n} x {f} values, allowed up to \
+                 {MAX_ONE_HOT_VALUES}",
+                file("node_labels").display(),
+                f - 1
+            )));
+        }
         let mut x = vec![0f32; n * f];
         for (i, &l) in labels.iter().enumerate() {
             x[i * f + l] = 1.0;
@@ -339,6 +374,27 @@ mod tests {
                 .to_string()
                 .contains("'x'")
         );
+    }
+
+    /// Sizes come from the files' numbers: a node id far past the table is refused before
+    /// anything is sized by it, and so are identity features too large to hold.
+    #[test]
+    fn huge_node_ids_and_graphs_are_errors_not_allocations() {
+        let dir = tempfile::tempdir().unwrap();
+        let (e, l) = (dir.path().join("g.edges"), dir.path().join("g.labels"));
+        std::fs::write(&e, "0 1\n").unwrap();
+        std::fs::write(&l, "0 0\n99999999999 1\n").unwrap();
+        let err = read_edge_list(&e, &l).unwrap_err().to_string();
+        assert!(
+            err.contains("g.labels, line 2") && err.contains("node 99999999999"),
+            "{err}"
+        );
+        let big: String = (0..=MAX_IDENTITY_NODES)
+            .map(|i| format!("{i} 0\n"))
+            .collect();
+        std::fs::write(&l, big).unwrap();
+        let err = read_edge_list(&e, &l).unwrap_err().to_string();
+        assert!(err.contains("one-hot identity features"), "{err}");
     }
 
     #[test]

@@ -145,14 +145,24 @@ pub fn read_mnist(images: &Path, labels: &Path) -> Result<ImageSet, ImageDataErr
             format!("{} labels for {n} images", be_u32(&lb, 4)),
         ));
     }
-    let size = rows * cols;
-    if ib.len() != 16 + n * size {
+    // Checked: header sizes are any u32, and their product may not fit.
+    let size = rows.checked_mul(cols).filter(|s| *s <= u32::MAX as usize);
+    let expected = size
+        .and_then(|s| s.checked_mul(n))
+        .and_then(|b| b.checked_add(16));
+    let (Some(size), Some(expected)) = (size, expected) else {
+        return Err(format_err(
+            images,
+            format!("the header's {n} images of {rows}x{cols} cannot be held in memory"),
+        ));
+    };
+    if ib.len() != expected {
         return Err(format_err(
             images,
             format!(
-                "truncated or padded: {} bytes, expected {} for {n} images of {rows}x{cols}",
+                "truncated or padded: {} bytes, expected {expected} for {n} images of \
+                 {rows}x{cols}",
                 ib.len(),
-                16 + n * size
             ),
         ));
     }
@@ -532,6 +542,20 @@ mod tests {
                 .to_string()
                 .contains("IDX")
         );
+    }
+
+    /// IDX header sizes whose product overflows are an error, not a wrapped size.
+    #[test]
+    fn mnist_headers_too_large_to_hold_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ip, lp) = (
+            dir.path().join("i.idx3-ubyte"),
+            dir.path().join("l.idx1-ubyte"),
+        );
+        std::fs::write(&ip, idx(0x803, &[2, u32::MAX, u32::MAX], &[0; 8])).unwrap();
+        std::fs::write(&lp, idx(0x801, &[2], &[1, 2])).unwrap();
+        let err = read_mnist(&ip, &lp).unwrap_err().to_string();
+        assert!(err.contains("cannot be held in memory"), "{err}");
     }
 
     #[test]

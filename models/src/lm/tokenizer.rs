@@ -4,6 +4,25 @@
 use crate::error::{ModelError, Result};
 use std::path::Path;
 
+/// Runs a `tokenizers` parse, turning a panic inside that crate into an error: some malformed
+/// `tokenizer.json` files (a misspelt `null` in the decoder, found by fuzzing) make tokenizers
+/// 0.22 panic ("Helper: Error(\"expected value\" ...)") instead of returning its error.
+fn guarded<T, E: std::fmt::Display>(
+    parse: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)) {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!("not a valid tokenizer.json ({what})"))
+        }
+    }
+}
+
 /// A loaded tokenizer.
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
@@ -18,16 +37,16 @@ impl TextTokenizer {
                 path.display()
             )));
         }
-        tokenizers::Tokenizer::from_file(path)
+        guarded(|| tokenizers::Tokenizer::from_file(path))
             .map(|inner| Self { inner })
             .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))
     }
 
     /// A tokenizer from the text of a `tokenizer.json`.
     pub fn from_json(json: &str) -> Result<Self> {
-        json.parse::<tokenizers::Tokenizer>()
+        guarded(|| json.parse::<tokenizers::Tokenizer>())
             .map(|inner| Self { inner })
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))
+            .map_err(ModelError::Tokenizer)
     }
 
     /// The byte-level tokenizer of models trained with `zoo train lm --bytes`: token `b` is
