@@ -95,7 +95,7 @@ fn head_task(p: &SsdSlices, bi: usize, hi: usize, st: &mut [f32], yh: &mut [f32]
 
 /// The decay of head `hi` at time row `row` (batch row · L + step).
 #[inline(always)]
-fn step_decay(p: &SsdSlices, row: usize, hi: usize) -> f32 {
+pub(super) fn step_decay(p: &SsdSlices, row: usize, hi: usize) -> f32 {
     let h = p.dims.heads;
     match p.a {
         Decay::PerHead(a) => (p.dt[row * h + hi] * a[hi]).exp(),

@@ -14,7 +14,7 @@ use super::calls;
 use super::lanes::dot;
 #[cfg(target_arch = "x86_64")]
 use super::lanes::has_avx2;
-use super::ssd::SsdSlices;
+use super::ssd::{SsdSlices, step_decay};
 use rayon::prelude::*;
 
 /// Steps per recomputed segment: its states (SEGMENT + 1 of (P, N)) stay in the L2 cache at
@@ -150,11 +150,7 @@ impl Head<'_> {
     }
     #[inline(always)]
     fn decay(&self, t: usize) -> f32 {
-        let at = self.row(t) * self.p.dims.heads + self.hi;
-        match self.p.a {
-            super::ssd::Decay::PerStep(l) => l[at].exp(),
-            super::ssd::Decay::PerHead(a) => (self.p.dt[at] * a[self.hi]).exp(),
-        }
+        step_decay(self.p, self.row(t), self.hi)
     }
     #[inline(always)]
     fn resets(&self, t: usize) -> bool {
