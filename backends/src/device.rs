@@ -69,6 +69,22 @@ fn hardware_gpu() -> Option<(Device, &'static str)> {
     None
 }
 
+/// The largest buffer (bytes) one kernel on `device` can bind, `None` where there is no such
+/// limit (the CPU backends). On wgpu it is the adapter's storage-buffer binding limit (128 MiB on
+/// Mesa's lavapipe and WebGPU's default, a few GiB on most discrete cards), lowered by
+/// [`crate::MAX_BUFFER_VAR`]; a tensor larger than this cannot be an operand of any kernel, so
+/// models keep their large weights in row shards under it (and refuse what cannot be split).
+pub fn max_binding_bytes(device: &Device) -> Option<usize> {
+    match device.clone().inner().as_dispatch() {
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        burn::backend::DispatchDevice::Cube(d) => Some(crate::cube::binding_limit(
+            d.client().properties().memory.max_page_size,
+        )),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
 #[cfg(feature = "flex")]
 fn cpu(_: &str) -> Result<Device, Error> {
     Ok(Device::flex())
@@ -167,9 +183,23 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn lavapipe_binds_at_most_128_mib() {
+        let software = Device::wgpu(burn::tensor::DeviceKind::Cpu);
+        if wgpu_devices().contains(&software) {
+            assert_eq!(max_binding_bytes(&software), Some(128 << 20));
+            assert_eq!(
+                max_binding_bytes(&software.clone().autodiff()),
+                Some(128 << 20)
+            );
+        }
+    }
+
     #[cfg(feature = "flex")]
     #[test]
     fn cpu_is_flex() {
+        assert_eq!(max_binding_bytes(&Device::flex()), None);
         assert_eq!(parse_device(Some("cpu")).unwrap(), Device::flex());
     }
 }

@@ -44,7 +44,7 @@ pub use api::{
 };
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube::{LaunchCounter, MAX_BUFFER_VAR};
-pub use device::{default_device, parse_device};
+pub use device::{default_device, max_binding_bytes, parse_device};
 pub use error::Error;
 pub use ops::SsmOps;
 pub use portable::mamba3_step::{Mamba3StepConfig, Mamba3StepDims};

@@ -149,7 +149,9 @@ fn lm(a: LmBenchArgs) -> CliResult {
         }
     }
     config.validate()?;
-    let model = config.init(&device);
+    let model = config.try_init(&device)?;
+    // The timed full prefill keeps the logits of every position; the decode prompt is short.
+    model.check_fits(1, a.prefill_len, true, true)?;
 
     // Warm-up: first kernel compilations and autotune stay out of the figures.
     let (logits, _) = model.prefill(tokens(a.prompt_len.min(8), a.vocab, &device));

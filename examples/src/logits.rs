@@ -33,6 +33,7 @@ pub fn run(a: LogitsArgs) -> CliResult {
     let device = device(a.device.as_deref())?;
     let model = MambaLm::load_dir(&a.model, &device)?;
     model.check_ids(&rows)?;
+    model.check_fits(rows.len(), len, true, true)?;
     let flat: Vec<i64> = rows.iter().flatten().map(|&t| t as i64).collect();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [rows.len(), len]), &device);
     let logits = model.forward(ids);

@@ -125,7 +125,8 @@ pub fn run(a: CopyArgs) -> CliResult {
         .with_pad_vocab_size_multiple(1)
         .with_tie_embeddings(false);
     config.validate()?;
-    let mut model = config.init(&train_device);
+    let mut model = config.try_init(&train_device)?;
+    model.check_fits(a.batch_size, task.seq_len(), true, false)?;
     let mut optim = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
 

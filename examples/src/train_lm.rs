@@ -295,7 +295,8 @@ pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<Trained> {
     let device = devices[0].clone();
     device.seed(a.seed);
     let train_device = device.clone().autodiff();
-    let mut model = config.init(&train_device);
+    let mut model = config.try_init(&train_device)?;
+    model.check_fits(a.batch_size, a.seq_len, true, false)?;
     let mut optim = lm_optimizer(a.weight_decay);
     let mut state = TrainState {
         run: run_key.clone(),

@@ -36,6 +36,16 @@ pub enum ModelError {
     EmptyPrompt,
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error(
+        "{what} {shape:?} needs a {bytes}-byte buffer, over this device's {limit}-byte binding \
+         limit: use a device that binds more (the CPU has no limit) or a smaller batch or length"
+    )]
+    TooLargeForDevice {
+        what: String,
+        shape: Vec<usize>,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("{0}")]
     Invalid(String),
 }

@@ -11,6 +11,7 @@ pub mod classify;
 pub mod error;
 pub mod graph;
 pub mod io;
+pub mod limits;
 pub mod lm;
 pub mod nn;
 pub mod ssm;

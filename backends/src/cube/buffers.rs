@@ -141,7 +141,14 @@ pub(crate) fn set_test_max_buffer(bytes: Option<usize>) {
 /// The largest buffer (bytes) a launch may bind: the device's limit, lowered by
 /// [`MAX_BUFFER_VAR`] and the tests' limit.
 pub(super) fn max_buffer(t: &CubeTensor) -> usize {
-    let device = usize::try_from(t.client.properties().memory.max_page_size).unwrap_or(usize::MAX);
+    binding_limit(t.client.properties().memory.max_page_size)
+}
+
+/// The largest buffer (bytes) a kernel may bind on a device whose runtime reports
+/// `max_page_size` (wgpu: its storage-buffer binding limit), lowered by [`MAX_BUFFER_VAR`] and
+/// the tests' limit.
+pub(crate) fn binding_limit(max_page_size: u64) -> usize {
+    let device = usize::try_from(max_page_size).unwrap_or(usize::MAX);
     let test = match TEST_MAX_BUFFER.load(Ordering::Relaxed) {
         0 => usize::MAX,
         v => v,

@@ -31,6 +31,7 @@ mod ssd;
 mod step;
 
 pub use buffers::MAX_BUFFER_VAR;
+pub(crate) use buffers::binding_limit;
 #[cfg(feature = "test-utils")]
 pub(crate) use buffers::set_test_max_buffer;
 use fallback::Unsupported;

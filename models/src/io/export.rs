@@ -38,8 +38,18 @@ impl ModuleVisitor for Collector {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let key = self
-            .path
+        // A shard of a `VocabMatrix` (`weight.0`, `weight.1`, ...): its rows continue the
+        // matrix under the one key `weight`.
+        let n = self.path.len();
+        let shard = n >= 2
+            && self.path[n - 1].1 == "Vec"
+            && self.path[n - 2] == ("weight".to_string(), "Struct:VocabMatrix".to_string());
+        let segments = if shard {
+            &self.path[..n - 1]
+        } else {
+            &self.path[..]
+        };
+        let key = segments
             .iter()
             .filter(|(_, container)| !container.starts_with("Enum:"))
             .map(|(name, _)| name.as_str())
@@ -60,7 +70,15 @@ impl ModuleVisitor for Collector {
             .convert::<f32>()
             .try_into_vec::<f32>()
             .expect("f32 data converts to a Vec<f32>");
-        self.out.insert(key, (shape, values));
+        match self.out.get_mut(&key) {
+            Some((whole, rows)) if shard => {
+                whole[0] += shape[0];
+                rows.extend(values);
+            }
+            _ => {
+                self.out.insert(key, (shape, values));
+            }
+        }
     }
 }
 

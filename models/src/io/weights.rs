@@ -2,6 +2,7 @@
 //! out by key with shape checks, so that every failure names the key and both shapes.
 
 use crate::error::{ModelError, Result};
+use crate::limits::check_fits;
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
@@ -149,13 +150,25 @@ impl TensorMap {
         self.tensors.keys()
     }
 
-    /// Takes a tensor out of the map, checking its shape.
+    /// Takes a tensor out of the map, checking its shape and that it fits one buffer binding of
+    /// `device` (see [`crate::limits`]).
     pub fn take<const D: usize>(
         &mut self,
         key: &str,
         expected: [usize; D],
         device: &Device,
     ) -> Result<Tensor<D>> {
+        let data = self.take_data(key, expected)?;
+        check_fits(&format!("weights: key '{key}'"), &expected, device)?;
+        Ok(Tensor::from_data(data, device))
+    }
+
+    /// Takes a tensor's values out of the map as f32 on the host, checking its shape.
+    pub fn take_data<const D: usize>(
+        &mut self,
+        key: &str,
+        expected: [usize; D],
+    ) -> Result<TensorData> {
         let (shape, data) = self
             .tensors
             .remove(key)
@@ -176,7 +189,7 @@ impl TensorMap {
                 data.dtype()
             )));
         }
-        Ok(Tensor::from_data(data.convert::<f32>(), device))
+        Ok(data.convert::<f32>())
     }
 
     /// Takes a tensor and wraps it as a parameter.

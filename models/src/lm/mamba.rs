@@ -4,37 +4,61 @@
 //! to the embedding or not).
 
 use super::config::{ConfigFlavor, MambaLmConfig, read_mamba_config};
+use super::vocab::VocabMatrix;
 use crate::error::ModelError;
 use crate::io::{TensorMap, find_weights};
+use crate::limits::{FLOAT_BYTES, check_fits, check_params};
 use crate::lm::CausalLm;
-use crate::nn::{RmsNorm, RmsNormConfig, linear_rows};
+use crate::nn::{RmsNorm, RmsNormConfig};
 use crate::ssm::mamba::MambaLayerCache;
 use crate::ssm::{Mixer, MixerTrace};
-use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::module::Module;
+use burn::nn::Initializer;
 use burn::tensor::{Device, Int, Tensor};
-use ssm_backends::rows_matmul_transposed;
+use ssm_backends::max_binding_bytes;
 use std::path::Path;
 
 impl MambaLmConfig {
     /// A randomly initialised model (mamba_ssm's init; embedding N(0, 0.02)).
     ///
     /// # Panics
-    /// On an invalid config; call [`MambaLmConfig::validate`] first for a `Result`.
+    /// On an invalid config or a parameter over the device's binding limit; see
+    /// [`MambaLmConfig::try_init`] for a `Result`.
     pub fn init(&self, device: &Device) -> MambaLm {
-        if let Err(e) = self.validate() {
-            panic!("{e}");
-        }
+        self.try_init(device).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A randomly initialised model, or why not: an invalid config, or a parameter that does
+    /// not fit one buffer binding of `device` (the embedding and an untied head are split into
+    /// shards that do: see [`VocabMatrix`]). Checked before any parameter is materialised.
+    pub fn try_init(&self, device: &Device) -> crate::Result<MambaLm> {
+        self.validate()?;
+        let vocab = [self.padded_vocab(), self.d_model];
+        let normal = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
+        let embeddings = VocabMatrix::init("backbone.embeddings.weight", vocab, &normal, device)?;
+        // Burn's Linear default (Kaiming uniform, fan-in d), in PyTorch's (out, in) layout.
+        let head_init = Initializer::KaimingUniform {
+            gain: 1.0 / 3f64.sqrt(),
+            fan_out_only: false,
+        };
+        let lm_head = if self.tie_embeddings {
+            None
+        } else {
+            Some(VocabMatrix::init(
+                "lm_head.weight",
+                vocab,
+                &head_init,
+                device,
+            )?)
+        };
         let norm = RmsNormConfig::new(self.d_model).with_eps(self.norm_eps);
         let (mixer, mixer2, mixer3) = (self.mixer(), self.mixer2(), self.mixer3());
-        MambaLm {
+        let model = MambaLm {
             backbone: Backbone {
-                embeddings: EmbeddingConfig::new(self.padded_vocab(), self.d_model)
-                    .with_initializer(Initializer::Normal {
-                        mean: 0.0,
-                        std: 0.02,
-                    })
-                    .init(device),
+                embeddings,
                 layers: (0..self.n_layer)
                     .map(|_| MambaBlock {
                         norm: norm.init(device),
@@ -49,14 +73,12 @@ impl MambaLmConfig {
                     .collect(),
                 norm_f: norm.init(device),
             },
-            lm_head: (!self.tie_embeddings).then(|| {
-                LinearConfig::new(self.d_model, self.padded_vocab())
-                    .with_bias(false)
-                    .init(device)
-            }),
+            lm_head,
             vocab_size: self.vocab_size,
             eos_token_id: self.eos_token_id,
-        }
+        };
+        check_params(&model, device)?;
+        Ok(model)
     }
 }
 
@@ -70,7 +92,8 @@ pub struct MambaBlock {
 /// Embedding, blocks and final norm (checkpoint prefix `backbone.`).
 #[derive(Module, Debug)]
 pub struct Backbone {
-    pub embeddings: Embedding,
+    /// The token embedding (vocab, d), in row shards where the device needs them.
+    pub embeddings: VocabMatrix,
     pub layers: Vec<MambaBlock>,
     pub norm_f: RmsNorm,
 }
@@ -83,8 +106,9 @@ pub type Mamba2Lm = MambaLm;
 #[derive(Module, Debug)]
 pub struct MambaLm {
     pub backbone: Backbone,
-    /// `None` when tied to the embedding.
-    pub lm_head: Option<Linear>,
+    /// The LM head (vocab, d) in PyTorch's layout (logits `x Wᵀ`); `None` when tied to the
+    /// embedding.
+    pub lm_head: Option<VocabMatrix>,
     pub vocab_size: usize,
     pub eos_token_id: Option<usize>,
 }
@@ -132,7 +156,7 @@ impl MambaLm {
         } else {
             "backbone.embeddings.weight"
         };
-        let embedding = w.take(emb_key, [v, d], device)?;
+        let embeddings = VocabMatrix::from_data(emb_key, w.take_data(emb_key, [v, d])?, device)?;
         let norm = RmsNormConfig::new(d).with_eps(config.norm_eps);
         let (mixer, mixer2, mixer3) = (config.mixer(), config.mixer2(), config.mixer3());
         let mut layers = Vec::with_capacity(config.n_layer);
@@ -157,16 +181,12 @@ impl MambaLm {
             w.discard("lm_head.weight", &[v, d])?;
             None
         } else {
-            Some(Linear {
-                weight: Param::from_tensor(w.take("lm_head.weight", [v, d], device)?.transpose()),
-                bias: None,
-            })
+            let head = w.take_data("lm_head.weight", [v, d])?;
+            Some(VocabMatrix::from_data("lm_head.weight", head, device)?)
         };
         Ok(Self {
             backbone: Backbone {
-                embeddings: Embedding {
-                    weight: Param::from_tensor(embedding),
-                },
+                embeddings,
                 layers,
                 norm_f,
             },
@@ -177,21 +197,21 @@ impl MambaLm {
     }
 
     fn device(&self) -> Device {
-        self.backbone.embeddings.weight.val().device()
+        self.backbone.embeddings.device()
     }
 
-    /// The LM head over the last axis, on the rows of `x` ([`rows_matmul_transposed`] /
-    /// [`linear_rows`]: a decode step's few rows stream the head on every core). A tied head
-    /// multiplies by the embedding in its stored (V, d) layout, which is never transposed in
-    /// memory.
+    /// The LM head over the last axis, on the rows of `x` ([`VocabMatrix::logits`]: a decode
+    /// step's few rows stream the head on every core, shard by shard). A tied head multiplies by
+    /// the embedding in its stored (V, d) layout, which is never transposed in memory.
     fn head<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dims = x.dims();
         let d = dims[D - 1];
         let rows = x.reshape([dims[..D - 1].iter().product(), d]);
-        let logits2 = match &self.lm_head {
-            Some(h) => linear_rows(h, rows),
-            None => rows_matmul_transposed(rows, self.backbone.embeddings.weight.val()),
-        };
+        let logits2 = self
+            .lm_head
+            .as_ref()
+            .unwrap_or(&self.backbone.embeddings)
+            .logits(rows);
         let mut out_dims = dims;
         out_dims[D - 1] = logits2.dims()[1];
         let logits = logits2.reshape(out_dims);
@@ -222,7 +242,7 @@ impl MambaLm {
                 ids.dims()
             )));
         }
-        let mut x = self.backbone.embeddings.forward(ids);
+        let mut x = self.backbone.embeddings.embed(ids);
         let mut caches = Vec::with_capacity(self.backbone.layers.len());
         for layer in &self.backbone.layers {
             let (y, c) = layer
@@ -235,19 +255,103 @@ impl MambaLm {
         Ok((logits, MambaCache { layers: caches }))
     }
 
-    /// The residual stream (B, L, d) after the last layer (before the final norm) and the state
-    /// after the last position.
-    fn prefill_hidden(&self, ids: Tensor<2, Int>) -> (Tensor<3>, MambaCache) {
-        let mut x = self.backbone.embeddings.forward(ids);
-        let mut caches = Vec::with_capacity(self.backbone.layers.len());
-        for layer in &self.backbone.layers {
-            let (y, c) = layer
-                .mixer
-                .forward_cached(layer.norm.forward(x.clone()), None);
-            x = x + y;
-            caches.push(c);
+    /// The residual stream after the last layer (before the final norm), in pieces along the
+    /// sequence that together make (B, L, d), and the state after the last position. One piece
+    /// where the device has no binding limit or the whole sequence fits; otherwise the prompt is
+    /// run in pieces of [`MambaLm::prefill_piece`] tokens, each layer continuing from its state
+    /// after the piece before (the result is the one-pass prefill's: the recurrence is exact
+    /// across pieces).
+    fn prefill_hidden(&self, ids: Tensor<2, Int>) -> (Vec<Tensor<3>>, MambaCache) {
+        let [b, l] = ids.dims();
+        let piece = self.prefill_piece(b).unwrap_or(l).min(l);
+        if piece < l {
+            log_split_once(b, l, piece);
         }
-        (x, MambaCache { layers: caches })
+        let mut caches: Vec<Option<MambaLayerCache>> =
+            self.backbone.layers.iter().map(|_| None).collect();
+        let mut out = Vec::with_capacity(l.div_ceil(piece));
+        for start in (0..l).step_by(piece) {
+            let n = piece.min(l - start);
+            let mut x = self
+                .backbone
+                .embeddings
+                .embed(ids.clone().narrow(1, start, n));
+            for (layer, cache) in self.backbone.layers.iter().zip(caches.iter_mut()) {
+                let (y, c) = layer
+                    .mixer
+                    .forward_cached(layer.norm.forward(x.clone()), cache.take());
+                x = x + y;
+                *cache = Some(c);
+            }
+            out.push(x);
+        }
+        let layers = caches
+            .into_iter()
+            .map(|c| c.expect("a prefill of at least one token"))
+            .collect();
+        (out, MambaCache { layers })
+    }
+
+    /// Tokens per piece of a prefill of `batch` rows such that no activation of a layer (the
+    /// widest: [`Mixer::floats_per_token`]) exceeds the device's binding limit; `None` where
+    /// there is no limit. A multiple of the SSD chunk length where one is that long.
+    pub fn prefill_piece(&self, batch: usize) -> Option<usize> {
+        let limit = max_binding_bytes(&self.device())?;
+        let per_token = self.floats_per_token() * FLOAT_BYTES * batch.max(1);
+        let tokens = (limit / per_token.max(1)).max(1);
+        let chunk = self
+            .backbone
+            .layers
+            .iter()
+            .map(|l| match &l.mixer {
+                Mixer::Mamba(_) => 1,
+                Mixer::Mamba2(m) => m.chunk_size,
+                Mixer::Mamba3(m) => m.chunk_size,
+            })
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        Some(if tokens >= chunk {
+            tokens / chunk * chunk
+        } else {
+            tokens
+        })
+    }
+
+    /// The most floats per token and batch row of one activation of the parallel forward.
+    fn floats_per_token(&self) -> usize {
+        let [_, d] = self.backbone.embeddings.dims();
+        self.backbone
+            .layers
+            .iter()
+            .map(|l| l.mixer.floats_per_token())
+            .fold(d, usize::max)
+    }
+
+    /// Whether a parallel forward of `batch` rows of `len` tokens fits the device's buffer
+    /// bindings, else an error naming the tensor that does not: the logits (B, L, V) when
+    /// `all_logits` (the training loss, `zoo logits`), and (unless the forward is a prefill,
+    /// which runs in pieces that fit) the widest activation of a layer. Nothing to check on a
+    /// device without a binding limit.
+    pub fn check_fits(
+        &self,
+        batch: usize,
+        len: usize,
+        all_logits: bool,
+        prefill: bool,
+    ) -> crate::Result<()> {
+        let device = self.device();
+        if all_logits {
+            check_fits("the logits", &[batch, len, self.vocab_size], &device)?;
+        }
+        if !prefill {
+            check_fits(
+                "a layer's widest activation",
+                &[batch, len, self.floats_per_token()],
+                &device,
+            )?;
+        }
+        Ok(())
     }
 
     /// Checks token ids against the vocabulary.
@@ -273,7 +377,7 @@ impl MambaLm {
         ids: Tensor<2, Int>,
         cache: Option<MambaCache>,
     ) -> MambaForwardOutput {
-        let mut x = self.backbone.embeddings.forward(ids);
+        let mut x = self.backbone.embeddings.embed(ids);
         let embeddings = x.clone();
         let mut hidden_states = Vec::with_capacity(self.backbone.layers.len() + 1);
         let mut caches = Vec::with_capacity(self.backbone.layers.len());
@@ -327,12 +431,17 @@ impl CausalLm for MambaLm {
     }
 
     fn prefill(&self, ids: Tensor<2, Int>) -> (Tensor<3>, MambaCache) {
-        let (x, cache) = self.prefill_hidden(ids);
-        (self.head(self.backbone.norm_f.forward(x)), cache)
+        let (pieces, cache) = self.prefill_hidden(ids);
+        let logits = pieces
+            .into_iter()
+            .map(|x| self.head(self.backbone.norm_f.forward(x)))
+            .collect();
+        (Tensor::cat(logits, 1), cache)
     }
 
     fn prefill_last(&self, ids: Tensor<2, Int>) -> (Tensor<2>, MambaCache) {
-        let (x, cache) = self.prefill_hidden(ids);
+        let (mut pieces, cache) = self.prefill_hidden(ids);
+        let x = pieces.pop().expect("a prefill has at least one piece");
         let len = x.dims()[1];
         let last = x.narrow(1, len - 1, 1).squeeze_dim::<2>(1);
         (self.head(self.backbone.norm_f.forward(last)), cache)
@@ -342,7 +451,7 @@ impl CausalLm for MambaLm {
         let mut x = self
             .backbone
             .embeddings
-            .forward(ids.unsqueeze_dim(1))
+            .embed(ids.unsqueeze_dim(1))
             .squeeze_dim::<2>(1);
         // The residual stream with each norm fused to the add before it (mamba_ssm's
         // fused_add_norm): one launch per layer for add + norm on the GPU backends.
@@ -358,6 +467,17 @@ impl CausalLm for MambaLm {
         let (_, normed) = self.backbone.norm_f.forward_add(x, pending);
         (self.head(normed), MambaCache { layers: caches })
     }
+}
+
+/// Says once per process that a prefill runs in pieces (the device's binding limit).
+fn log_split_once(batch: usize, len: usize, piece: usize) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        log::info!(
+            "a prefill of {batch} x {len} tokens runs in pieces of {piece} tokens: one pass would \
+             exceed this device's largest buffer binding"
+        )
+    });
 }
 
 /// The per-layer recurrent state of a [`MambaLm`].

@@ -8,6 +8,7 @@ pub mod state_spaces;
 pub mod tokenizer;
 pub mod train;
 pub mod transformer;
+pub mod vocab;
 
 pub use config::{
     ConfigFlavor, Mamba2Settings, Mamba3Settings, MambaLmConfig, parse_mamba_config,
@@ -18,6 +19,7 @@ pub use generate::{
 };
 pub use mamba::{Mamba2Lm, MambaCache, MambaLm};
 pub use transformer::{TransformerLm, TransformerLmConfig};
+pub use vocab::VocabMatrix;
 
 use burn::tensor::{Device, Int, Tensor};
 

@@ -5,13 +5,15 @@
 //! document; embeddings scaled by sqrt(d_model) (Vaswani et al. 2017); the head is tied to the
 //! embedding.
 
+use super::vocab::VocabMatrix;
 use crate::error::ModelError;
+use crate::limits::check_params;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::transformer::{
     TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
 };
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// Configuration of a [`TransformerLm`].
@@ -50,16 +52,24 @@ impl TransformerLmConfig {
     /// # Panics
     /// On an invalid config; call [`TransformerLmConfig::validate`] first for a `Result`.
     pub fn init(&self, device: &Device) -> TransformerLm {
-        if let Err(e) = self.validate() {
-            panic!("{e}");
-        }
-        TransformerLm {
-            embedding: EmbeddingConfig::new(self.vocab_size, self.d_model)
-                .with_initializer(Initializer::Normal {
-                    mean: 0.0,
-                    std: (self.d_model as f64).powf(-0.5),
-                })
-                .init(device),
+        self.try_init(device).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A randomly initialised model, or why not: an invalid config or a parameter over the
+    /// device's binding limit (the embedding is split into shards that fit: [`VocabMatrix`]).
+    pub fn try_init(&self, device: &Device) -> crate::Result<TransformerLm> {
+        self.validate()?;
+        let normal = Initializer::Normal {
+            mean: 0.0,
+            std: (self.d_model as f64).powf(-0.5),
+        };
+        let model = TransformerLm {
+            embedding: VocabMatrix::init(
+                "embedding.weight",
+                [self.vocab_size, self.d_model],
+                &normal,
+                device,
+            )?,
             encoder: TransformerEncoderConfig::new(
                 self.d_model,
                 self.d_ff.unwrap_or(4 * self.d_model),
@@ -70,14 +80,17 @@ impl TransformerLmConfig {
             .with_norm_first(true)
             .init(device),
             norm: LayerNormConfig::new(self.d_model).init(device),
-        }
+        };
+        check_params(&model, device)?;
+        Ok(model)
     }
 }
 
 /// A causal Transformer LM (see the module doc).
 #[derive(Module, Debug)]
 pub struct TransformerLm {
-    pub embedding: Embedding,
+    /// The token embedding (vocab, d), also the (tied) head.
+    pub embedding: VocabMatrix,
     pub encoder: TransformerEncoder,
     pub norm: LayerNorm,
 }
@@ -122,7 +135,7 @@ impl TransformerLm {
         let positions = positions_in_documents(&doc, l);
         // Vaswani et al.: embeddings N(0, 1/d) scaled by sqrt(d), so that tokens and the
         // unit-scale position encodings start at the same magnitude.
-        let x = self.embedding.forward(ids).mul_scalar((d as f64).sqrt())
+        let x = self.embedding.embed(ids).mul_scalar((d as f64).sqrt())
             + sinusoids(&positions, [b, l], d, &device);
         let (row, col) = (
             seq_idx.clone().unsqueeze_dim::<3>(2).expand([b, l, l]),
@@ -137,9 +150,9 @@ impl TransformerLm {
             .encoder
             .forward(TransformerEncoderInput::new(x).mask_attn(mask));
         let h = self.norm.forward(h);
-        let e = self.embedding.weight.val();
-        let v = e.dims()[0];
-        Ok(h.matmul(e.transpose().unsqueeze_dim::<3>(0).expand([b, d, v])))
+        let logits = self.embedding.logits(h.reshape([b * l, d]));
+        let v = logits.dims()[1];
+        Ok(logits.reshape([b, l, v]))
     }
 }
 

@@ -98,6 +98,21 @@ impl Mixer {
         }
     }
 
+    /// The most floats per token and batch row that one tensor of the parallel forward holds:
+    /// the input projection's output, or for the SSD mixers the chunked form's decay masks
+    /// (B, H, L/Q, Q, Q per sub-step: H·Q·R floats per token). Sizes the sequence pieces of a
+    /// prefill on a device with a binding limit.
+    pub fn floats_per_token(&self) -> usize {
+        match self {
+            Mixer::Mamba(m) => m.in_proj.weight.lazy_shape().dims::<2>()[1],
+            Mixer::Mamba2(m) => {
+                (m.in_proj.weight.lazy_shape().dims::<2>()[1]).max(m.n_heads * m.chunk_size)
+            }
+            Mixer::Mamba3(m) => (m.in_proj.weight.lazy_shape().dims::<2>()[1])
+                .max(m.n_heads * m.chunk_size * m.rank.max(1)),
+        }
+    }
+
     /// One recurrent step.
     pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
         match self {
