@@ -30,6 +30,7 @@ mod error;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod fusion_meta;
 mod ops;
+mod pool;
 mod portable;
 #[cfg(feature = "test-utils")]
 pub mod testing;
@@ -47,5 +48,6 @@ pub use cube::{LaunchCounter, MAX_BUFFER_VAR};
 pub use device::{default_device, max_binding_bytes, parse_device};
 pub use error::Error;
 pub use ops::SsmOps;
+pub use pool::on_pool_worker;
 pub use portable::mamba3_step::{Mamba3StepConfig, Mamba3StepDims};
 pub use portable::step::{Mamba2StepConfig, MambaStepDims};

@@ -100,7 +100,9 @@ fn main() -> ExitCode {
         )
         .init();
     }
-    let result = match cli.command {
+    // On a worker of rayon's pool: parallel regions then start on the calling thread (see
+    // `on_pool_worker`; `benches/load/run.sh` measures it on a busy machine).
+    let result = ssm_backends::on_pool_worker(move || match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Generate(a) => generate::run(a),
@@ -110,7 +112,7 @@ fn main() -> ExitCode {
         Command::Forecast(a) => forecast::run(a),
         Command::Data { what } => data::run(what),
         Command::Bench { what } => bench::run(what),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
