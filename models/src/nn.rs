@@ -2,10 +2,36 @@
 
 use crate::io::{TensorMap, key};
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 use ssm_backends::rows_matmul;
+
+/// Each float parameter of `module`: its id, its path (`a.0.b`, enum variants included, as
+/// the optimizer's parameter groups match them) and its shape, read lazily (nothing is
+/// materialised).
+pub(crate) fn float_params<M: Module>(module: &M) -> Vec<(ParamId, String, Vec<usize>)> {
+    #[derive(Default)]
+    struct Walk {
+        path: Vec<String>,
+        out: Vec<(ParamId, String, Vec<usize>)>,
+    }
+    impl ModuleVisitor for Walk {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let shape = param.lazy_shape().to_vec();
+            self.out.push((param.id, self.path.join("."), shape));
+        }
+    }
+    let mut v = Walk::default();
+    module.visit(&mut v);
+    v.out
+}
 
 /// A `Linear` on the rows of a decode step, (B, d_in) -> (B, d_out): equal to
 /// `linear.forward(x)`, through [`rows_matmul`] (on the CPU, a product that streams the weight

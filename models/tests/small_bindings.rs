@@ -38,6 +38,16 @@ fn checkpoint(model: &MambaLm) -> TensorMap {
     )
 }
 
+/// The CPU model's checkpoint loaded on `device` with `config`.
+fn load(config: &MambaLmConfig, cpu: &MambaLm, device: &Device) -> ssm_models::Result<MambaLm> {
+    MambaLm::from_weights(
+        config,
+        ConfigFlavor::HuggingFace,
+        &mut checkpoint(cpu),
+        device,
+    )
+}
+
 fn host(t: Tensor<2>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
@@ -88,13 +98,7 @@ fn mamba_130m_prefills_and_decodes_on_lavapipe() {
     let cpu_device = Device::flex();
     cpu_device.seed(17);
     let cpu = config.init(&cpu_device);
-    let gpu = MambaLm::from_weights(
-        &config,
-        ConfigFlavor::HuggingFace,
-        &mut checkpoint(&cpu),
-        &device,
-    )
-    .expect("the checkpoint loads on wgpu");
+    let gpu = load(&config, &cpu, &device).expect("the checkpoint loads on wgpu");
     let limit = max_binding_bytes(&device).expect("wgpu has a binding limit");
     let embedding_bytes: usize = 50280 * 768 * 4;
     let want_shards = 50280usize.div_ceil(limit / (768 * 4));
@@ -127,13 +131,7 @@ fn small_limits_shard_the_head_split_the_prefill_and_refuse_what_cannot_fit() {
     cpu_device.seed(5);
     let cpu = config.init(&cpu_device);
     let _limit = Limit::set(Some(32 << 10));
-    let gpu = MambaLm::from_weights(
-        &config,
-        ConfigFlavor::HuggingFace,
-        &mut checkpoint(&cpu),
-        &device,
-    )
-    .expect("the checkpoint loads on wgpu");
+    let gpu = load(&config, &cpu, &device).expect("the checkpoint loads on wgpu");
     assert_eq!(gpu.backbone.embeddings.shards(), 8);
     assert_eq!(gpu.lm_head.as_ref().map(|h| h.shards()), Some(8));
     assert_eq!(gpu.prefill_piece(1), Some(48));
@@ -168,13 +166,6 @@ fn small_limits_shard_the_head_split_the_prefill_and_refuse_what_cannot_fit() {
         "{msg}"
     );
     let wide_cpu = wide.init(&cpu_device);
-    let msg = MambaLm::from_weights(
-        &wide,
-        ConfigFlavor::HuggingFace,
-        &mut checkpoint(&wide_cpu),
-        &device,
-    )
-    .unwrap_err()
-    .to_string();
+    let msg = load(&wide, &wide_cpu, &device).unwrap_err().to_string();
     assert!(msg.contains("in_proj.weight"), "{msg}");
 }

@@ -5,6 +5,7 @@
 
 use super::mamba::MambaLm;
 use super::transformer::TransformerLm;
+use crate::nn::float_params;
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
@@ -78,25 +79,10 @@ pub fn decay_plan<M: Module>(module: &M) -> Vec<(String, bool)> {
 /// Each float parameter's id and path (`a.0.b`, enum variants included), as the optimizer's
 /// parameter groups match them.
 pub(crate) fn param_paths<M: Module>(module: &M) -> Vec<(ParamId, String)> {
-    #[derive(Default)]
-    struct Paths {
-        path: Vec<String>,
-        out: Vec<(ParamId, String)>,
-    }
-    impl ModuleVisitor for Paths {
-        fn enter_module(&mut self, name: &str, _container_type: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.out.push((param.id, self.path.join(".")));
-        }
-    }
-    let mut v = Paths::default();
-    module.visit(&mut v);
-    v.out
+    float_params(module)
+        .into_iter()
+        .map(|(id, path, _)| (id, path))
+        .collect()
 }
 
 /// The learning rate at `step` (0-based): linear warm-up from `peak / warmup` to `peak` over

@@ -65,9 +65,7 @@ impl VocabMatrix {
     /// # Errors
     /// Values that are not a 2-D float matrix, or a row larger than one binding.
     pub fn from_data(what: &str, data: TensorData, device: &Device) -> Result<Self> {
-        let [vocab, d] = <[usize; 2]>::try_from(data.shape().to_vec()).map_err(|s| {
-            ModelError::Invalid(format!("{what}: expected a (vocab, d) matrix, found {s:?}"))
-        })?;
+        let [vocab, d] = matrix_dims(what, &data)?;
         let rows = rows_per_shard(what, [vocab, d], device)?;
         Self::from_data_sharded(what, data, rows, device)
     }
@@ -82,9 +80,7 @@ impl VocabMatrix {
         rows: usize,
         device: &Device,
     ) -> Result<Self> {
-        let [vocab, d] = <[usize; 2]>::try_from(data.shape().to_vec()).map_err(|s| {
-            ModelError::Invalid(format!("{what}: expected a (vocab, d) matrix, found {s:?}"))
-        })?;
+        let [vocab, d] = matrix_dims(what, &data)?;
         if vocab == 0 || d == 0 {
             return Err(ModelError::Invalid(format!(
                 "{what}: an empty ({vocab}, {d}) matrix"
@@ -171,6 +167,13 @@ impl VocabMatrix {
     pub fn joined(&self) -> Tensor<2> {
         Tensor::cat(self.weight.iter().map(|w| w.val()).collect(), 0)
     }
+}
+
+/// The (vocab, d) shape of host values, or an error naming `what`.
+fn matrix_dims(what: &str, data: &TensorData) -> Result<[usize; 2]> {
+    <[usize; 2]>::try_from(data.shape().to_vec()).map_err(|s| {
+        ModelError::Invalid(format!("{what}: expected a (vocab, d) matrix, found {s:?}"))
+    })
 }
 
 #[cfg(test)]
