@@ -4,12 +4,13 @@
 //!
 //! Rows are 64 pixel columns then the label; a fixed seeded split keeps 20% for testing.
 
+use crate::files::read_bytes;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 /// Pixels per image (the sequence length).
@@ -39,14 +40,9 @@ pub fn read_digits(path: &Path) -> Result<Vec<DigitItem>, DigitsError> {
         path: path.into(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(BufReader::new(flate2::read::GzDecoder::new(file)))
-    } else {
-        Box::new(BufReader::new(file))
-    };
+    let bytes = read_bytes(path)?;
     let mut items = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
+    for (i, line) in bytes.lines().enumerate() {
         let line = line.map_err(io)?;
         if line.trim().is_empty() {
             continue;

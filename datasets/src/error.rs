@@ -21,6 +21,17 @@ pub enum DataFileError {
     /// A file whose format is wrong (an image or a binary data set).
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
+    /// A gzip file that expands past its limit ([`crate::files::gunzip_limit`]).
+    #[error(
+        "{path} expands to more than {limit} bytes when gunzipped (from {compressed} bytes): \
+         a damaged file or a gzip bomb? If the data is real, set SSM_ZOO_MAX_GUNZIP_BYTES to \
+         a larger byte count"
+    )]
+    TooLarge {
+        path: PathBuf,
+        limit: u64,
+        compressed: u64,
+    },
     /// Contents that parse but cannot be used (sizes, settings).
     #[error("{0}")]
     Invalid(String),

@@ -4,6 +4,7 @@
 //! normalisation); and a Burn [`Batcher`] that stacks them into (B, C, H, W) tensors.
 
 use crate::digits::{DigitItem, digits_split};
+use crate::files::read_bytes;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -11,7 +12,6 @@ use image::imageops::{self, FilterType};
 use image::{DynamicImage, GrayImage, RgbImage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -30,26 +30,6 @@ fn format_err(path: &Path, message: impl Into<String>) -> ImageDataError {
         path: path.into(),
         message: message.into(),
     }
-}
-
-/// A whole file, gunzipped when its name ends in `.gz`.
-pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>, ImageDataError> {
-    let io = |source| ImageDataError::Io {
-        path: path.into(),
-        source,
-    };
-    let mut bytes = Vec::new();
-    let file = std::fs::File::open(path).map_err(io)?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        flate2::read::GzDecoder::new(file)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-    } else {
-        std::io::BufReader::new(file)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-    }
-    Ok(bytes)
 }
 
 /// A labelled image set with its class names.

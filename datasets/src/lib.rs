@@ -9,6 +9,7 @@
 pub mod digits;
 pub mod download;
 pub mod error;
+pub mod files;
 pub mod graphs;
 pub mod images;
 pub mod selective_copying;

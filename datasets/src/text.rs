@@ -8,7 +8,7 @@
 //! model where each starts so that no state or convolution window crosses that boundary.
 
 use crate::error::DataFileError;
-use crate::images::read_bytes;
+use crate::files::read_bytes;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;

@@ -3,10 +3,11 @@
 //! numbers in headers and in text, truncation, deleted, repeated and spliced ranges) for
 //! `SSM_ZOO_FUZZ_SECS` seconds (default 2; run for hours with e.g. `SSM_ZOO_FUZZ_SECS=3600
 //! cargo test --release --workspace --test fuzz_readers -- --test-threads 1`;
-//! `SSM_ZOO_FUZZ_SEED` varies the inputs). A reader may refuse an input with an error; it may
-//! not panic, hang (over [`HANG_SECS`] on one input) or ask for more than [`MAX_ALLOC`] bytes
-//! at once (a header claiming 100 GB must be refused before allocating): this binary's
-//! allocator refuses such a request, which aborts the run.
+//! `SSM_ZOO_FUZZ_SEED` varies the inputs, `SSM_ZOO_FUZZ_ONLY=tu,flax` runs only those
+//! readers). A reader may refuse an input with an error; it may not panic, hang (over
+//! [`HANG_SECS`] on one input) or ask for more than [`MAX_ALLOC`] bytes at once (a header
+//! claiming 100 GB must be refused before allocating): this binary's allocator refuses such a
+//! request, which aborts the run. Gzipped inputs expand within `ssm_datasets::files`' bound.
 //!
 //! An input that fails is written to `fuzz-failures/` in the target folder; copied to
 //! `fixtures/fuzz/<reader>/`, it is replayed by every run from then on (the regression corpus).
@@ -209,6 +210,37 @@ fn targets() -> Vec<Target> {
             read: |d| drop(read_documents(&d.join("d.jsonl"))),
         },
         Target {
+            name: "gzip_text",
+            files: vec![(
+                "d.jsonl.gz",
+                vec![
+                    gzip(b"{\"text\": \"To be\"}\n{\"text\": \"or not\"}\n"),
+                    [gzip(b"{\"text\": \"a\"}\n"), gzip(b"{\"text\": \"b\"}\n")].concat(),
+                    gzip(&[b'x'; 4096]),
+                ],
+            )],
+            read: |d| drop(read_documents(&d.join("d.jsonl.gz"))),
+        },
+        Target {
+            name: "gzip_mnist",
+            files: vec![
+                (
+                    "images.idx3-ubyte.gz",
+                    vec![gzip(&idx(0x803, &[3, 4, 5], &[7; 60]))],
+                ),
+                (
+                    "labels.idx1-ubyte.gz",
+                    vec![gzip(&idx(0x801, &[3], &[1, 9, 0]))],
+                ),
+            ],
+            read: |d| {
+                drop(read_mnist(
+                    &d.join("images.idx3-ubyte.gz"),
+                    &d.join("labels.idx1-ubyte.gz"),
+                ))
+            },
+        },
+        Target {
             name: "digits_csv",
             files: vec![(
                 "digits.csv",
@@ -244,6 +276,13 @@ fn targets() -> Vec<Target> {
             },
         },
     ]
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).expect("compressing in memory");
+    enc.finish().expect("compressing in memory")
 }
 
 fn head_lines(text: &[u8], lines: usize) -> Vec<u8> {
@@ -443,6 +482,10 @@ fn readers_survive_mutated_files() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    // SSM_ZOO_FUZZ_ONLY=a,b: only these readers (for long runs split over processes).
+    let only: Option<Vec<String>> = std::env::var("SSM_ZOO_FUZZ_ONLY")
+        .ok()
+        .map(|s| s.split(',').map(|n| n.trim().to_string()).collect());
     let failures_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures");
     std::fs::create_dir_all(&failures_dir).expect("creating fuzz-failures/");
     let epoch = Instant::now();
@@ -453,6 +496,12 @@ fn readers_survive_mutated_files() {
     let mut failures = Vec::new();
     let mut summary = Vec::new();
     for (ti, t) in targets().iter().enumerate() {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|n| n == t.name))
+        {
+            continue;
+        }
         let case_dir = tempfile::tempdir().expect("a temporary folder");
         // The saved corpus first, then the seeds themselves, then mutations.
         let mut cases: Vec<(usize, Vec<u8>, String)> = regression_corpus(t)
