@@ -71,6 +71,21 @@ pub fn set_gpu_max_buffer(bytes: Option<usize>) {
     crate::cube::set_test_max_buffer(bytes);
 }
 
+/// Cuts every GPU forward scan into `spans` spans of the sequence walked in parallel (`None`:
+/// back to the rule on the device's size), to test the sequence-parallel path on any device.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub fn set_gpu_scan_spans(spans: Option<usize>) {
+    crate::cube::set_test_spans(spans);
+}
+
+/// Makes every GPU forward scan stage its inputs through shared memory (coalesced loads, as on
+/// hardware GPUs) or read them directly (as on software adapters), whatever the device
+/// (`None`: back to the device's rule), to test both paths on any device.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub fn set_gpu_scan_staging(stage: Option<bool>) {
+    crate::cube::set_test_staging(stage);
+}
+
 /// The repository's `fixtures/` folder (reference data shipped with the sources).
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
@@ -182,17 +197,25 @@ pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
 /// it; on a machine without any GPU driver the wgpu tests skip with a message).
 pub const REQUIRE_WGPU_VAR: &str = "SSM_ZOO_REQUIRE_WGPU";
 
-/// The wgpu device for a test, or `None` (with a message) when this machine has no adapter and
-/// [`REQUIRE_WGPU_VAR`] is not set.
+/// The environment variable naming the device the GPU tests run on (default `wgpu`; `cuda`
+/// in a build with the `cuda` feature runs the same kernel tests through CUDA, as
+/// `benches/gpu/run.sh` does).
+pub const TEST_GPU_VAR: &str = "SSM_ZOO_TEST_GPU";
+
+/// The device for a GPU test (wgpu, or the one [`TEST_GPU_VAR`] names), or `None` (with a
+/// message) when this machine has no such device and [`REQUIRE_WGPU_VAR`] is not set.
 #[cfg(feature = "wgpu")]
 pub fn wgpu_test_device() -> Option<Device> {
-    match crate::parse_device(Some("wgpu")) {
+    let name = std::env::var(TEST_GPU_VAR).unwrap_or_else(|_| "wgpu".into());
+    match crate::parse_device(Some(&name)) {
         Ok(d) => Some(d),
         Err(e) => {
             if std::env::var_os(REQUIRE_WGPU_VAR).is_some() {
-                panic!("{REQUIRE_WGPU_VAR} is set but wgpu is unusable: {e}");
+                panic!("{REQUIRE_WGPU_VAR} is set but {name} is unusable: {e}");
             }
-            eprintln!("skipping wgpu test: {e} (set {REQUIRE_WGPU_VAR}=1 to make this a failure)");
+            eprintln!(
+                "skipping {name} test: {e} (set {REQUIRE_WGPU_VAR}=1 to make this a failure)"
+            );
             None
         }
     }

@@ -3,7 +3,7 @@
 //! every gradient. Documents of length 1, one spanning the CPU backward's 64-step chunk, channel
 //! counts on the vectorised (8 lanes) and the scalar path. On Flex (fused CPU kernels, 1e-5)
 //! and on wgpu (the GPU scan kernels, forward and backward, with no fallback to the portable
-//! body; 1e-4).
+//! body, the forward also cut into spans of the sequence; 1e-4).
 
 mod common;
 
@@ -14,14 +14,14 @@ use ssm_backends::{SelectiveScan, seq_idx_from_lengths, to_vec};
 
 /// The documents of each row (every row adds up to the same length).
 fn docs() -> Vec<Vec<usize>> {
-    vec![vec![1, 70, 5, 3], vec![40, 38, 1]]
+    vec![vec![1, 70, 5, 4], vec![40, 38, 2]]
 }
 
 fn case(dim: usize) -> Case {
     Case {
         batch: 2,
         dim,
-        len: 79,
+        len: 80,
         state: 4,
         groups: 1,
         gate: true,
@@ -199,6 +199,17 @@ fn packed_rows_equal_their_documents_on_wgpu() {
     // 5 channels: one partial cube; 40: two cubes of the forward, several of the backward.
     for dim in [5, 40] {
         check(&device, dim, 1e-4);
+    }
+    // The sequence-parallel forward and backward: spans of 20 and 16 steps, cut inside
+    // documents (the forward's inputs staged through shared memory in the second).
+    for spans in [4, 5] {
+        ssm_backends::testing::set_gpu_scan_spans(Some(spans));
+        ssm_backends::testing::set_gpu_scan_staging(Some(spans == 5));
+        let launches = counter.count_of("scan_bwd_span_kernel");
+        check(&device, 40, 1e-4);
+        ssm_backends::testing::set_gpu_scan_spans(None);
+        ssm_backends::testing::set_gpu_scan_staging(None);
+        assert!(counter.count_of("scan_bwd_span_kernel") > launches + 1);
     }
     assert!(
         counter.fallbacks().is_empty(),

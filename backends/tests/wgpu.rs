@@ -15,7 +15,9 @@ use ssm_backends::mamba_decode_step;
 use ssm_backends::ssd;
 use ssm_backends::testing::portable;
 use ssm_backends::testing::portable::mamba_step_composed;
-use ssm_backends::testing::{max_rel_diff, wgpu_test_device};
+use ssm_backends::testing::{
+    max_rel_diff, set_gpu_max_buffer, set_gpu_scan_spans, set_gpu_scan_staging, wgpu_test_device,
+};
 use ssm_backends::{add_rms_norm, causal_conv1d_step, selective_state_step, to_vec};
 use std::sync::Mutex;
 
@@ -55,14 +57,14 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-#[test]
-fn scan_kernel_matches_portable_body() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+/// The forward kernel against the portable body on every case, with `launches` of it expected
+/// per case (`spans`: the span count the tests force, in messages).
+fn forward_matches(seed: u64, spans: usize, launches: impl Fn(Case) -> usize) {
     let Some(gpu) = wgpu_test_device() else {
         return;
     };
     let cpu = Device::flex();
-    cpu.seed(11);
+    cpu.seed(seed);
     for c in cases() {
         let x = inputs(c, &cpu);
         let want = scan(&x).run_reference();
@@ -71,25 +73,88 @@ fn scan_kernel_matches_portable_body() {
         let (y, state) = (to_vec(got.y), to_vec(got.state));
         assert_eq!(
             counter.count_of("scan_fwd_kernel"),
-            1,
-            "{c:?}: one forward kernel launch expected, the runtime saw {:?}",
+            launches(c),
+            "{c:?} in {spans} spans: the runtime saw {:?}",
             counter.counts()
         );
+        assert!(counter.fallbacks().is_empty(), "{:?}", counter.fallbacks());
         drop(counter);
         let ey = max_rel_diff(&y, &to_vec(want.y));
         let eh = max_rel_diff(&state, &to_vec(want.state));
-        assert!(ey <= 1e-4 && eh <= 1e-4, "{c:?}: y {ey:e} state {eh:e}");
+        assert!(
+            ey <= 1e-4 && eh <= 1e-4,
+            "{c:?} in {spans} spans: y {ey:e} state {eh:e}"
+        );
     }
 }
 
+/// Forces the forward's staging of its inputs through shared memory (on hardware GPUs; off on
+/// lavapipe) for the life of the guard.
+struct Staging;
+
+impl Staging {
+    fn set(stage: bool) -> Self {
+        set_gpu_scan_staging(Some(stage));
+        Self
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        set_gpu_scan_staging(None);
+    }
+}
+
+/// Both ways of loading the inputs: read directly, and staged through shared memory by
+/// consecutive units (coalesced).
 #[test]
-fn scan_kernel_gradients_match_portable_body() {
+fn scan_kernel_matches_portable_body() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for stage in [false, true] {
+        let _stage = Staging::set(stage);
+        forward_matches(11, 1, |_| 1);
+    }
+}
+
+/// A test setting of the GPU launchers (the span count, the buffer limit) for the life of the
+/// guard.
+struct Setting(fn(Option<usize>));
+
+impl Setting {
+    fn set(setter: fn(Option<usize>), value: usize) -> Self {
+        setter(Some(value));
+        Self(setter)
+    }
+}
+
+impl Drop for Setting {
+    fn drop(&mut self) {
+        (self.0)(None);
+    }
+}
+
+/// The sequence-parallel forward (spans scanned from zero, their summaries carried, the spans
+/// walked again: two launches) against the portable body, on every shape above cut into 2, 3
+/// and 7 spans (unequal spans, spans shorter than the 64-step staging chunk, and a single
+/// span where L = 1).
+#[test]
+fn scan_kernel_over_spans_matches_portable_body() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for (spans, stage) in [(2, false), (3, true), (7, false), (7, true)] {
+        let _spans = Setting::set(set_gpu_scan_spans, spans);
+        let _stage = Staging::set(stage);
+        forward_matches(13, spans, |c| if c.len > 1 { 2 } else { 1 });
+    }
+}
+
+/// The op's gradients through the kernels against the portable body's on every case, with
+/// (backward, span-summary) kernel launches `launches(case)` expected.
+fn gradients_match(seed: u64, spans: usize, launches: impl Fn(Case) -> (usize, usize)) {
     let Some(gpu) = wgpu_test_device() else {
         return;
     };
     let cpu = Device::flex();
-    cpu.seed(12);
+    cpu.seed(seed);
     for c in cases() {
         // op_gradients tracks z and the initial state: give every case both.
         let c = Case {
@@ -108,16 +173,45 @@ fn scan_kernel_gradients_match_portable_body() {
             false,
         );
         assert_eq!(
-            counter.count_of("scan_bwd_kernel"),
-            1,
-            "{c:?}: one backward kernel launch expected, the runtime saw {:?}",
+            (
+                counter.count_of("scan_bwd_kernel"),
+                counter.count_of("scan_bwd_span_kernel")
+            ),
+            launches(c),
+            "{c:?} in {spans} spans: the runtime saw {:?}",
             counter.counts()
         );
+        assert!(counter.fallbacks().is_empty(), "{:?}", counter.fallbacks());
         drop(counter);
         for (k, name) in NAMES.iter().enumerate() {
             let err = max_rel_diff(&got[k], &want[k]);
-            assert!(err <= 1e-3, "{c:?} d{name}: relative error {err:e}");
+            assert!(
+                err <= 1e-3,
+                "{c:?} in {spans} spans, d{name}: relative error {err:e}"
+            );
         }
+    }
+}
+
+#[test]
+fn scan_kernel_gradients_match_portable_body() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    gradients_match(12, 1, |_| (1, 0));
+}
+
+/// The sequence-parallel backward (the state entering each span and the gradient leaving it
+/// from the span summaries, then the spans as batch rows of one backward launch) against the
+/// portable body's gradients, every shape above cut into 2 and 5 equal spans where they divide
+/// L (and one pass where none does: L = 1, 37).
+#[test]
+fn scan_kernel_gradients_over_spans_match_portable_body() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for spans in [2, 5] {
+        let _spans = Setting::set(set_gpu_scan_spans, spans);
+        gradients_match(14, spans, |c| {
+            let cut = c.len.is_multiple_of(spans) && c.len >= spans;
+            (1, if cut { 2 } else { 0 })
+        });
     }
 }
 
@@ -312,22 +406,6 @@ fn add_rms_norm_kernel_matches_portable_body() {
     }
 }
 
-/// Sets the largest-buffer limit of the launchers for the life of the guard.
-struct BufferLimit;
-
-impl BufferLimit {
-    fn set(bytes: usize) -> Self {
-        ssm_backends::testing::set_gpu_max_buffer(Some(bytes));
-        Self
-    }
-}
-
-impl Drop for BufferLimit {
-    fn drop(&mut self) {
-        ssm_backends::testing::set_gpu_max_buffer(None);
-    }
-}
-
 #[test]
 fn scans_larger_than_one_buffer_run_in_batch_groups() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -342,7 +420,7 @@ fn scans_larger_than_one_buffer_run_in_batch_groups() {
     // a limit of 20 000 bytes (plus the alignment margin) lets one row through per launch.
     let want = scan(&x).run_reference();
     let got = {
-        let _limit = BufferLimit::set(4096 + 20_000);
+        let _limit = Setting::set(set_gpu_max_buffer, 4096 + 20_000);
         let counter = LaunchCounter::start();
         let got = scan(&to_device(&x, &gpu)).run();
         let (y, h) = (to_vec(got.y), to_vec(got.state));
@@ -364,7 +442,7 @@ fn scans_larger_than_one_buffer_run_in_batch_groups() {
     let (wy, wh) = loss_weights(c, &cpu);
     let want = op_gradients(&x, &wy, &wh, true);
     let got = {
-        let _limit = BufferLimit::set(4096 + 150_000);
+        let _limit = Setting::set(set_gpu_max_buffer, 4096 + 150_000);
         let counter = LaunchCounter::start();
         let got = op_gradients(
             &to_device(&x, &gpu),

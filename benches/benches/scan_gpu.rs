@@ -133,36 +133,102 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// The kernel/portable ratios and the scan kernel's effective bandwidth, measured in this run.
+/// The kernel/portable ratios, the scan kernel's effective bandwidth against a copy's measured
+/// on the same device, and the sequence-parallel forward against one pass, all in this run;
+/// the figures also as one JSON line (`scan_gpu_json: {...}`, read by `benches/gpu/run.sh`).
 fn ratios() {
     let Some(device) = device() else {
         return;
     };
     let d = dim();
+    let sync = || device.sync().expect("the device failed");
     println!(
         "\n{device:?}: speed-up of the kernels over the portable body (same run, median of 3):"
     );
+    let mut rows = Vec::new();
     for l in lengths(&LENGTHS) {
         let x = ScanInputs::random(d, l, &device);
         let kernel = median_time(|| drop(x.scan(false).y.into_data()), 3);
         let fwd = median_time(|| drop(x.scan(true).y.into_data()), 3) / kernel;
         // u, delta, z read and y written (D x L each), B and C read (N x L each).
         let bytes = 4.0 * (4 * d * l + 2 * N * l) as f64;
+        // On the device alone (no read-back), against a copy of as many bytes: read x, write x + 1
+        // over the same D x L x 2 floats.
+        let on_device = median_time(
+            || {
+                // Held across the sync: Burn's fusion may skip work whose result is dropped.
+                let out = x.scan(false);
+                sync();
+                drop(out);
+            },
+            5,
+        );
+        let copy_in = Tensor::<1>::random([2 * d * l], Distribution::Default, &device);
+        let copy = median_time(
+            || {
+                let out = copy_in.clone().add_scalar(1.0);
+                sync();
+                drop(out);
+            },
+            5,
+        );
+        let copy_bytes = 4.0 * (4 * d * l) as f64;
+        let (scan_bw, copy_bw) = (bytes / on_device / 1e9, copy_bytes / copy / 1e9);
+        // The sequence cut into spans walked in parallel (two launches), against one pass.
+        let spans = 16.min(l / 64).max(2);
+        ssm_backends::testing::set_gpu_scan_spans(Some(1));
+        let one = median_time(
+            || {
+                // Held across the sync: Burn's fusion may skip work whose result is dropped.
+                let out = x.scan(false);
+                sync();
+                drop(out);
+            },
+            5,
+        );
+        ssm_backends::testing::set_gpu_scan_spans(Some(spans));
+        let cut = median_time(
+            || {
+                // Held across the sync: Burn's fusion may skip work whose result is dropped.
+                let out = x.scan(false);
+                sync();
+                drop(out);
+            },
+            5,
+        );
+        ssm_backends::testing::set_gpu_scan_spans(None);
         print!(
-            "  L = {l:>4}: forward x{fwd:.1} (kernel {:.2} GB/s effective, with the read-back)",
-            bytes / kernel / 1e9
+            "  L = {l:>4}: forward x{fwd:.1} (with the read-back); on the device {scan_bw:.2} \
+             GB/s effective, {:.0}% of a copy's {copy_bw:.2} GB/s; {spans} spans x{:.2} over \
+             one pass",
+            100.0 * scan_bw / copy_bw,
+            one / cut
+        );
+        let mut row = format!(
+            "{{\"len\": {l}, \"forward_vs_portable\": {fwd:.3}, \"scan_gb_s\": {scan_bw:.3}, \
+             \"copy_gb_s\": {copy_bw:.3}, \"scan_fraction_of_copy\": {:.3}, \"spans\": {spans}, \
+             \"spans_vs_one_pass\": {:.3}",
+            scan_bw / copy_bw,
+            one / cut
         );
         if l <= LENGTHS[1] {
             let bwd = median_time(|| x.forward_backward(&device, true), 3)
                 / median_time(|| x.forward_backward(&device, false), 3);
             print!(", forward+backward x{bwd:.1}");
+            row += &format!(", \"forward_backward_vs_portable\": {bwd:.3}");
         }
         println!();
+        rows.push(row + "}");
     }
     let x = StepInputs::random(d, &device);
     let step = median_time(|| drop(x.run(true).into_data()), 5)
         / median_time(|| drop(x.run(false).into_data()), 5);
     println!("  decode step (D = {d}): fused kernel x{step:.1} over the composed step");
+    println!(
+        "scan_gpu_json: {{\"device\": \"{device:?}\", \"d\": {d}, \"n\": {N}, \"scan\": [{}], \
+         \"decode_step_vs_composed\": {step:.3}}}",
+        rows.join(", ")
+    );
 }
 
 criterion_group!(benches, bench);

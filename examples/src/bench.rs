@@ -65,9 +65,12 @@ pub struct LmBenchArgs {
     /// Mamba2's and Mamba-3's SSD chunk length (default 256 for mamba2, 64 for mamba3).
     #[arg(long)]
     chunk_size: Option<usize>,
-    /// Prefill length (batch 1).
+    /// Prefill length.
     #[arg(long, default_value_t = 512)]
     prefill_len: usize,
+    /// Rows prefilled together (the timed prefills; decoding is batch 1).
+    #[arg(long, default_value_t = 1)]
+    prefill_batch: usize,
     /// Prompt length before decoding.
     #[arg(long, default_value_t = 16)]
     prompt_len: usize,
@@ -98,8 +101,15 @@ pub fn run(cmd: BenchCommand) -> CliResult {
 }
 
 fn tokens(n: usize, vocab: usize, device: &Device) -> Tensor<2, Int> {
-    let ids: Vec<i64> = (0..n).map(|i| ((i * 7919 + 13) % vocab) as i64).collect();
-    Tensor::from_data(TensorData::new(ids, [1, n]), device)
+    rows_of_tokens(1, n, vocab, device)
+}
+
+/// `rows` rows of `n` made-up token ids (each row its own).
+fn rows_of_tokens(rows: usize, n: usize, vocab: usize, device: &Device) -> Tensor<2, Int> {
+    let ids: Vec<i64> = (0..rows * n)
+        .map(|i| ((i * 7919 + 13) % vocab) as i64)
+        .collect();
+    Tensor::from_data(TensorData::new(ids, [rows, n]), device)
 }
 
 /// Waits for the device's queued work (timings end at a sync).
@@ -120,6 +130,7 @@ fn lm(a: LmBenchArgs) -> CliResult {
         || a.decode_tokens == 0
         || a.repeats == 0
         || a.batch == 0
+        || a.prefill_batch == 0
     {
         return Err(CliError::Usage(
             "lengths, token counts and repeats must be at least 1".into(),
@@ -151,16 +162,17 @@ fn lm(a: LmBenchArgs) -> CliResult {
     config.validate()?;
     let model = config.try_init(&device)?;
     // The timed full prefill keeps the logits of every position; the decode prompt is short.
-    model.check_fits(1, a.prefill_len, true, true)?;
+    model.check_fits(a.prefill_batch, a.prefill_len, true, true)?;
 
     // Warm-up: first kernel compilations and autotune stay out of the figures.
     let (logits, _) = model.prefill(tokens(a.prompt_len.min(8), a.vocab, &device));
     let _ = logits.into_data();
     sync(&device)?;
 
+    let prefill_ids = || rows_of_tokens(a.prefill_batch, a.prefill_len, a.vocab, &device);
     let mut times = Vec::with_capacity(a.repeats);
     for _ in 0..a.repeats {
-        let ids = tokens(a.prefill_len, a.vocab, &device);
+        let ids = prefill_ids();
         sync(&device)?;
         let t = Instant::now();
         let (logits, _) = model.prefill(ids);
@@ -171,15 +183,19 @@ fn lm(a: LmBenchArgs) -> CliResult {
     // The same prefill with the LM head on the last position only (what generation runs, and
     // what llama.cpp's `llama-bench -p` measures).
     let mut times = Vec::with_capacity(a.repeats);
+    let mut prefill_launches = None;
     for _ in 0..a.repeats {
-        let ids = tokens(a.prefill_len, a.vocab, &device);
+        let ids = prefill_ids();
         sync(&device)?;
+        let launches = Launches::start();
         let t = Instant::now();
         let (logits, _) = model.prefill_last(ids);
         let _ = logits.into_data();
         times.push(t.elapsed().as_secs_f64());
+        prefill_launches = launches.per_token(1).0;
     }
     let prefill_last_s = median(times);
+    let prefill_tokens = (a.prefill_batch * a.prefill_len) as f64;
 
     let (logits, mut cache) = model.prefill(tokens(a.prompt_len, a.vocab, &device));
     let mut next = logits
@@ -217,10 +233,11 @@ fn lm(a: LmBenchArgs) -> CliResult {
         "parameters": burn::module::Module::num_params(&model),
         "d_state": d_state,
         "head_dim": (a.arch != Arch::Mamba).then_some(a.head_dim),
-        "prefill_batch": 1,
+        "prefill_batch": a.prefill_batch,
         "prefill_len": a.prefill_len,
-        "prefill_tokens_per_s": a.prefill_len as f64 / prefill_s,
-        "prefill_last_tokens_per_s": a.prefill_len as f64 / prefill_last_s,
+        "prefill_tokens_per_s": prefill_tokens / prefill_s,
+        "prefill_last_tokens_per_s": prefill_tokens / prefill_last_s,
+        "prefill_last_kernel_launches": prefill_launches,
 
         "decode_prompt_len": a.prompt_len,
         "decode_tokens": a.decode_tokens,

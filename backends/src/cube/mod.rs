@@ -2,7 +2,8 @@
 //! its launcher, written once and compiled by CubeCL to WGSL (wgpu), SPIR-V (vulkan), CUDA and
 //! HIP.
 //!
-//! - [`scan`], [`scan_backward`]: the selective scan;
+//! - [`scan`], [`scan_backward`], [`scan_backward_spans`]: the selective scan (forward,
+//!   backward, and the backward with the sequence cut into spans walked in parallel);
 //! - [`step`], [`mamba2_step`], [`mamba3_step`]: the decode steps (state update, conv window,
 //!   whole mixers);
 //! - [`ssd`]: the SSD's decay mask and inter-chunk pass; [`norm`]: residual add and RMSNorm;
@@ -27,6 +28,7 @@ mod math;
 mod norm;
 mod scan;
 mod scan_backward;
+mod scan_backward_spans;
 mod ssd;
 mod step;
 
@@ -36,6 +38,8 @@ pub(crate) use buffers::binding_limit;
 pub(crate) use buffers::set_test_max_buffer;
 use fallback::Unsupported;
 pub use launches::LaunchCounter;
+#[cfg(feature = "test-utils")]
+pub(crate) use scan::{set_test_spans, set_test_staging};
 
 use crate::ops::SsmOps;
 use crate::portable::step::{Mamba2StepConfig, MambaStepDims};

@@ -9,6 +9,7 @@ use super::buffers::{
 use super::fallback::Unsupported;
 use super::math::{sigmoid_f, softplus_f};
 use super::scan::{SCAN_BLOCK, scan_args_rows, scan_args_steps, scan_inputs_ok};
+use super::scan_backward_spans::{backward_over_spans, equal_spans};
 use crate::portable::prim::P;
 use crate::portable::{ScanArgs, ScanDims, ScanGrads};
 use burn::backend::cubecl::dtype_to_storage_type;
@@ -327,7 +328,9 @@ fn tiling(s: ScanDims, t: &CubeTensor) -> Result<(usize, usize), Unsupported> {
 }
 
 /// The backward scan on the kernel (one launch, or one per group of batch rows when its
-/// buffers would exceed the device's largest buffer), or why the kernel cannot take it.
+/// buffers would exceed the device's largest buffer; on devices the batch rows do not fill,
+/// the sequence cut into spans walked in parallel, [`backward_over_spans`]), or why the kernel
+/// cannot take it.
 pub(crate) fn selective_scan_backward(
     args: ScanArgs<Cb>,
     dy: CubeTensor,
@@ -348,6 +351,21 @@ pub(crate) fn selective_scan_backward(
     if s.len > backward_segment(s.state) && super::buffers::loop_capped(&args.u) {
         return backward_in_segments(args, dy, dstate);
     }
+    let spans = equal_spans(s.len, super::scan::backward_spans_wanted(&args));
+    if spans > 1 {
+        return backward_over_spans(args, dy, dstate, spans, backward_rows);
+    }
+    backward_rows(args, dy, dstate)
+}
+
+/// The backward in one launch, or one per group of batch rows when its buffers would exceed
+/// the device's largest buffer.
+fn backward_rows(
+    args: ScanArgs<Cb>,
+    dy: CubeTensor,
+    dstate: CubeTensor,
+) -> Result<ScanGrads<Cb>, Unsupported> {
+    let s = ScanDims::of::<Cb>(&args.u, &args.b);
     let elem = args.u.dtype.size();
     let (block, chunk) = tiling(s, &args.u)?;
     let cubes = (s.dim / s.groups).div_ceil(block);
