@@ -88,46 +88,29 @@ fn forward_matches(seed: u64, spans: usize, launches: impl Fn(Case) -> usize) {
     }
 }
 
-/// Forces the forward's staging of its inputs through shared memory (on hardware GPUs; off on
-/// lavapipe) for the life of the guard.
-struct Staging;
-
-impl Staging {
-    fn set(stage: bool) -> Self {
-        set_gpu_scan_staging(Some(stage));
-        Self
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        set_gpu_scan_staging(None);
-    }
-}
-
 /// Both ways of loading the inputs: read directly, and staged through shared memory by
 /// consecutive units (coalesced).
 #[test]
 fn scan_kernel_matches_portable_body() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for stage in [false, true] {
-        let _stage = Staging::set(stage);
+        let _stage = Setting::set(set_gpu_scan_staging, stage);
         forward_matches(11, 1, |_| 1);
     }
 }
 
-/// A test setting of the GPU launchers (the span count, the buffer limit) for the life of the
-/// guard.
-struct Setting(fn(Option<usize>));
+/// A test setting of the GPU launchers (the span count, the forward's staging, the buffer
+/// limit) for the life of the guard.
+struct Setting<T>(fn(Option<T>));
 
-impl Setting {
-    fn set(setter: fn(Option<usize>), value: usize) -> Self {
+impl<T> Setting<T> {
+    fn set(setter: fn(Option<T>), value: T) -> Self {
         setter(Some(value));
         Self(setter)
     }
 }
 
-impl Drop for Setting {
+impl<T> Drop for Setting<T> {
     fn drop(&mut self) {
         (self.0)(None);
     }
@@ -142,7 +125,7 @@ fn scan_kernel_over_spans_matches_portable_body() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for (spans, stage) in [(2, false), (3, true), (7, false), (7, true)] {
         let _spans = Setting::set(set_gpu_scan_spans, spans);
-        let _stage = Staging::set(stage);
+        let _stage = Setting::set(set_gpu_scan_staging, stage);
         forward_matches(13, spans, |c| if c.len > 1 { 2 } else { 1 });
     }
 }
