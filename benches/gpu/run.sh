@@ -15,12 +15,11 @@
 #      effective bandwidth as a fraction of a copy's measured in the same run, and the
 #      sequence-parallel forward against one pass;
 #   4. zoo bench lm for Mamba and Mamba2 at mamba-130m's shape (d_model 768, 24 layers, vocab
-#      50280), prefill 2,048 at batch 1 and 16, decode 64 tokens: tokens/s and kernel launches
-#      per token, f32. bf16/f16 are not implemented yet (issue 18, point 3): the JSON says so
-#      instead of a figure.
+#      50280), prefill 2,048 at batch 1 and 16, decode 64 tokens, in f32 and bf16 (weights and
+#      activations; the state in f32): tokens/s and kernel launches per token.
 # Reduced mode (CI, no GPU: Mesa's lavapipe): no CUDA build, tests left to the test command,
-# the same steps on wgpu at a tiny shape, so that the script and every figure it reads keep
-# working.
+# the same steps on wgpu at a tiny shape (f32 and f16: WGSL has no bf16), so that the script and
+# every figure it reads keep working.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 mode=full
@@ -84,15 +83,18 @@ if [ "$mode" = full ]; then
     for gpu in cuda wgpu; do
         SSM_ZOO_TEST_GPU=$gpu cargo test --release --workspace "${features[@]}" \
             --test wgpu --test packed --test ssd --test fallback --test small_bindings \
+            --test half_precision \
             2>&1 | tee "$work/tests-$gpu.txt" | grep -E "^test result|FAILED|panicked" >&2
     done
     shape=(--d-model 768 --layers 24 --vocab 50280 --prefill-len 2048 --decode-tokens 64
         --repeats 3)
     batches=(1 16)
+    dtypes=(f32 bf16)
     bench_args=(--bench)
 else
     shape=(--d-model 64 --layers 2 --vocab 256 --prefill-len 128 --decode-tokens 8 --repeats 1)
     batches=(1 2)
+    dtypes=(f32 f16)
     # Criterion's test mode (each bench once) and the ratios at a small width.
     bench_args=()
     export SCAN_BENCH_D=64 SCAN_BENCH_MAX_L=128
@@ -107,13 +109,16 @@ grep -E "^ +L = |decode step" "$work/scan_gpu.txt" >&2
 
 echo "== zoo bench lm on $device" >&2
 for arch in mamba mamba2; do
-    for batch in "${batches[@]}"; do
-        "$zoo" bench lm --device "$device" --arch "$arch" "${shape[@]}" \
-            --prefill-batch "$batch" >"$work/lm-$arch-$batch.json" \
-            2>"$work/lm-$arch-$batch.err" || {
-            cat "$work/lm-$arch-$batch.err" >&2
-            exit 1
-        }
+    for dtype in "${dtypes[@]}"; do
+        for batch in "${batches[@]}"; do
+            run="$arch-$dtype-$batch"
+            "$zoo" bench lm --device "$device" --arch "$arch" "${shape[@]}" \
+                --prefill-batch "$batch" --dtype "$dtype" >"$work/lm-$run.json" \
+                2>"$work/lm-$run.err" || {
+                cat "$work/lm-$run.err" >&2
+                exit 1
+            }
+        done
     done
 done
 
@@ -130,10 +135,9 @@ lm = []
 for path in sorted(glob.glob(os.path.join(work, "lm-*.json"))):
     r = json.load(open(path))
     lm.append({k: r[k] for k in (
-        "arch", "prefill_batch", "prefill_len", "prefill_tokens_per_s",
+        "arch", "dtype", "prefill_batch", "prefill_len", "prefill_tokens_per_s",
         "prefill_last_tokens_per_s", "prefill_last_kernel_launches", "decode_tokens_per_s",
         "kernel_launches_per_token", "parameters")})
-    lm[-1]["dtype"] = "f32"
 result = {
     "mode": mode,
     "device": device,
@@ -141,8 +145,17 @@ result = {
     "seconds": int(seconds),
     "scan": scan,
     "lm": lm,
-    "half_precision": "not implemented (issue 18, point 3): f32 figures only",
 }
+# Half precision against f32, same arch and batch, from this run.
+f32 = {(r["arch"], r["prefill_batch"]): r for r in lm if r["dtype"] == "f32"}
+result["half_vs_f32"] = [
+    {"arch": r["arch"], "dtype": r["dtype"], "prefill_batch": r["prefill_batch"],
+     "prefill_speedup": r["prefill_last_tokens_per_s"]
+        / f32[(r["arch"], r["prefill_batch"])]["prefill_last_tokens_per_s"],
+     "decode_speedup": r["decode_tokens_per_s"]
+        / f32[(r["arch"], r["prefill_batch"])]["decode_tokens_per_s"]}
+    for r in lm if r["dtype"] != "f32" and (r["arch"], r["prefill_batch"]) in f32]
+
 tests = {}
 for path in sorted(glob.glob(os.path.join(work, "tests-*.txt"))):
     gpu = os.path.basename(path)[len("tests-"):-len(".txt")]

@@ -30,7 +30,7 @@ pub type DigitsError = crate::error::DataFileError;
 
 /// The copy that ships with this crate.
 pub fn default_digits_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz")
+    crate::shipped::shipped_data("digits.csv.gz")
 }
 
 /// Reads a digits CSV (gzip-compressed when the name ends in `.gz`): 64 integer pixels in

@@ -162,10 +162,9 @@ pub fn read_edge_list(edges: &Path, labels: &Path) -> Result<Graph, GraphError> 
 
 /// The shipped karate club (34 nodes, 78 edges, 2 factions).
 pub fn karate_club() -> Result<Graph, GraphError> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
     read_edge_list(
-        &dir.join("karate_club.edges"),
-        &dir.join("karate_club.labels"),
+        &crate::shipped::shipped_data("karate_club.edges"),
+        &crate::shipped::shipped_data("karate_club.labels"),
     )
 }
 

@@ -13,6 +13,7 @@ pub mod files;
 pub mod graphs;
 pub mod images;
 pub mod selective_copying;
+pub mod shipped;
 pub mod text;
 pub mod timeseries;
 

@@ -70,7 +70,7 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 /// The shipped text: 290 documents of Shakespeare (the sonnets and the scenes of eight plays;
 /// see `data/README.md`).
 pub fn default_text_path() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare.jsonl.gz")
+    crate::shipped::shipped_data("shakespeare.jsonl.gz")
 }
 
 /// Documents as token ids.

@@ -527,9 +527,7 @@ pub fn forecast_splits(
 
 /// The shipped series (`data/macrodata.csv`, `co2_weekly.csv`, `sunspots.csv`).
 pub fn shipped_series(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data")
-        .join(name)
+    crate::shipped::shipped_data(name)
 }
 
 /// A batch of windows: `x` (B, L, C), `x_mark` (B, L, F), `y` (B, H, C), `y_mark` (B, H, F).

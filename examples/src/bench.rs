@@ -90,6 +90,11 @@ pub struct LmBenchArgs {
     /// cpu, ndarray, wgpu, wgpu:N, cuda:N (default: Burn's default order).
     #[arg(long)]
     device: Option<String>,
+    /// f32, f16 or bf16: weights and activations in this dtype, the SSM state, norms and
+    /// residual stream in f32 (f16 needs a device with shader-f16, bf16 one with bf16: CUDA
+    /// or the CPU; WGSL has none).
+    #[arg(long, value_parser = crate::common::dtype_arg, default_value = "f32")]
+    dtype: burn::tensor::FloatDType,
 }
 
 pub fn run(cmd: BenchCommand) -> CliResult {
@@ -160,7 +165,7 @@ fn lm(a: LmBenchArgs) -> CliResult {
         }
     }
     config.validate()?;
-    let model = config.try_init(&device)?;
+    let model = config.try_init(&device)?.to_dtype(a.dtype)?;
     // The timed full prefill keeps the logits of every position; the decode prompt is short.
     model.check_fits(a.prefill_batch, a.prefill_len, true, true)?;
 
@@ -227,6 +232,7 @@ fn lm(a: LmBenchArgs) -> CliResult {
     let report = serde_json::json!({
         "arch": format!("{:?}", a.arch).to_lowercase(),
         "device": format!("{device:?}"),
+        "dtype": ssm_models::precision::dtype_name(a.dtype),
         "d_model": a.d_model,
         "layers": a.layers,
         "vocab": a.vocab,

@@ -11,7 +11,7 @@ use crate::common::{CliError, CliResult, device, usage};
 use crate::memory;
 use crate::train_lm::{StepPlan, evaluate, train_step};
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use clap::Args;
 use plotters::prelude::*;
 use ssm_datasets::text::{PackedRows, TokenDocs, default_text_path, read_documents};
@@ -366,6 +366,7 @@ fn train_one<M: PackedLm>(
         lr: a.lr,
         min_lr: a.lr * 0.1,
         grad_clip: 1.0,
+        dtype: FloatDType::F32,
     };
     let start = Instant::now();
     for step in 0..a.steps {
@@ -377,7 +378,7 @@ fn train_one<M: PackedLm>(
     }
     let tokens_per_s = (a.steps * a.batch_size * a.seq_len) as f64 / start.elapsed().as_secs_f64();
     let valid = model.valid();
-    let val_loss = evaluate(&valid, val_rows, 16, a.batch_size, device)?;
+    let val_loss = evaluate(&valid, val_rows, 16, a.batch_size, device, FloatDType::F32)?;
     Ok((
         valid,
         TrainRow {

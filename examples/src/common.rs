@@ -48,6 +48,11 @@ pub fn write_json(path: &Path, v: &serde_json::Value) -> CliResult {
     )?)
 }
 
+/// `--dtype`'s parser: f32, f16 or bf16 ([`ssm_models::precision`]).
+pub fn dtype_arg(name: &str) -> Result<burn::tensor::FloatDType, String> {
+    ssm_models::precision::parse_dtype(name).map_err(|e| e.to_string())
+}
+
 /// The device named on the command line, or [`ssm_backends::default_device`] (a hardware GPU,
 /// else the CPU backend), said on stderr.
 pub fn device(spec: Option<&str>) -> CliResult<Device> {

@@ -68,6 +68,7 @@ pub fn run(a: DemoArgs) -> CliResult {
         device: a.device.clone(),
         devices: Vec::new(),
         resume: false,
+        dtype: burn::tensor::FloatDType::F32,
     };
     // Each demo run starts over.
     let _ = std::fs::remove_dir_all(a.out.join("checkpoints"));

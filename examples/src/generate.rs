@@ -45,6 +45,11 @@ pub struct GenerateArgs {
     /// cpu, ndarray, wgpu, wgpu:N, cuda:N (default: Burn's default order).
     #[arg(long)]
     device: Option<String>,
+    /// f32, f16 or bf16: weights and activations in this dtype, the SSM state, norms and
+    /// residual stream in f32 (f16 needs a device with shader-f16, bf16 one with bf16: CUDA
+    /// or the CPU; WGSL has none).
+    #[arg(long, value_parser = crate::common::dtype_arg, default_value = "f32")]
+    dtype: burn::tensor::FloatDType,
 }
 
 pub fn run(a: GenerateArgs) -> CliResult {
@@ -78,7 +83,7 @@ pub fn run(a: GenerateArgs) -> CliResult {
         },
     };
     let device = device(a.device.as_deref())?;
-    let model = MambaLm::load_dir(&a.model, &device)?;
+    let model = MambaLm::load_dir(&a.model, &device)?.to_dtype(a.dtype)?;
     let config = GenerationConfig {
         max_new_tokens: a.max_new_tokens,
         sampling,

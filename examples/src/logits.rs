@@ -20,6 +20,11 @@ pub struct LogitsArgs {
     /// cpu, ndarray, wgpu, wgpu:N, cuda:N (default: Burn's default order).
     #[arg(long)]
     device: Option<String>,
+    /// f32, f16 or bf16: weights and activations in this dtype, the SSM state, norms and
+    /// residual stream in f32 (f16 needs a device with shader-f16, bf16 one with bf16: CUDA
+    /// or the CPU; WGSL has none).
+    #[arg(long, value_parser = crate::common::dtype_arg, default_value = "f32")]
+    dtype: burn::tensor::FloatDType,
 }
 
 pub fn run(a: LogitsArgs) -> CliResult {
@@ -31,7 +36,7 @@ pub fn run(a: LogitsArgs) -> CliResult {
         ));
     }
     let device = device(a.device.as_deref())?;
-    let model = MambaLm::load_dir(&a.model, &device)?;
+    let model = MambaLm::load_dir(&a.model, &device)?.to_dtype(a.dtype)?;
     model.check_ids(&rows)?;
     model.check_fits(rows.len(), len, true, true)?;
     let flat: Vec<i64> = rows.iter().flatten().map(|&t| t as i64).collect();

@@ -13,7 +13,7 @@ use crate::common::{CliError, CliResult, device, usage};
 use crate::train::{load_weights, save_weights};
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,7 @@ use ssm_models::io::write_atomic;
 use ssm_models::lm::tokenizer::{BYTE_EOS, TextTokenizer, byte_level_tokenizer_json};
 use ssm_models::lm::train::{PackedLm, clip_grad_norm, lm_optimizer, token_losses, warmup_cosine};
 use ssm_models::lm::{Mamba2Settings, Mamba3Settings, MambaLm, MambaLmConfig};
+use ssm_models::precision::{cast_params, check_dtype, dtype_name};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -118,6 +119,11 @@ pub struct LmArgs {
     /// Continue from the newest checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
+    /// f32 or bf16: bf16 runs the forward and backward in bf16 from f32 master weights (the
+    /// optimizer, its state and the checkpoints stay f32; the SSM state, norms and residual
+    /// stream compute in f32). f16 is refused: it needs loss scaling, which this loop has not.
+    #[arg(long, value_parser = crate::common::dtype_arg, default_value = "f32")]
+    pub dtype: FloatDType,
 }
 
 /// The settings that decide a run's trajectory: a checkpoint resumes only under the same ones.
@@ -141,6 +147,13 @@ struct RunKey {
     grad_clip: f64,
     seed: u64,
     data: String,
+    /// The compute dtype (runs from before the option existed were f32).
+    #[serde(default = "f32_name")]
+    dtype: String,
+}
+
+fn f32_name() -> String {
+    "f32".into()
 }
 
 /// One optimizer step's record.
@@ -290,8 +303,12 @@ pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<Trained> {
         grad_clip: a.grad_clip,
         seed: a.seed,
         data: data_key,
+        dtype: dtype_name(a.dtype).to_string(),
     };
 
+    for d in &devices {
+        check_dtype(d, a.dtype)?;
+    }
     let device = devices[0].clone();
     device.seed(a.seed);
     let train_device = device.clone().autodiff();
@@ -351,7 +368,7 @@ pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<Trained> {
         && let Some(val) = &val_rows
     {
         // The untrained model's loss: where the curve starts (about ln(vocab)).
-        let val_loss = evaluate(&model.valid(), val, a.val_batches, micro, &device)?;
+        let val_loss = evaluate(&model.valid(), val, a.val_batches, micro, &device, a.dtype)?;
         state.evals.push(EvalLog {
             step: 0,
             val_loss,
@@ -371,6 +388,7 @@ pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<Trained> {
         lr: a.lr,
         min_lr: a.lr * a.min_lr_ratio,
         grad_clip: a.grad_clip,
+        dtype: a.dtype,
     };
     while state.step < steps {
         let (next, log) = train_step(model, &mut optim, &plan, state.step)?;
@@ -397,7 +415,7 @@ pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<Trained> {
         if let Some(val) = &val_rows
             && (state.step.is_multiple_of(a.eval_every) || last)
         {
-            let val_loss = evaluate(&model.valid(), val, a.val_batches, micro, &device)?;
+            let val_loss = evaluate(&model.valid(), val, a.val_batches, micro, &device, a.dtype)?;
             let e = EvalLog {
                 step: state.step,
                 val_loss,
@@ -486,6 +504,12 @@ fn check_args(a: &LmArgs) -> CliResult {
     if a.weight_decay.is_nan() || a.weight_decay < 0.0 || a.grad_clip.is_nan() || a.grad_clip < 0.0
     {
         return Err(usage("--weight-decay and --grad-clip must be at least 0"));
+    }
+    if a.dtype == FloatDType::F16 {
+        return Err(usage(
+            "--dtype f16 training needs loss scaling (f16 gradients underflow), which this loop \
+             has not: use --dtype bf16 (same range as f32) or f32",
+        ));
     }
     if a.arch != Arch::Mamba && !(2 * a.d_model).is_multiple_of(a.head_dim) {
         return Err(usage(format!(
@@ -628,6 +652,8 @@ pub struct StepPlan<'a> {
     pub lr: f64,
     pub min_lr: f64,
     pub grad_clip: f64,
+    /// The dtype the forward and backward run in (f32 master weights whatever it is).
+    pub dtype: FloatDType,
 }
 
 /// Optimizer step `step` (0-based) of the recipe: the step's micro-batches (a deterministic
@@ -656,7 +682,7 @@ pub fn train_step<M: PackedLm>(
         let work = |replica: &M, i: usize| {
             let k = (first + i) as u64;
             let rows = batch_rows(plan.rows.len(), plan.micro, plan.seed, k);
-            micro_step(replica, plan.rows, &rows, micros, main)
+            micro_step(replica, plan.rows, &rows, micros, main, plan.dtype)
         };
         let results: Vec<CliResult<(f64, GradientsParams)>> = if replicas == 1 {
             vec![work(&model, 0)]
@@ -705,6 +731,7 @@ fn micro_step<M: PackedLm>(
     idx: &[usize],
     micros: usize,
     main: &Device,
+    dtype: FloatDType,
 ) -> CliResult<(f64, GradientsParams)> {
     let device = replica
         .devices()
@@ -712,7 +739,13 @@ fn micro_step<M: PackedLm>(
         .next()
         .expect("a model with parameters");
     let batch = rows.batch(idx, &device);
-    let logits = replica.logits_packed(batch.inputs, batch.seq_idx)?;
+    // In half precision the weights are cast from the f32 masters inside the recorded graph,
+    // so the gradients land on the masters in f32.
+    let logits = if dtype == FloatDType::F32 {
+        replica.logits_packed(batch.inputs, batch.seq_idx)?
+    } else {
+        cast_params(replica.clone(), dtype).logits_packed(batch.inputs, batch.seq_idx)?
+    };
     let loss = token_losses(logits, batch.targets)
         .mean()
         .div_scalar(micros as f64);
@@ -728,7 +761,15 @@ pub fn evaluate<M: PackedLm>(
     batches: usize,
     micro: usize,
     device: &Device,
+    dtype: FloatDType,
 ) -> CliResult<f64> {
+    let cast;
+    let model = if dtype == FloatDType::F32 {
+        model
+    } else {
+        cast = cast_params(model.clone(), dtype);
+        &cast
+    };
     let n = rows.len().min(batches * micro);
     let (mut sum, mut count) = (0.0, 0usize);
     for start in (0..n).step_by(micro) {

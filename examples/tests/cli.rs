@@ -61,11 +61,14 @@ fn assert_clean_error(out: &Output, needle: &str) {
 #[test]
 fn logits_match_the_reference() {
     for name in FIXTURES {
-        logits_match(name);
+        logits_match(name, "f32");
+        logits_match(name, "bf16");
     }
 }
 
-fn logits_match(name: &str) {
+/// `zoo logits --dtype`: f32 within 1e-4 of the reference; bf16 within eight of its unit
+/// roundoffs (2^-8) of the largest logit (models/tests/half_precision.rs has the reasoning).
+fn logits_match(name: &str, dtype: &str) {
     let f = fixture_of(name);
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("logits.safetensors");
@@ -80,6 +83,8 @@ fn logits_match(name: &str) {
         out_path.to_str().unwrap(),
         "--device",
         "cpu",
+        "--dtype",
+        dtype,
     ]);
     assert!(
         out.status.success(),
@@ -90,17 +95,26 @@ fn logits_match(name: &str) {
     let (values, shape) = got.values("logits");
     let (want, wshape) = f.values("logits");
     assert_eq!(shape, wshape);
-    assert!(max_abs_diff(&values, &want) <= 1e-4, "{name}");
+    let largest = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let tol = if dtype == "bf16" {
+        8.0 * 2f32.powi(-8) * largest
+    } else {
+        1e-4
+    };
+    let err = max_abs_diff(&values, &want);
+    assert!(err <= tol, "{name} {dtype}: {err:e} over {tol:e}");
 }
 
 #[test]
 fn generate_json_gives_the_reference_greedy_tokens() {
     for name in FIXTURES {
-        greedy_tokens_match(name);
+        for dtype in ["f32", "bf16", "f16"] {
+            greedy_tokens_match(name, dtype);
+        }
     }
 }
 
-fn greedy_tokens_match(name: &str) {
+fn greedy_tokens_match(name: &str, dtype: &str) {
     let f = fixture_of(name);
     let model = model_dir_of(name);
     let out = zoo(&[
@@ -117,6 +131,8 @@ fn greedy_tokens_match(name: &str) {
         "--json",
         "--device",
         "cpu",
+        "--dtype",
+        dtype,
     ]);
     assert!(
         out.status.success(),
@@ -133,7 +149,7 @@ fn greedy_tokens_match(name: &str) {
             .iter()
             .map(|x| x.as_i64().unwrap())
             .collect();
-        assert_eq!(got, want, "{name} row {row}");
+        assert_eq!(got, want, "{name} {dtype} row {row}");
     }
 }
 
@@ -200,6 +216,49 @@ fn bench_lm_prints_one_json_object() {
     assert!(v["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(v["layers"], 2);
+    assert_eq!(v["dtype"], "f32");
+}
+
+#[test]
+fn bench_lm_runs_in_bf16_and_refuses_an_unknown_dtype() {
+    let args = |dtype: &str| {
+        zoo(&[
+            "bench",
+            "lm",
+            "--d-model",
+            "32",
+            "--layers",
+            "1",
+            "--vocab",
+            "100",
+            "--prefill-len",
+            "16",
+            "--decode-tokens",
+            "2",
+            "--repeats",
+            "1",
+            "--device",
+            "cpu",
+            "--dtype",
+            dtype,
+        ])
+    };
+    let out = args("bf16");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["dtype"], "bf16");
+    assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    let out = args("f8");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("unknown dtype 'f8'") && err.contains("bf16"),
+        "{err}"
+    );
 }
 
 #[test]

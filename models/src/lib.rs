@@ -14,6 +14,7 @@ pub mod io;
 pub mod limits;
 pub mod lm;
 pub mod nn;
+pub mod precision;
 pub mod ssm;
 pub mod timeseries;
 pub mod vision;

@@ -1,6 +1,7 @@
 //! Small building blocks shared by the families.
 
 use crate::io::{TensorMap, key};
+use crate::precision::{cast_to, to_f32};
 use burn::config::Config;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::Linear;
@@ -81,15 +82,17 @@ impl RmsNormConfig {
 }
 
 impl RmsNorm {
-    /// Normalises over the last axis.
+    /// Normalises over the last axis, in f32 whatever `x`'s dtype (returned in `x`'s).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        let x = to_f32(x);
         let rms = x
             .clone()
             .square()
             .mean_dim(D - 1)
             .add_scalar(self.eps)
             .sqrt();
-        x.div(rms).mul(self.weight.val().unsqueeze())
+        cast_to(x.div(rms).mul(to_f32(self.weight.val()).unsqueeze()), dtype)
     }
 
     /// Residual add then norm, fused (one kernel launch on the GPU backends): returns
@@ -116,13 +119,18 @@ impl RmsNorm {
 
     /// Each group of `width / groups` features of the last axis normalised, then scaled by
     /// `weight`.
+    /// In f32 whatever `x`'s dtype (returned in `x`'s).
     fn group_norm<const D: usize>(&self, x: Tensor<D>, groups: usize) -> Tensor<D> {
+        let dtype = x.dtype();
         let dims = x.dims();
         let width = dims[D - 1];
         let rows = x.shape().num_elements() / width;
-        let g = x.reshape([rows, groups, width / groups]);
+        let g = to_f32(x).reshape([rows, groups, width / groups]);
         let rms = g.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
-        (g / rms).reshape(dims).mul(self.weight.val().unsqueeze())
+        let y = (g / rms)
+            .reshape(dims)
+            .mul(to_f32(self.weight.val()).unsqueeze());
+        cast_to(y, dtype)
     }
 
     /// Mamba-3's output norm (mamba_ssm `RMSNormGated`, `norm_before_gate = True`): each group

@@ -6,6 +6,7 @@ mod fft;
 mod fftn;
 mod linear;
 mod norm;
+mod precision;
 mod scan;
 mod ssd;
 mod step;

@@ -4,6 +4,7 @@
 //! backend has one); [`SelectiveScan::run_reference`] always runs the portable body, recorded op
 //! by op under autodiff: it is the oracle the tests compare against.
 
+use super::precision::{activation_dtype, back, note_widened, wide};
 use crate::error::Error;
 use crate::ops::SsmOps;
 use crate::portable::{self, ScanArgs};
@@ -179,21 +180,25 @@ impl SelectiveScan {
         let [bs, d, _] = self.u.dims();
         let [_, n] = self.a.dims();
         let device = self.u.device();
+        let dtype = activation_dtype(&self.u);
+        note_widened("selective scan", dtype);
         let zeros_d = || Tensor::<1>::zeros([d], &device);
         Filled {
-            d: self.d.unwrap_or_else(zeros_d),
-            delta_bias: self.delta_bias.unwrap_or_else(zeros_d),
-            h0: self
-                .initial_state
-                .unwrap_or_else(|| Tensor::zeros([bs, d, n], &device)),
-            u: self.u,
-            delta: self.delta,
-            a: self.a,
-            b: self.b,
-            c: self.c,
-            z: self.z,
+            d: wide(self.d.unwrap_or_else(zeros_d)),
+            delta_bias: wide(self.delta_bias.unwrap_or_else(zeros_d)),
+            h0: wide(
+                self.initial_state
+                    .unwrap_or_else(|| Tensor::zeros([bs, d, n], &device)),
+            ),
+            u: wide(self.u),
+            delta: wide(self.delta),
+            a: wide(self.a),
+            b: wide(self.b),
+            c: wide(self.c),
+            z: self.z.map(wide),
             reset: self.seq_idx.map(reset_mask),
             delta_softplus: self.delta_softplus,
+            dtype,
         }
     }
 
@@ -203,6 +208,7 @@ impl SelectiveScan {
     /// On inconsistent shapes (see [`SelectiveScan::check`]).
     pub fn run(self) -> ScanOutput {
         let f = self.filled();
+        let dtype = f.dtype;
         let gate = f.z.is_some();
         // Without a gate the op ignores `z`; `u` stands in (no copy).
         let z = f.z.clone().unwrap_or_else(|| f.u.clone());
@@ -227,7 +233,7 @@ impl SelectiveScan {
             f.delta_softplus,
         );
         ScanOutput {
-            y: Tensor::from_dispatch(y),
+            y: back(Tensor::from_dispatch(y), dtype),
             state: Tensor::from_dispatch(state),
         }
     }
@@ -235,6 +241,7 @@ impl SelectiveScan {
     /// Runs the portable body (the oracle), differentiable op by op under autodiff.
     pub fn run_reference(self) -> ScanOutput {
         let f = self.filled();
+        let dtype = f.dtype;
         let (y, state) = portable::selective_scan::<Dispatch>(ScanArgs {
             u: f.u.into_dispatch(),
             delta: f.delta.into_dispatch(),
@@ -249,7 +256,7 @@ impl SelectiveScan {
             delta_softplus: f.delta_softplus,
         });
         ScanOutput {
-            y: Tensor::from_dispatch(y),
+            y: back(Tensor::from_dispatch(y), dtype),
             state: Tensor::from_dispatch(state),
         }
     }
@@ -267,6 +274,8 @@ struct Filled {
     h0: Tensor<3>,
     reset: Option<Tensor<2>>,
     delta_softplus: bool,
+    /// The activations' dtype, which `y` returns in.
+    dtype: burn::tensor::DType,
 }
 
 /// The reset mask of the ops from a sequence index (B, L): 1 where the index changes from the
@@ -337,22 +346,27 @@ pub fn selective_state_step(
     dt_bias: Tensor<1>,
     dt_softplus: bool,
 ) -> (Tensor<2>, Tensor<3>) {
+    let dtype = activation_dtype(&x);
+    note_widened("selective state step", dtype);
     let gate = z.is_some();
     let z = z.unwrap_or_else(|| x.clone());
     let (y, h) = <Dispatch as SsmOps>::selective_state_step(
-        state.into_dispatch(),
-        x.into_dispatch(),
-        dt.into_dispatch(),
-        a.into_dispatch(),
-        b.into_dispatch(),
-        c.into_dispatch(),
-        d.into_dispatch(),
-        z.into_dispatch(),
+        wide(state).into_dispatch(),
+        wide(x).into_dispatch(),
+        wide(dt).into_dispatch(),
+        wide(a).into_dispatch(),
+        wide(b).into_dispatch(),
+        wide(c).into_dispatch(),
+        wide(d).into_dispatch(),
+        wide(z).into_dispatch(),
         gate,
-        dt_bias.into_dispatch(),
+        wide(dt_bias).into_dispatch(),
         dt_softplus,
     );
-    (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
+    (
+        back(Tensor::from_dispatch(y), dtype),
+        Tensor::from_dispatch(h),
+    )
 }
 
 /// One fused decode step of a causal depthwise conv1d: `x` (B, C) enters the rolling `state`
@@ -364,12 +378,17 @@ pub fn causal_conv1d_step(
     bias: Tensor<1>,
     silu: bool,
 ) -> (Tensor<2>, Tensor<3>) {
+    let dtype = activation_dtype(&x);
+    note_widened("causal conv1d step", dtype);
     let (y, s) = <Dispatch as SsmOps>::causal_conv1d_step(
-        x.into_dispatch(),
-        state.into_dispatch(),
-        weight.into_dispatch(),
-        bias.into_dispatch(),
+        wide(x).into_dispatch(),
+        wide(state).into_dispatch(),
+        wide(weight).into_dispatch(),
+        wide(bias).into_dispatch(),
         silu,
     );
-    (Tensor::from_dispatch(y), Tensor::from_dispatch(s))
+    (
+        back(Tensor::from_dispatch(y), dtype),
+        Tensor::from_dispatch(s),
+    )
 }

@@ -1,6 +1,7 @@
 //! Mamba2's SSD scan on `Tensor`s: `h_t = exp(dt_t A_h) h_{t-1} + dt_t x_t ⊗ B_t`,
 //! `y_t = h_t C_t + D_h x_t` (Dao & Gu, 2024, eq. 1 with the scalar-identity A).
 
+use super::precision::{activation_dtype, back, note_widened, wide};
 use super::scan::reset_mask;
 use crate::ops::SsmOps;
 use crate::portable::ssd::{SsdDims, ssd_chunked_log_decay};
@@ -94,6 +95,7 @@ impl Ssd {
     /// On inconsistent shapes, with a message naming the input and both shapes.
     pub fn run(self) -> (Tensor<4>, Tensor<4>) {
         let f = self.filled();
+        let dtype = f.dtype;
         let has_reset = f.reset.is_some();
         let reset = f
             .reset
@@ -116,7 +118,10 @@ impl Ssd {
                 f.chunk,
                 f.rank,
             );
-            return (Tensor::from_dispatch(y), Tensor::from_dispatch(h));
+            return (
+                back(Tensor::from_dispatch(y), dtype),
+                Tensor::from_dispatch(h),
+            );
         }
         let (y, h) = <Dispatch as SsmOps>::ssd(
             f.x.into_dispatch(),
@@ -130,7 +135,10 @@ impl Ssd {
             has_reset,
             f.chunk,
         );
-        (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
+        (
+            back(Tensor::from_dispatch(y), dtype),
+            Tensor::from_dispatch(h),
+        )
     }
 
     /// [`Ssd::run`] through the portable chunked body, whatever the backend (the oracle in
@@ -140,6 +148,7 @@ impl Ssd {
     /// On inconsistent shapes.
     pub fn run_reference(self) -> (Tensor<4>, Tensor<4>) {
         let f = self.filled();
+        let dtype = f.dtype;
         let log_decay = f
             .log_decay
             .unwrap_or_else(|| f.dt.clone() * f.a.clone().reshape([1, 1, -1]));
@@ -155,7 +164,10 @@ impl Ssd {
             f.chunk,
             f.rank,
         );
-        (Tensor::from_dispatch(y), Tensor::from_dispatch(h))
+        (
+            back(Tensor::from_dispatch(y), dtype),
+            Tensor::from_dispatch(h),
+        )
     }
 
     fn filled(self) -> Filled {
@@ -195,16 +207,19 @@ impl Ssd {
                 [bs, l, h]
             );
         }
+        let dtype = activation_dtype(&self.x);
+        note_widened("SSD scan", dtype);
         Filled {
-            x: self.x,
-            dt: self.dt,
-            a: self.a,
-            b: self.b,
-            c: self.c,
-            d,
-            h0,
+            x: wide(self.x),
+            dt: wide(self.dt),
+            a: wide(self.a),
+            b: wide(self.b),
+            c: wide(self.c),
+            d: wide(d),
+            h0: wide(h0),
             reset: self.seq_idx.map(reset_mask),
-            log_decay: self.log_decay,
+            log_decay: self.log_decay.map(wide),
+            dtype,
             chunk: self.chunk,
             rank: self.rank,
         }
@@ -223,6 +238,8 @@ struct Filled {
     log_decay: Option<Tensor<3>>,
     chunk: usize,
     rank: usize,
+    /// The activations' dtype, which `y` returns in.
+    dtype: burn::tensor::DType,
 }
 
 /// The SSD scan on the tensors' device through the op (see [`Ssd`], which also takes packed

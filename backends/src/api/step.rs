@@ -2,6 +2,7 @@
 //! step after `in_proj`, one kernel launch each on the CubeCL backends; Mamba's and Mamba2's
 //! composed from the fused conv and state steps elsewhere, Mamba-3's one fused pass on the CPU.
 
+use super::precision::{activation_dtype, back, note_widened, wide};
 use crate::ops::SsmOps;
 use crate::portable::mamba3_step::{Mamba3StepConfig, Mamba3StepDims};
 use crate::portable::step::{Mamba2StepConfig, MambaStepDims};
@@ -23,16 +24,16 @@ pub fn pack_mamba_step_weights(
     a: Tensor<2>,
     d: Tensor<1>,
 ) -> Tensor<1> {
-    let flat2 = |t: Tensor<2>| t.flatten::<1>(0, 1);
+    let flat2 = |t: Tensor<2>| wide(t).flatten::<1>(0, 1);
     Tensor::cat(
         vec![
             flat2(conv_w),
-            conv_b,
+            wide(conv_b),
             flat2(x_proj_w.transpose()),
             flat2(dt_proj_w.transpose()),
-            dt_bias,
+            wide(dt_bias),
             flat2(a),
-            d,
+            wide(d),
         ],
         0,
     )
@@ -59,14 +60,16 @@ pub fn mamba_decode_step(
     ) {
         panic!("{e}");
     }
+    let dtype = activation_dtype(&xz);
+    note_widened("mamba decode step", dtype);
     let (y, cs, ss) = <Dispatch as SsmOps>::mamba_decode_step(
-        xz.into_dispatch(),
-        conv_state.into_dispatch(),
-        ssm_state.into_dispatch(),
-        weights.into_dispatch(),
+        wide(xz).into_dispatch(),
+        wide(conv_state).into_dispatch(),
+        wide(ssm_state).into_dispatch(),
+        wide(weights).into_dispatch(),
     );
     (
-        Tensor::from_dispatch(y),
+        back(Tensor::from_dispatch(y), dtype),
         Tensor::from_dispatch(cs),
         Tensor::from_dispatch(ss),
     )
@@ -83,7 +86,10 @@ pub fn pack_mamba2_step_weights(
     norm_w: Tensor<1>,
 ) -> Tensor<1> {
     Tensor::cat(
-        vec![conv_w.flatten::<1>(0, 1), conv_b, dt_bias, a, d, norm_w],
+        [conv_w.flatten::<1>(0, 1), conv_b, dt_bias, a, d, norm_w]
+            .into_iter()
+            .map(wide)
+            .collect(),
         0,
     )
 }
@@ -100,11 +106,13 @@ pub fn mamba2_decode_step(
     weights: Tensor<1>,
     cfg: Mamba2StepConfig,
 ) -> (Tensor<2>, Tensor<3>, Tensor<3>) {
+    let dtype = activation_dtype(&zxbcdt);
+    note_widened("mamba2 decode step", dtype);
     let (y, cs, ss) = <Dispatch as SsmOps>::mamba2_decode_step(
-        zxbcdt.into_dispatch(),
-        conv_state.into_dispatch(),
-        ssm_state.into_dispatch(),
-        weights.into_dispatch(),
+        wide(zxbcdt).into_dispatch(),
+        wide(conv_state).into_dispatch(),
+        wide(ssm_state).into_dispatch(),
+        wide(weights).into_dispatch(),
         cfg.heads,
         cfg.groups,
         cfg.dt_min,
@@ -112,7 +120,7 @@ pub fn mamba2_decode_step(
         cfg.eps,
     );
     (
-        Tensor::from_dispatch(y),
+        back(Tensor::from_dispatch(y), dtype),
         Tensor::from_dispatch(cs),
         Tensor::from_dispatch(ss),
     )
@@ -135,19 +143,19 @@ pub fn pack_mamba3_step_weights(
     w_o: Tensor<3>,
     norm_w: Tensor<1>,
 ) -> Tensor<1> {
-    let flat3 = |t: Tensor<3>| t.flatten::<1>(0, 2);
+    let flat3 = |t: Tensor<3>| wide(t).flatten::<1>(0, 2);
     Tensor::cat(
         vec![
-            dt_bias,
+            wide(dt_bias),
             flat3(b_bias),
             flat3(c_bias),
-            b_norm,
-            c_norm,
-            d,
+            wide(b_norm),
+            wide(c_norm),
+            wide(d),
             flat3(w_x),
             flat3(w_z),
             flat3(w_o),
-            norm_w,
+            wide(norm_w),
         ],
         0,
     )
@@ -179,11 +187,13 @@ pub fn mamba3_decode_step(
     ) {
         panic!("{e}");
     }
+    let dtype = activation_dtype(&proj);
+    note_widened("mamba3 decode step", dtype);
     let (y, cs, ss) = <Dispatch as SsmOps>::mamba3_decode_step(
-        proj.into_dispatch(),
-        conv_state.into_dispatch(),
-        ssm_state.into_dispatch(),
-        weights.into_dispatch(),
+        wide(proj).into_dispatch(),
+        wide(conv_state).into_dispatch(),
+        wide(ssm_state).into_dispatch(),
+        wide(weights).into_dispatch(),
         cfg.heads,
         cfg.groups,
         cfg.rank,
@@ -194,7 +204,7 @@ pub fn mamba3_decode_step(
         cfg.eps,
     );
     (
-        Tensor::from_dispatch(y),
+        back(Tensor::from_dispatch(y), dtype),
         Tensor::from_dispatch(cs),
         Tensor::from_dispatch(ss),
     )

@@ -10,11 +10,12 @@ use crate::io::{TensorMap, find_weights};
 use crate::limits::{FLOAT_BYTES, check_fits, check_params};
 use crate::lm::CausalLm;
 use crate::nn::{RmsNorm, RmsNormConfig};
+use crate::precision::{cast_to, to_dtype, to_f32};
 use crate::ssm::mamba::MambaLayerCache;
 use crate::ssm::{Mixer, MixerTrace};
 use burn::module::Module;
 use burn::nn::Initializer;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{DType, Device, FloatDType, Int, Tensor};
 use ssm_backends::max_binding_bytes;
 use std::path::Path;
 
@@ -200,18 +201,38 @@ impl MambaLm {
         self.backbone.embeddings.device()
     }
 
+    /// This model in `dtype` (f32, f16 or bf16; see [`crate::precision`]): weights and
+    /// activations in `dtype`, the SSM parameters, norms, residual stream and state in f32,
+    /// logits returned in f32.
+    ///
+    /// # Errors
+    /// When the model's device does not compute in `dtype`.
+    pub fn to_dtype(self, dtype: FloatDType) -> crate::Result<Self> {
+        let device = self.device();
+        to_dtype(self, dtype, &device)
+    }
+
+    /// The dtype the blocks compute in (the embedding's).
+    pub fn dtype(&self) -> DType {
+        self.backbone.embeddings.weight[0].val().dtype()
+    }
+
+    /// The residual stream's start: the token embeddings (B, L, d), in f32 whatever the
+    /// model's dtype (mamba_ssm's `residual_in_fp32`).
+    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        to_f32(self.backbone.embeddings.embed(ids))
+    }
+
     /// The LM head over the last axis, on the rows of `x` ([`VocabMatrix::logits`]: a decode
     /// step's few rows stream the head on every core, shard by shard). A tied head multiplies by
     /// the embedding in its stored (V, d) layout, which is never transposed in memory.
     fn head<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dims = x.dims();
         let d = dims[D - 1];
-        let rows = x.reshape([dims[..D - 1].iter().product(), d]);
-        let logits2 = self
-            .lm_head
-            .as_ref()
-            .unwrap_or(&self.backbone.embeddings)
-            .logits(rows);
+        let head = self.lm_head.as_ref().unwrap_or(&self.backbone.embeddings);
+        let rows =
+            cast_to(x, head.weight[0].val().dtype()).reshape([dims[..D - 1].iter().product(), d]);
+        let logits2 = to_f32(head.logits(rows));
         let mut out_dims = dims;
         out_dims[D - 1] = logits2.dims()[1];
         let logits = logits2.reshape(out_dims);
@@ -242,7 +263,7 @@ impl MambaLm {
                 ids.dims()
             )));
         }
-        let mut x = self.backbone.embeddings.embed(ids);
+        let mut x = self.embed(ids);
         let mut caches = Vec::with_capacity(self.backbone.layers.len());
         for layer in &self.backbone.layers {
             let (y, c) = layer
@@ -272,10 +293,7 @@ impl MambaLm {
         let mut out = Vec::with_capacity(l.div_ceil(piece));
         for start in (0..l).step_by(piece) {
             let n = piece.min(l - start);
-            let mut x = self
-                .backbone
-                .embeddings
-                .embed(ids.clone().narrow(1, start, n));
+            let mut x = self.embed(ids.clone().narrow(1, start, n));
             for (layer, cache) in self.backbone.layers.iter().zip(caches.iter_mut()) {
                 let (y, c) = layer
                     .mixer
@@ -377,7 +395,7 @@ impl MambaLm {
         ids: Tensor<2, Int>,
         cache: Option<MambaCache>,
     ) -> MambaForwardOutput {
-        let mut x = self.backbone.embeddings.embed(ids);
+        let mut x = self.embed(ids);
         let embeddings = x.clone();
         let mut hidden_states = Vec::with_capacity(self.backbone.layers.len() + 1);
         let mut caches = Vec::with_capacity(self.backbone.layers.len());
@@ -448,11 +466,7 @@ impl CausalLm for MambaLm {
     }
 
     fn step(&self, ids: Tensor<1, Int>, cache: MambaCache) -> (Tensor<2>, MambaCache) {
-        let mut x = self
-            .backbone
-            .embeddings
-            .embed(ids.unsqueeze_dim(1))
-            .squeeze_dim::<2>(1);
+        let mut x = self.embed(ids.unsqueeze_dim(1)).squeeze_dim::<2>(1);
         // The residual stream with each norm fused to the add before it (mamba_ssm's
         // fused_add_norm): one launch per layer for add + norm on the GPU backends.
         let mut pending: Option<Tensor<2>> = None;

@@ -14,6 +14,7 @@
 
 use crate::io::{TensorMap, key};
 use crate::nn::linear_rows;
+use crate::precision::{cast_to, to_f32};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -310,7 +311,7 @@ impl Conv1dParams {
         let w = self.weight.val();
         match &self.bias {
             Some(b) => b.val(),
-            None => Tensor::zeros([w.dims()[0]], &w.device()),
+            None => Tensor::zeros([w.dims()[0]], (&w.device(), w.dtype())),
         }
     }
 
@@ -322,12 +323,13 @@ impl Conv1dParams {
 
     /// The causal depthwise convolution of `x` (B, D, L) then SiLU, continuing from the last K
     /// inputs `prev` (B, D, K) of an earlier chunk (zeros when `None`). Returns the output
-    /// (B, D, L) and the last K inputs, the conv state for the next chunk or step.
+    /// (B, D, L) and the last K inputs, the conv state for the next chunk or step (in f32, like
+    /// every state; the output is in `x`'s dtype).
     pub fn causal_silu(&self, x: Tensor<3>, prev: Option<Tensor<3>>) -> (Tensor<3>, Tensor<3>) {
         let [_, d, len] = x.dims();
         let k = self.weight.dims()[2];
         let padded = self.window_input(x, prev);
-        let state = padded.clone().narrow(2, len - 1, k);
+        let state = to_f32(padded.clone().narrow(2, len - 1, k));
         let y = burn::tensor::activation::silu(conv1d(
             padded,
             self.weight.val(),
@@ -343,8 +345,8 @@ impl Conv1dParams {
         let [batch, d, _] = x.dims();
         let k = self.weight.dims()[2];
         let prefix = match prev {
-            Some(p) => p.narrow(2, 1, k - 1),
-            None => Tensor::zeros([batch, d, k - 1], &x.device()),
+            Some(p) => cast_to(p.narrow(2, 1, k - 1), x.dtype()),
+            None => Tensor::zeros([batch, d, k - 1], (&x.device(), x.dtype())),
         };
         Tensor::cat(vec![prefix, x], 2)
     }
@@ -361,6 +363,7 @@ impl Conv1dParams {
     ) -> (Tensor<3>, Tensor<3>) {
         let [_, d, len] = x.dims();
         let k = self.weight.dims()[2];
+        let dtype = x.dtype();
         let padded = self.window_input(x, prev);
         // The sequence of each padded position: the prefix belongs to the first sequence.
         let first = seq_idx.clone().narrow(1, 0, 1);
@@ -374,6 +377,7 @@ impl Conv1dParams {
                 .narrow(1, tap, len)
                 .equal(seq_idx.clone())
                 .float()
+                .cast(dtype)
                 .unsqueeze_dim::<3>(1); // (B, 1, L)
             let w = filters.clone().narrow(1, tap, 1).reshape([1, d, 1]);
             acc = acc + padded.clone().narrow(2, tap, len) * w * same;
@@ -383,8 +387,9 @@ impl Conv1dParams {
             .narrow(1, len - 1, k)
             .equal(last)
             .float()
+            .cast(dtype)
             .unsqueeze_dim::<3>(1); // (B, 1, K)
-        let state = padded.narrow(2, len - 1, k) * keep;
+        let state = to_f32(padded.narrow(2, len - 1, k) * keep);
         (burn::tensor::activation::silu(acc), state)
     }
 }

@@ -32,6 +32,7 @@
 
 use crate::io::{TensorMap, key};
 use crate::nn::{RmsNorm, RmsNormConfig, linear_rows};
+use crate::precision::{cast_to, to_f32};
 use crate::ssm::mamba::{MambaLayerCache, dt_bias_init, rescaled_out_proj};
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -464,9 +465,15 @@ impl Mamba3Mixer {
         dd_a: Tensor<D>,
         dd_dt: Tensor<D>,
     ) -> (Tensor<D>, Tensor<D>) {
-        let a = heavy_tail(dd_a).neg().clamp_max(-self.a_floor);
-        let dt = softplus(dd_dt + self.dt_bias.val().unsqueeze(), 1.0);
+        // In f32 whatever the activations' dtype (the decays feed exp(Δ A)).
+        let a = heavy_tail(to_f32(dd_a)).neg().clamp_max(-self.a_floor);
+        let dt = softplus(to_f32(dd_dt) + to_f32(self.dt_bias.val()).unsqueeze(), 1.0);
         (a * dt.clone(), dt)
+    }
+
+    /// The projections' dtype.
+    fn dtype(&self) -> burn::tensor::DType {
+        self.out_proj.weight.val().dtype()
     }
 
     /// A MIMO weight (H, R, P) shaped to broadcast against (.., R, H, P) of rank `D`.
@@ -611,7 +618,10 @@ impl Mamba3Mixer {
             self.n_angles,
             self.rank,
         );
-        let [z, x_in, b, c, dd_dt, dd_a, trap_raw, angles] = self.split(self.in_proj.forward(x));
+        // The projections run in the weights' dtype, the core between them in f32 (its angles,
+        // trapezoid and MIMO sums are not written for half precision).
+        let [z, x_in, b, c, dd_dt, dd_a, trap_raw, angles] =
+            self.split(to_f32(self.in_proj.forward(x)));
         let z = z.reshape([batch, len, h, p]);
         let x_in = x_in.reshape([batch, len, h, p]);
         let b = self.B_norm.forward(b.reshape([batch, len, r, g, n]));
@@ -741,7 +751,9 @@ impl Mamba3Mixer {
         let (y, ssm) = op.run();
         let y = y.reshape([batch, len, r, h, p]) - own;
         let y: Tensor<4> = self.gather(self.gate(y, self.spread(z.clone(), &self.mimo_z)));
-        let out = self.out_proj.forward(y.clone().reshape([batch, len, di]));
+        let out = self
+            .out_proj
+            .forward(cast_to(y.clone().reshape([batch, len, di]), self.dtype()));
         let cache = self.pack(Mamba3State {
             angle: theta.narrow(1, len - 1, 1).reshape([batch, h, s]),
             ssm,
@@ -804,7 +816,7 @@ impl Mamba3Mixer {
                 eps: self.B_norm.eps as f32,
             },
         );
-        let out = linear_rows(&self.out_proj, y);
+        let out = linear_rows(&self.out_proj, cast_to(y, self.dtype()));
         (
             out,
             MambaLayerCache {

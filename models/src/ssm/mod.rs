@@ -22,12 +22,17 @@ pub use mamba3::{Mamba3Mixer, Mamba3MixerConfig, Mamba3Trace};
 pub use reference::{DtTransform, ReferenceLayer, ReferenceOptions};
 pub use ss2d::{Ss2d, Ss2dConfig, Ss2dForward};
 
+use crate::precision::cast_to;
 use burn::module::Module;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{DType, Int, Tensor};
 
 /// The mixer of a block of the Mamba language models: Mamba (v1), Mamba2 or Mamba-3. Each
 /// carries a [`MambaLayerCache`] (Mamba2's and Mamba-3's SSM state as (B, H·P, N); Mamba-3's
 /// `conv_state` holds its carried angles, k and v per head).
+///
+/// A mixer runs in its weights' dtype ([`crate::precision`]): its methods take `x` in any float
+/// dtype and return the output in `x`'s, so a half-precision mixer sits in an f32 residual
+/// stream.
 // One per layer, held by value: the size difference of the variants does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
@@ -54,7 +59,8 @@ impl Mixer {
         x: Tensor<3>,
         cache: Option<MambaLayerCache>,
     ) -> (Tensor<3>, MambaLayerCache, MixerTrace) {
-        match self {
+        let (outer, x) = self.enter(x);
+        let (y, c, t) = match self {
             Mixer::Mamba(m) => {
                 let (y, c, t) = m.forward_traced(x, cache);
                 (y, c, MixerTrace::Mamba(t))
@@ -67,7 +73,8 @@ impl Mixer {
                 let (y, c, t) = m.forward_traced(x, cache);
                 (y, c, MixerTrace::Mamba3(t))
             }
-        }
+        };
+        (cast_to(y, outer), c, t)
     }
 
     /// The parallel forward over rows of packed sequences (see
@@ -78,11 +85,13 @@ impl Mixer {
         x: Tensor<3>,
         seq_idx: Tensor<2, Int>,
     ) -> (Tensor<3>, MambaLayerCache) {
-        match self {
+        let (outer, x) = self.enter(x);
+        let (y, c) = match self {
             Mixer::Mamba(m) => m.forward_packed(x, seq_idx, None),
             Mixer::Mamba2(m) => m.forward_packed(x, seq_idx, None),
             Mixer::Mamba3(m) => m.forward_packed(x, seq_idx, None),
-        }
+        };
+        (cast_to(y, outer), c)
     }
 
     /// The parallel forward from `cache`, with the state after the last step.
@@ -91,11 +100,13 @@ impl Mixer {
         x: Tensor<3>,
         cache: Option<MambaLayerCache>,
     ) -> (Tensor<3>, MambaLayerCache) {
-        match self {
+        let (outer, x) = self.enter(x);
+        let (y, c) = match self {
             Mixer::Mamba(m) => m.forward_cached(x, cache),
             Mixer::Mamba2(m) => m.forward_cached(x, cache),
             Mixer::Mamba3(m) => m.forward_cached(x, cache),
-        }
+        };
+        (cast_to(y, outer), c)
     }
 
     /// The most floats per token and batch row that one tensor of the parallel forward holds:
@@ -115,10 +126,26 @@ impl Mixer {
 
     /// One recurrent step.
     pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
-        match self {
+        let (outer, x) = self.enter(x);
+        let (y, c) = match self {
             Mixer::Mamba(m) => m.step(x, cache),
             Mixer::Mamba2(m) => m.step(x, cache),
             Mixer::Mamba3(m) => m.step(x, cache),
+        };
+        (cast_to(y, outer), c)
+    }
+
+    /// The dtype this mixer computes in: its input projection's.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Mixer::Mamba(m) => m.in_proj.weight.val().dtype(),
+            Mixer::Mamba2(m) => m.in_proj.weight.val().dtype(),
+            Mixer::Mamba3(m) => m.in_proj.weight.val().dtype(),
         }
+    }
+
+    /// `x`'s dtype, and `x` in this mixer's.
+    fn enter<const D: usize>(&self, x: Tensor<D>) -> (DType, Tensor<D>) {
+        (x.dtype(), cast_to(x, self.dtype()))
     }
 }

@@ -1,0 +1,48 @@
+//! Half precision at the ops' boundary.
+//!
+//! Every op of this API takes its activations in f32, f16 or bf16 and computes in f32: the
+//! recurrent state, the discretisation `exp(Δ A)` and every accumulation stay f32 whatever the
+//! activations are, as mamba_ssm's kernels do (its `selective_scan` loads bf16 `u`, `delta`, `B`,
+//! `C`, `z` and runs the state in fp32). Outputs come back in the activations' dtype; states
+//! (the scan's final state, the decode caches) are f32. The kernels themselves read f32, so a
+//! half-precision call widens its inputs first (one cast each, fused with the op that produced
+//! them on the fusing backends); this is said once per op in the log.
+
+use burn::tensor::{DType, FloatDType, Tensor};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+/// The dtype an op's outputs take: that of its main activation input.
+pub(crate) fn activation_dtype<const D: usize>(t: &Tensor<D>) -> DType {
+    t.dtype()
+}
+
+/// `t` in f32 (itself when it already is).
+pub(crate) fn wide<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if t.dtype() == DType::F32 {
+        t
+    } else {
+        t.cast(FloatDType::F32)
+    }
+}
+
+/// `t` (an f32 result) in `dtype` (itself when that is f32).
+pub(crate) fn back<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if t.dtype() == dtype { t } else { t.cast(dtype) }
+}
+
+/// Says once per op and dtype that `op` computes in f32 from `dtype` activations.
+pub(crate) fn note_widened(op: &'static str, dtype: DType) {
+    if dtype == DType::F32 {
+        return;
+    }
+    static SAID: Mutex<Option<HashSet<(&'static str, String)>>> = Mutex::new(None);
+    let key = (op, format!("{dtype:?}"));
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if said.get_or_insert_with(HashSet::new).insert(key) {
+        log::info!(
+            "{op}: {dtype:?} activations are widened to f32 for the op (state and accumulations \
+             in f32, as mamba_ssm keeps them); its outputs return in {dtype:?}"
+        );
+    }
+}
