@@ -1,6 +1,7 @@
 //! No silent substitution: a GPU op that cannot run its kernel runs the portable body and says
 //! so (a `log` warning once per op and shape, and the launch counter's fallback tally); the CPU
-//! kernels refuse a float type they do not compute in; shape errors are the crate's `Error`.
+//! kernels refuse a float type they do not compute in (f64; f16 and bf16 activations are
+//! widened to f32, the state kept f32); shape errors are the crate's `Error`.
 
 use burn::tensor::{Device, Distribution, FloatDType, Tensor};
 use ssm_backends::{Error, SelectiveScan, ungrouped};
@@ -74,6 +75,53 @@ fn the_cpu_kernels_refuse_other_float_types() {
         ungrouped(f64s([1, 1, 3])),
     );
     let _ = scan.run();
+}
+
+/// f16 and bf16 activations are not "other float types": the CPU scan widens them as it reads
+/// (the state and sums in f32) and returns `y` in their type, equal to the f32 run on the same
+/// values up to `y`'s own rounding.
+#[test]
+fn the_cpu_scan_takes_half_activations() {
+    let device = Device::flex();
+    device.seed(5);
+    let x = ScanInputs::random(2, 6, 19, 4, &device);
+    for (dtype, u) in [
+        (FloatDType::F16, 2f32.powi(-11)),
+        (FloatDType::BF16, 2f32.powi(-8)),
+    ] {
+        let h3 = |t: &Tensor<3>| t.clone().cast(dtype);
+        let w3 = |t: Tensor<3>| t.cast(FloatDType::F32);
+        let (hu, hd, hb, hc) = (h3(&x.u), h3(&x.delta), h3(&x.b), h3(&x.c));
+        let got = SelectiveScan::new(
+            hu.clone(),
+            hd.clone(),
+            x.a.clone(),
+            ungrouped(hb.clone()),
+            ungrouped(hc.clone()),
+        )
+        .softplus(true)
+        .run();
+        assert_eq!(got.y.dtype(), burn::tensor::DType::from(dtype));
+        assert_eq!(got.state.dtype(), burn::tensor::DType::F32);
+        let want = SelectiveScan::new(
+            w3(hu),
+            w3(hd),
+            x.a.clone(),
+            ungrouped(w3(hb)),
+            ungrouped(w3(hc)),
+        )
+        .softplus(true)
+        .run();
+        let (gy, wy) = (ssm_backends::to_vec(got.y), ssm_backends::to_vec(want.y));
+        for (g, w) in gy.iter().zip(&wy) {
+            assert!((g - w).abs() <= u * w.abs() + 1e-6, "{dtype:?}: {g} vs {w}");
+        }
+        let (gs, ws) = (
+            ssm_backends::to_vec(got.state),
+            ssm_backends::to_vec(want.state),
+        );
+        assert_eq!(gs, ws, "{dtype:?}: the state is the f32 run's");
+    }
 }
 
 #[cfg(feature = "wgpu")]

@@ -8,7 +8,7 @@
 mod common;
 
 use burn::backend::Dispatch;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
 use common::{Case, NAMES, inputs, loss_weights, op_gradients, scan, to_device};
 use ssm_backends::LaunchCounter;
 use ssm_backends::mamba_decode_step;
@@ -572,5 +572,72 @@ fn fused_mamba2_step_kernel_matches_composed_step() {
             e.iter().all(|e| *e <= 1e-4),
             "({batch},{h},{p},{g},{n}): y, conv state, ssm state errors {e:?}"
         );
+    }
+}
+
+/// Half-precision activations (f16: lavapipe has shader-f16; WGSL has no bf16): the forward
+/// kernel reads u, delta, B, C, z in f16 and writes y in f16, with its state and sums in f32.
+/// Against the portable body on the same f16 values widened to f32, the only difference is y's
+/// rounding to f16 (half a unit in the last place, 2^-12 relative) and the f32 sums' order:
+/// `|dy| <= 2^-11 |y| + 1e-4`, the state (f32) within 1e-4. Staged and direct loads, one pass
+/// and 3 spans; the kernel ran, nothing fell back.
+#[test]
+fn scan_kernel_reads_and_writes_f16_activations() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(gpu) = wgpu_test_device() else {
+        return;
+    };
+    if !gpu.supports_dtype(DType::F16) {
+        eprintln!("skipped: {gpu:?} has no f16");
+        return;
+    }
+    let cpu = Device::flex();
+    cpu.seed(23);
+    let half = |t: Tensor<3>| t.cast(FloatDType::F16);
+    let half4 = |t: Tensor<4>| t.cast(FloatDType::F16);
+    let wide = |t: Tensor<3>| t.cast(FloatDType::F32);
+    let wide4 = |t: Tensor<4>| t.cast(FloatDType::F32);
+    for (stage, spans) in [(false, 1), (true, 1), (true, 3), (false, 3)] {
+        let _stage = Setting::set(set_gpu_scan_staging, stage);
+        let _spans = Setting::set(set_gpu_scan_spans, spans);
+        for c in cases() {
+            let mut x = to_device(&inputs(c, &cpu), &gpu);
+            (x.u, x.delta, x.b, x.c) = (half(x.u), half(x.delta), half4(x.b), half4(x.c));
+            x.z = x.z.map(half);
+            // The reference: the same f16 values in f32, on the portable body.
+            let mut r = to_device(&x, &cpu);
+            (r.u, r.delta, r.b, r.c) = (wide(r.u), wide(r.delta), wide4(r.b), wide4(r.c));
+            r.z = r.z.map(wide);
+            let want = scan(&r).run_reference();
+            let counter = LaunchCounter::start();
+            let got = scan(&x).run();
+            assert_eq!(got.y.dtype(), DType::F16, "y in the activations' type");
+            assert_eq!(got.state.dtype(), DType::F32, "the state in f32");
+            let (y, state) = (to_vec(got.y), to_vec(got.state));
+            let launches = if spans > 1 && c.len > 1 { 2 } else { 1 };
+            assert_eq!(
+                counter.count_of("scan_fwd_kernel"),
+                launches,
+                "{c:?}: {:?}",
+                counter.counts()
+            );
+            assert!(counter.fallbacks().is_empty(), "{:?}", counter.fallbacks());
+            drop(counter);
+            let want_y = to_vec(want.y);
+            let worst = y
+                .iter()
+                .zip(&want_y)
+                .map(|(g, w)| (g - w).abs() - 2f32.powi(-11) * w.abs())
+                .fold(f32::MIN, f32::max);
+            assert!(
+                worst <= 1e-4,
+                "{c:?} stage {stage} spans {spans}: y off by {worst:e} past the f16 rounding"
+            );
+            let eh = max_rel_diff(&state, &to_vec(want.state));
+            assert!(
+                eh <= 1e-4,
+                "{c:?} stage {stage} spans {spans}: state {eh:e}"
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! feature) or `wgpu:N` picks the device, `SCAN_BENCH_MAX_L` and `SCAN_BENCH_D` shrink the run.
 
 use burn::backend::Dispatch;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
 use criterion::{BenchmarkId, Criterion, criterion_group};
 use ssm_backends::testing::portable::mamba_step_composed;
 use ssm_backends::{mamba_decode_step, pack_mamba_step_weights};
@@ -197,6 +197,27 @@ fn ratios() {
             5,
         );
         ssm_backends::testing::set_gpu_scan_spans(None);
+        // Half-precision activations (bf16 where the device has it, else f16) against f32,
+        // on the device, same run.
+        let half = [FloatDType::BF16, FloatDType::F16]
+            .into_iter()
+            .find(|&t| device.supports_dtype(DType::from(t)));
+        let half_ratio = half.map(|t| {
+            let xh = x.with_activations(t);
+            let time = |x: &ScanInputs| {
+                median_time(
+                    || {
+                        // Held across the sync: Burn's fusion may skip work whose result is
+                        // dropped.
+                        let out = x.scan(false);
+                        sync();
+                        drop(out);
+                    },
+                    5,
+                )
+            };
+            (t, time(&x) / time(&xh))
+        });
         print!(
             "  L = {l:>4}: forward x{fwd:.1} (with the read-back); on the device {scan_bw:.2} \
              GB/s effective, {:.0}% of a copy's {copy_bw:.2} GB/s; {spans} spans x{:.2} over \
@@ -211,6 +232,10 @@ fn ratios() {
             scan_bw / copy_bw,
             one / cut
         );
+        if let Some((t, r)) = half_ratio {
+            print!("; {t:?} activations x{r:.2} over f32");
+            row += &format!(", \"half_dtype\": \"{t:?}\", \"half_vs_f32\": {r:.3}");
+        }
         if l <= LENGTHS[1] {
             let bwd = median_time(|| x.forward_backward(&device, true), 3)
                 / median_time(|| x.forward_backward(&device, false), 3);

@@ -16,7 +16,8 @@
 #      sequence-parallel forward against one pass;
 #   4. zoo bench lm for Mamba and Mamba2 at mamba-130m's shape (d_model 768, 24 layers, vocab
 #      50280), prefill 2,048 at batch 1 and 16, decode 64 tokens, in f32 and bf16 (weights and
-#      activations; the state in f32): tokens/s and kernel launches per token.
+#      activations; the state in f32): tokens/s and kernel launches per token;
+#   5. with several GPUs, zoo train lm --devices over all of them against one (tokens/s).
 # Reduced mode (CI, no GPU: Mesa's lavapipe): no CUDA build, tests left to the test command,
 # the same steps on wgpu at a tiny shape (f32 and f16: WGSL has no bf16), so that the script and
 # every figure it reads keep working.
@@ -122,6 +123,25 @@ for arch in mamba mamba2; do
     done
 done
 
+# Several GPUs: `zoo train lm --devices` over all of them against one, same steps and data
+# (`--devices` keeps a replica per device and sums the gradients on the first; it is not
+# NCCL DDP, which Burn 0.22.1 offers through burn-train only).
+gpus=$(grep -c "^GPU " "$work/gpus.txt" || true)
+if [ "$mode" = full ] && [ "$gpus" -gt 1 ]; then
+    echo "== zoo train lm on 1 and $gpus GPUs" >&2
+    all=$(seq -s, -f "cuda:%g" 0 $((gpus - 1)))
+    for devices in cuda:0 "$all"; do
+        name=$(echo "$devices" | tr ':,' '__')
+        "$zoo" train lm --devices "$devices" --d-model 512 --layers 8 --seq-len 512 \
+            --batch-size 8 --steps 20 --eval-every 1000 --val-batches 1 \
+            --out "$work/train-$name" >"$work/train-$name.log" 2>&1 || {
+            tail -5 "$work/train-$name.log" >&2
+            exit 1
+        }
+        cp "$work/train-$name/metrics.json" "$work/multi-$name.json"
+    done
+fi
+
 python3 - "$work" "$mode" "$device" "$(($(date +%s) - started))" "$out" <<'EOF'
 import glob, json, os, sys
 work, mode, device, seconds, out = sys.argv[1:6]
@@ -156,6 +176,15 @@ result["half_vs_f32"] = [
         / f32[(r["arch"], r["prefill_batch"])]["decode_tokens_per_s"]}
     for r in lm if r["dtype"] != "f32" and (r["arch"], r["prefill_batch"]) in f32]
 
+multi = sorted(glob.glob(os.path.join(work, "multi-*.json")))
+if multi:
+    runs = [(os.path.basename(p)[len("multi-"):-len(".json")], json.load(open(p))) for p in multi]
+    one = [m for n, m in runs if n == "cuda_0"][0]
+    result["multi_gpu"] = [
+        {"devices": n, "tokens_per_s": m["tokens_per_s_this_session"],
+         "vs_one_gpu": m["tokens_per_s_this_session"] / one["tokens_per_s_this_session"],
+         "how": "replicas, gradients summed on the first device (not NCCL DDP)"}
+        for n, m in runs]
 tests = {}
 for path in sorted(glob.glob(os.path.join(work, "tests-*.txt"))):
     gpu = os.path.basename(path)[len("tests-"):-len(".txt")]

@@ -2,7 +2,7 @@
 //! what the bench targets share: scan inputs at a Mamba shape, the forward and the
 //! forward+backward through the op or through the portable body, and a median timer.
 
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, FloatDType, Tensor};
 use ssm_backends::{ScanOutput, SelectiveScan};
 use std::time::Instant;
 
@@ -34,6 +34,21 @@ impl ScanInputs {
             d: Tensor::random([d], normal, device),
             z: Tensor::random([1, d, l], normal, device),
             bias: Tensor::random([d], Distribution::Uniform(-0.5, 0.5), device),
+        }
+    }
+
+    /// The same inputs with the activations (u, delta, B, C, z) in `dtype` (f16 or bf16: the
+    /// half-precision scan; the parameters stay f32).
+    pub fn with_activations(&self, dtype: FloatDType) -> Self {
+        Self {
+            u: self.u.clone().cast(dtype),
+            delta: self.delta.clone().cast(dtype),
+            a: self.a.clone(),
+            b: self.b.clone().cast(dtype),
+            c: self.c.clone().cast(dtype),
+            d: self.d.clone(),
+            z: self.z.clone().cast(dtype),
+            bias: self.bias.clone(),
         }
     }
 

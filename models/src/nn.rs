@@ -1,7 +1,7 @@
 //! Small building blocks shared by the families.
 
 use crate::io::{TensorMap, key};
-use crate::precision::{cast_to, to_f32};
+use crate::precision::{cast_to, widen};
 use burn::config::Config;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::Linear;
@@ -85,14 +85,14 @@ impl RmsNorm {
     /// Normalises over the last axis, in f32 whatever `x`'s dtype (returned in `x`'s).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dtype = x.dtype();
-        let x = to_f32(x);
+        let x = widen(x);
         let rms = x
             .clone()
             .square()
             .mean_dim(D - 1)
             .add_scalar(self.eps)
             .sqrt();
-        cast_to(x.div(rms).mul(to_f32(self.weight.val()).unsqueeze()), dtype)
+        cast_to(x.div(rms).mul(widen(self.weight.val()).unsqueeze()), dtype)
     }
 
     /// Residual add then norm, fused (one kernel launch on the GPU backends): returns
@@ -125,11 +125,11 @@ impl RmsNorm {
         let dims = x.dims();
         let width = dims[D - 1];
         let rows = x.shape().num_elements() / width;
-        let g = to_f32(x).reshape([rows, groups, width / groups]);
+        let g = widen(x).reshape([rows, groups, width / groups]);
         let rms = g.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
         let y = (g / rms)
             .reshape(dims)
-            .mul(to_f32(self.weight.val()).unsqueeze());
+            .mul(widen(self.weight.val()).unsqueeze());
         cast_to(y, dtype)
     }
 

@@ -124,9 +124,13 @@ pub fn cast_to<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
     if t.dtype() == dtype { t } else { t.cast(dtype) }
 }
 
-/// `t` in f32 (itself when it already is).
-pub fn to_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
-    cast_to(t, DType::F32)
+/// `t` in f32 when it is f16 or bf16; any other dtype as it is (an f64 model stays f64).
+pub fn widen<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if matches!(t.dtype(), DType::F16 | DType::BF16) {
+        t.cast(DType::F32)
+    } else {
+        t
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ mod fft;
 mod fftn;
 mod linear;
 mod norm;
-mod precision;
+pub(crate) mod precision;
 mod scan;
 mod ssd;
 mod step;

@@ -4,9 +4,10 @@
 //! recurrent state, the discretisation `exp(Δ A)` and every accumulation stay f32 whatever the
 //! activations are, as mamba_ssm's kernels do (its `selective_scan` loads bf16 `u`, `delta`, `B`,
 //! `C`, `z` and runs the state in fp32). Outputs come back in the activations' dtype; states
-//! (the scan's final state, the decode caches) are f32. The kernels themselves read f32, so a
-//! half-precision call widens its inputs first (one cast each, fused with the op that produced
-//! them on the fusing backends); this is said once per op in the log.
+//! (the scan's final state, the decode caches) are f32. The selective scan's GPU kernel reads
+//! and writes the half activations itself (f32 registers, shared memory and state); the other
+//! kernels read f32, so a half-precision call widens its inputs first (one cast each, which
+//! the fusing backends may fold into the op that produced them), said once per op in the log.
 
 use burn::tensor::{DType, FloatDType, Tensor};
 use std::collections::HashSet;

@@ -180,8 +180,10 @@ impl SelectiveScan {
         let [bs, d, _] = self.u.dims();
         let [_, n] = self.a.dims();
         let device = self.u.device();
+        // The activations go to the op in `u`'s type (the GPU kernel reads f16/bf16 itself, the
+        // CPU kernels widen them as they read); the parameters and the state in f32.
         let dtype = activation_dtype(&self.u);
-        note_widened("selective scan", dtype);
+        let act = |t| back(t, dtype);
         let zeros_d = || Tensor::<1>::zeros([d], &device);
         Filled {
             d: wide(self.d.unwrap_or_else(zeros_d)),
@@ -190,12 +192,12 @@ impl SelectiveScan {
                 self.initial_state
                     .unwrap_or_else(|| Tensor::zeros([bs, d, n], &device)),
             ),
-            u: wide(self.u),
-            delta: wide(self.delta),
+            u: self.u,
+            delta: act(self.delta),
             a: wide(self.a),
-            b: wide(self.b),
-            c: wide(self.c),
-            z: self.z.map(wide),
+            b: back(self.b, dtype),
+            c: back(self.c, dtype),
+            z: self.z.map(act),
             reset: self.seq_idx.map(reset_mask),
             delta_softplus: self.delta_softplus,
             dtype,

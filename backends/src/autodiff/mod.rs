@@ -19,7 +19,9 @@ use burn::backend::autodiff::{
     checkpoint::strategy::CheckpointStrategy,
     ops::{Backward, OpsKind},
 };
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::{AutodiffBackend, TensorMetadata, tensor::FloatTensor};
+use burn::tensor::{DType, FloatDType};
 use fft::{ConvBackward, IrfftBackward, RfftBackward, last_slice};
 use scan::{ScanBackward, ScanState, last_axis_slice};
 use ssd::{SsdBackward, SsdState, StatePassBackward, StatePassState};
@@ -40,6 +42,34 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
         has_reset: bool,
         delta_softplus: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        // Half-precision activations: the recorded graph widens them (the casts carry the
+        // gradients back in their type), the reverse scan runs in f32.
+        let dtype = u.dtype();
+        if matches!(dtype, DType::F16 | DType::BF16) {
+            let w = |t: FloatTensor<Self>| {
+                if matches!(t.dtype(), DType::F16 | DType::BF16) {
+                    Self::float_cast(t, FloatDType::F32)
+                } else {
+                    t
+                }
+            };
+            let (y, h) = Self::selective_scan(
+                w(u),
+                w(delta),
+                w(a),
+                w(b),
+                w(c),
+                w(d),
+                w(z),
+                gate,
+                w(delta_bias),
+                w(initial_state),
+                w(reset),
+                has_reset,
+                delta_softplus,
+            );
+            return (Self::float_cast(y, FloatDType::from(dtype)), h);
+        }
         // The reset mask is a constant of the graph (no gradient).
         let reset = has_reset.then(|| reset.into_primitive());
         // Without a gate, `z` is a stand-in whose gradient is never registered.

@@ -22,6 +22,7 @@ pub(crate) mod ssd;
 pub(crate) mod ssd_backward;
 pub(crate) mod step;
 
+use crate::portable::scan::narrowed;
 use crate::portable::{ScanArgs, ScanDims};
 use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
 use burn::tensor::{DType, TensorData, read_sync};
@@ -379,13 +380,21 @@ mod ndarray_impl {
     cpu_ssm_ops!(burn::backend::NdArray);
 }
 
+///
+/// Half-precision activations are widened to f32 first; `y` returns in their type, the state
+/// in f32.
 pub(crate) fn scan_forward<B: Backend>(args: ScanArgs<B>) -> (FloatTensor<B>, FloatTensor<B>) {
     let device = args.u.device();
-    let p = HostScan::read::<B>(args);
+    let dtype = args.dtype();
+    crate::api::precision::note_widened("selective scan (CPU kernel)", dtype);
+    let p = HostScan::read::<B>(args.widened());
     let s = p.dims;
     let (y, h) = scan::scan_forward(&p.slices());
     (
-        device_tensor::<B>(y, vec![s.batch, s.dim, s.len], &device),
+        narrowed::<B>(
+            device_tensor::<B>(y, vec![s.batch, s.dim, s.len], &device),
+            dtype,
+        ),
         device_tensor::<B>(h, vec![s.batch, s.dim, s.state], &device),
     )
 }

@@ -25,6 +25,7 @@ use crate::portable::prim::P;
 use crate::portable::{ScanArgs, ScanDims};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::ops::FloatTensorOps;
+use burn::tensor::{DType, FloatDType};
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -122,25 +123,30 @@ pub(crate) fn set_test_staging(stage: Option<bool>) {
 /// `reset`, the state is zeroed before each step whose reset entry is 1 (a new sequence starts
 /// there).
 ///
-/// - Neither `summarise` nor `carried` (one pass): `out` = `[y (batch, D, L) | .. | state
-///   (batch, D, N) at off_state]`.
+/// `u`, `delta`, `z` and `y` are of the activations' float type `E` (f32, f16 or bf16; read
+/// and written through casts), everything else of `F` (f32): the state, the discretisation and
+/// every sum run in `F` whatever `E` is, as mamba_ssm's kernel does.
+///
+/// - Neither `summarise` nor `carried` (one pass): `y` (batch, D, L); `out` = the final state
+///   (batch, D, N) at off_state.
 /// - `summarise` (first launch of the sequence-parallel forward): each span from a zero
 ///   state, no outputs; `out` = `[s (batch, spans, D, N) | .. | P (batch, spans, D, N) at
 ///   off_state]`, the span's final state and its decay (`exp(A sum(dt))`, 0 past a reset).
 /// - `carried` (second launch): span `k` starts from `h0` carried over the summaries of spans
-///   `0..k` (`carry`, laid out as `summarise` writes it, `P` at `off_decay`); `out` as one pass,
-///   the state written by the last span.
+///   `0..k` (`carry`, laid out as `summarise` writes it, `P` at `off_decay`); `y` and `out` as
+///   one pass, the state written by the last span. `y` is not written by the other passes.
 /// - `carried` and `starts` (for the backward): no walk; `out` = the state each span starts
 ///   from, (batch, spans, D, N).
 // The inputs' first values are placeholders overwritten on either (comptime) path.
 #[allow(unused_assignments)]
 #[cube(launch)]
-pub(crate) fn scan_fwd_kernel<F: Float>(
-    u: &Tensor<F>,
-    delta: &Tensor<F>,
-    z: &Tensor<F>,
+pub(crate) fn scan_fwd_kernel<F: Float, E: Float>(
+    u: &Tensor<E>,
+    delta: &Tensor<E>,
+    z: &Tensor<E>,
     packed: &Tensor<F>,
     carry: &Tensor<F>,
+    y: &mut Tensor<E>,
     out: &mut Tensor<F>,
     dim: u32,
     len: u32,
@@ -165,7 +171,7 @@ pub(crate) fn scan_fwd_kernel<F: Float>(
     #[comptime] summarise: bool,
     #[comptime] carried: bool,
     #[comptime] starts: bool,
-    #[define(F)] _dtype: ElemType,
+    #[define(F, E)] _dtypes: [ElemType; 2],
 ) {
     // Registers for small states; large ones (Mamba2: 128) stay a loop.
     let unroll_n = comptime!(n_state <= 32);
@@ -267,10 +273,10 @@ pub(crate) fn scan_fwd_kernel<F: Float>(
                 let tt = j % chunk;
                 if tt < steps && cube_local + ch < per_group {
                     let idx = (cube_row + ch) * len + t0 + tt;
-                    us[ch * stride + tt] = u[idx];
-                    ds[ch * stride + tt] = delta[idx];
+                    us[ch * stride + tt] = F::cast_from(u[idx]);
+                    ds[ch * stride + tt] = F::cast_from(delta[idx]);
                     if gate && !summarise {
-                        zs[ch * stride + tt] = z[idx];
+                        zs[ch * stride + tt] = F::cast_from(z[idx]);
                     }
                 }
                 j += cube_dim;
@@ -287,8 +293,8 @@ pub(crate) fn scan_fwd_kernel<F: Float>(
                     x = us[mine + tt];
                     dt += ds[mine + tt];
                 } else {
-                    x = u[idx];
-                    dt += delta[idx];
+                    x = F::cast_from(u[idx]);
+                    dt += F::cast_from(delta[idx]);
                 }
                 if softplus {
                     dt = softplus_f::<F>(dt);
@@ -318,20 +324,20 @@ pub(crate) fn scan_fwd_kernel<F: Float>(
                         h[n] = s;
                         acc += cs[n * chunk + tt] * s;
                     }
-                    let mut y = acc + dskip * x;
+                    let mut yt = acc + dskip * x;
                     if gate {
                         let mut zz = F::new(0.0);
                         if stage {
                             zz = zs[mine + tt];
                         } else {
-                            zz = z[idx];
+                            zz = F::cast_from(z[idx]);
                         }
-                        y *= zz * sigmoid_f::<F>(zz);
+                        yt *= zz * sigmoid_f::<F>(zz);
                     }
                     if stage {
-                        us[mine + tt] = y;
+                        us[mine + tt] = yt;
                     } else {
-                        out[idx] = y;
+                        y[idx] = E::cast_from(yt);
                     }
                 }
             }
@@ -345,7 +351,7 @@ pub(crate) fn scan_fwd_kernel<F: Float>(
                 let ch = o / chunk;
                 let tt = o % chunk;
                 if tt < steps && cube_local + ch < per_group {
-                    out[(cube_row + ch) * len + t0 + tt] = us[ch * stride + tt];
+                    y[(cube_row + ch) * len + t0 + tt] = E::cast_from(us[ch * stride + tt]);
                 }
                 o += cube_dim;
             }
@@ -389,25 +395,38 @@ pub(super) fn scan_args_rows(args: &ScanArgs<Cb>, lo: usize, hi: usize) -> ScanA
     }
 }
 
-/// Whether the kernels take the scan's inputs (one float type), else why not.
+/// Whether the forward kernel takes the scan's inputs, else why not: the activations (`u`,
+/// `delta`, `B`, `C`, `z`) of one float type (f32, f16 or bf16), the parameters, the initial
+/// state and the reset mask f32.
 pub(super) fn scan_inputs_ok(args: &ScanArgs<Cb>) -> Result<(), Unsupported> {
-    let mut ts = vec![
-        &args.u,
-        &args.delta,
-        &args.a,
-        &args.b,
-        &args.c,
-        &args.d,
-        &args.delta_bias,
-        &args.h0,
-    ];
-    if let Some(z) = &args.z {
-        ts.push(z);
+    let mut acts = vec![&args.u, &args.delta, &args.b, &args.c];
+    acts.extend(&args.z);
+    require_same_dtype(&acts)?;
+    let mut params = vec![&args.a, &args.d, &args.delta_bias, &args.h0];
+    params.extend(&args.reset);
+    require_same_dtype(&params)?;
+    if args.a.dtype != DType::F32 {
+        return Err(Unsupported::Because(format!(
+            "its parameters and state are {:?}; the kernel keeps them in f32",
+            args.a.dtype
+        )));
     }
-    if let Some(r) = &args.reset {
-        ts.push(r);
+    Ok(())
+}
+
+/// Whether the backward kernels take the scan's inputs (every one f32), else why not.
+pub(super) fn scan_backward_inputs_ok(args: &ScanArgs<Cb>) -> Result<(), Unsupported> {
+    scan_inputs_ok(args)?;
+    require_same_dtype(&[&args.u, &args.a])
+}
+
+/// `t` in f32 (B and C of f16/bf16 activations, packed with the f32 parameters).
+fn widen(t: CubeTensor) -> CubeTensor {
+    if matches!(t.dtype, DType::F16 | DType::BF16) {
+        Cb::float_cast(t, FloatDType::F32)
+    } else {
+        t
     }
-    require_same_dtype(&ts)
 }
 
 /// The longest stretch of a sequence one forward scan launch walks, for `n_state` states.
@@ -522,7 +541,8 @@ impl Forward {
     /// so that the summaries fit one binding and the spans are as equal as they can be.
     fn prepare(args: ScanArgs<Cb>, spans: Option<usize>) -> Result<Self, Unsupported> {
         let s = ScanDims::of::<Cb>(&args.u, &args.b);
-        let elem = args.u.dtype.size();
+        // The staged chunks (B, C, u, delta, z) are held in shared memory as f32.
+        let elem = std::mem::size_of::<f32>();
         let shared = shared_limit(&args.u);
         let stage = stages_inputs(&args.u);
         let chunk = fwd_chunk(s.state, elem, shared, stage).ok_or_else(|| {
@@ -557,7 +577,15 @@ impl Forward {
         // Equal spans (the last one shorter), none empty.
         let span = s.len.div_ceil(spans);
         let spans = s.len.div_ceil(span);
-        let mut parts = vec![args.b, args.c, args.a, args.d, args.delta_bias, args.h0];
+        // B and C join the f32 parameters (they are small: N per step against D).
+        let mut parts = vec![
+            widen(args.b),
+            widen(args.c),
+            args.a,
+            args.d,
+            args.delta_bias,
+            args.h0,
+        ];
         let reset = args.reset.is_some();
         parts.extend(args.reset);
         let (packed, off) = pack(parts);
@@ -580,12 +608,13 @@ impl Forward {
         })
     }
 
-    /// One launch: `carry` (the summaries, decays at `off_decay`) into `out`, whose second
-    /// region starts at `off_state`.
+    /// One launch: `carry` (the summaries, decays at `off_decay`) into `y` and `out`, whose
+    /// second region starts at `off_state`.
     fn launch(
         &self,
         pass: Pass,
         carry: &CubeTensor,
+        y: &CubeTensor,
         out: &CubeTensor,
         off_state: usize,
         off_decay: usize,
@@ -606,6 +635,7 @@ impl Forward {
             self.z.clone().into_tensor_arg(),
             self.packed.clone().into_tensor_arg(),
             carry.clone().into_tensor_arg(),
+            y.clone().into_tensor_arg(),
             out.clone().into_tensor_arg(),
             s.dim as u32,
             s.len as u32,
@@ -630,7 +660,10 @@ impl Forward {
             pass == Pass::Summarise,
             matches!(pass, Pass::Outputs { carried: true } | Pass::Starts),
             pass == Pass::Starts,
-            dtype_to_storage_type(self.u.dtype),
+            [
+                dtype_to_storage_type(self.packed.dtype),
+                dtype_to_storage_type(self.u.dtype),
+            ],
         );
     }
 
@@ -638,10 +671,24 @@ impl Forward {
     /// decay, (batch, spans, D, N) each, and the decays' offset.
     fn summaries(&self) -> (CubeTensor, Regions) {
         let each = self.s.batch * self.spans * self.s.dim * self.s.state;
-        let regions = Regions::new(&self.u, &[each, each]);
-        let buf = regions.alloc(&self.u);
-        self.launch(Pass::Summarise, &self.u, &buf, regions.offsets[1], 0);
+        let regions = Regions::new(&self.packed, &[each, each]);
+        let buf = regions.alloc(&self.packed);
+        let no_y = self.no_outputs();
+        self.launch(
+            Pass::Summarise,
+            &self.packed,
+            &no_y,
+            &buf,
+            regions.offsets[1],
+            0,
+        );
         (buf, regions)
+    }
+
+    /// A stand-in for `y` in the launches that write none (a distinct buffer: one bound
+    /// writable must not alias another binding).
+    fn no_outputs(&self) -> CubeTensor {
+        Regions::new(&self.u, &[1]).alloc(&self.u)
     }
 }
 
@@ -662,19 +709,22 @@ pub(super) fn backward_spans_wanted(args: &ScanArgs<Cb>) -> usize {
 fn selective_scan_launch(args: ScanArgs<Cb>) -> Result<(CubeTensor, CubeTensor), Unsupported> {
     let f = Forward::prepare(args, None)?;
     let s = f.s;
-    let regions = Regions::new(&f.u, &[s.batch * s.dim * s.len, s.batch * s.dim * s.state]);
-    let out = regions.alloc(&f.u);
+    // y in the activations' type, the state in f32.
+    let y_regions = Regions::new(&f.u, &[s.batch * s.dim * s.len]);
+    let y = y_regions.alloc(&f.u);
+    let state_regions = Regions::new(&f.packed, &[s.batch * s.dim * s.state]);
+    let state = state_regions.alloc(&f.packed);
     if f.spans > 1 {
         let (carry, summaries) = f.summaries();
         let pass = Pass::Outputs { carried: true };
-        f.launch(pass, &carry, &out, regions.offsets[1], summaries.offsets[1]);
+        f.launch(pass, &carry, &y, &state, 0, summaries.offsets[1]);
     } else {
         let pass = Pass::Outputs { carried: false };
-        f.launch(pass, &f.u, &out, regions.offsets[1], 0);
+        f.launch(pass, &f.packed, &y, &state, 0, 0);
     }
     Ok((
-        regions.view(&out, 0, &[s.batch, s.dim, s.len]),
-        regions.view(&out, 1, &[s.batch, s.dim, s.state]),
+        y_regions.view(&y, 0, &[s.batch, s.dim, s.len]),
+        state_regions.view(&state, 0, &[s.batch, s.dim, s.state]),
     ))
 }
 
@@ -694,9 +744,17 @@ pub(super) fn span_starts(
     }
     let (carry, summaries) = f.summaries();
     let dims = [f.s.batch, spans, f.s.dim, f.s.state];
-    let starts_regions = Regions::new(&f.u, &[dims.iter().product()]);
-    let starts = starts_regions.alloc(&f.u);
-    f.launch(Pass::Starts, &carry, &starts, 0, summaries.offsets[1]);
+    let starts_regions = Regions::new(&f.packed, &[dims.iter().product()]);
+    let starts = starts_regions.alloc(&f.packed);
+    let no_y = f.no_outputs();
+    f.launch(
+        Pass::Starts,
+        &carry,
+        &no_y,
+        &starts,
+        0,
+        summaries.offsets[1],
+    );
     Ok((
         starts_regions.view(&starts, 0, &dims),
         summaries.view(&carry, 1, &dims),

@@ -8,7 +8,7 @@ use super::buffers::{
 };
 use super::fallback::Unsupported;
 use super::math::{sigmoid_f, softplus_f};
-use super::scan::{SCAN_BLOCK, scan_args_rows, scan_args_steps, scan_inputs_ok};
+use super::scan::{SCAN_BLOCK, scan_args_rows, scan_args_steps, scan_backward_inputs_ok};
 use super::scan_backward_spans::{backward_over_spans, equal_spans};
 use crate::portable::prim::P;
 use crate::portable::{ScanArgs, ScanDims, ScanGrads};
@@ -340,7 +340,7 @@ pub(crate) fn selective_scan_backward(
     if s.batch == 0 || s.len == 0 || s.dim == 0 {
         return Err(Unsupported::Empty);
     }
-    scan_inputs_ok(&args)?;
+    scan_backward_inputs_ok(&args)?;
     require_same_dtype(&[&args.u, &dy, &dstate])?;
     if s.groups == 0 || !s.dim.is_multiple_of(s.groups) {
         return Err(Unsupported::Because(format!(

@@ -1,7 +1,8 @@
 //! The selective scan's portable forward and backward, and its argument and gradient sets.
 
 use super::prim::P;
-use burn::backend::{Backend, tensor::FloatTensor};
+use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
+use burn::tensor::{DType, FloatDType};
 use std::ops::{Add, Mul};
 
 /// Arguments of the selective scan, on the primitives of backend `B`.
@@ -23,6 +24,47 @@ pub struct ScanArgs<B: Backend> {
     /// flagged).
     pub reset: Option<FloatTensor<B>>,
     pub delta_softplus: bool,
+}
+
+impl<B: Backend> ScanArgs<B> {
+    /// The activations' float type (`u`'s): f32, f16 or bf16.
+    pub fn dtype(&self) -> DType {
+        self.u.dtype()
+    }
+
+    /// These arguments with their f16/bf16 tensors in f32 (other types as they are: an f64
+    /// input reaches the kernels, which refuse it by name).
+    pub fn widened(self) -> Self {
+        let w = |t: FloatTensor<B>| {
+            if matches!(t.dtype(), DType::F16 | DType::BF16) {
+                B::float_cast(t, FloatDType::F32)
+            } else {
+                t
+            }
+        };
+        Self {
+            u: w(self.u),
+            delta: w(self.delta),
+            a: w(self.a),
+            b: w(self.b),
+            c: w(self.c),
+            d: w(self.d),
+            z: self.z.map(w),
+            delta_bias: w(self.delta_bias),
+            h0: w(self.h0),
+            reset: self.reset.map(w),
+            delta_softplus: self.delta_softplus,
+        }
+    }
+}
+
+/// `t` (an f32 result) in `dtype` when that is f16 or bf16; otherwise as it is.
+pub(crate) fn narrowed<B: Backend>(t: FloatTensor<B>, dtype: DType) -> FloatTensor<B> {
+    if matches!(dtype, DType::F16 | DType::BF16) && t.dtype() != dtype {
+        B::float_cast(t, FloatDType::from(dtype))
+    } else {
+        t
+    }
 }
 
 impl<B: Backend> Clone for ScanArgs<B> {
@@ -191,7 +233,16 @@ fn kept<B: Backend>(h: P<B>, keep: &Option<P<B>>, t: usize) -> P<B> {
 ///
 /// For each step `t`: `h_t = exp(dt_t A) * h_{t-1} + dt_t B_t u_t`, `y_t = C_t . h_t + D u_t`,
 /// then `y_t *= silu(z_t)` when a gate is given.
+///
+/// Half-precision activations are widened to f32 first; `y` returns in their type, the state
+/// in f32.
 pub fn selective_scan<B: Backend>(args: ScanArgs<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let dtype = args.dtype();
+    let (y, h) = selective_scan_f32(args.widened());
+    (narrowed::<B>(y, dtype), h)
+}
+
+fn selective_scan_f32<B: Backend>(args: ScanArgs<B>) -> (FloatTensor<B>, FloatTensor<B>) {
     let s = ScanDims::of::<B>(&args.u, &args.b);
     let u = P::<B>::new(args.u);
     let dt = discretised_delta(

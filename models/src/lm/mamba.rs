@@ -10,7 +10,7 @@ use crate::io::{TensorMap, find_weights};
 use crate::limits::{FLOAT_BYTES, check_fits, check_params};
 use crate::lm::CausalLm;
 use crate::nn::{RmsNorm, RmsNormConfig};
-use crate::precision::{cast_to, to_dtype, to_f32};
+use crate::precision::{cast_to, to_dtype, widen};
 use crate::ssm::mamba::MambaLayerCache;
 use crate::ssm::{Mixer, MixerTrace};
 use burn::module::Module;
@@ -220,7 +220,7 @@ impl MambaLm {
     /// The residual stream's start: the token embeddings (B, L, d), in f32 whatever the
     /// model's dtype (mamba_ssm's `residual_in_fp32`).
     fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        to_f32(self.backbone.embeddings.embed(ids))
+        widen(self.backbone.embeddings.embed(ids))
     }
 
     /// The LM head over the last axis, on the rows of `x` ([`VocabMatrix::logits`]: a decode
@@ -232,7 +232,7 @@ impl MambaLm {
         let head = self.lm_head.as_ref().unwrap_or(&self.backbone.embeddings);
         let rows =
             cast_to(x, head.weight[0].val().dtype()).reshape([dims[..D - 1].iter().product(), d]);
-        let logits2 = to_f32(head.logits(rows));
+        let logits2 = widen(head.logits(rows));
         let mut out_dims = dims;
         out_dims[D - 1] = logits2.dims()[1];
         let logits = logits2.reshape(out_dims);

@@ -14,7 +14,7 @@
 
 use crate::io::{TensorMap, key};
 use crate::nn::linear_rows;
-use crate::precision::{cast_to, to_f32};
+use crate::precision::{cast_to, widen};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -329,7 +329,7 @@ impl Conv1dParams {
         let [_, d, len] = x.dims();
         let k = self.weight.dims()[2];
         let padded = self.window_input(x, prev);
-        let state = to_f32(padded.clone().narrow(2, len - 1, k));
+        let state = widen(padded.clone().narrow(2, len - 1, k));
         let y = burn::tensor::activation::silu(conv1d(
             padded,
             self.weight.val(),
@@ -389,7 +389,7 @@ impl Conv1dParams {
             .float()
             .cast(dtype)
             .unsqueeze_dim::<3>(1); // (B, 1, K)
-        let state = to_f32(padded.narrow(2, len - 1, k) * keep);
+        let state = widen(padded.narrow(2, len - 1, k) * keep);
         (burn::tensor::activation::silu(acc), state)
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::io::{TensorMap, key};
 use crate::nn::{RmsNorm, RmsNormConfig, linear_rows};
-use crate::precision::to_f32;
+use crate::precision::widen;
 use crate::ssm::mamba::{Conv1dParams, MambaLayerCache, dt_bias_init, rescaled_out_proj};
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -308,7 +308,7 @@ impl Mamba2Mixer {
     /// `softplus(dt + dt_bias)` clamped to the limits, over a trailing head axis.
     fn step_size<const D: usize>(&self, dt: Tensor<D>) -> Tensor<D> {
         // In f32 whatever the activations' dtype (the step sizes feed exp(Δ A)).
-        let dt = softplus(to_f32(dt) + to_f32(self.dt_bias.val()).unsqueeze(), 1.0);
+        let dt = softplus(widen(dt) + widen(self.dt_bias.val()).unsqueeze(), 1.0);
         let dt = if self.dt_limit_min > 0.0 {
             dt.clamp_min(self.dt_limit_min)
         } else {

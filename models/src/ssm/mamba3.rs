@@ -32,7 +32,7 @@
 
 use crate::io::{TensorMap, key};
 use crate::nn::{RmsNorm, RmsNormConfig, linear_rows};
-use crate::precision::{cast_to, to_f32};
+use crate::precision::{cast_to, widen};
 use crate::ssm::mamba::{MambaLayerCache, dt_bias_init, rescaled_out_proj};
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -466,8 +466,8 @@ impl Mamba3Mixer {
         dd_dt: Tensor<D>,
     ) -> (Tensor<D>, Tensor<D>) {
         // In f32 whatever the activations' dtype (the decays feed exp(Δ A)).
-        let a = heavy_tail(to_f32(dd_a)).neg().clamp_max(-self.a_floor);
-        let dt = softplus(to_f32(dd_dt) + to_f32(self.dt_bias.val()).unsqueeze(), 1.0);
+        let a = heavy_tail(widen(dd_a)).neg().clamp_max(-self.a_floor);
+        let dt = softplus(widen(dd_dt) + widen(self.dt_bias.val()).unsqueeze(), 1.0);
         (a * dt.clone(), dt)
     }
 
@@ -621,7 +621,7 @@ impl Mamba3Mixer {
         // The projections run in the weights' dtype, the core between them in f32 (its angles,
         // trapezoid and MIMO sums are not written for half precision).
         let [z, x_in, b, c, dd_dt, dd_a, trap_raw, angles] =
-            self.split(to_f32(self.in_proj.forward(x)));
+            self.split(widen(self.in_proj.forward(x)));
         let z = z.reshape([batch, len, h, p]);
         let x_in = x_in.reshape([batch, len, h, p]);
         let b = self.B_norm.forward(b.reshape([batch, len, r, g, n]));
