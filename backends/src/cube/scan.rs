@@ -488,10 +488,12 @@ pub(crate) fn selective_scan(args: ScanArgs<Cb>) -> Result<(CubeTensor, CubeTens
         }
         return Ok((Cb::float_cat(ys, 2), h));
     }
-    let elem = args.u.dtype.size();
+    // Bytes per batch row of the largest buffers: y (the activations' type) with the state,
+    // and the packed parameters (f32, B and C included).
+    let (elem, f32s) = (args.u.dtype.size(), std::mem::size_of::<f32>());
     let per_row = [
-        elem * s.dim * (s.len + s.state),
-        elem * (2 * s.groups * s.state * s.len + s.dim * s.state + s.len),
+        s.dim * (elem * s.len + f32s * s.state),
+        f32s * (2 * s.groups * s.state * s.len + s.dim * s.state + s.len),
     ];
     let step = rows_per_launch(&args.u, s.batch, &per_row)?;
     if step >= s.batch {
