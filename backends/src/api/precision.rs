@@ -18,23 +18,34 @@ pub(crate) fn activation_dtype<const D: usize>(t: &Tensor<D>) -> DType {
     t.dtype()
 }
 
-/// `t` in f32 (itself when it already is).
+/// Whether `dtype` is a half-precision float (f16 or bf16): the types the ops widen to f32.
+/// Other types pass as they are (an f64 input reaches the kernels, which refuse it by name
+/// rather than lose its precision).
+pub(crate) fn is_half(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
+}
+
+/// `t` in f32 when it is f16 or bf16, else as it is.
 pub(crate) fn wide<const D: usize>(t: Tensor<D>) -> Tensor<D> {
-    if t.dtype() == DType::F32 {
-        t
-    } else {
+    if is_half(t.dtype()) {
         t.cast(FloatDType::F32)
+    } else {
+        t
     }
 }
 
-/// `t` (an f32 result) in `dtype` (itself when that is f32).
+/// `t` (an f32 result) in `dtype` when that is f16 or bf16, else as it is.
 pub(crate) fn back<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
-    if t.dtype() == dtype { t } else { t.cast(dtype) }
+    if is_half(dtype) && t.dtype() != dtype {
+        t.cast(dtype)
+    } else {
+        t
+    }
 }
 
 /// Says once per op and dtype that `op` computes in f32 from `dtype` activations.
 pub(crate) fn note_widened(op: &'static str, dtype: DType) {
-    if dtype == DType::F32 {
+    if !is_half(dtype) {
         return;
     }
     static SAID: Mutex<Option<HashSet<(&'static str, String)>>> = Mutex::new(None);

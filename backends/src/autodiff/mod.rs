@@ -13,15 +13,15 @@ mod fft;
 mod scan;
 mod ssd;
 
+use crate::api::precision::is_half;
 use crate::ops::SsmOps;
+use crate::portable::scan::{narrowed, widened};
 use burn::backend::autodiff::{
     Autodiff,
     checkpoint::strategy::CheckpointStrategy,
     ops::{Backward, OpsKind},
 };
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::{AutodiffBackend, TensorMetadata, tensor::FloatTensor};
-use burn::tensor::{DType, FloatDType};
 use fft::{ConvBackward, IrfftBackward, RfftBackward, last_slice};
 use scan::{ScanBackward, ScanState, last_axis_slice};
 use ssd::{SsdBackward, SsdState, StatePassBackward, StatePassState};
@@ -45,14 +45,8 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
         // Half-precision activations: the recorded graph widens them (the casts carry the
         // gradients back in their type), the reverse scan runs in f32.
         let dtype = u.dtype();
-        if matches!(dtype, DType::F16 | DType::BF16) {
-            let w = |t: FloatTensor<Self>| {
-                if matches!(t.dtype(), DType::F16 | DType::BF16) {
-                    Self::float_cast(t, FloatDType::F32)
-                } else {
-                    t
-                }
-            };
+        if is_half(dtype) {
+            let w = widened::<Self>;
             let (y, h) = Self::selective_scan(
                 w(u),
                 w(delta),
@@ -68,7 +62,7 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
                 has_reset,
                 delta_softplus,
             );
-            return (Self::float_cast(y, FloatDType::from(dtype)), h);
+            return (narrowed::<Self>(y, dtype), h);
         }
         // The reset mask is a constant of the graph (no gradient).
         let reset = has_reset.then(|| reset.into_primitive());

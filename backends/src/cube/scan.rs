@@ -22,10 +22,11 @@ use super::buffers::{
 use super::fallback::Unsupported;
 use super::math::{sigmoid_f, softplus_f};
 use crate::portable::prim::P;
+use crate::portable::scan::widened;
 use crate::portable::{ScanArgs, ScanDims};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::ops::FloatTensorOps;
-use burn::tensor::{DType, FloatDType};
+use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -420,15 +421,6 @@ pub(super) fn scan_backward_inputs_ok(args: &ScanArgs<Cb>) -> Result<(), Unsuppo
     require_same_dtype(&[&args.u, &args.a])
 }
 
-/// `t` in f32 (B and C of f16/bf16 activations, packed with the f32 parameters).
-fn widen(t: CubeTensor) -> CubeTensor {
-    if matches!(t.dtype, DType::F16 | DType::BF16) {
-        Cb::float_cast(t, FloatDType::F32)
-    } else {
-        t
-    }
-}
-
 /// The longest stretch of a sequence one forward scan launch walks, for `n_state` states.
 /// Mesa's llvmpipe/lavapipe (the software Vulkan of machines without a GPU) caps the loop
 /// iterations of a shader invocation at about 65,535, counted over all its loops, and silently
@@ -581,8 +573,8 @@ impl Forward {
         let spans = s.len.div_ceil(span);
         // B and C join the f32 parameters (they are small: N per step against D).
         let mut parts = vec![
-            widen(args.b),
-            widen(args.c),
+            widened::<Cb>(args.b),
+            widened::<Cb>(args.c),
             args.a,
             args.d,
             args.delta_bias,

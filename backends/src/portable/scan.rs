@@ -1,6 +1,7 @@
 //! The selective scan's portable forward and backward, and its argument and gradient sets.
 
 use super::prim::P;
+use crate::api::precision::is_half;
 use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
 use burn::tensor::{DType, FloatDType};
 use std::ops::{Add, Mul};
@@ -35,13 +36,7 @@ impl<B: Backend> ScanArgs<B> {
     /// These arguments with their f16/bf16 tensors in f32 (other types as they are: an f64
     /// input reaches the kernels, which refuse it by name).
     pub fn widened(self) -> Self {
-        let w = |t: FloatTensor<B>| {
-            if matches!(t.dtype(), DType::F16 | DType::BF16) {
-                B::float_cast(t, FloatDType::F32)
-            } else {
-                t
-            }
-        };
+        let w = widened::<B>;
         Self {
             u: w(self.u),
             delta: w(self.delta),
@@ -58,9 +53,18 @@ impl<B: Backend> ScanArgs<B> {
     }
 }
 
-/// `t` (an f32 result) in `dtype` when that is f16 or bf16; otherwise as it is.
+/// A primitive in f32 when it is f16 or bf16, else as it is (see [`is_half`]).
+pub(crate) fn widened<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    if is_half(t.dtype()) {
+        B::float_cast(t, FloatDType::F32)
+    } else {
+        t
+    }
+}
+
+/// `t` (an f32 result) in `dtype` when that is f16 or bf16, else as it is.
 pub(crate) fn narrowed<B: Backend>(t: FloatTensor<B>, dtype: DType) -> FloatTensor<B> {
-    if matches!(dtype, DType::F16 | DType::BF16) && t.dtype() != dtype {
+    if is_half(dtype) && t.dtype() != dtype {
         B::float_cast(t, FloatDType::from(dtype))
     } else {
         t
