@@ -4,6 +4,7 @@
 //! widened to f32, the state kept f32); shape errors are the crate's `Error`.
 
 use burn::tensor::{Device, Distribution, FloatDType, Tensor};
+use ssm_backends::testing::{TestRng, assert_finite};
 use ssm_backends::{Error, SelectiveScan, ungrouped};
 
 /// Random scan inputs, made once and placed on any device.
@@ -16,16 +17,24 @@ struct ScanInputs {
 }
 
 impl ScanInputs {
-    fn random(batch: usize, d: usize, l: usize, n: usize, device: &Device) -> Self {
-        let r =
-            |dims: [usize; 3]| Tensor::<3>::random(dims, Distribution::Normal(0.0, 1.0), device);
-        Self {
-            u: r([batch, d, l]),
-            delta: r([batch, d, l]).mul_scalar(0.1),
-            a: Tensor::<2>::random([d, n], Distribution::Uniform(-2.0, -0.5), device),
-            b: r([batch, n, l]),
-            c: r([batch, n, l]),
-        }
+    fn random(
+        batch: usize,
+        d: usize,
+        l: usize,
+        n: usize,
+        rng: &mut TestRng,
+        device: &Device,
+    ) -> Self {
+        let normal = Distribution::Normal(0.0, 1.0);
+        // In the order the fields were drawn before.
+        let u = rng.tensor::<3>([batch, d, l], normal, device);
+        let delta = rng
+            .tensor::<3>([batch, d, l], normal, device)
+            .mul_scalar(0.1);
+        let a = rng.tensor::<2>([d, n], Distribution::Uniform(-2.0, -0.5), device);
+        let b = rng.tensor::<3>([batch, n, l], normal, device);
+        let c = rng.tensor::<3>([batch, n, l], normal, device);
+        Self { u, delta, a, b, c }
     }
 
     fn on(&self, device: &Device) -> SelectiveScan {
@@ -83,8 +92,7 @@ fn the_cpu_kernels_refuse_other_float_types() {
 #[test]
 fn the_cpu_scan_takes_half_activations() {
     let device = Device::flex();
-    device.seed(5);
-    let x = ScanInputs::random(2, 6, 19, 4, &device);
+    let x = ScanInputs::random(2, 6, 19, 4, &mut TestRng::new(5), &device);
     for (dtype, u) in [
         (FloatDType::F16, 2f32.powi(-11)),
         (FloatDType::BF16, 2f32.powi(-8)),
@@ -113,6 +121,8 @@ fn the_cpu_scan_takes_half_activations() {
         .softplus(true)
         .run();
         let (gy, wy) = (ssm_backends::to_vec(got.y), ssm_backends::to_vec(want.y));
+        assert_finite(&format!("{dtype:?}: y"), &gy);
+        assert_finite(&format!("{dtype:?}: y of the f32 run"), &wy);
         for (g, w) in gy.iter().zip(&wy) {
             assert!((g - w).abs() <= u * w.abs() + 1e-6, "{dtype:?}: {g} vs {w}");
         }
@@ -128,7 +138,7 @@ fn the_cpu_scan_takes_half_activations() {
 mod gpu {
     use super::ScanInputs;
     use burn::tensor::{Device, Distribution, Tensor};
-    use ssm_backends::testing::{max_rel_diff, set_gpu_max_buffer, wgpu_test_device};
+    use ssm_backends::testing::{TestRng, assert_rel, set_gpu_max_buffer, wgpu_test_device};
     use ssm_backends::{LaunchCounter, rfft, to_vec};
     use std::sync::{Mutex, OnceLock};
 
@@ -180,15 +190,25 @@ mod gpu {
             return;
         };
         let cpu = Device::flex();
-        cpu.seed(3);
-        let x = Tensor::<2>::random([3, 12], Distribution::Normal(0.0, 1.0), &cpu);
+        let x = TestRng::new(3).tensor::<2>([3, 12], Distribution::Normal(0.0, 1.0), &cpu);
         let (want_re, want_im) = rfft(x.clone(), 12);
         warnings();
         let counter = LaunchCounter::start();
-        for _ in 0..2 {
+        for pass in 0..2 {
             let (re, im) = rfft(Tensor::<2>::from_data(x.clone().into_data(), &gpu), 12);
-            assert!(max_rel_diff(&to_vec(re), &to_vec(want_re.clone())) <= 1e-5);
-            assert!(max_rel_diff(&to_vec(im), &to_vec(want_im.clone())) <= 1e-5);
+            let (want_re, want_im) = (to_vec(want_re.clone()), to_vec(want_im.clone()));
+            assert_rel(
+                &format!("rfft pass {pass}: re"),
+                &to_vec(re),
+                &want_re,
+                1e-5,
+            );
+            assert_rel(
+                &format!("rfft pass {pass}: im"),
+                &to_vec(im),
+                &want_im,
+                1e-5,
+            );
         }
         assert_eq!(counter.fallbacks(), vec![("rfft".to_string(), 2)]);
         assert_eq!(
@@ -209,8 +229,7 @@ mod gpu {
             return;
         };
         let cpu = Device::flex();
-        cpu.seed(4);
-        let inputs = ScanInputs::random(2, 8, 16, 4, &cpu);
+        let inputs = ScanInputs::random(2, 8, 16, 4, &mut TestRng::new(4), &cpu);
         let want = inputs.on(&cpu).run_reference();
         warnings();
         // One batch row's output takes 8 (16 + 4) floats: more than a limit of 100 bytes
@@ -223,7 +242,12 @@ mod gpu {
         assert_eq!(counter.count_of("scan_fwd_kernel"), 0);
         assert_eq!(counter.fallbacks(), vec![("selective_scan".to_string(), 1)]);
         assert_eq!(warned_about("selective_scan on inputs"), 1);
-        assert!(max_rel_diff(&y, &to_vec(want.y)) <= 1e-5);
-        assert!(max_rel_diff(&h, &to_vec(want.state)) <= 1e-5);
+        assert_rel("selective_scan fallback: y", &y, &to_vec(want.y), 1e-5);
+        assert_rel(
+            "selective_scan fallback: state",
+            &h,
+            &to_vec(want.state),
+            1e-5,
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! forms.
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use ssm_backends::testing::max_rel_diff;
+use ssm_backends::testing::{TestRng, assert_abs, assert_rel};
 use ssm_backends::to_vec;
 use ssm_backends::{causal_conv_fft, causal_conv_reference, irfft, rfft};
 use std::f64::consts::PI;
@@ -54,15 +54,10 @@ fn idft_f64(re: &[f64], im: &[f64], rows: usize, n: usize) -> Vec<f64> {
     y
 }
 
-fn rel(a: &[f64], b: &[f64]) -> f64 {
-    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
-    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
 #[test]
 fn rfft_and_irfft_match_the_float64_dft_at_any_length() {
     for device in devices() {
-        device.seed(7);
+        let mut rng = TestRng::new(7);
         // (input width m, transform length n): equal, padded, truncated; odd, even, powers of two.
         for (m, n) in [
             (1, 1),
@@ -74,25 +69,33 @@ fn rfft_and_irfft_match_the_float64_dft_at_any_length() {
             (64, 128),
             (100, 100),
         ] {
-            let x = Tensor::<2>::random([3, m], Distribution::Normal(0.0, 1.0), &device);
+            let x = rng.tensor::<2>([3, m], Distribution::Normal(0.0, 1.0), &device);
             let xs = host(x.clone());
             let (re, im) = rfft(x, n);
             let (want_re, want_im) = dft_f64(&xs, 3, m, n);
             let (got_re, got_im) = (host(re), host(im));
-            let err = rel(&got_re, &want_re).max(rel(&got_im, &want_im));
-            assert!(
-                err <= 1e-5,
-                "{device:?} rfft m {m} n {n}: relative error {err:e}"
+            assert_rel(
+                &format!("{device:?} rfft m {m} n {n}: re"),
+                &got_re,
+                &want_re,
+                1e-5,
+            );
+            assert_rel(
+                &format!("{device:?} rfft m {m} n {n}: im"),
+                &got_im,
+                &want_im,
+                1e-5,
             );
 
             let bins = n / 2 + 1;
-            let sr = Tensor::<2>::random([2, bins], Distribution::Normal(0.0, 1.0), &device);
-            let si = Tensor::<2>::random([2, bins], Distribution::Normal(0.0, 1.0), &device);
+            let sr = rng.tensor::<2>([2, bins], Distribution::Normal(0.0, 1.0), &device);
+            let si = rng.tensor::<2>([2, bins], Distribution::Normal(0.0, 1.0), &device);
             let want = idft_f64(&host(sr.clone()), &host(si.clone()), 2, n);
-            let err = rel(&host(irfft(sr, si, n)), &want);
-            assert!(
-                err <= 1e-5,
-                "{device:?} irfft n {n}: relative error {err:e}"
+            assert_rel(
+                &format!("{device:?} irfft n {n}"),
+                &host(irfft(sr, si, n)),
+                &want,
+                1e-5,
             );
         }
     }
@@ -101,11 +104,11 @@ fn rfft_and_irfft_match_the_float64_dft_at_any_length() {
 #[test]
 fn fft_convolution_matches_the_float64_direct_sum() {
     for device in devices() {
-        device.seed(8);
+        let mut rng = TestRng::new(8);
         for l in [1, 2, 37, 129, 200, 513] {
             let (b, h) = (3, 2);
-            let u = Tensor::<3>::random([b, h, l], Distribution::Normal(0.0, 1.0), &device);
-            let k = Tensor::<2>::random([h, l], Distribution::Normal(0.0, 1.0), &device);
+            let u = rng.tensor::<3>([b, h, l], Distribution::Normal(0.0, 1.0), &device);
+            let k = rng.tensor::<2>([h, l], Distribution::Normal(0.0, 1.0), &device);
             let (us, ks) = (to_vec(u.clone()), to_vec(k.clone()));
             let mut want = vec![0f64; b * h * l];
             for i in 0..b {
@@ -121,8 +124,7 @@ fn fft_convolution_matches_the_float64_direct_sum() {
                 .into_iter()
                 .map(f64::from)
                 .collect();
-            let err = rel(&got, &want);
-            assert!(err <= 1e-5, "{device:?} L {l}: relative error {err:e}");
+            assert_rel(&format!("{device:?} L {l}"), &got, &want, 1e-5);
         }
     }
 }
@@ -147,7 +149,7 @@ fn dft_mats(n: usize, w: impl Fn(usize) -> f64, device: &Device) -> (Tensor<2>, 
 #[test]
 fn gradients_match_autodiff_through_the_dft_and_toeplitz_forms() {
     for base in devices() {
-        base.seed(9);
+        let mut rng = TestRng::new(9);
         // Lavapipe compiles a kernel set per shape (seconds each): fewer cases on wgpu, still
         // one power-of-two (Burn's FFT) and one other length (DFT body) and the long conv.
         let gpu = format!("{base:?}").contains("Cube");
@@ -159,8 +161,9 @@ fn gradients_match_autodiff_through_the_dft_and_toeplitz_forms() {
         };
         for &(m, n) in spectra {
             let bins = n / 2 + 1;
-            let data = |dims: [usize; 2]| {
-                Tensor::<2>::random(dims, Distribution::Normal(0.0, 1.0), &device).into_data()
+            let mut data = |dims: [usize; 2]| {
+                rng.tensor::<2>(dims, Distribution::Normal(0.0, 1.0), &device)
+                    .into_data()
             };
             let (xd, wre, wim) = (data([2, m]), data([2, bins]), data([2, bins]));
             let (sre, sim, wy) = (data([2, bins]), data([2, bins]), data([2, n]));
@@ -192,22 +195,21 @@ fn gradients_match_autodiff_through_the_dft_and_toeplitz_forms() {
             };
             let (ours, reference) = (run(false), run(true));
             for (name, (a, b)) in ["x", "re", "im"].iter().zip(ours.iter().zip(&reference)) {
-                let err = max_rel_diff(a, b);
-                assert!(
-                    err <= 1e-4,
-                    "{base:?} m {m} n {n} d{name}: relative error {err:e}"
-                );
+                assert_rel(&format!("{base:?} m {m} n {n} d{name}"), a, b, 1e-4);
             }
         }
         // The convolution: du and dk (kernel shared over the batch), at a short and a long L.
         let lengths: &[usize] = if gpu { &[150] } else { &[5, 150] };
         for &l in lengths {
-            let ud =
-                Tensor::<3>::random([3, 2, l], Distribution::Normal(0.0, 1.0), &device).into_data();
-            let kd =
-                Tensor::<2>::random([2, l], Distribution::Normal(0.0, 1.0), &device).into_data();
-            let wd =
-                Tensor::<3>::random([3, 2, l], Distribution::Normal(0.0, 1.0), &device).into_data();
+            let ud = rng
+                .tensor::<3>([3, 2, l], Distribution::Normal(0.0, 1.0), &device)
+                .into_data();
+            let kd = rng
+                .tensor::<2>([2, l], Distribution::Normal(0.0, 1.0), &device)
+                .into_data();
+            let wd = rng
+                .tensor::<3>([3, 2, l], Distribution::Normal(0.0, 1.0), &device)
+                .into_data();
             let run = |reference: bool| {
                 let u = Tensor::<3>::from_data(ud.clone(), &device).require_grad();
                 let k = Tensor::<2>::from_data(kd.clone(), &device).require_grad();
@@ -225,8 +227,8 @@ fn gradients_match_autodiff_through_the_dft_and_toeplitz_forms() {
                 )
             };
             let ((du, dk), (du_ref, dk_ref)) = (run(false), run(true));
-            let err = max_rel_diff(&du, &du_ref).max(max_rel_diff(&dk, &dk_ref));
-            assert!(err <= 1e-4, "{base:?} conv L {l}: relative error {err:e}");
+            assert_rel(&format!("{base:?} conv L {l}: du"), &du, &du_ref, 1e-4);
+            assert_rel(&format!("{base:?} conv L {l}: dk"), &dk, &dk_ref, 1e-4);
         }
     }
 }
@@ -278,7 +280,7 @@ fn host_n<const D: usize>(t: Tensor<D>) -> Vec<f64> {
 fn rfftn_and_irfftn_match_the_float64_dft_in_two_and_three_dimensions() {
     use ssm_backends::{irfftn, rfftn};
     for device in devices() {
-        device.seed(11);
+        let mut rng = TestRng::new(11);
         // 2-D: padded, truncated, odd and even sizes, powers of two.
         for (m, sizes) in [
             ([4, 6], [8, 12]),
@@ -286,16 +288,22 @@ fn rfftn_and_irfftn_match_the_float64_dft_in_two_and_three_dimensions() {
             ([8, 8], [16, 16]),
             ([9, 6], [6, 9]),
         ] {
-            let x =
-                Tensor::<4>::random([2, 3, m[0], m[1]], Distribution::Normal(0.0, 1.0), &device);
+            let x = rng.tensor::<4>([2, 3, m[0], m[1]], Distribution::Normal(0.0, 1.0), &device);
             let xs = host_n(x.clone());
             let (re, im) = rfftn(x.clone(), &sizes);
             assert_eq!(re.dims(), [2, 3, sizes[0], sizes[1] / 2 + 1]);
             let (want_re, want_im) = dftn_f64(&xs, &[2, 3, m[0], m[1]], &sizes);
-            let err = rel(&host_n(re.clone()), &want_re).max(rel(&host_n(im.clone()), &want_im));
-            assert!(
-                err <= 1e-5,
-                "{device:?} rfftn {m:?} -> {sizes:?}: relative error {err:e}"
+            assert_rel(
+                &format!("{device:?} rfftn {m:?} -> {sizes:?}: re"),
+                &host_n(re.clone()),
+                &want_re,
+                1e-5,
+            );
+            assert_rel(
+                &format!("{device:?} rfftn {m:?} -> {sizes:?}: im"),
+                &host_n(im.clone()),
+                &want_im,
+                1e-5,
             );
             // Back: the input zero-padded or truncated to the sizes.
             let back = irfftn(re, im, &sizes);
@@ -304,36 +312,53 @@ fn rfftn_and_irfftn_match_the_float64_dft_in_two_and_three_dimensions() {
                 assert_eq!(back.dims(), [2, 3, sizes[0], sizes[1]]);
                 b
             };
+            // In the order of `fitted`: (r, i, j) at (r * sizes[0] + i) * sizes[1] + j.
+            let mut want = Vec::with_capacity(fitted.len());
             for r in 0..6 {
                 for i in 0..sizes[0] {
                     for j in 0..sizes[1] {
-                        let want = if i < m[0] && j < m[1] {
+                        want.push(if i < m[0] && j < m[1] {
                             xs[(r * m[0] + i) * m[1] + j]
                         } else {
                             0.0
-                        };
-                        let got = fitted[(r * sizes[0] + i) * sizes[1] + j];
-                        assert!(
-                            (got - want).abs() <= 1e-5,
-                            "{device:?} irfftn {sizes:?} at ({r}, {i}, {j}): {got} vs {want}"
-                        );
+                        });
                     }
                 }
             }
+            assert_abs(
+                &format!("{device:?} irfftn {sizes:?}"),
+                &fitted,
+                &want,
+                1e-5,
+            );
         }
         // 3-D, and 1-D (the real FFT itself).
-        let x = Tensor::<5>::random([1, 2, 3, 4, 5], Distribution::Normal(0.0, 1.0), &device);
+        let x = rng.tensor::<5>([1, 2, 3, 4, 5], Distribution::Normal(0.0, 1.0), &device);
         let sizes = [4, 4, 6];
         let (re, im) = rfftn(x.clone(), &sizes);
         let (want_re, want_im) = dftn_f64(&host_n(x.clone()), &[1, 2, 3, 4, 5], &sizes);
-        let err = rel(&host_n(re.clone()), &want_re).max(rel(&host_n(im.clone()), &want_im));
-        assert!(err <= 1e-5, "{device:?} rfftn 3-D: relative error {err:e}");
+        assert_rel(
+            &format!("{device:?} rfftn 3-D: re"),
+            &host_n(re.clone()),
+            &want_re,
+            1e-5,
+        );
+        assert_rel(
+            &format!("{device:?} rfftn 3-D: im"),
+            &host_n(im.clone()),
+            &want_im,
+            1e-5,
+        );
         let back = irfftn(re, im, &sizes);
         let want = Tensor::cat(vec![x, Tensor::zeros([1, 2, 1, 4, 5], &device)], 2);
         let want = Tensor::cat(vec![want, Tensor::zeros([1, 2, 4, 4, 1], &device)], 4);
-        let err = rel(&host_n(back), &host_n(want));
-        assert!(err <= 1e-5, "{device:?} irfftn 3-D: relative error {err:e}");
-        let y = Tensor::<3>::random([2, 3, 7], Distribution::Normal(0.0, 1.0), &device);
+        assert_rel(
+            &format!("{device:?} irfftn 3-D"),
+            &host_n(back),
+            &host_n(want),
+            1e-5,
+        );
+        let y = rng.tensor::<3>([2, 3, 7], Distribution::Normal(0.0, 1.0), &device);
         let (r1, i1) = rfftn(y.clone(), &[7]);
         let (r2, i2) = rfft(y, 7);
         assert_eq!(host_n(r1), host_n(r2));
@@ -345,32 +370,41 @@ fn rfftn_and_irfftn_match_the_float64_dft_in_two_and_three_dimensions() {
 fn fft_and_ifft_round_trip_and_gradients_flow_through_rfftn() {
     use ssm_backends::{fft, ifft, irfftn, rfftn};
     for device in devices() {
-        device.seed(3);
-        let re = Tensor::<3>::random([2, 5, 3], Distribution::Normal(0.0, 1.0), &device);
-        let im = Tensor::<3>::random([2, 5, 3], Distribution::Normal(0.0, 1.0), &device);
+        let mut rng = TestRng::new(3);
+        let re = rng.tensor::<3>([2, 5, 3], Distribution::Normal(0.0, 1.0), &device);
+        let im = rng.tensor::<3>([2, 5, 3], Distribution::Normal(0.0, 1.0), &device);
         let (fr, fi) = fft(re.clone(), im.clone(), 1, 5);
         let (br, bi) = ifft(fr, fi, 1, 5);
-        let err = rel(&host_n(br), &host_n(re)).max(rel(&host_n(bi), &host_n(im)));
-        assert!(
-            err <= 1e-5,
-            "{device:?} ifft(fft(z)): relative error {err:e}"
+        assert_rel(
+            &format!("{device:?} ifft(fft(z)): re"),
+            &host_n(br),
+            &host_n(re),
+            1e-5,
+        );
+        assert_rel(
+            &format!("{device:?} ifft(fft(z)): im"),
+            &host_n(bi),
+            &host_n(im),
+            1e-5,
         );
 
         // d/dx Σ w ⊙ irfftn(rfftn(x, s), s) = w on the input's extent (the round trip is the
         // identity there).
         let ad = device.clone().autodiff();
-        let x =
-            Tensor::<4>::random([1, 2, 3, 5], Distribution::Normal(0.0, 1.0), &ad).require_grad();
-        let w = Tensor::<4>::random([1, 2, 6, 8], Distribution::Normal(0.0, 1.0), &ad);
+        let x = rng
+            .tensor::<4>([1, 2, 3, 5], Distribution::Normal(0.0, 1.0), &ad)
+            .require_grad();
+        let w = rng.tensor::<4>([1, 2, 6, 8], Distribution::Normal(0.0, 1.0), &ad);
         let (r, i) = rfftn(x.clone(), &[6, 8]);
         let y = irfftn(r, i, &[6, 8]);
         let grads = (y * w.clone()).sum().backward();
         let g = x.grad(&grads).expect("x has a gradient");
         let want = w.inner().narrow(2, 0, 3).narrow(3, 0, 5);
-        let err = rel(&host_n(g), &host_n(want));
-        assert!(
-            err <= 1e-5,
-            "{device:?} gradient through rfftn/irfftn: {err:e}"
+        assert_rel(
+            &format!("{device:?} gradient through rfftn/irfftn"),
+            &host_n(g),
+            &host_n(want),
+            1e-5,
         );
     }
 }

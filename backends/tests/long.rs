@@ -11,7 +11,7 @@
 //! walk long sequences in segments.
 
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::testing::max_rel_diff;
+use ssm_backends::testing::{TestRng, assert_finite, assert_rel};
 use ssm_backends::{SelectiveScan, Ssd, to_vec};
 
 fn devices() -> Vec<Device> {
@@ -20,23 +20,12 @@ fn devices() -> Vec<Device> {
     all
 }
 
-fn finite(name: &str, v: &[f32]) {
-    let bad = v.iter().filter(|x| !x.is_finite()).count();
-    assert_eq!(
-        bad,
-        0,
-        "{name}: {bad} of {} values are NaN or infinite",
-        v.len()
-    );
-}
-
 /// The scan's inputs `u` and `delta` for (1, D, L): `delta` before softplus in [0, 5] (steps
 /// ~0.7 to 5).
-fn scan_inputs(d: usize, l: usize, device: &Device) -> [Tensor<3>; 2] {
-    [
-        Tensor::random([1, d, l], Distribution::Normal(0.0, 1.0), device),
-        Tensor::random([1, d, l], Distribution::Uniform(0.0, 5.0), device),
-    ]
+fn scan_inputs(d: usize, l: usize, rng: &mut TestRng, device: &Device) -> [Tensor<3>; 2] {
+    let u = rng.tensor::<3>([1, d, l], Distribution::Normal(0.0, 1.0), device);
+    let delta = rng.tensor::<3>([1, d, l], Distribution::Uniform(0.0, 5.0), device);
+    [u, delta]
 }
 
 fn scan(
@@ -55,12 +44,18 @@ fn scan(
 }
 
 /// One pass over `len` steps against `chunks` passes carrying the state, `n` states.
-fn scan_in_chunks(device: &Device, len: usize, chunks: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+fn scan_in_chunks(
+    rng: &mut TestRng,
+    device: &Device,
+    len: usize,
+    chunks: usize,
+    n: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let d = 4;
-    let [u, delta] = scan_inputs(d, len, device);
-    let a = Tensor::<2>::random([d, n], Distribution::Uniform(-0.5, -1e-3), device);
-    let b = Tensor::<4>::random([1, 1, n, len], Distribution::Normal(0.0, 1.0), device);
-    let c = Tensor::<4>::random([1, 1, n, len], Distribution::Normal(0.0, 1.0), device);
+    let [u, delta] = scan_inputs(d, len, rng, device);
+    let a = rng.tensor::<2>([d, n], Distribution::Uniform(-0.5, -1e-3), device);
+    let b = rng.tensor::<4>([1, 1, n, len], Distribution::Normal(0.0, 1.0), device);
+    let c = rng.tensor::<4>([1, 1, n, len], Distribution::Normal(0.0, 1.0), device);
     let (y, _) = scan(
         u.clone(),
         delta.clone(),
@@ -91,14 +86,15 @@ fn scan_in_chunks(device: &Device, len: usize, chunks: usize, n: usize) -> (Vec<
 #[test]
 fn the_selective_scan_at_65536_steps_is_finite_and_chunks_exactly() {
     for device in devices() {
-        device.seed(1);
+        let mut rng = TestRng::new(1);
         for n in [4, 64] {
-            let (one, chunked) = scan_in_chunks(&device, 65_536, 4, n);
-            finite("scan", &one);
-            let err = max_rel_diff(&chunked, &one);
-            assert!(
-                err <= 1e-5,
-                "{device:?}, N {n}: chunked vs one pass {err:e}"
+            let (one, chunked) = scan_in_chunks(&mut rng, &device, 65_536, 4, n);
+            assert_finite(&format!("{device:?}, N {n}: scan"), &one);
+            assert_rel(
+                &format!("{device:?}, N {n}: chunked vs one pass"),
+                &chunked,
+                &one,
+                1e-5,
             );
         }
     }
@@ -107,24 +103,28 @@ fn the_selective_scan_at_65536_steps_is_finite_and_chunks_exactly() {
 #[test]
 fn the_selective_scan_streams_a_million_steps() {
     let device = Device::flex();
-    device.seed(2);
-    let (one, chunked) = scan_in_chunks(&device, 1 << 20, 16, 4);
-    finite("scan, 1,048,576 steps", &one);
-    let err = max_rel_diff(&chunked, &one);
-    assert!(err <= 1e-5, "chunked vs one pass {err:e}");
+    let mut rng = TestRng::new(2);
+    let (one, chunked) = scan_in_chunks(&mut rng, &device, 1 << 20, 16, 4);
+    assert_finite("scan, 1,048,576 steps", &one);
+    assert_rel(
+        "scan, 1,048,576 steps: chunked vs one pass",
+        &chunked,
+        &one,
+        1e-5,
+    );
 }
 
 #[test]
 fn the_ssd_at_65536_steps_is_finite_and_chunks_exactly() {
     for device in devices() {
-        device.seed(3);
+        let mut rng = TestRng::new(3);
         let (l, h, p, n) = (65_536, 2, 4, 4);
         let normal = Distribution::Normal(0.0, 1.0);
-        let x = Tensor::<4>::random([1, l, h, p], normal, &device);
-        let dt = Tensor::<3>::random([1, l, h], Distribution::Uniform(0.5, 5.0), &device);
-        let a = Tensor::<1>::random([h], Distribution::Uniform(-0.5, -1e-3), &device);
-        let b = Tensor::<4>::random([1, l, 1, n], normal, &device);
-        let c = Tensor::<4>::random([1, l, 1, n], normal, &device);
+        let x = rng.tensor::<4>([1, l, h, p], normal, &device);
+        let dt = rng.tensor::<3>([1, l, h], Distribution::Uniform(0.5, 5.0), &device);
+        let a = rng.tensor::<1>([h], Distribution::Uniform(-0.5, -1e-3), &device);
+        let b = rng.tensor::<4>([1, l, 1, n], normal, &device);
+        let c = rng.tensor::<4>([1, l, 1, n], normal, &device);
         let run = |lo: usize, len: usize, h0: Option<Tensor<4>>| {
             let mut op = Ssd::new(
                 x.clone().narrow(1, lo, len),
@@ -141,7 +141,7 @@ fn the_ssd_at_65536_steps_is_finite_and_chunks_exactly() {
         };
         let (y, _) = run(0, l, None);
         let one = to_vec(y);
-        finite("ssd", &one);
+        assert_finite(&format!("{device:?}: ssd"), &one);
         let mut state = None;
         let mut parts = Vec::new();
         for k in 0..4 {
@@ -149,8 +149,12 @@ fn the_ssd_at_65536_steps_is_finite_and_chunks_exactly() {
             state = Some(hk);
             parts.push(yk);
         }
-        let err = max_rel_diff(&to_vec(Tensor::cat(parts, 1)), &one);
-        assert!(err <= 1e-5, "{device:?}: ssd chunked vs one pass {err:e}");
+        assert_rel(
+            &format!("{device:?}: ssd chunked vs one pass"),
+            &to_vec(Tensor::cat(parts, 1)),
+            &one,
+            1e-5,
+        );
     }
 }
 
@@ -168,13 +172,13 @@ fn long_scan_gradients_on_wgpu_equal_the_cpu() {
 
 fn scan_gradients_match(gpu: &Device, n: usize, l: usize) {
     let cpu = Device::flex();
-    cpu.seed(6);
+    let mut rng = TestRng::new(6);
     let d = 4;
-    let [u, delta] = scan_inputs(d, l, &cpu);
-    let a = Tensor::<2>::random([d, n], Distribution::Uniform(-0.5, -1e-3), &cpu);
-    let b = Tensor::<4>::random([1, 1, n, l], Distribution::Normal(0.0, 1.0), &cpu);
-    let c = Tensor::<4>::random([1, 1, n, l], Distribution::Normal(0.0, 1.0), &cpu);
-    let w = Tensor::<3>::random([1, d, l], Distribution::Normal(0.0, 1.0), &cpu);
+    let [u, delta] = scan_inputs(d, l, &mut rng, &cpu);
+    let a = rng.tensor::<2>([d, n], Distribution::Uniform(-0.5, -1e-3), &cpu);
+    let b = rng.tensor::<4>([1, 1, n, l], Distribution::Normal(0.0, 1.0), &cpu);
+    let c = rng.tensor::<4>([1, 1, n, l], Distribution::Normal(0.0, 1.0), &cpu);
+    let w = rng.tensor::<3>([1, d, l], Distribution::Normal(0.0, 1.0), &cpu);
     let grads = |device: &Device| {
         let ad = device.clone().autodiff();
         let on3 = |t: &Tensor<3>| Tensor::<3>::from_data(t.to_data(), &ad).require_grad();
@@ -202,11 +206,7 @@ fn scan_gradients_match(gpu: &Device, n: usize, l: usize) {
         .iter()
         .zip(got.iter().zip(&want))
     {
-        finite(name, g);
-        let err = max_rel_diff(g, w);
-        assert!(
-            err <= 1e-4,
-            "N {n}, L {l}: d{name}: wgpu vs cpu relative error {err:e}"
-        );
+        assert_finite(&format!("N {n}, L {l}: d{name} (wgpu)"), g);
+        assert_rel(&format!("N {n}, L {l}: d{name}: wgpu vs cpu"), g, w, 1e-4);
     }
 }

@@ -9,7 +9,7 @@ mod common;
 
 use burn::tensor::{Device, Tensor};
 use common::{Case, Inputs, NAMES, inputs, loss_weights, to_device};
-use ssm_backends::testing::max_rel_diff;
+use ssm_backends::testing::{TestRng, assert_rel};
 use ssm_backends::{SelectiveScan, seq_idx_from_lengths, to_vec};
 
 /// The documents of each row (every row adds up to the same length).
@@ -87,8 +87,8 @@ fn losses(x: &Inputs, wy: &Tensor<3>, wh: &Tensor<3>, device: &Device) -> (Tenso
 
 fn check(device: &Device, dim: usize, tol: f32) {
     let cpu = Device::flex();
-    cpu.seed(dim as u64);
-    let x = to_device(&inputs(case(dim), &cpu), device);
+    let mut rng = TestRng::new(dim as u64);
+    let x = to_device(&inputs(case(dim), &mut rng, &cpu), device);
     // Outputs and each document's final state (a packed row ending with that document).
     let out = packed(&x, device).run();
     let (y, _) = (to_vec(out.y.clone()), ());
@@ -100,25 +100,27 @@ fn check(device: &Device, dim: usize, tol: f32) {
             let got: Vec<f32> = (0..dim)
                 .flat_map(|c| y[(b * dim + c) * l + from..(b * dim + c) * l + from + len].to_vec())
                 .collect();
-            let err = max_rel_diff(&got, &to_vec(alone.y));
-            assert!(
-                err <= tol,
-                "row {b} document {i} (dim {dim}): y differs by {err:e}"
+            assert_rel(
+                &format!("row {b} document {i} (dim {dim}): y"),
+                &got,
+                &to_vec(alone.y),
+                tol as f64,
             );
             // The row cut after this document, packed: its final state is this document's.
             let upto = &row[..=i];
             let prefix = part(&x, b..b + 1, 0, from + len, true)
                 .seq_idx(seq_idx_from_lengths(&[upto.to_vec()], device).unwrap());
-            let err = max_rel_diff(&to_vec(prefix.run().state), &to_vec(alone.state));
-            assert!(
-                err <= tol,
-                "row {b} document {i} (dim {dim}): final state differs by {err:e}"
+            assert_rel(
+                &format!("row {b} document {i} (dim {dim}): final state"),
+                &to_vec(prefix.run().state),
+                &to_vec(alone.state),
+                tol as f64,
             );
             from += len;
         }
     }
     // Every gradient.
-    let (wy, wh) = loss_weights(case(dim), &cpu);
+    let (wy, wh) = loss_weights(case(dim), &mut rng, &cpu);
     let (wy, wh) = (to_device_3(&wy, device), to_device_3(&wh, device));
     let grads = |use_packed: bool| -> Vec<Vec<f32>> {
         let ad = device.clone().autodiff();
@@ -156,8 +158,12 @@ fn check(device: &Device, dim: usize, tol: f32) {
     };
     let (got, want) = (grads(true), grads(false));
     for (k, name) in NAMES.iter().enumerate() {
-        let err = max_rel_diff(&got[k], &want[k]);
-        assert!(err <= tol, "d{name} (dim {dim}): relative error {err:e}");
+        assert_rel(
+            &format!("d{name} (dim {dim})"),
+            &got[k],
+            &want[k],
+            tol as f64,
+        );
     }
 }
 

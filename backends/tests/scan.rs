@@ -5,7 +5,7 @@ use burn::backend::Dispatch;
 use burn::tensor::{Device, Distribution, Tensor};
 use ssm_backends::testing::cpu_kernel_calls;
 use ssm_backends::testing::portable::{self, ScanArgs};
-use ssm_backends::testing::{Fixture, fixtures_dir, max_rel_diff};
+use ssm_backends::testing::{Fixture, TestRng, assert_abs, assert_rel, fixtures_dir};
 use ssm_backends::{SelectiveScan, to_vec, ungrouped};
 
 mod common;
@@ -81,9 +81,9 @@ const CASES: &[Case] = &[
 #[test]
 fn fused_kernel_matches_portable_body() {
     let device = cpu_device();
-    device.seed(1);
+    let mut rng = TestRng::new(1);
     for &case in CASES {
-        let x = inputs(case, &device);
+        let x = inputs(case, &mut rng, &device);
         let before = cpu_kernel_calls().scan_forward;
         let fused = scan(&x).run();
         assert!(
@@ -91,16 +91,25 @@ fn fused_kernel_matches_portable_body() {
             "the fused kernel did not run"
         );
         let reference = scan(&x).run_reference();
-        let ey = max_rel_diff(&to_vec(fused.y), &to_vec(reference.y));
-        let eh = max_rel_diff(&to_vec(fused.state), &to_vec(reference.state));
-        assert!(ey <= 1e-5 && eh <= 1e-5, "{case:?}: y {ey:e}, state {eh:e}");
+        assert_rel(
+            &format!("{case:?}: y"),
+            &to_vec(fused.y),
+            &to_vec(reference.y),
+            1e-5,
+        );
+        assert_rel(
+            &format!("{case:?}: state"),
+            &to_vec(fused.state),
+            &to_vec(reference.state),
+            1e-5,
+        );
     }
 }
 
 #[test]
 fn ungrouped_b_and_c_equal_one_group() {
     let device = cpu_device();
-    device.seed(2);
+    let mut rng = TestRng::new(2);
     let case = Case {
         batch: 2,
         dim: 4,
@@ -111,7 +120,7 @@ fn ungrouped_b_and_c_equal_one_group() {
         init: false,
         softplus: true,
     };
-    let x = inputs(case, &device);
+    let x = inputs(case, &mut rng, &device);
     let b3 = x.b.clone().squeeze_dim::<3>(1);
     let c3 = x.c.clone().squeeze_dim::<3>(1);
     let grouped = scan(&x).run();
@@ -134,7 +143,7 @@ fn ungrouped_b_and_c_equal_one_group() {
 fn splitting_a_sequence_through_the_state_equals_one_pass() {
     // Chunked (streaming) inference: scan [0, 20) then [20, 45) from the returned state.
     let device = cpu_device();
-    device.seed(3);
+    let mut rng = TestRng::new(3);
     let case = Case {
         batch: 2,
         dim: 6,
@@ -145,7 +154,7 @@ fn splitting_a_sequence_through_the_state_equals_one_pass() {
         init: true,
         softplus: true,
     };
-    let x = inputs(case, &device);
+    let x = inputs(case, &mut rng, &device);
     let whole = scan(&x).run();
     let part = |x: &Inputs, lo: usize, hi: usize, h0: Tensor<3>| {
         SelectiveScan::new(
@@ -165,8 +174,13 @@ fn splitting_a_sequence_through_the_state_equals_one_pass() {
     let first = part(&x, 0, 20, x.h0.clone().unwrap());
     let second = part(&x, 20, 45, first.state);
     let y = Tensor::cat(vec![first.y, second.y], 2);
-    assert!(max_rel_diff(&to_vec(y), &to_vec(whole.y)) <= 1e-6);
-    assert!(max_rel_diff(&to_vec(second.state), &to_vec(whole.state)) <= 1e-6);
+    assert_rel("split: y", &to_vec(y), &to_vec(whole.y), 1e-6);
+    assert_rel(
+        "split: state",
+        &to_vec(second.state),
+        &to_vec(whole.state),
+        1e-6,
+    );
 }
 
 /// The scan in float64 on plain vectors, straight from the definition.
@@ -224,7 +238,7 @@ fn f64s<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
 #[test]
 fn gradients_match_float64_finite_differences() {
     let device = cpu_device();
-    device.seed(4);
+    let mut rng = TestRng::new(4);
     let case = Case {
         batch: 2,
         dim: 4,
@@ -235,8 +249,8 @@ fn gradients_match_float64_finite_differences() {
         init: true,
         softplus: true,
     };
-    let x = inputs(case, &device);
-    let (wy, wh) = loss_weights(case, &device);
+    let x = inputs(case, &mut rng, &device);
+    let (wy, wh) = loss_weights(case, &mut rng, &device);
     let before = cpu_kernel_calls().scan_backward;
     let analytic = op_gradients(&x, &wy, &wh, false);
     assert!(
@@ -275,10 +289,11 @@ fn gradients_match_float64_finite_differences() {
             vals[k][i] = orig;
             fd.push(((up - down) / (2.0 * eps)) as f32);
         }
-        let err = max_rel_diff(&analytic[k], &fd);
-        assert!(
-            err <= 2e-4,
-            "d{name}: relative error {err:e} vs finite differences"
+        assert_rel(
+            &format!("d{name} vs finite differences"),
+            &analytic[k],
+            &fd,
+            2e-4,
         );
     }
 }
@@ -286,7 +301,7 @@ fn gradients_match_float64_finite_differences() {
 #[test]
 fn fused_backward_matches_autodiff_through_portable_body() {
     let device = cpu_device();
-    device.seed(5);
+    let mut rng = TestRng::new(5);
     for case in [
         Case {
             batch: 2,
@@ -320,13 +335,12 @@ fn fused_backward_matches_autodiff_through_portable_body() {
             softplus: false,
         },
     ] {
-        let x = inputs(case, &device);
-        let (wy, wh) = loss_weights(case, &device);
+        let x = inputs(case, &mut rng, &device);
+        let (wy, wh) = loss_weights(case, &mut rng, &device);
         let fused = op_gradients(&x, &wy, &wh, false);
         let reference = op_gradients(&x, &wy, &wh, true);
         for (k, name) in NAMES.iter().enumerate() {
-            let err = max_rel_diff(&fused[k], &reference[k]);
-            assert!(err <= 1e-4, "{case:?} d{name}: relative error {err:e}");
+            assert_rel(&format!("{case:?} d{name}"), &fused[k], &reference[k], 1e-4);
         }
     }
 }
@@ -335,7 +349,7 @@ fn fused_backward_matches_autodiff_through_portable_body() {
 fn portable_backward_matches_autodiff_through_portable_body() {
     // The default body of `selective_scan_backward` (what backends without a kernel run).
     let device = cpu_device();
-    device.seed(6);
+    let mut rng = TestRng::new(6);
     let case = Case {
         batch: 2,
         dim: 4,
@@ -346,8 +360,8 @@ fn portable_backward_matches_autodiff_through_portable_body() {
         init: true,
         softplus: true,
     };
-    let x = inputs(case, &device);
-    let (wy, wh) = loss_weights(case, &device);
+    let x = inputs(case, &mut rng, &device);
+    let (wy, wh) = loss_weights(case, &mut rng, &device);
     let reference = op_gradients(&x, &wy, &wh, true);
     let g = portable::selective_scan_backward::<Dispatch>(
         ScanArgs {
@@ -380,15 +394,14 @@ fn portable_backward_matches_autodiff_through_portable_body() {
         t3(g.dh0),
     ];
     for (k, name) in NAMES.iter().enumerate() {
-        let err = max_rel_diff(&got[k], &reference[k]);
-        assert!(err <= 1e-4, "d{name}: relative error {err:e}");
+        assert_rel(&format!("d{name}"), &got[k], &reference[k], 1e-4);
     }
 }
 
 #[test]
 fn forward_matches_float64_definition() {
     let device = cpu_device();
-    device.seed(7);
+    let mut rng = TestRng::new(7);
     let case = Case {
         batch: 2,
         dim: 4,
@@ -399,7 +412,7 @@ fn forward_matches_float64_definition() {
         init: true,
         softplus: true,
     };
-    let x = inputs(case, &device);
+    let x = inputs(case, &mut rng, &device);
     let out = scan(&x).run();
     let (y, h) = reference_f64(
         case,
@@ -415,8 +428,8 @@ fn forward_matches_float64_definition() {
     );
     let y: Vec<f32> = y.into_iter().map(|v| v as f32).collect();
     let h: Vec<f32> = h.into_iter().map(|v| v as f32).collect();
-    assert!(max_rel_diff(&to_vec(out.y), &y) <= 1e-5);
-    assert!(max_rel_diff(&to_vec(out.state), &h) <= 1e-5);
+    assert_rel("f64 definition: y", &to_vec(out.y), &y, 1e-5);
+    assert_rel("f64 definition: state", &to_vec(out.state), &h, 1e-5);
 }
 
 #[test]
@@ -443,14 +456,14 @@ fn reproduces_the_mamba_tiny_scans() {
         .softplus(true)
         .run();
         let (want, _) = t.values(&format!("{p}.y"));
-        let err = max_rel_diff(&to_vec(out.y), &want);
-        assert!(err <= 1e-5, "layer {layer}: relative error {err:e}");
+        assert_rel(&format!("layer {layer}: y"), &to_vec(out.y), &want, 1e-5);
         // The final state is the reference's cache.
         let (state, _) = t.values(&format!("cache.{layer}.ssm_state"));
-        let err = ssm_backends::testing::max_abs_diff(&to_vec(out.state), &state);
-        assert!(
-            err <= 1e-5,
-            "layer {layer}: ssm_state max abs error {err:e}"
+        assert_abs(
+            &format!("layer {layer}: ssm_state"),
+            &to_vec(out.state),
+            &state,
+            1e-5,
         );
     }
 }
@@ -460,7 +473,7 @@ fn reproduces_the_mamba_tiny_scans() {
 #[test]
 fn decode_step_matches_one_scan_step() {
     let device = cpu_device();
-    device.seed(8);
+    let mut rng = TestRng::new(8);
     for (batch, dim, state, groups) in [(2, 6, 4, 3), (1, 1536, 16, 1)] {
         let case = Case {
             batch,
@@ -472,7 +485,7 @@ fn decode_step_matches_one_scan_step() {
             init: true,
             softplus: true,
         };
-        let x = inputs(case, &device);
+        let x = inputs(case, &mut rng, &device);
         let full = scan(&x).run();
         let before = cpu_kernel_calls().step;
         let (y, h) = ssm_backends::selective_state_step(
@@ -491,13 +504,12 @@ fn decode_step_matches_one_scan_step() {
             cpu_kernel_calls().step > before,
             "the fused step did not run"
         );
-        assert!(
-            max_rel_diff(&to_vec(y), &to_vec(full.y)) <= 1e-6,
-            "{case:?}"
-        );
-        assert!(
-            max_rel_diff(&to_vec(h), &to_vec(full.state)) <= 1e-6,
-            "{case:?}"
+        assert_rel(&format!("{case:?}: y"), &to_vec(y), &to_vec(full.y), 1e-6);
+        assert_rel(
+            &format!("{case:?}: state"),
+            &to_vec(h),
+            &to_vec(full.state),
+            1e-6,
         );
     }
 }
@@ -505,11 +517,11 @@ fn decode_step_matches_one_scan_step() {
 #[test]
 fn conv_step_matches_portable_step() {
     let device = cpu_device();
-    device.seed(9);
-    let x = Tensor::<2>::random([2, 5], Distribution::Normal(0.0, 1.0), &device);
-    let st = Tensor::<3>::random([2, 5, 4], Distribution::Normal(0.0, 1.0), &device);
-    let w = Tensor::<2>::random([5, 4], Distribution::Normal(0.0, 1.0), &device);
-    let b = Tensor::<1>::random([5], Distribution::Normal(0.0, 1.0), &device);
+    let mut rng = TestRng::new(9);
+    let x = rng.tensor::<2>([2, 5], Distribution::Normal(0.0, 1.0), &device);
+    let st = rng.tensor::<3>([2, 5, 4], Distribution::Normal(0.0, 1.0), &device);
+    let w = rng.tensor::<2>([5, 4], Distribution::Normal(0.0, 1.0), &device);
+    let b = rng.tensor::<1>([5], Distribution::Normal(0.0, 1.0), &device);
     let (y, s) =
         ssm_backends::causal_conv1d_step(x.clone(), st.clone(), w.clone(), b.clone(), true);
     let (ry, rs) = portable::causal_conv1d_step::<Dispatch>(
@@ -519,7 +531,12 @@ fn conv_step_matches_portable_step() {
         b.into_dispatch(),
         true,
     );
-    assert!(max_rel_diff(&to_vec(y), &to_vec(Tensor::<2>::from_dispatch(ry))) <= 1e-6);
+    assert_rel(
+        "conv step: y",
+        &to_vec(y),
+        &to_vec(Tensor::<2>::from_dispatch(ry)),
+        1e-6,
+    );
     assert_eq!(to_vec(s), to_vec(Tensor::<3>::from_dispatch(rs)));
 }
 

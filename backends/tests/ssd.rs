@@ -5,7 +5,9 @@
 
 use burn::tensor::activation::softplus;
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::testing::{Fixture, cpu_kernel_calls, fixtures_dir, max_abs_diff, max_rel_diff};
+use ssm_backends::testing::{
+    Fixture, TestRng, assert_abs, assert_rel, cpu_kernel_calls, fixtures_dir,
+};
 use ssm_backends::to_vec;
 use ssm_backends::{ssd, ssd_reference};
 
@@ -21,17 +23,20 @@ struct Inputs {
 
 fn inputs(
     (bs, l, h, p, g, n): (usize, usize, usize, usize, usize, usize),
+    rng: &mut TestRng,
     device: &Device,
 ) -> Inputs {
     let normal = Distribution::Normal(0.0, 1.0);
     Inputs {
-        x: Tensor::random([bs, l, h, p], normal, device),
-        dt: Tensor::random([bs, l, h], Distribution::Uniform(0.01, 0.3), device),
-        a: Tensor::<1>::random([h], Distribution::Uniform(0.5, 8.0), device).neg(),
-        b: Tensor::random([bs, l, g, n], normal, device),
-        c: Tensor::random([bs, l, g, n], normal, device),
-        d: Tensor::random([h], normal, device),
-        h0: Tensor::random([bs, h, p, n], normal, device),
+        x: rng.tensor([bs, l, h, p], normal, device),
+        dt: rng.tensor([bs, l, h], Distribution::Uniform(0.01, 0.3), device),
+        a: rng
+            .tensor::<1>([h], Distribution::Uniform(0.5, 8.0), device)
+            .neg(),
+        b: rng.tensor([bs, l, g, n], normal, device),
+        c: rng.tensor([bs, l, g, n], normal, device),
+        d: rng.tensor([h], normal, device),
+        h0: rng.tensor([bs, h, p, n], normal, device),
     }
 }
 
@@ -45,9 +50,9 @@ const SHAPES: [(usize, usize, usize, usize, usize, usize); 4] = [
 #[test]
 fn chunked_body_equals_the_recurrence() {
     let device = Device::flex();
-    device.seed(21);
+    let mut rng = TestRng::new(21);
     for shape in SHAPES {
-        let x = inputs(shape, &device);
+        let x = inputs(shape, &mut rng, &device);
         // Flex runs the recurrence on the fused SSD kernel.
 
         let (y, h) = ssd(
@@ -72,11 +77,17 @@ fn chunked_body_equals_the_recurrence() {
                 Some(x.h0.clone()),
                 chunk,
             );
-            let ey = max_rel_diff(&to_vec(yr), &y);
-            let eh = max_rel_diff(&to_vec(hr), &h);
-            assert!(
-                ey <= 1e-4 && eh <= 1e-4,
-                "{shape:?} chunk {chunk}: y {ey:e} state {eh:e}"
+            assert_rel(
+                &format!("{shape:?} chunk {chunk}: y"),
+                &to_vec(yr),
+                &y,
+                1e-4,
+            );
+            assert_rel(
+                &format!("{shape:?} chunk {chunk}: state"),
+                &to_vec(hr),
+                &h,
+                1e-4,
             );
         }
     }
@@ -85,10 +96,10 @@ fn chunked_body_equals_the_recurrence() {
 #[test]
 fn the_fused_cpu_kernel_runs_and_matches_the_chunked_body_at_mamba2_sizes() {
     let device = Device::flex();
-    device.seed(23);
+    let mut rng = TestRng::new(23);
     // Mamba2's head_dim 64; N = 132 leaves a tail after the 8-lane blocks; two groups.
     for shape in [(1, 40, 4, 64, 2, 132), (2, 9, 3, 5, 1, 128)] {
-        let x = inputs(shape, &device);
+        let x = inputs(shape, &mut rng, &device);
         let before = cpu_kernel_calls().ssd_forward;
         let (y, h) = ssd(
             x.x.clone(),
@@ -105,9 +116,8 @@ fn the_fused_cpu_kernel_runs_and_matches_the_chunked_body_at_mamba2_sizes() {
             "the fused SSD kernel did not run"
         );
         let (yr, hr) = ssd_reference(x.x, x.dt, x.a, x.b, x.c, Some(x.d), Some(x.h0), 16);
-        let ey = max_rel_diff(&to_vec(yr), &to_vec(y));
-        let eh = max_rel_diff(&to_vec(hr), &to_vec(h));
-        assert!(ey <= 1e-4 && eh <= 1e-4, "{shape:?}: y {ey:e} state {eh:e}");
+        assert_rel(&format!("{shape:?}: y"), &to_vec(yr), &to_vec(y), 1e-4);
+        assert_rel(&format!("{shape:?}: state"), &to_vec(hr), &to_vec(h), 1e-4);
     }
 }
 
@@ -137,13 +147,18 @@ fn reproduces_the_mamba2_tiny_scans() {
             None,
             8,
         );
-        let err = max_abs_diff(&to_vec(y), &want);
-        assert!(err <= 1e-5, "layer {i} (recurrence): max abs error {err:e}");
+        assert_abs(
+            &format!("layers.{i}.scan.y (recurrence)"),
+            &to_vec(y),
+            &want,
+            1e-5,
+        );
         let (y, _) = ssd_reference(x, dt, a, b, c, Some(d), None, 8);
-        let err = max_abs_diff(&to_vec(y), &want);
-        assert!(
-            err <= 1e-5,
-            "layer {i} (chunked, chunk 8): max abs error {err:e}"
+        assert_abs(
+            &format!("layers.{i}.scan.y (chunked, chunk 8)"),
+            &to_vec(y),
+            &want,
+            1e-5,
         );
     }
 }
@@ -191,17 +206,16 @@ fn gradients(x: &Inputs, wy: &Tensor<4>, wh: &Tensor<4>, chunked: bool) -> Vec<V
 #[test]
 fn gradients_through_the_scan_kernel_match_the_chunked_body() {
     let device = Device::flex();
-    device.seed(22);
+    let mut rng = TestRng::new(22);
     for shape in [SHAPES[1], SHAPES[2]] {
-        let x = inputs(shape, &device);
+        let x = inputs(shape, &mut rng, &device);
         let (bs, l, h, p, _, n) = shape;
-        let wy = Tensor::<4>::random([bs, l, h, p], Distribution::Normal(0.0, 1.0), &device);
-        let wh = Tensor::<4>::random([bs, h, p, n], Distribution::Normal(0.0, 1.0), &device);
+        let wy = rng.tensor::<4>([bs, l, h, p], Distribution::Normal(0.0, 1.0), &device);
+        let wh = rng.tensor::<4>([bs, h, p, n], Distribution::Normal(0.0, 1.0), &device);
         let got = gradients(&x, &wy, &wh, false);
         let want = gradients(&x, &wy, &wh, true);
         for (k, name) in ["x", "dt", "A", "B", "C", "D", "h0"].iter().enumerate() {
-            let err = max_rel_diff(&got[k], &want[k]);
-            assert!(err <= 1e-3, "{shape:?} d{name}: relative error {err:e}");
+            assert_rel(&format!("{shape:?} d{name}"), &got[k], &want[k], 1e-3);
         }
     }
 }
@@ -210,7 +224,7 @@ fn gradients_through_the_scan_kernel_match_the_chunked_body() {
 #[should_panic(expected = "cannot be shared among")]
 fn heads_must_divide_among_groups() {
     let device = Device::flex();
-    let x = inputs((1, 4, 3, 2, 2, 4), &device);
+    let x = inputs((1, 4, 3, 2, 2, 4), &mut TestRng::new(0), &device);
     let _ = ssd(x.x, x.dt, x.a, x.b, x.c, None, None, 8);
 }
 
@@ -223,9 +237,9 @@ fn log_decays_equal_dt_a_and_the_recurrence() {
     let mut devices = vec![Device::flex()];
     devices.extend(ssm_backends::testing::wgpu_test_device());
     for device in devices {
-        device.seed(5);
+        let mut rng = TestRng::new(5);
         let (bs, l, h, p, g, n) = (2, 13, 4, 3, 2, 5);
-        let s = inputs((bs, l, h, p, g, n), &device);
+        let s = inputs((bs, l, h, p, g, n), &mut rng, &device);
         // The scan of these inputs, with log decays when given.
         let run = |log_decay: Option<Tensor<3>>| {
             let op = Ssd::new(
@@ -253,12 +267,21 @@ fn log_decays_equal_dt_a_and_the_recurrence() {
                 "the fused CPU SSD kernel ran"
             );
         }
-        let err = max_abs_diff(&to_vec(given.0), &to_vec(plain.0))
-            .max(max_abs_diff(&to_vec(given.1), &to_vec(plain.1)));
-        assert!(err <= 1e-4, "{device:?}: log decays = dt A: {err:e}");
+        assert_abs(
+            &format!("{device:?}: log decays = dt A: y"),
+            &to_vec(given.0),
+            &to_vec(plain.0),
+            1e-4,
+        );
+        assert_abs(
+            &format!("{device:?}: log decays = dt A: state"),
+            &to_vec(given.1),
+            &to_vec(plain.1),
+            1e-4,
+        );
 
         // Decays independent of dt, against the recurrence on the host.
-        let a_t = Tensor::<3>::random([bs, l, h], Distribution::Uniform(-2.0, -0.01), &device);
+        let a_t = rng.tensor::<3>([bs, l, h], Distribution::Uniform(-2.0, -0.01), &device);
         let (y, hl) = run(Some(a_t.clone()));
         let (x, dt, a_t) = (to_vec(s.x), to_vec(s.dt), to_vec(a_t));
         let (b, c, d, mut st) = (to_vec(s.b), to_vec(s.c), to_vec(s.d), to_vec(s.h0));
@@ -283,10 +306,17 @@ fn log_decays_equal_dt_a_and_the_recurrence() {
                 }
             }
         }
-        let err = max_abs_diff(&to_vec(y), &want).max(max_abs_diff(&to_vec(hl), &st));
-        assert!(
-            err <= 1e-4,
-            "{device:?}: log decays vs the recurrence: {err:e}"
+        assert_abs(
+            &format!("{device:?}: log decays vs the recurrence: y"),
+            &to_vec(y),
+            &want,
+            1e-4,
+        );
+        assert_abs(
+            &format!("{device:?}: log decays vs the recurrence: state"),
+            &to_vec(hl),
+            &st,
+            1e-4,
         );
     }
 }
@@ -297,10 +327,10 @@ fn log_decays_equal_dt_a_and_the_recurrence() {
 fn log_decay_gradients_match_the_plain_scan() {
     use ssm_backends::Ssd;
     let device = Device::flex().autodiff();
-    device.seed(9);
+    let mut rng = TestRng::new(9);
     let (h, p, n) = (4, 3, 5);
-    let s = inputs((2, 11, h, p, 2, n), &device);
-    let w = Tensor::<4>::random([2, 11, h, p], Distribution::Normal(0.0, 1.0), &device);
+    let s = inputs((2, 11, h, p, 2, n), &mut rng, &device);
+    let w = rng.tensor::<4>([2, 11, h, p], Distribution::Normal(0.0, 1.0), &device);
     let grads_of = |with_log_decay: bool| {
         let (x, dt, a, b, c) = (
             s.x.clone().require_grad(),
@@ -331,8 +361,7 @@ fn log_decay_gradients_match_the_plain_scan() {
         .iter()
         .zip(plain.iter().zip(&given))
     {
-        let err = max_rel_diff(q, p);
-        assert!(err <= 1e-4, "d{name}: relative error {err:e}");
+        assert_rel(&format!("d{name}"), q, p, 1e-4);
     }
 }
 
@@ -346,16 +375,16 @@ fn ranked_sub_steps_equal_the_recurrence() {
     let mut devices = vec![Device::flex()];
     devices.extend(ssm_backends::testing::wgpu_test_device());
     for device in devices {
-        device.seed(17);
+        let mut rng = TestRng::new(17);
         let (bs, l, r, h, p, g, n) = (2, 13, 3, 4, 3, 2, 5);
         let normal = Distribution::Normal(0.0, 1.0);
-        let x = Tensor::<4>::random([bs, l * r, h, p], normal, &device);
-        let b = Tensor::<4>::random([bs, l * r, g, n], normal, &device);
-        let c = Tensor::<4>::random([bs, l * r, g, n], normal, &device);
-        let dt = Tensor::<3>::random([bs, l, h], Distribution::Uniform(0.01, 0.3), &device);
-        let a_t = Tensor::<3>::random([bs, l, h], Distribution::Uniform(-2.0, -0.01), &device);
-        let d = Tensor::<1>::random([h], normal, &device);
-        let h0 = Tensor::<4>::random([bs, h, p, n], normal, &device);
+        let x = rng.tensor::<4>([bs, l * r, h, p], normal, &device);
+        let b = rng.tensor::<4>([bs, l * r, g, n], normal, &device);
+        let c = rng.tensor::<4>([bs, l * r, g, n], normal, &device);
+        let dt = rng.tensor::<3>([bs, l, h], Distribution::Uniform(0.01, 0.3), &device);
+        let a_t = rng.tensor::<3>([bs, l, h], Distribution::Uniform(-2.0, -0.01), &device);
+        let d = rng.tensor::<1>([h], normal, &device);
+        let h0 = rng.tensor::<4>([bs, h, p, n], normal, &device);
         // Row 0 one sequence; row 1 restarting at steps 5 and 9.
         let seq: Vec<i64> = (0..l as i64)
             .chain((0..l as i64).map(|t| i64::from(t >= 5) + i64::from(t >= 9)))
@@ -417,10 +446,17 @@ fn ranked_sub_steps_equal_the_recurrence() {
             }
         }
         for (what, y, hl) in [("op", y, hl), ("chunked body", y_ref, hl_ref)] {
-            let err = max_abs_diff(&to_vec(y), &want).max(max_abs_diff(&to_vec(hl), &st));
-            assert!(
-                err <= 1e-4,
-                "{device:?}: {what} with rank {r} vs the recurrence: {err:e}"
+            assert_abs(
+                &format!("{device:?}: {what} with rank {r} vs the recurrence: y"),
+                &to_vec(y),
+                &want,
+                1e-4,
+            );
+            assert_abs(
+                &format!("{device:?}: {what} with rank {r} vs the recurrence: state"),
+                &to_vec(hl),
+                &st,
+                1e-4,
             );
         }
     }
@@ -444,11 +480,11 @@ fn long_chunks_on_wgpu_equal_the_cpu_recurrence() {
         (3, 100, 4, 4, 2, 8, 16, 3),
     ] {
         let cpu = Device::flex();
-        cpu.seed(3);
+        let mut rng = TestRng::new(3);
         let normal = Distribution::Normal(0.0, 1.0);
-        let host = |dims: Vec<usize>, dist| {
+        let mut host = |dims: Vec<usize>, dist: Distribution| {
             let total = dims.iter().product::<usize>();
-            (to_vec(Tensor::<1>::random([total], dist, &cpu)), dims)
+            (rng.values(total, dist), dims)
         };
         let x = host(vec![bs, l * r, h, p], normal);
         let dt = host(vec![bs, l, h], Distribution::Uniform(0.01, 0.3));
@@ -477,11 +513,8 @@ fn long_chunks_on_wgpu_equal_the_cpu_recurrence() {
         };
         let (want_y, want_s) = run(&cpu);
         let (y, s) = run(&gpu);
-        let (ey, es) = (max_rel_diff(&y, &want_y), max_rel_diff(&s, &want_s));
-        println!("({bs},{l},{h},{p},{g},{n}) chunk {chunk} rank {r}: y {ey:e} state {es:e}");
-        assert!(
-            ey <= 1e-4 && es <= 1e-4,
-            "({bs},{l},{h},{p},{g},{n}) chunk {chunk} rank {r}: y {ey:e} state {es:e}"
-        );
+        let what = format!("({bs},{l},{h},{p},{g},{n}) chunk {chunk} rank {r}");
+        assert_rel(&format!("{what}: y"), &y, &want_y, 1e-4);
+        assert_rel(&format!("{what}: state"), &s, &want_s, 1e-4);
     }
 }

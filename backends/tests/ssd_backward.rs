@@ -5,7 +5,7 @@
 //! longer than the CPU kernel's recomputed segments.
 
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use ssm_backends::testing::{cpu_kernel_calls, max_rel_diff, wgpu_test_device};
+use ssm_backends::testing::{TestRng, assert_rel, cpu_kernel_calls, wgpu_test_device};
 use ssm_backends::{LaunchCounter, Ssd, to_vec};
 
 /// (batch, L, R, heads, P, groups, N, chunk)
@@ -31,13 +31,11 @@ struct Case {
 }
 
 fn case((bs, l, r, h, p, g, n, _): Shape, seed: u64) -> Case {
-    let device = Device::flex();
-    device.seed(seed);
+    let mut rng = TestRng::new(seed);
     let normal = Distribution::Normal(0.0, 1.0);
-    let host = |t: Tensor<1>, dims: Vec<usize>| (to_vec(t), dims);
-    let rnd = |dims: Vec<usize>, dist: Distribution| {
+    let mut rnd = |dims: Vec<usize>, dist: Distribution| {
         let total = dims.iter().product::<usize>();
-        host(Tensor::<1>::random([total], dist, &device), dims)
+        (rng.values(total, dist), dims)
     };
     let seq: Vec<i64> = (0..bs)
         .flat_map(|row| {
@@ -128,17 +126,8 @@ fn gradients(c: &Case, shape: Shape, device: &Device, reference: bool) -> Vec<Ve
 }
 
 fn assert_all_close(got: &[Vec<f32>], want: &[Vec<f32>], tol: f32, what: &str) {
-    let errors: Vec<(&str, f32)> = NAMES
-        .iter()
-        .enumerate()
-        .map(|(k, name)| (*name, max_rel_diff(&got[k], &want[k])))
-        .collect();
-    println!("{what}: relative errors {errors:?}");
-    for (name, err) in errors {
-        assert!(
-            err <= tol,
-            "{what} d{name}: relative error {err:e} > {tol:e}"
-        );
+    for (k, name) in NAMES.iter().enumerate() {
+        assert_rel(&format!("{what} d{name}"), &got[k], &want[k], tol as f64);
     }
 }
 

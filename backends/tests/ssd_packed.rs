@@ -5,7 +5,7 @@
 //! length that divides neither the documents nor the row.
 
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::testing::max_rel_diff;
+use ssm_backends::testing::{TestRng, assert_rel};
 use ssm_backends::{Ssd, seq_idx_from_lengths, to_vec};
 
 const DOCS: [&[usize]; 2] = [&[1, 6, 9, 3, 1], &[11, 9]];
@@ -22,17 +22,19 @@ struct Inputs {
     h0: Tensor<4>,
 }
 
-fn inputs(device: &Device) -> Inputs {
+fn inputs(rng: &mut TestRng, device: &Device) -> Inputs {
     let (bs, h, p, g, n) = (2, 4, 3, 2, 5);
     let normal = Distribution::Normal(0.0, 1.0);
     Inputs {
-        x: Tensor::random([bs, LEN, h, p], normal, device),
-        dt: Tensor::random([bs, LEN, h], Distribution::Uniform(0.05, 0.6), device),
-        a: Tensor::random([h], Distribution::Uniform(0.5, 3.0), device).neg(),
-        b: Tensor::random([bs, LEN, g, n], normal, device),
-        c: Tensor::random([bs, LEN, g, n], normal, device),
-        d: Tensor::random([h], normal, device),
-        h0: Tensor::random([bs, h, p, n], normal, device),
+        x: rng.tensor([bs, LEN, h, p], normal, device),
+        dt: rng.tensor([bs, LEN, h], Distribution::Uniform(0.05, 0.6), device),
+        a: rng
+            .tensor::<1>([h], Distribution::Uniform(0.5, 3.0), device)
+            .neg(),
+        b: rng.tensor([bs, LEN, g, n], normal, device),
+        c: rng.tensor([bs, LEN, g, n], normal, device),
+        d: rng.tensor([h], normal, device),
+        h0: rng.tensor([bs, h, p, n], normal, device),
     }
 }
 
@@ -82,30 +84,32 @@ fn check_forward(x: &Inputs, device: &Device, reference: bool, tol: f32) {
             let (want_y, want_h) = run(part(x, b, from, len, i == 0));
             let start = (b * LEN + from) * h * p;
             let got = &y[start..start + len * h * p];
-            let err = max_rel_diff(got, &to_vec(want_y));
-            assert!(
-                err <= tol,
-                "row {b} document {i} (reference {reference}): y {err:e}"
+            assert_rel(
+                &format!("row {b} document {i} (reference {reference}): y"),
+                got,
+                &to_vec(want_y),
+                tol as f64,
             );
             // A row cut after this document: its final state is this document's.
             let upto = row[..=i].to_vec();
             let cut = part(x, b, 0, from + len, true)
                 .seq_idx(seq_idx_from_lengths(&[upto], device).unwrap());
-            let err = max_rel_diff(&to_vec(run(cut).1), &to_vec(want_h));
-            assert!(
-                err <= tol,
-                "row {b} document {i} (reference {reference}): state {err:e}"
+            assert_rel(
+                &format!("row {b} document {i} (reference {reference}): state"),
+                &to_vec(run(cut).1),
+                &to_vec(want_h),
+                tol as f64,
             );
             from += len;
         }
     }
 }
 
-fn check_gradients(x: &Inputs, device: &Device, tol: f32) {
+fn check_gradients(x: &Inputs, rng: &mut TestRng, device: &Device, tol: f32) {
     let ad = device.clone().autodiff();
     let normal = Distribution::Normal(0.0, 1.0);
-    let wy = Tensor::<4>::random(x.x.dims(), normal, device);
-    let wh = Tensor::<4>::random(x.h0.dims(), normal, device);
+    let wy = rng.tensor::<4>(x.x.dims(), normal, device);
+    let wh = rng.tensor::<4>(x.h0.dims(), normal, device);
     let grads = |use_packed: bool| -> Vec<Vec<f32>> {
         fn t<const D: usize>(v: &Tensor<D>, ad: &Device) -> Tensor<D> {
             Tensor::from_data(v.clone().into_data(), ad).require_grad()
@@ -154,19 +158,18 @@ fn check_gradients(x: &Inputs, device: &Device, tol: f32) {
     };
     let (got, want) = (grads(true), grads(false));
     for (k, name) in ["x", "dt", "A", "B", "C", "D", "h0"].iter().enumerate() {
-        let err = max_rel_diff(&got[k], &want[k]);
-        assert!(err <= tol, "d{name}: relative error {err:e}");
+        assert_rel(&format!("d{name}"), &got[k], &want[k], tol as f64);
     }
 }
 
 #[test]
 fn packed_rows_equal_their_documents_on_the_cpu() {
     let device = Device::flex();
-    device.seed(7);
-    let x = inputs(&device);
+    let mut rng = TestRng::new(7);
+    let x = inputs(&mut rng, &device);
     check_forward(&x, &device, false, 1e-5);
     check_forward(&x, &device, true, 1e-5);
-    check_gradients(&x, &device, 1e-5);
+    check_gradients(&x, &mut rng, &device, 1e-5);
 }
 
 #[cfg(feature = "wgpu")]
@@ -176,8 +179,8 @@ fn packed_rows_equal_their_documents_on_wgpu() {
         return;
     };
     let cpu = Device::flex();
-    cpu.seed(8);
-    let x = inputs(&cpu);
+    let mut rng = TestRng::new(8);
+    let x = inputs(&mut rng, &cpu);
     let on = |t: &Tensor<4>| Tensor::<4>::from_data(t.clone().into_data(), &device);
     let x = Inputs {
         x: on(&x.x),
@@ -190,5 +193,5 @@ fn packed_rows_equal_their_documents_on_wgpu() {
     };
     check_forward(&x, &device, false, 1e-4);
     // Under Autodiff the SSD runs as the recurrence, on the GPU scan kernels with the reset mask.
-    check_gradients(&x, &device, 1e-4);
+    check_gradients(&x, &mut rng, &device, 1e-4);
 }

@@ -16,7 +16,8 @@ use ssm_backends::ssd;
 use ssm_backends::testing::portable;
 use ssm_backends::testing::portable::mamba_step_composed;
 use ssm_backends::testing::{
-    max_rel_diff, set_gpu_max_buffer, set_gpu_scan_spans, set_gpu_scan_staging, wgpu_test_device,
+    TestRng, assert_finite, assert_rel, set_gpu_max_buffer, set_gpu_scan_spans,
+    set_gpu_scan_staging, wgpu_test_device,
 };
 use ssm_backends::{add_rms_norm, causal_conv1d_step, selective_state_step, to_vec};
 use std::sync::Mutex;
@@ -64,9 +65,9 @@ fn forward_matches(seed: u64, spans: usize, launches: impl Fn(Case) -> usize) {
         return;
     };
     let cpu = Device::flex();
-    cpu.seed(seed);
+    let mut rng = TestRng::new(seed);
     for c in cases() {
-        let x = inputs(c, &cpu);
+        let x = inputs(c, &mut rng, &cpu);
         let want = scan(&x).run_reference();
         let counter = LaunchCounter::start();
         let got = scan(&to_device(&x, &gpu)).run();
@@ -79,11 +80,17 @@ fn forward_matches(seed: u64, spans: usize, launches: impl Fn(Case) -> usize) {
         );
         assert!(counter.fallbacks().is_empty(), "{:?}", counter.fallbacks());
         drop(counter);
-        let ey = max_rel_diff(&y, &to_vec(want.y));
-        let eh = max_rel_diff(&state, &to_vec(want.state));
-        assert!(
-            ey <= 1e-4 && eh <= 1e-4,
-            "{c:?} in {spans} spans: y {ey:e} state {eh:e}"
+        assert_rel(
+            &format!("{c:?} in {spans} spans: y"),
+            &y,
+            &to_vec(want.y),
+            1e-4,
+        );
+        assert_rel(
+            &format!("{c:?} in {spans} spans: state"),
+            &state,
+            &to_vec(want.state),
+            1e-4,
         );
     }
 }
@@ -137,7 +144,7 @@ fn gradients_match(seed: u64, spans: usize, launches: impl Fn(Case) -> (usize, u
         return;
     };
     let cpu = Device::flex();
-    cpu.seed(seed);
+    let mut rng = TestRng::new(seed);
     for c in cases() {
         // op_gradients tracks z and the initial state: give every case both.
         let c = Case {
@@ -145,8 +152,8 @@ fn gradients_match(seed: u64, spans: usize, launches: impl Fn(Case) -> (usize, u
             init: true,
             ..c
         };
-        let x = inputs(c, &cpu);
-        let (wy, wh) = loss_weights(c, &cpu);
+        let x = inputs(c, &mut rng, &cpu);
+        let (wy, wh) = loss_weights(c, &mut rng, &cpu);
         let want = op_gradients(&x, &wy, &wh, true);
         let counter = LaunchCounter::start();
         let got = op_gradients(
@@ -167,10 +174,11 @@ fn gradients_match(seed: u64, spans: usize, launches: impl Fn(Case) -> (usize, u
         assert!(counter.fallbacks().is_empty(), "{:?}", counter.fallbacks());
         drop(counter);
         for (k, name) in NAMES.iter().enumerate() {
-            let err = max_rel_diff(&got[k], &want[k]);
-            assert!(
-                err <= 1e-3,
-                "{c:?} in {spans} spans, d{name}: relative error {err:e}"
+            assert_rel(
+                &format!("{c:?} in {spans} spans, d{name}"),
+                &got[k],
+                &want[k],
+                1e-3,
             );
         }
     }
@@ -198,8 +206,8 @@ fn scan_kernel_gradients_over_spans_match_portable_body() {
     }
 }
 
-fn normal<const D: usize>(dims: [usize; D], device: &Device) -> Tensor<D> {
-    Tensor::random(dims, Distribution::Normal(0.0, 1.0), device)
+fn normal<const D: usize>(rng: &mut TestRng, dims: [usize; D], device: &Device) -> Tensor<D> {
+    rng.tensor(dims, Distribution::Normal(0.0, 1.0), device)
 }
 
 fn on<const D: usize>(t: &Tensor<D>, device: &Device) -> Tensor<D> {
@@ -213,17 +221,19 @@ fn decode_step_kernels_match_portable_bodies() {
         return;
     };
     let cpu = Device::flex();
-    cpu.seed(13);
+    let mut rng = TestRng::new(13);
     for (batch, dim, n, groups, gate) in [(1, 4, 16, 1, true), (3, 300, 5, 3, false)] {
-        let state = normal([batch, dim, n], &cpu);
-        let x = normal([batch, dim], &cpu);
-        let dt = Tensor::<2>::random([batch, dim], Distribution::Uniform(-4.0, -1.0), &cpu);
-        let a = Tensor::<2>::random([dim, n], Distribution::Uniform(0.3, 4.0), &cpu).neg();
-        let b = normal([batch, groups, n], &cpu);
-        let c = normal([batch, groups, n], &cpu);
-        let d = normal([dim], &cpu);
-        let z = normal([batch, dim], &cpu);
-        let bias = normal([dim], &cpu);
+        let state = normal(&mut rng, [batch, dim, n], &cpu);
+        let x = normal(&mut rng, [batch, dim], &cpu);
+        let dt = rng.tensor::<2>([batch, dim], Distribution::Uniform(-4.0, -1.0), &cpu);
+        let a = rng
+            .tensor::<2>([dim, n], Distribution::Uniform(0.3, 4.0), &cpu)
+            .neg();
+        let b = normal(&mut rng, [batch, groups, n], &cpu);
+        let c = normal(&mut rng, [batch, groups, n], &cpu);
+        let d = normal(&mut rng, [dim], &cpu);
+        let z = normal(&mut rng, [batch, dim], &cpu);
+        let bias = normal(&mut rng, [dim], &cpu);
         let (want_y, want_h) = portable::selective_state_step::<Dispatch>(
             state.clone().into_dispatch(),
             x.clone().into_dispatch(),
@@ -252,16 +262,23 @@ fn decode_step_kernels_match_portable_bodies() {
         let (y, h) = (to_vec(y), to_vec(h));
         assert_eq!(counter.count_of("state_step_kernel"), 1);
         drop(counter);
-        let ey = max_rel_diff(&y, &to_vec(Tensor::<2>::from_dispatch(want_y)));
-        let eh = max_rel_diff(&h, &to_vec(Tensor::<3>::from_dispatch(want_h)));
-        assert!(
-            ey <= 1e-5 && eh <= 1e-5,
-            "state step: y {ey:e} state {eh:e}"
+        let shape = format!("({batch},{dim},{n},{groups})");
+        assert_rel(
+            &format!("state step {shape}: y"),
+            &y,
+            &to_vec(Tensor::<2>::from_dispatch(want_y)),
+            1e-5,
+        );
+        assert_rel(
+            &format!("state step {shape}: state"),
+            &h,
+            &to_vec(Tensor::<3>::from_dispatch(want_h)),
+            1e-5,
         );
 
         for (k, silu) in [(4, true), (3, false)] {
-            let cs = normal([batch, dim, k], &cpu);
-            let w = normal([dim, k], &cpu);
+            let cs = normal(&mut rng, [batch, dim, k], &cpu);
+            let w = normal(&mut rng, [dim, k], &cpu);
             let (want_o, want_s) = portable::causal_conv1d_step::<Dispatch>(
                 x.clone().into_dispatch(),
                 cs.clone().into_dispatch(),
@@ -280,11 +297,18 @@ fn decode_step_kernels_match_portable_bodies() {
             let (o, s) = (to_vec(o), to_vec(s));
             assert_eq!(counter.count_of("conv_step_kernel"), 1);
             drop(counter);
-            let eo = max_rel_diff(&o, &to_vec(Tensor::<2>::from_dispatch(want_o)));
-            let es = max_rel_diff(&s, &to_vec(Tensor::<3>::from_dispatch(want_s)));
-            assert!(
-                eo <= 1e-5 && es == 0.0,
-                "conv step: out {eo:e} state {es:e}"
+            assert_rel(
+                &format!("conv step {shape} k {k}: out"),
+                &o,
+                &to_vec(Tensor::<2>::from_dispatch(want_o)),
+                1e-5,
+            );
+            // The state is only shifted: exact.
+            assert_rel(
+                &format!("conv step {shape} k {k}: state"),
+                &s,
+                &to_vec(Tensor::<3>::from_dispatch(want_s)),
+                0.0,
             );
         }
     }
@@ -297,21 +321,22 @@ fn fused_mamba_step_kernel_matches_composed_step() {
         return;
     };
     let cpu = Device::flex();
-    cpu.seed(14);
+    let mut rng = TestRng::new(14);
     // (batch, D, K, N, R): mamba_tiny's shape, and one with D above the cube's 256 units.
     for (batch, dim, k, n, r) in [(2, 64, 4, 16, 4), (1, 64, 4, 16, 2), (3, 600, 3, 5, 7)] {
         let weights = ssm_backends::pack_mamba_step_weights(
-            normal([dim, k], &cpu).mul_scalar(0.3),
-            normal([dim], &cpu),
-            normal([dim, r + 2 * n], &cpu).mul_scalar(0.1),
-            normal([r, dim], &cpu).mul_scalar(0.3),
-            Tensor::random([dim], Distribution::Uniform(-4.0, -1.0), &cpu),
-            Tensor::<2>::random([dim, n], Distribution::Uniform(0.3, 4.0), &cpu).neg(),
-            normal([dim], &cpu),
+            normal(&mut rng, [dim, k], &cpu).mul_scalar(0.3),
+            normal(&mut rng, [dim], &cpu),
+            normal(&mut rng, [dim, r + 2 * n], &cpu).mul_scalar(0.1),
+            normal(&mut rng, [r, dim], &cpu).mul_scalar(0.3),
+            rng.tensor::<1>([dim], Distribution::Uniform(-4.0, -1.0), &cpu),
+            rng.tensor::<2>([dim, n], Distribution::Uniform(0.3, 4.0), &cpu)
+                .neg(),
+            normal(&mut rng, [dim], &cpu),
         );
-        let xz = normal([batch, 2 * dim], &cpu);
-        let conv = normal([batch, dim, k], &cpu);
-        let ssm = normal([batch, dim, n], &cpu);
+        let xz = normal(&mut rng, [batch, 2 * dim], &cpu);
+        let conv = normal(&mut rng, [batch, dim, k], &cpu);
+        let ssm = normal(&mut rng, [batch, dim, n], &cpu);
         let want = mamba_step_composed::<Dispatch>(
             xz.clone().into_dispatch(),
             conv.clone().into_dispatch(),
@@ -333,15 +358,15 @@ fn fused_mamba_step_kernel_matches_composed_step() {
             counter.counts()
         );
         drop(counter);
-        let e = [
-            max_rel_diff(&got.0, &to_vec(Tensor::<2>::from_dispatch(want.0))),
-            max_rel_diff(&got.1, &to_vec(Tensor::<3>::from_dispatch(want.1))),
-            max_rel_diff(&got.2, &to_vec(Tensor::<3>::from_dispatch(want.2))),
-        ];
-        assert!(
-            e.iter().all(|e| *e <= 1e-4),
-            "({batch},{dim},{k},{n},{r}): y, conv state, ssm state errors {e:?}"
+        let shape = format!("({batch},{dim},{k},{n},{r})");
+        let want = (
+            to_vec(Tensor::<2>::from_dispatch(want.0)),
+            to_vec(Tensor::<3>::from_dispatch(want.1)),
+            to_vec(Tensor::<3>::from_dispatch(want.2)),
         );
+        assert_rel(&format!("{shape}: y"), &got.0, &want.0, 1e-4);
+        assert_rel(&format!("{shape}: conv state"), &got.1, &want.1, 1e-4);
+        assert_rel(&format!("{shape}: ssm state"), &got.2, &want.2, 1e-4);
     }
 }
 
@@ -352,7 +377,7 @@ fn add_rms_norm_kernel_matches_portable_body() {
         return;
     };
     let cpu = Device::flex();
-    cpu.seed(15);
+    let mut rng = TestRng::new(15);
     // Widths below, at and above the cube's 256 units, not powers of two.
     for (rows, width, residual) in [
         (1, 3, false),
@@ -361,9 +386,9 @@ fn add_rms_norm_kernel_matches_portable_body() {
         (4, 256, true),
         (3, 1000, true),
     ] {
-        let x = normal([rows, width], &cpu);
-        let r = normal([rows, width], &cpu);
-        let w = normal([width], &cpu);
+        let x = normal(&mut rng, [rows, width], &cpu);
+        let r = normal(&mut rng, [rows, width], &cpu);
+        let w = normal(&mut rng, [width], &cpu);
         let (want_s, want_y) = portable::add_rms_norm::<Dispatch>(
             x.clone().into_dispatch(),
             residual.then(|| r.clone().into_dispatch()),
@@ -380,11 +405,17 @@ fn add_rms_norm_kernel_matches_portable_body() {
         let (s, y) = (to_vec(s), to_vec(y));
         assert_eq!(counter.count_of("add_rms_norm_kernel"), 1);
         drop(counter);
-        let es = max_rel_diff(&s, &to_vec(Tensor::<2>::from_dispatch(want_s)));
-        let ey = max_rel_diff(&y, &to_vec(Tensor::<2>::from_dispatch(want_y)));
-        assert!(
-            es <= 1e-6 && ey <= 1e-5,
-            "({rows},{width}): sum {es:e} norm {ey:e}"
+        assert_rel(
+            &format!("({rows},{width}): sum"),
+            &s,
+            &to_vec(Tensor::<2>::from_dispatch(want_s)),
+            1e-6,
+        );
+        assert_rel(
+            &format!("({rows},{width}): norm"),
+            &y,
+            &to_vec(Tensor::<2>::from_dispatch(want_y)),
+            1e-5,
         );
     }
 }
@@ -396,9 +427,9 @@ fn scans_larger_than_one_buffer_run_in_batch_groups() {
         return;
     };
     let cpu = Device::flex();
-    cpu.seed(16);
+    let mut rng = TestRng::new(16);
     let c = case((4, 40, 37, 16, 2), true, true, true);
-    let x = inputs(c, &cpu);
+    let x = inputs(c, &mut rng, &cpu);
     // Forward: y and the state of one batch row take 40 (37 + 16) floats, B and C 2·2·16·37:
     // a limit of 20 000 bytes (plus the alignment margin) lets one row through per launch.
     let want = scan(&x).run_reference();
@@ -414,15 +445,11 @@ fn scans_larger_than_one_buffer_run_in_batch_groups() {
         );
         (y, h)
     };
-    let ey = max_rel_diff(&got.0, &to_vec(want.y));
-    let eh = max_rel_diff(&got.1, &to_vec(want.state));
-    assert!(
-        ey <= 1e-4 && eh <= 1e-4,
-        "split forward: y {ey:e} state {eh:e}"
-    );
+    assert_rel("split forward: y", &got.0, &to_vec(want.y), 1e-4);
+    assert_rel("split forward: state", &got.1, &to_vec(want.state), 1e-4);
 
     // Backward: about 105 000 bytes of partials and scratch per row.
-    let (wy, wh) = loss_weights(c, &cpu);
+    let (wy, wh) = loss_weights(c, &mut rng, &cpu);
     let want = op_gradients(&x, &wy, &wh, true);
     let got = {
         let _limit = Setting::set(set_gpu_max_buffer, 4096 + 150_000);
@@ -441,11 +468,7 @@ fn scans_larger_than_one_buffer_run_in_batch_groups() {
         got
     };
     for (k, name) in NAMES.iter().enumerate() {
-        let err = max_rel_diff(&got[k], &want[k]);
-        assert!(
-            err <= 1e-3,
-            "split backward d{name}: relative error {err:e}"
-        );
+        assert_rel(&format!("split backward d{name}"), &got[k], &want[k], 1e-3);
     }
 }
 
@@ -456,20 +479,22 @@ fn ssd_on_wgpu_matches_the_cpu_recurrence() {
         return;
     };
     let cpu = Device::flex();
-    cpu.seed(17);
+    let mut rng = TestRng::new(17);
     // (B, L, H, P, G, N), chunk: L = 1; L not a multiple of the chunk; N = 128.
     for ((bs, l, h, p, g, n), chunk) in [
         ((2, 1, 2, 4, 1, 8), 8),
         ((2, 37, 4, 16, 2, 8), 8),
         ((1, 40, 2, 8, 1, 128), 16),
     ] {
-        let x = normal([bs, l, h, p], &cpu);
-        let dt = Tensor::<3>::random([bs, l, h], Distribution::Uniform(0.01, 0.3), &cpu);
-        let a = Tensor::<1>::random([h], Distribution::Uniform(0.5, 8.0), &cpu).neg();
-        let b = normal([bs, l, g, n], &cpu);
-        let c = normal([bs, l, g, n], &cpu);
-        let d = normal([h], &cpu);
-        let h0 = normal([bs, h, p, n], &cpu);
+        let x = normal(&mut rng, [bs, l, h, p], &cpu);
+        let dt = rng.tensor::<3>([bs, l, h], Distribution::Uniform(0.01, 0.3), &cpu);
+        let a = rng
+            .tensor::<1>([h], Distribution::Uniform(0.5, 8.0), &cpu)
+            .neg();
+        let b = normal(&mut rng, [bs, l, g, n], &cpu);
+        let c = normal(&mut rng, [bs, l, g, n], &cpu);
+        let d = normal(&mut rng, [h], &cpu);
+        let h0 = normal(&mut rng, [bs, h, p, n], &cpu);
         let run = |dev: &Device| {
             let (y, s) = ssd(
                 on(&x, dev),
@@ -495,12 +520,9 @@ fn ssd_on_wgpu_matches_the_cpu_recurrence() {
             );
         }
         drop(counter);
-        let ey = max_rel_diff(&y, &want_y);
-        let es = max_rel_diff(&s, &want_s);
-        assert!(
-            ey <= 1e-4 && es <= 1e-4,
-            "({bs},{l},{h},{p},{g},{n}) chunk {chunk}: y {ey:e} state {es:e}"
-        );
+        let shape = format!("({bs},{l},{h},{p},{g},{n}) chunk {chunk}");
+        assert_rel(&format!("{shape}: y"), &y, &want_y, 1e-4);
+        assert_rel(&format!("{shape}: state"), &s, &want_s, 1e-4);
     }
 }
 
@@ -513,7 +535,7 @@ fn fused_mamba2_step_kernel_matches_composed_step() {
         return;
     };
     let cpu = Device::flex();
-    cpu.seed(18);
+    let mut rng = TestRng::new(18);
     // (batch, heads, head_dim, groups, N, K, dt limits): mamba2_tiny's shape, and one with
     // d_inner above the cube's units, N = 128 and a finite upper dt limit.
     for (batch, h, p, g, n, k, dt_max) in [
@@ -523,16 +545,17 @@ fn fused_mamba2_step_kernel_matches_composed_step() {
         let di = h * p;
         let conv = di + 2 * g * n;
         let weights = ssm_backends::pack_mamba2_step_weights(
-            normal([conv, k], &cpu).mul_scalar(0.3),
-            normal([conv], &cpu),
-            Tensor::random([h], Distribution::Uniform(-4.0, -1.0), &cpu),
-            Tensor::<1>::random([h], Distribution::Uniform(1.0, 16.0), &cpu).neg(),
-            normal([h], &cpu),
-            normal([di], &cpu),
+            normal(&mut rng, [conv, k], &cpu).mul_scalar(0.3),
+            normal(&mut rng, [conv], &cpu),
+            rng.tensor::<1>([h], Distribution::Uniform(-4.0, -1.0), &cpu),
+            rng.tensor::<1>([h], Distribution::Uniform(1.0, 16.0), &cpu)
+                .neg(),
+            normal(&mut rng, [h], &cpu),
+            normal(&mut rng, [di], &cpu),
         );
-        let zx = normal([batch, 2 * di + 2 * g * n + h], &cpu);
-        let cs = normal([batch, conv, k], &cpu);
-        let ss = normal([batch, di, n], &cpu);
+        let zx = normal(&mut rng, [batch, 2 * di + 2 * g * n + h], &cpu);
+        let cs = normal(&mut rng, [batch, conv, k], &cpu);
+        let ss = normal(&mut rng, [batch, di, n], &cpu);
         let cfg = Mamba2StepConfig {
             heads: h,
             groups: g,
@@ -563,15 +586,15 @@ fn fused_mamba2_step_kernel_matches_composed_step() {
             counter.counts()
         );
         drop(counter);
-        let e = [
-            max_rel_diff(&got.0, &to_vec(Tensor::<2>::from_dispatch(want.0))),
-            max_rel_diff(&got.1, &to_vec(Tensor::<3>::from_dispatch(want.1))),
-            max_rel_diff(&got.2, &to_vec(Tensor::<3>::from_dispatch(want.2))),
-        ];
-        assert!(
-            e.iter().all(|e| *e <= 1e-4),
-            "({batch},{h},{p},{g},{n}): y, conv state, ssm state errors {e:?}"
+        let shape = format!("({batch},{h},{p},{g},{n})");
+        let want = (
+            to_vec(Tensor::<2>::from_dispatch(want.0)),
+            to_vec(Tensor::<3>::from_dispatch(want.1)),
+            to_vec(Tensor::<3>::from_dispatch(want.2)),
         );
+        assert_rel(&format!("{shape}: y"), &got.0, &want.0, 1e-4);
+        assert_rel(&format!("{shape}: conv state"), &got.1, &want.1, 1e-4);
+        assert_rel(&format!("{shape}: ssm state"), &got.2, &want.2, 1e-4);
     }
 }
 
@@ -588,11 +611,14 @@ fn scan_kernel_reads_and_writes_f16_activations() {
         return;
     };
     if !gpu.supports_dtype(DType::F16) {
-        eprintln!("skipped: {gpu:?} has no f16");
+        ssm_backends::testing::skip(
+            "scan_kernel_reads_and_writes_f16_activations",
+            format!("{gpu:?} has no f16"),
+        );
         return;
     }
     let cpu = Device::flex();
-    cpu.seed(23);
+    let mut rng = TestRng::new(23);
     let half = |t: Tensor<3>| t.cast(FloatDType::F16);
     let half4 = |t: Tensor<4>| t.cast(FloatDType::F16);
     let wide = |t: Tensor<3>| t.cast(FloatDType::F32);
@@ -601,7 +627,7 @@ fn scan_kernel_reads_and_writes_f16_activations() {
         let _stage = Setting::set(set_gpu_scan_staging, stage);
         let _spans = Setting::set(set_gpu_scan_spans, spans);
         for c in cases() {
-            let mut x = to_device(&inputs(c, &cpu), &gpu);
+            let mut x = to_device(&inputs(c, &mut rng, &cpu), &gpu);
             (x.u, x.delta, x.b, x.c) = (half(x.u), half(x.delta), half4(x.b), half4(x.c));
             x.z = x.z.map(half);
             // The reference: the same f16 values in f32, on the portable body.
@@ -624,6 +650,10 @@ fn scan_kernel_reads_and_writes_f16_activations() {
             assert!(counter.fallbacks().is_empty(), "{:?}", counter.fallbacks());
             drop(counter);
             let want_y = to_vec(want.y);
+            // f32::max skips NaN: check both sides first.
+            let name = format!("{c:?} stage {stage} spans {spans}");
+            assert_finite(&format!("{name}: y"), &y);
+            assert_finite(&format!("{name}: y reference"), &want_y);
             let worst = y
                 .iter()
                 .zip(&want_y)
@@ -633,11 +663,7 @@ fn scan_kernel_reads_and_writes_f16_activations() {
                 worst <= 1e-4,
                 "{c:?} stage {stage} spans {spans}: y off by {worst:e} past the f16 rounding"
             );
-            let eh = max_rel_diff(&state, &to_vec(want.state));
-            assert!(
-                eh <= 1e-4,
-                "{c:?} stage {stage} spans {spans}: state {eh:e}"
-            );
+            assert_rel(&format!("{name}: state"), &state, &to_vec(want.state), 1e-4);
         }
     }
 }

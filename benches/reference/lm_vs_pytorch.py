@@ -15,6 +15,19 @@ Prints one JSON object: each side's prefill tokens/s (all logits, and the last p
 and decode tokens/s, the ratios zoo / PyTorch, torch's thread count and the machine's steal time
 over the run (from /proc/stat).
 
+Both sides' decode is the same bare greedy loop: the `--prompt-len` prompt prefilled once with
+the cache kept, one untimed step, then `--decode-tokens` timed calls of the model's forward on
+the one last token with the cache (`model(tok, cache=cache, use_cache=True)` in transformers
+5.24, which takes no `cache_position`), each taking the argmax and reading it back; decode
+tokens/s = N / the time of the N steps. (Until 2026-12-07 PyTorch's side was timed through
+`model.generate()`, whose per-step logits processors, stopping criteria and cache bookkeeping
+zoo's loop does not pay.) Before timing, the loop's first greedy tokens are checked equal to
+`generate()`'s on the benchmarked model; `--check` checks that for 34 tokens on small random
+models of both archs (d_model 64, 2 layers, vocab 512) and prints, at that shape, the decode
+tokens/s of the bare loop and of `generate()` (N over the time of 1 + N tokens less that of 1):
+
+    /tmp/ref/bin/python benches/reference/lm_vs_pytorch.py --check
+
 With `--llama-cpp DIR` (a built llama.cpp source tree: `DIR/build/bin/llama-bench` and
 `DIR/convert_hf_to_gguf.py`, with the tree's `gguf-py` installed in the same Python), the same
 random-weight model is saved, converted to an f32 GGUF and timed by `llama-bench -p PREFILL
@@ -39,6 +52,7 @@ import tempfile
 import time
 
 import torch
+import transformers
 from transformers import Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
 
 
@@ -82,6 +96,53 @@ def ids(n, vocab):
     return torch.tensor([[(i * 7919 + 13) % vocab for i in range(n)]], dtype=torch.long)
 
 
+def bare_greedy(model, prompt, n):
+    """Greedy decoding in the loop `zoo bench lm` times: the prompt prefilled once with the cache
+    kept, one untimed step, then `n` timed steps of the model's forward on the last token alone
+    with the cache, each taking the argmax and reading it back. Returns all the generated tokens
+    (2 + n: the prefill's, the untimed step's, the timed steps') and the seconds of the n steps.
+    transformers 5.24's Mamba / Mamba2 forward takes `cache=` (was `cache_params=`) and no
+    `cache_position`; the cache is updated in place and returned as `.cache`."""
+    with torch.inference_mode():
+        out = model(prompt, use_cache=True, logits_to_keep=1)
+        cache = out.cache
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        tokens = [nxt.item()]
+        out = model(nxt, cache=cache, use_cache=True)  # untimed: warms the step path
+        cache = out.cache
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        tokens.append(nxt.item())
+        t = time.perf_counter()
+        for _ in range(n):
+            out = model(nxt, cache=cache, use_cache=True)
+            cache = out.cache
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+            # Reading the token back is what a generation loop does each step.
+            tokens.append(nxt.item())
+        seconds = time.perf_counter() - t
+    return tokens, seconds
+
+
+def generate_greedy(model, prompt, n):
+    """`n` greedy tokens from transformers' `generate()`, and its wall time."""
+    with torch.inference_mode():
+        t = time.perf_counter()
+        seq = model.generate(
+            prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0
+        )
+        seconds = time.perf_counter() - t
+    return seq[0, prompt.shape[1]:].tolist(), seconds
+
+
+def check_same_tokens(model, prompt, n):
+    """The bare loop's greedy tokens equal `generate()`'s (raises otherwise)."""
+    bare, _ = bare_greedy(model, prompt, n)
+    gen, _ = generate_greedy(model, prompt, n + 2)
+    if bare != gen:
+        raise AssertionError(f"bare loop {bare} != generate() {gen}")
+    return bare
+
+
 def time_reference(model, a):
     prompt = ids(a.prompt_len, a.vocab)
     long = ids(a.prefill_len, a.vocab)
@@ -93,22 +154,41 @@ def time_reference(model, a):
             logits = model(long, logits_to_keep=keep).logits
             _ = logits[0, -1, 0].item()
             out[key] = a.prefill_len / (time.perf_counter() - t)
-
-        def gen(n):
-            t = time.perf_counter()
-            model.generate(
-                prompt,
-                max_new_tokens=n,
-                min_new_tokens=n,
-                do_sample=False,
-                pad_token_id=0,
-            )
-            return time.perf_counter() - t
-
-        gen(2)
-        # Decode time: the difference between generating 1 and 1 + N tokens.
-        out["decode_tokens_per_s"] = a.decode_tokens / (gen(1 + a.decode_tokens) - gen(1))
+    _, seconds = bare_greedy(model, prompt, a.decode_tokens)
+    out["decode_tokens_per_s"] = a.decode_tokens / seconds
     return out
+
+
+def check(a):
+    """`--check`: for a small random model of each arch, the bare loop's greedy tokens equal
+    `generate()`'s, and both loops' decode tokens/s at that shape (generate()'s: N tokens over
+    the difference between generating 1 + N and 1, as this script timed it before)."""
+    report = {"torch": torch.__version__, "transformers": transformers.__version__,
+              "torch_threads": torch.get_num_threads()}
+    for arch in ("mamba", "mamba2"):
+        b = argparse.Namespace(**vars(a))
+        b.arch = arch
+        b.d_model, b.layers, b.vocab, b.d_state = a.check_d_model, a.check_layers, 512, 0
+        b.head_dim, b.chunk_size = 16, 64
+        model = reference_model(b)
+        prompt = ids(b.prompt_len, b.vocab)
+        tokens = check_same_tokens(model, prompt, a.check_tokens)
+        n = b.decode_tokens
+        generate_greedy(model, prompt, 2)  # warm-up
+        bare, gen = [], []
+        for _ in range(a.rounds):
+            bare.append(n / bare_greedy(model, prompt, n)[1])
+            long_s = generate_greedy(model, prompt, 1 + n)[1]
+            gen.append(n / (long_s - generate_greedy(model, prompt, 1)[1]))
+        report[arch] = {
+            "shape": {"d_model": b.d_model, "layers": b.layers, "vocab": b.vocab},
+            "tokens_equal": len(tokens),
+            "decode_tokens": n,
+            "bare_loop_tokens_per_s": statistics.median(bare),
+            "generate_tokens_per_s": statistics.median(gen),
+        }
+    json.dump(report, sys.stdout, indent=1)
+    print()
 
 
 def time_zoo(a):
@@ -173,11 +253,22 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--zoo", default=os.environ.get("ZOO", "target/release/zoo"))
     p.add_argument("--llama-cpp", help="a built llama.cpp tree: time llama-bench too")
+    p.add_argument("--check", action="store_true",
+                   help="only check the bare decode loop against generate() on small random "
+                        "models (both archs) and time both loops there")
+    p.add_argument("--check-d-model", type=int, default=64)
+    p.add_argument("--check-layers", type=int, default=2)
+    p.add_argument("--check-tokens", type=int, default=32)
     a = p.parse_args()
+    if a.check:
+        check(a)
+        return
     if a.vocab is None:
         a.vocab = 50280 if a.arch == "mamba" else 50288
 
     model = reference_model(a)
+    # The timed loop decodes what generate() would (a few tokens, before any timing).
+    check_same_tokens(model, ids(a.prompt_len, a.vocab), 4)
     work = tempfile.TemporaryDirectory()
     gguf = llama_gguf(model, a, work.name) if a.llama_cpp else None
     steal0, total0 = steal_jiffies()
@@ -200,6 +291,7 @@ def main():
         "decode_tokens": a.decode_tokens,
         "rounds": a.rounds,
         "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "torch_threads": torch.get_num_threads(),
         "steal_percent": round(100 * (steal1 - steal0) / max(1, total1 - total0), 1),
         "zoo": medians["zoo"],

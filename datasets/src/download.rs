@@ -296,7 +296,10 @@ mod tests {
     #[test]
     fn downloads_once_then_uses_the_cache() {
         if Command::new("curl").arg("--version").output().is_err() {
-            eprintln!("curl not installed: skipped");
+            ssm_backends::testing::skip(
+                "downloads_once_then_uses_the_cache",
+                "curl is not installed",
+            );
             return;
         }
         let src = tempfile::tempdir().unwrap();
@@ -315,7 +318,10 @@ mod tests {
     #[test]
     fn a_failing_mirror_falls_back_and_bad_files_never_land() {
         if Command::new("curl").arg("--version").output().is_err() {
-            eprintln!("curl not installed: skipped");
+            ssm_backends::testing::skip(
+                "a_failing_mirror_falls_back_and_bad_files_never_land",
+                "curl is not installed",
+            );
             return;
         }
         let src = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! The `zoo` binary end to end: outputs against the mamba_tiny and mamba2_tiny fixtures, and
 //! bad input giving a one-line error and a non-zero exit, never a panic.
 
-use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::testing::{Fixture, assert_abs, assert_rel, fixtures_dir};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -58,6 +58,36 @@ fn assert_clean_error(out: &Output, needle: &str) {
     assert!(lines[0].contains(needle), "expected '{needle}' in: {err}");
 }
 
+/// The `(right, total)` a training run reported on its last line ("test accuracy 61.56%
+/// (221/359); model saved to ..."): the count `zoo eval` must reproduce from the saved files.
+fn reported_test_count(train_stdout: &str) -> (u64, u64) {
+    let line = train_stdout
+        .lines()
+        .find(|l| l.starts_with("test accuracy"))
+        .unwrap_or_else(|| panic!("no test accuracy line in: {train_stdout}"));
+    let inner = line
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(c, _)| c)
+        .unwrap_or_else(|| panic!("no (right/total) in: {line}"));
+    let (right, total) = inner.split_once('/').expect("right/total");
+    (right.parse().unwrap(), total.parse().unwrap())
+}
+
+/// `zoo eval`'s JSON gives exactly the count the training run reported, and that count is
+/// above chance (10 classes).
+fn assert_eval_reproduces(eval: &serde_json::Value, reported: (u64, u64), what: &str) {
+    assert_eq!(
+        (eval["right"].as_u64(), eval["total"].as_u64()),
+        (Some(reported.0), Some(reported.1)),
+        "{what}: zoo eval {eval} vs the training run's {reported:?}"
+    );
+    assert!(
+        reported.0 * 10 > reported.1 * 2,
+        "{what}: {reported:?} is not above chance"
+    );
+}
+
 #[test]
 fn logits_match_the_reference() {
     for name in FIXTURES {
@@ -95,14 +125,12 @@ fn logits_match(name: &str, dtype: &str) {
     let (values, shape) = got.values("logits");
     let (want, wshape) = f.values("logits");
     assert_eq!(shape, wshape);
-    let largest = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let tol = if dtype == "bf16" {
-        8.0 * 2f32.powi(-8) * largest
+    let what = format!("{name} {dtype} logits");
+    if dtype == "bf16" {
+        assert_rel(&what, &values, &want, 8.0 * 2f64.powi(-8));
     } else {
-        1e-4
-    };
-    let err = max_abs_diff(&values, &want);
-    assert!(err <= tol, "{name} {dtype}: {err:e} over {tol:e}");
+        assert_abs(&what, &values, &want, 1e-4);
+    }
 }
 
 #[test]
@@ -465,7 +493,7 @@ fn train_saves_a_model_that_eval_reloads() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("test accuracy"), "{text}");
+    let reported = reported_test_count(&text);
     assert!(text.contains("epoch 2/2 valid: Accuracy"), "{text}");
     assert!(out_dir.join("model.bpk").is_file() && out_dir.join("config.json").is_file());
     // burn-train's own checkpoints.
@@ -478,9 +506,8 @@ fn train_saves_a_model_that_eval_reloads() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["total"], 359);
-    // Two epochs of a small model are above chance (10%) on the fixed split (30% seen).
-    let acc = v["test_accuracy"].as_f64().unwrap();
-    assert!(acc > 0.2, "test accuracy {acc}");
+    // The reloaded model gives exactly the count the run reported from its own weights.
+    assert_eval_reproduces(&v, reported, "s4d-digits");
     assert_clean_error(
         &zoo(&[
             "eval",
@@ -550,6 +577,7 @@ fn image_task(task: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
+    let reported = reported_test_count(&text);
     assert!(text.contains("epoch 2/2 valid: Accuracy"), "{text}");
     assert!(out_dir.join("zoo.json").is_file());
     let out = zoo(&["eval", "--model", out_dir.to_str().unwrap()]);
@@ -560,8 +588,7 @@ fn image_task(task: &str) {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["total"], 359);
-    let acc = v["test_accuracy"].as_f64().unwrap();
-    assert!(acc > 0.2, "test accuracy {acc}");
+    assert_eval_reproduces(&v, reported, task);
     // A patch grid is tied to its training side.
     assert_clean_error(
         &zoo(&[
@@ -617,8 +644,10 @@ fn s4nd_digits_trains_and_evaluates_at_other_resolutions() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
+    let reported = reported_test_count(&text);
     assert!(text.contains("epoch 2/2 valid: Accuracy"), "{text}");
-    // At the training side (16), and without retraining at half and twice the side.
+    // At the training side (16) the run's own count; without retraining, at half and twice the
+    // side, above chance (10 classes).
     for side in [None, Some("8"), Some("32")] {
         let mut args = vec!["eval", "--model", run];
         if let Some(s) = side {
@@ -632,8 +661,13 @@ fn s4nd_digits_trains_and_evaluates_at_other_resolutions() {
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
         assert_eq!(v["total"], 359);
-        let acc = v["test_accuracy"].as_f64().unwrap();
-        assert!(acc > 0.2, "{side:?}: test accuracy {acc}");
+        match side {
+            None => assert_eval_reproduces(&v, reported, "s4nd-digits"),
+            Some(s) => {
+                let acc = v["test_accuracy"].as_f64().unwrap();
+                assert!(acc > 0.2, "side {s}: test accuracy {acc}");
+            }
+        }
     }
     assert_clean_error(
         &zoo(&["eval", "--model", run, "--img-size", "0"]),

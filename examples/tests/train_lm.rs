@@ -307,12 +307,7 @@ fn the_exported_directory_reloads_to_the_trained_logits() {
             pytorch_state_dict(&trained) == pytorch_state_dict(&exported),
             "{arch}: exported weights differ"
         );
-        let diff = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(diff <= 1e-6, "{arch}: exported logits differ by {diff}");
+        ssm_backends::testing::assert_abs(&format!("{arch}: exported logits"), &b, &a, 1e-6);
         // zoo generate reads the directory (its tokenizer.json included).
         let text = ok(&zoo(&[
             "generate",

@@ -3,7 +3,7 @@
 
 use burn::module::Param;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use ssm_backends::testing::{max_abs_diff, max_rel_diff};
+use ssm_backends::testing::{TestRng, assert_abs, assert_finite, assert_rel, seeded};
 use ssm_backends::to_vec;
 use ssm_models::ssm::dss::{DSSConfig, DSSKernel};
 
@@ -60,21 +60,24 @@ fn kernel_f64(k: &DSSKernel, len: usize) -> Vec<f64> {
 #[test]
 fn kernels_match_the_float64_formulas() {
     let device = Device::flex();
-    device.seed(51);
     for (softmax, sep) in [(false, true), (false, false), (true, true)] {
-        let layer = DSSConfig::new(3)
-            .with_d_state(8)
-            .with_softmax(softmax)
-            .with_sep_dt_re_im(sep)
-            .init(&device);
+        let layer = {
+            let _seed = seeded(&device, 51);
+            DSSConfig::new(3)
+                .with_d_state(8)
+                .with_softmax(softmax)
+                .with_sep_dt_re_im(sep)
+                .init(&device)
+        };
         let want: Vec<f32> = kernel_f64(&layer.kernel, 100)
             .into_iter()
             .map(|x| x as f32)
             .collect();
-        let err = max_rel_diff(&to_vec(layer.kernel.kernel(100)), &want);
-        assert!(
-            err <= 1e-4,
-            "softmax {softmax} sep {sep}: relative error {err:e}"
+        assert_rel(
+            &format!("softmax {softmax} sep {sep}: kernel"),
+            &to_vec(layer.kernel.kernel(100)),
+            &want,
+            1e-4,
         );
     }
 }
@@ -82,11 +85,13 @@ fn kernels_match_the_float64_formulas() {
 #[test]
 fn softmax_handles_a_growing_mode() {
     let device = Device::flex();
-    device.seed(52);
-    let mut layer = DSSConfig::new(2)
-        .with_d_state(4)
-        .with_softmax(true)
-        .init(&device);
+    let mut layer = {
+        let _seed = seeded(&device, 52);
+        DSSConfig::new(2)
+            .with_d_state(4)
+            .with_softmax(true)
+            .init(&device)
+    };
     // Mode 0 with Re Λ = +0.3: exp(dtΛ l) grows; the normalised kernel stays finite.
     let mut l = to_vec(layer.kernel.Lambda.as_ref().unwrap().val());
     l[0] = 0.3;
@@ -95,21 +100,23 @@ fn softmax_handles_a_growing_mode() {
         &device,
     )));
     let got = to_vec(layer.kernel.kernel(300));
-    assert!(got.iter().all(|x| x.is_finite()));
+    assert_finite("growing mode: kernel", &got);
     let want: Vec<f32> = kernel_f64(&layer.kernel, 300)
         .into_iter()
         .map(|x| x as f32)
         .collect();
-    let err = max_rel_diff(&got, &want);
-    assert!(err <= 1e-4, "relative error {err:e}");
+    assert_rel("growing mode: kernel", &got, &want, 1e-4);
 }
 
 #[test]
 fn exp_steps_match_the_convolution() {
     let device = Device::flex();
-    device.seed(53);
-    let layer = DSSConfig::new(4).with_d_state(8).init(&device);
-    let u = Tensor::<3>::random([2, 4, 40], Distribution::Normal(0.0, 1.0), &device);
+    let layer = {
+        let _seed = seeded(&device, 53);
+        DSSConfig::new(4).with_d_state(8).init(&device)
+    };
+    let mut rng = TestRng::new(53);
+    let u = rng.tensor::<3>([2, 4, 40], Distribution::Normal(0.0, 1.0), &device);
     let want = to_vec(layer.forward(u.clone()));
     let rec = layer.kernel.recurrence();
     let mut state = rec.zero_state(2);
@@ -119,6 +126,5 @@ fn exp_steps_match_the_convolution() {
         state = s;
         got.push(y.unsqueeze_dim::<3>(2));
     }
-    let err = max_abs_diff(&to_vec(Tensor::cat(got, 2)), &want);
-    assert!(err <= 1e-4, "step vs conv max abs error {err:e}");
+    assert_abs("step vs conv", &to_vec(Tensor::cat(got, 2)), &want, 1e-4);
 }

@@ -4,7 +4,7 @@
 //! on wgpu.
 
 use burn::tensor::Device;
-use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::testing::{Fixture, assert_abs, fixtures_dir};
 use ssm_models::lm::{GenerationConfig, MambaLm, generate_with_logits};
 
 /// Prompts of lengths 7, 1, 12, 7 and 3 cut from the fixture's prompt tokens.
@@ -49,10 +49,11 @@ fn check(name: &str, device: &Device, eos: bool) {
         assert_eq!(tokens[i], want[0], "{name} row {i}: greedy tokens");
         assert_eq!(logits[i].len(), want_logits[0].len());
         for (k, (got, want)) in logits[i].iter().zip(&want_logits[0]).enumerate() {
-            let err = max_abs_diff(got, want);
-            assert!(
-                err <= 1e-5,
-                "{name} row {i} token {k}: logits differ by {err:e}"
+            assert_abs(
+                &format!("{name} row {i} token {k}: logits"),
+                got,
+                want,
+                1e-5,
             );
         }
         if let Some(e) = config.eos_token_id

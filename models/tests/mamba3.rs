@@ -4,7 +4,7 @@
 //! prefill and packed rows against its own parallel forward, on Flex and wgpu.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::testing::{Fixture, assert_abs, fixtures_dir, gap};
 use ssm_backends::to_vec;
 use ssm_models::io::TensorMap;
 use ssm_models::ssm::mamba3::{Mamba3Mixer, Mamba3MixerConfig};
@@ -75,24 +75,28 @@ fn mixer(layer: usize, device: &Device) -> Mamba3Mixer {
 }
 
 fn close<const D: usize>(name: &str, got: Tensor<D>, want: &[f32], tol: f32) {
-    let err = max_abs_diff(&to_vec(got), want);
-    eprintln!("{name}: max abs error {err:e}");
-    assert!(
-        err <= tol,
-        "{name}: max abs error {err:e} (tolerance {tol:e})"
-    );
+    assert_abs(name, &to_vec(got), want, tol as f64);
 }
 
-/// The largest distance between angles on the circle.
-fn angle_error(got: Tensor<3>, want: &[f32]) -> f32 {
-    to_vec(got)
+/// Asserts that the largest distance between angles on the circle is at most `tol` (both
+/// sides finite and of one length).
+fn close_angles(name: &str, got: Tensor<3>, want: &[f32], tol: f32) {
+    let got = to_vec(got);
+    gap(name, &got, want);
+    let dist: Vec<f32> = got
         .iter()
         .zip(want)
         .map(|(a, b)| {
             let d = (a - b).rem_euclid(2.0 * PI);
             d.min(2.0 * PI - d)
         })
-        .fold(0.0, f32::max)
+        .collect();
+    assert_abs(
+        &format!("{name} (distance on the circle)"),
+        &dist,
+        &vec![0.0; dist.len()],
+        tol as f64,
+    );
 }
 
 fn matches_the_reference(device: &Device, tol: f32) {
@@ -113,8 +117,7 @@ fn matches_the_reference(device: &Device, tol: f32) {
         let (h, s, n, p) = (4, 4, 16, 16);
         let c = cache.conv_state;
         let cv = |k: &str| t.values(&format!("cache.{layer}.{k}")).0;
-        let err = angle_error(c.clone().narrow(2, 0, s), &cv("angle"));
-        assert!(err <= tol, "cache angle: {err:e}");
+        close_angles("cache angle", c.clone().narrow(2, 0, s), &cv("angle"), tol);
         close("cache.k", c.clone().narrow(2, s, n), &cv("k"), tol);
         close("cache.v", c.narrow(2, s + n, p), &cv("v"), tol);
         close(
@@ -390,8 +393,12 @@ fn mimo_matches_the_reference(device: &Device, tol: f32) {
                   (h, s, r, n, p): (usize, usize, usize, usize, usize)| {
         let cv = |k: &str| t.values(&format!("{prefix}.{k}")).0;
         let c = cache.conv_state;
-        let err = angle_error(c.clone().narrow(2, 0, s), &cv("angle"));
-        assert!(err <= tol, "{prefix} angle: {err:e}");
+        close_angles(
+            &format!("{prefix} angle"),
+            c.clone().narrow(2, 0, s),
+            &cv("angle"),
+            tol,
+        );
         // Ours (B, H, R, N), the reference's (B, R, H, N).
         let k = c
             .clone()

@@ -2,7 +2,7 @@
 //! `Mamba2ForCausalLM` (mamba2_tiny), and of the recurrent step with the parallel forward.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::testing::{Fixture, assert_abs, fixtures_dir, gap};
 use ssm_backends::to_vec;
 use ssm_models::lm::{CausalLm, GenerationConfig, MambaLm, generate};
 use ssm_models::ssm::MixerTrace;
@@ -24,21 +24,32 @@ fn check_forward(name: &str, device: &Device, tol: f32) {
 
     let (want, shape) = t.values("logits");
     assert_eq!(out.logits.dims().to_vec(), shape);
-    let err = max_abs_diff(&to_vec(out.logits.clone()), &want);
-    assert!(err <= tol, "logits max abs error {err:e}");
+    assert_abs("logits", &to_vec(out.logits.clone()), &want, tol as f64);
 
     let (want, _) = t.values("embeddings");
-    let err = max_abs_diff(&to_vec(out.embeddings.clone()), &want);
-    assert!(err <= tol, "embeddings max abs error {err:e}");
+    assert_abs(
+        "embeddings",
+        &to_vec(out.embeddings.clone()),
+        &want,
+        tol as f64,
+    );
     // hidden_states.i: the output of layer i; the last index is norm_f of the last layer.
     assert_eq!(out.hidden_states.len(), 3);
     let (want, _) = t.values("norm_f_out");
-    let err = max_abs_diff(&to_vec(out.hidden_states[2].clone()), &want);
-    assert!(err <= tol, "norm_f_out max abs error {err:e}");
+    assert_abs(
+        "norm_f_out",
+        &to_vec(out.hidden_states[2].clone()),
+        &want,
+        tol as f64,
+    );
     for (i, h) in out.hidden_states.iter().enumerate() {
         let (want, _) = t.values(&format!("hidden_states.{i}"));
-        let err = max_abs_diff(&to_vec(h.clone()), &want);
-        assert!(err <= tol, "hidden_states.{i} max abs error {err:e}");
+        assert_abs(
+            &format!("hidden_states.{i}"),
+            &to_vec(h.clone()),
+            &want,
+            tol as f64,
+        );
     }
     for (i, c) in out.cache.layers.iter().enumerate() {
         for (key, got) in [("conv_state", &c.conv_state), ("ssm_state", &c.ssm_state)] {
@@ -53,8 +64,12 @@ fn check_forward(name: &str, device: &Device, tol: f32) {
                 got.dims()[..2],
                 [shape[0], shape[1..shape.len() - 1].iter().product()]
             );
-            let err = max_abs_diff(&to_vec(got.clone()), &want);
-            assert!(err <= tol, "cache.{i}.{key} max abs error {err:e}");
+            assert_abs(
+                &format!("cache.{i}.{key}"),
+                &to_vec(got.clone()),
+                &want,
+                tol as f64,
+            );
         }
     }
     for (i, tr) in out.traces.iter().enumerate() {
@@ -75,15 +90,15 @@ fn check_forward(name: &str, device: &Device, tol: f32) {
         };
         for (key, got) in named {
             let (want, _) = t.values(&format!("layers.{i}.scan.{key}"));
-            let err = max_abs_diff(&got, &want);
-            assert!(err <= tol, "layers.{i}.scan.{key} max abs error {err:e}");
+            assert_abs(&format!("layers.{i}.scan.{key}"), &got, &want, tol as f64);
         }
         if let MixerTrace::Mamba2(tr) = tr {
             let (want, _) = t.values(&format!("layers.{i}.gated_norm_out"));
-            let err = max_abs_diff(&to_vec(tr.gated_norm.clone()), &want);
-            assert!(
-                err <= tol,
-                "layers.{i}.gated_norm_out max abs error {err:e}"
+            assert_abs(
+                &format!("layers.{i}.gated_norm_out"),
+                &to_vec(tr.gated_norm.clone()),
+                &want,
+                tol as f64,
             );
         }
     }
@@ -135,7 +150,7 @@ fn check_step_vs_forward_with(name: &str, device: &Device, tol: f32, reference_t
     let parallel = model.forward(full);
     let prompt_len = 20;
     let (_, mut cache) = model.prefill(parallel_ids(&seqs, b, total, 0, prompt_len, device));
-    let mut worst = 0.0f32;
+    let mut worst = 0.0f64;
     for pos in prompt_len..total {
         let step_ids = Tensor::<1, Int>::from_data(
             TensorData::new(
@@ -147,21 +162,23 @@ fn check_step_vs_forward_with(name: &str, device: &Device, tol: f32, reference_t
         let (logits, c) = model.step(step_ids, cache);
         cache = c;
         let want = parallel.clone().narrow(1, pos, 1).squeeze_dim::<2>(1);
-        worst = worst.max(max_abs_diff(&to_vec(logits), &to_vec(want)));
+        let g = gap(
+            &format!("step vs parallel forward at position {pos}"),
+            &to_vec(logits),
+            &to_vec(want),
+        );
+        worst = worst.max(g.max_abs);
     }
+    eprintln!("step vs parallel forward: max abs error {worst:.2e} (bound {tol:.0e})");
     assert!(
-        worst <= tol,
+        worst <= tol as f64,
         "step vs parallel forward: max abs error {worst:e}"
     );
 
     // The reference's own step logits.
     let (want, _) = t.values("generate.full_forward_logits");
     let got = to_vec(parallel.narrow(1, 0, total - 1));
-    let err = max_abs_diff(&got, &want);
-    assert!(
-        err <= reference_tol,
-        "full_forward_logits max abs error {err:e}"
-    );
+    assert_abs("full_forward_logits", &got, &want, reference_tol as f64);
 }
 
 fn parallel_ids(
@@ -251,10 +268,11 @@ fn check_generation_logits(name: &str) {
     for (k, row) in got.iter().enumerate() {
         for i in 0..b {
             let w = &want[(i * wshape[1] + k) * v..(i * wshape[1] + k + 1) * v];
-            let err = max_abs_diff(&row[i * v..(i + 1) * v], w);
-            assert!(
-                err <= 1e-4,
-                "generate.logits[{i}, {k}] max abs error {err:e}"
+            assert_abs(
+                &format!("generate.logits[{i}, {k}]"),
+                &row[i * v..(i + 1) * v],
+                w,
+                1e-4,
             );
         }
     }
@@ -274,11 +292,12 @@ fn check_chunked_prefill(name: &str) {
     let whole = model.forward_detailed(parallel_ids(&ids, b, l, 0, l, &device), None);
     let first = model.forward_detailed(parallel_ids(&ids, b, l, 0, 7, &device), None);
     let second = model.forward_detailed(parallel_ids(&ids, b, l, 7, l, &device), Some(first.cache));
-    let err = max_abs_diff(
+    assert_abs(
+        "chunked prefill logits",
         &to_vec(second.logits),
         &to_vec(whole.logits.narrow(1, 7, l - 7)),
+        1e-5,
     );
-    assert!(err <= 1e-5, "chunked prefill max abs error {err:e}");
 }
 
 #[cfg(feature = "ndarray")]
@@ -341,7 +360,6 @@ fn state_spaces_pytorch_checkpoint_matches_reference() {
         let t = Fixture::open(fixture_path(name).join("tensors.safetensors"));
         let logits = model.forward(t.int_tensor("input_ids", &device));
         let (want, _) = t.values("logits");
-        let err = max_abs_diff(&to_vec(logits), &want);
-        assert!(err <= 1e-4, "{name}: logits max abs error {err:e}");
+        assert_abs(&format!("{name}: logits"), &to_vec(logits), &want, 1e-4);
     }
 }

@@ -4,7 +4,7 @@
 //! window (K = 4), a row ending with one. On Flex (1e-5) and on wgpu (1e-4).
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::testing::{Fixture, assert_abs, fixtures_dir};
 use ssm_backends::{seq_idx_from_lengths, to_vec};
 use ssm_models::lm::{CausalLm, MambaLm};
 
@@ -36,20 +36,22 @@ fn check(name: &str, device: &Device, tol: f32) {
         for (i, &len) in row.iter().enumerate() {
             let (want, alone_cache) = model.prefill(tokens(&rows[b][from..from + len]));
             let got = logits[(b * l + from) * v..(b * l + from + len) * v].to_vec();
-            let err = max_abs_diff(&got, &to_vec(want));
-            assert!(
-                err <= tol,
-                "{name} row {b} document {i}: logits differ by {err:e}"
+            assert_abs(
+                &format!("{name} row {b} document {i}: logits"),
+                &got,
+                &to_vec(want),
+                tol as f64,
             );
             if i + 1 == row.len() {
                 // The row's state is its last document's: the next step agrees.
                 let next = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64], [1]), device);
                 let (want, _) = model.step(next.clone(), alone_cache);
                 let (got, _) = model.step(next, model.keep_rows(cache.clone(), &[b]));
-                let err = max_abs_diff(&to_vec(got), &to_vec(want));
-                assert!(
-                    err <= tol,
-                    "row {b}: the step after the packed row differs by {err:e}"
+                assert_abs(
+                    &format!("{name} row {b}: the step after the packed row"),
+                    &to_vec(got),
+                    &to_vec(want),
+                    tol as f64,
                 );
             }
             from += len;

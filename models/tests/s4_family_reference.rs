@@ -4,7 +4,7 @@
 //! ag1988/dss `standalone/dss.py`).
 
 use burn::tensor::{Device, Tensor};
-use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::testing::{Fixture, assert_abs, fixtures_dir, gap};
 use ssm_backends::to_vec;
 use ssm_models::ssm::dss::DSS;
 use ssm_models::ssm::reference::ReferenceLayer;
@@ -24,14 +24,10 @@ fn input(t: &Fixture, len: usize, device: &Device) -> Tensor<3> {
     t.tensor::<3>("x", device).narrow(2, 0, len)
 }
 
-fn close(name: &str, got: Tensor<3>, t: &Fixture, tol: f32) {
+fn close(name: &str, got: Tensor<3>, t: &Fixture, tol: f64) {
     let (want, shape) = t.values(name);
     assert_eq!(got.dims().to_vec(), shape, "{name}");
-    let err = max_abs_diff(&to_vec(got), &want);
-    assert!(
-        err <= tol,
-        "{name}: max abs error {err:e} (tolerance {tol:e})"
-    );
+    assert_abs(name, &to_vec(got), &want, tol);
 }
 
 /// Runs a recurrent `step` over every position of `x` (B, H, L): the outputs (B, H, L).
@@ -65,8 +61,7 @@ fn s4_dplr_block_reproduces_the_reference() {
     assert_eq!(layer.kernel.l_kernel, 16);
     // The kernel at the 16 roots of unity.
     let (want, _) = t.values("s4.k16");
-    let err = max_abs_diff(&to_vec(layer.kernel.kernel(16)), &want);
-    assert!(err <= 1e-5, "kernel: max abs error {err:e}");
+    assert_abs("s4.k16", &to_vec(layer.kernel.kernel(16)), &want, 1e-5);
     // Length 16; 12 (the kernel still read at 16 roots, then truncated); 24 (longer than
     // l_max: the kernel stops at 16, as the reference's FFTConv with l_max 16).
     for len in [16, 12, 24] {
@@ -138,7 +133,12 @@ fn bidirectional_softplus_blocks_reproduce_the_reference() {
     // Read with the wrong dt transform, the same weights give other outputs: the option matters.
     let exp = S4::load_reference(&dir().join("s4_bidir.pth"), &device).unwrap();
     let (want, _) = t.values("s4_bidir.y16");
-    let off = max_abs_diff(&to_vec(exp.forward(input(&t, 16, &device))), &want);
+    let off = gap(
+        "s4_bidir.y16 read with exp",
+        &to_vec(exp.forward(input(&t, 16, &device))),
+        &want,
+    )
+    .max_abs;
     assert!(
         off > 1e-3,
         "exp and softplus gave the same outputs ({off:e})"
@@ -193,8 +193,12 @@ fn dss_exp_and_softmax_reproduce_the_reference() {
         assert_eq!(layer.gated_output(), name == "dss_softmax");
         assert_eq!(layer.kernel.is_softmax(), name == "dss_softmax");
         let (want, _) = t.values(&format!("{name}.k16"));
-        let err = max_abs_diff(&to_vec(layer.kernel.kernel(16)), &want);
-        assert!(err <= 1e-5, "{name} kernel: max abs error {err:e}");
+        assert_abs(
+            &format!("{name}.k16"),
+            &to_vec(layer.kernel.kernel(16)),
+            &want,
+            1e-5,
+        );
         close(
             &format!("{name}.y16"),
             layer.forward(input(&t, 16, &device)),
@@ -325,8 +329,7 @@ fn example_py_classifier_reproduces_the_reference() {
     let logits = model.forward(t.tensor::<3>("clf.x", &device));
     let (want, shape) = t.values("clf.logits");
     assert_eq!(logits.dims().to_vec(), shape);
-    let err = max_abs_diff(&to_vec(logits), &want);
-    assert!(err <= 1e-5, "logits: max abs error {err:e}");
+    assert_abs("clf.logits", &to_vec(logits), &want, 1e-5);
     // Pre-norm is a different network: the same weights give other logits.
     let pre = SequenceClassifier::load_reference(
         &dir().join("classifier.pth"),
@@ -335,7 +338,12 @@ fn example_py_classifier_reproduces_the_reference() {
         &device,
     )
     .unwrap();
-    let other = max_abs_diff(&to_vec(pre.forward(t.tensor::<3>("clf.x", &device))), &want);
+    let other = gap(
+        "clf.logits with pre-norm",
+        &to_vec(pre.forward(t.tensor::<3>("clf.x", &device))),
+        &want,
+    )
+    .max_abs;
     assert!(
         other > 1e-3,
         "pre-norm gave the post-norm logits ({other:e})"
@@ -368,8 +376,12 @@ fn s5_classifier_from_flax_reproduces_the_reference() {
     assert_eq!(model.layers.len(), 2);
     let logits = model.forward(t.tensor::<3>("clf.x", &device));
     let (want, _) = t.values("clf.log_probs");
-    let err = max_abs_diff(&to_vec(log_softmax(logits, 1)), &want);
-    assert!(err <= 1e-5, "log-probabilities: max abs error {err:e}");
+    assert_abs(
+        "clf.log_probs",
+        &to_vec(log_softmax(logits, 1)),
+        &want,
+        1e-5,
+    );
     // A single layer's tree is not a classifier.
     let err = SequenceClassifier::load_s5_reference(&d.join("zoh.msgpack"), false, false, &device)
         .unwrap_err()

@@ -5,7 +5,7 @@
 //! Flex and on wgpu.
 
 use burn::tensor::{Device, Tensor};
-use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::testing::{Fixture, assert_abs, fixtures_dir, gap};
 use ssm_backends::to_vec;
 use ssm_models::ssm::dss::DSS;
 use ssm_models::ssm::reference::{ReferenceLayer, ReferenceOptions};
@@ -21,14 +21,23 @@ fn fixture() -> Fixture {
     Fixture::open(dir().join("tensors.safetensors"))
 }
 
-fn l_max_none_extends_the_kernel(device: &Device, tol: f32) {
+/// Asserts that `got` has the shape of the fixture tensor `name` and its values within `tol`
+/// (max absolute error), printing the error (what `Fixture::assert_close` did).
+fn assert_close<const D: usize>(t: &Fixture, name: &str, got: Tensor<D>, tol: f64) {
+    let (want, shape) = t.values(name);
+    assert_eq!(got.dims().to_vec(), shape, "{name}: shape");
+    assert_abs(name, &to_vec(got), &want, tol);
+}
+
+fn l_max_none_extends_the_kernel(device: &Device, tol: f64) {
     let t = fixture();
     let x: Tensor<3> = t.tensor("x", device);
     let layer = S4::load_reference(&dir().join("s4_lmax_none.pth"), device).expect("loads");
     assert_eq!(layer.kernel.l_kernel, 16);
     assert_eq!(layer.l_max, None);
     for len in [16, 12, 40] {
-        t.assert_close(
+        assert_close(
+            &t,
             &format!("lmax_none.y{len}"),
             layer.forward(x.clone().narrow(2, 0, len)),
             tol,
@@ -46,14 +55,19 @@ fn l_max_none_extends_the_kernel(device: &Device, tol: f32) {
     )
     .expect("loads");
     let (want, _) = t.values("lmax_none.y40");
-    let off = max_abs_diff(&to_vec(capped.forward(x)), &want);
+    let off = gap(
+        "lmax_none.y40 with a capped kernel",
+        &to_vec(capped.forward(x)),
+        &want,
+    )
+    .max_abs;
     assert!(
         off > 1e-2,
         "a capped kernel gave the extended outputs ({off:e})"
     );
 }
 
-fn every_kernel_at_1024(device: &Device, tol: f32) {
+fn every_kernel_at_1024(device: &Device, tol: f64) {
     let t = fixture();
     let x: Tensor<3> = t.tensor("x1024", device);
     let path = |name: &str| dir().join(format!("{name}.pth"));
@@ -62,20 +76,20 @@ fn every_kernel_at_1024(device: &Device, tol: f32) {
     // kernel and 3e-5 in the outputs at this length, so against it the bound is 1e-4.
     let s4 = S4::load_reference(&path("s4_1024"), device).expect("loads");
     let k = s4.kernel.kernel(1024);
-    t.assert_close("s4_1024.k1024_f64", k.clone(), tol);
-    t.assert_close("s4_1024.k1024", k, 1e-4);
+    assert_close(&t, "s4_1024.k1024_f64", k.clone(), tol);
+    assert_close(&t, "s4_1024.k1024", k, 1e-4);
     let y = s4.forward(x.clone());
-    t.assert_close("s4_1024.y1024_f64", y.clone(), tol);
-    t.assert_close("s4_1024.y1024", y, 1e-4);
+    assert_close(&t, "s4_1024.y1024_f64", y.clone(), tol);
+    assert_close(&t, "s4_1024.y1024", y, 1e-4);
     for name in ["s4d_block_1024", "s4d_1024"] {
         let layer = S4D::load_reference(&path(name), device).expect("loads");
-        t.assert_close(&format!("{name}.k1024"), layer.kernel.kernel(1024), tol);
-        t.assert_close(&format!("{name}.y1024"), layer.forward(x.clone()), tol);
+        assert_close(&t, &format!("{name}.k1024"), layer.kernel.kernel(1024), tol);
+        assert_close(&t, &format!("{name}.y1024"), layer.forward(x.clone()), tol);
     }
     for name in ["dss_exp_1024", "dss_softmax_1024"] {
         let layer = DSS::load_reference(&path(name), device).expect("loads");
-        t.assert_close(&format!("{name}.k1024"), layer.kernel.kernel(1024), tol);
-        t.assert_close(&format!("{name}.y1024"), layer.forward(x.clone()), tol);
+        assert_close(&t, &format!("{name}.k1024"), layer.kernel.kernel(1024), tol);
+        assert_close(&t, &format!("{name}.y1024"), layer.forward(x.clone()), tol);
     }
 }
 

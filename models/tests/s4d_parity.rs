@@ -3,7 +3,7 @@
 //! convolution; the FFT convolution against the direct one.
 
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff, max_rel_diff};
+use ssm_backends::testing::{Fixture, TestRng, assert_abs, assert_rel, fixtures_dir, gap, seeded};
 use ssm_backends::to_vec;
 use ssm_backends::{causal_conv_fft, causal_conv_reference};
 use ssm_models::ssm::reference::ReferenceLayer;
@@ -74,16 +74,16 @@ fn reproduces_the_s4d_tiny_reference() {
         ("y", to_vec(layer.forward(u.clone()))),
     ] {
         let (want, _) = t.values(name);
-        let err = max_abs_diff(&got, &want);
-        assert!(err <= 1e-5, "{name}: max abs error {err:e}");
+        assert_abs(name, &got, &want, 1e-5);
     }
     // The reference's float64 recurrence.
     let (want, _) = t.values_f64("y_ssm_plus_D_recurrent_f64");
     let want: Vec<f32> = want.into_iter().map(|x| x as f32).collect();
-    let err = max_abs_diff(&to_vec(layer.ssm(u)), &want);
-    assert!(
-        err <= 1e-5,
-        "vs the float64 recurrence: max abs error {err:e}"
+    assert_abs(
+        "y_ssm_plus_D vs the float64 recurrence",
+        &to_vec(layer.ssm(u)),
+        &want,
+        1e-5,
     );
 }
 
@@ -127,31 +127,40 @@ fn kernel_f64(k: &S4DKernel, len: usize) -> Vec<f64> {
 #[test]
 fn kernels_match_the_float64_formula() {
     let device = Device::flex();
-    device.seed(31);
     for init in [S4DInit::Lin, S4DInit::Inv, S4DInit::Real, S4DInit::LegS] {
-        let k = S4DKernelConfig::new(4)
-            .with_d_state(16)
-            .with_init(init)
-            .init(&device);
+        let k = {
+            let _seed = seeded(&device, 31);
+            S4DKernelConfig::new(4)
+                .with_d_state(16)
+                .with_init(init)
+                .init(&device)
+        };
         let want: Vec<f32> = kernel_f64(&k, 200).into_iter().map(|x| x as f32).collect();
-        let err = max_rel_diff(&to_vec(k.kernel(200)), &want);
-        assert!(err <= 1e-4, "{init:?}: relative error {err:e}");
+        assert_rel(
+            &format!("{init:?}: kernel"),
+            &to_vec(k.kernel(200)),
+            &want,
+            1e-4,
+        );
     }
 }
 
 #[test]
 fn steps_match_the_convolution() {
     let device = Device::flex();
-    device.seed(32);
+    let mut rng = TestRng::new(32);
     for bilinear in [false, true] {
-        let layer = S4DConfig::new(
-            S4DKernelConfig::new(6)
-                .with_d_state(8)
-                .with_init(S4DInit::Inv)
-                .with_bilinear(bilinear),
-        )
-        .init(&device);
-        let u = Tensor::<3>::random([2, 6, 50], Distribution::Normal(0.0, 1.0), &device);
+        let layer = {
+            let _seed = seeded(&device, 32);
+            S4DConfig::new(
+                S4DKernelConfig::new(6)
+                    .with_d_state(8)
+                    .with_init(S4DInit::Inv)
+                    .with_bilinear(bilinear),
+            )
+            .init(&device)
+        };
+        let u = rng.tensor::<3>([2, 6, 50], Distribution::Normal(0.0, 1.0), &device);
         let want = to_vec(layer.forward(u.clone()));
         let rec = layer.kernel.recurrence();
         let mut state = rec.zero_state(2);
@@ -162,10 +171,11 @@ fn steps_match_the_convolution() {
             got.push(y.unsqueeze_dim::<3>(2));
         }
         let got = to_vec(Tensor::cat(got, 2));
-        let err = max_abs_diff(&got, &want);
-        assert!(
-            err <= 1e-4,
-            "bilinear {bilinear}: step vs conv max abs error {err:e}"
+        assert_abs(
+            &format!("bilinear {bilinear}: step vs conv"),
+            &got,
+            &want,
+            1e-4,
         );
     }
 }
@@ -173,15 +183,16 @@ fn steps_match_the_convolution() {
 #[test]
 fn fft_convolution_equals_the_direct_one() {
     let device = Device::flex();
-    device.seed(33);
+    let mut rng = TestRng::new(33);
     for l in [1, 100, 300] {
-        let u = Tensor::<3>::random([2, 3, l], Distribution::Normal(0.0, 1.0), &device);
-        let k = Tensor::<2>::random([3, l], Distribution::Normal(0.0, 1.0), &device);
-        let err = max_rel_diff(
+        let u = rng.tensor::<3>([2, 3, l], Distribution::Normal(0.0, 1.0), &device);
+        let k = rng.tensor::<2>([3, l], Distribution::Normal(0.0, 1.0), &device);
+        assert_rel(
+            &format!("L = {l}: FFT conv"),
             &to_vec(causal_conv_fft(u.clone(), k.clone())),
             &to_vec(causal_conv_reference(u, k)),
+            1e-4,
         );
-        assert!(err <= 1e-4, "L = {l}: relative error {err:e}");
     }
 }
 
@@ -194,27 +205,28 @@ fn wgpu_reproduces_the_s4d_tiny_reference() {
     let (layer, t) = fixture_layer(&device);
     let u: Tensor<3> = t.tensor("u", &device);
     let (want, _) = t.values("y");
-    let err = max_abs_diff(&to_vec(layer.forward(u.clone())), &want);
-    assert!(err <= 1e-4, "y on wgpu: max abs error {err:e}");
+    assert_abs("y on wgpu", &to_vec(layer.forward(u.clone())), &want, 1e-4);
     // The FFT path on the GPU (plain wgpu) against the direct one.
-    let u = Tensor::<3>::random([1, 8, 300], Distribution::Normal(0.0, 1.0), &device);
+    let mut rng = TestRng::new(38);
+    let u = rng.tensor::<3>([1, 8, 300], Distribution::Normal(0.0, 1.0), &device);
     let k = layer.kernel.kernel(300);
-    let err = max_rel_diff(
+    assert_rel(
+        "FFT conv on wgpu",
         &to_vec(causal_conv_fft(u.clone(), k.clone())),
         &to_vec(causal_conv_reference(u, k)),
+        1e-4,
     );
-    assert!(err <= 1e-4, "FFT conv on wgpu: relative error {err:e}");
 }
 
 #[test]
 fn bidirectional_convolution_is_the_two_sided_sum() {
     use ssm_backends::bidirectional_conv;
     let device = Device::flex();
-    device.seed(34);
+    let mut rng = TestRng::new(34);
     let (b, h, l) = (2, 3, 9);
-    let u = Tensor::<3>::random([b, h, l], Distribution::Normal(0.0, 1.0), &device);
-    let kf = Tensor::<2>::random([h, l], Distribution::Normal(0.0, 1.0), &device);
-    let kb = Tensor::<2>::random([h, l], Distribution::Normal(0.0, 1.0), &device);
+    let u = rng.tensor::<3>([b, h, l], Distribution::Normal(0.0, 1.0), &device);
+    let kf = rng.tensor::<2>([h, l], Distribution::Normal(0.0, 1.0), &device);
+    let kb = rng.tensor::<2>([h, l], Distribution::Normal(0.0, 1.0), &device);
     let got = to_vec(bidirectional_conv(u.clone(), kf.clone(), kb.clone()));
     let (uv, fv, bv) = (to_vec(u), to_vec(kf), to_vec(kb));
     let mut want = vec![0f32; b * h * l];
@@ -232,15 +244,14 @@ fn bidirectional_convolution_is_the_two_sided_sum() {
             }
         }
     }
-    let err = max_abs_diff(&got, &want);
-    assert!(err <= 1e-5, "max abs error {err:e}");
+    assert_abs("bidirectional conv vs the two-sided sum", &got, &want, 1e-5);
 }
 
 #[test]
 fn bidirectional_s4d_sees_the_future_and_the_causal_one_does_not() {
     let device = Device::flex();
-    device.seed(35);
-    let u = Tensor::<3>::random([1, 4, 16], Distribution::Normal(0.0, 1.0), &device);
+    let mut rng = TestRng::new(35);
+    let u = rng.tensor::<3>([1, 4, 16], Distribution::Normal(0.0, 1.0), &device);
     let bumped = u.clone()
         + Tensor::cat(
             vec![
@@ -250,16 +261,21 @@ fn bidirectional_s4d_sees_the_future_and_the_causal_one_does_not() {
             2,
         );
     for bidirectional in [false, true] {
-        let layer = S4DConfig::new(
-            S4DKernelConfig::new(4)
-                .with_d_state(8)
-                .with_bidirectional(bidirectional),
-        )
-        .init(&device);
-        let moved = max_abs_diff(
+        let layer = {
+            let _seed = seeded(&device, 35);
+            S4DConfig::new(
+                S4DKernelConfig::new(4)
+                    .with_d_state(8)
+                    .with_bidirectional(bidirectional),
+            )
+            .init(&device)
+        };
+        let moved = gap(
+            &format!("bidirectional {bidirectional}: steps 0..8 moved by step 15"),
             &to_vec(layer.forward(u.clone()).narrow(2, 0, 8)),
             &to_vec(layer.forward(bumped.clone()).narrow(2, 0, 8)),
-        );
+        )
+        .max_abs;
         if bidirectional {
             assert!(moved > 1e-4, "the backward kernel must carry step 15 back");
         } else {

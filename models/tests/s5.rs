@@ -3,26 +3,31 @@
 //! in the bidirectional one, the HiPPO-N initialisation.
 
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::testing::{max_abs_diff, max_rel_diff};
+use ssm_backends::testing::{TestRng, assert_abs, assert_rel, gap, seeded};
 use ssm_backends::to_vec;
 use ssm_models::ssm::s5::S5Config;
 
+/// The seed of every test here: its inputs' [`TestRng`] and its inits' [`seeded`] section.
+const SEED: u64 = 41;
+
 fn device() -> Device {
-    let d = Device::flex();
-    d.seed(41);
-    d
+    Device::flex()
 }
 
 #[test]
 fn parallel_scan_equals_the_sequential_recurrence() {
     let device = device();
+    let mut rng = TestRng::new(SEED);
     for (bilinear, blocks) in [(false, 1), (true, 2)] {
-        let layer = S5Config::new(6)
-            .with_d_state(8)
-            .with_blocks(blocks)
-            .with_bilinear(bilinear)
-            .init(&device);
-        let u = Tensor::<3>::random([2, 37, 6], Distribution::Normal(0.0, 1.0), &device);
+        let layer = {
+            let _seed = seeded(&device, SEED);
+            S5Config::new(6)
+                .with_d_state(8)
+                .with_blocks(blocks)
+                .with_bilinear(bilinear)
+                .init(&device)
+        };
+        let u = rng.tensor::<3>([2, 37, 6], Distribution::Normal(0.0, 1.0), &device);
         let d = layer.discrete();
         let x = layer.scan(&d, u.clone());
         // x_k = Λ̄ x_{k-1} + B̄ u_k, one step at a time on the host.
@@ -54,11 +59,17 @@ fn parallel_scan_equals_the_sequential_recurrence() {
                 }
             }
         }
-        let er = max_rel_diff(&to_vec(x.re), &want_re);
-        let ei = max_rel_diff(&to_vec(x.im), &want_im);
-        assert!(
-            er <= 1e-5 && ei <= 1e-5,
-            "bilinear {bilinear}: re {er:e} im {ei:e}"
+        assert_rel(
+            &format!("bilinear {bilinear}: scan re"),
+            &to_vec(x.re),
+            &want_re,
+            1e-5,
+        );
+        assert_rel(
+            &format!("bilinear {bilinear}: scan im"),
+            &to_vec(x.im),
+            &want_im,
+            1e-5,
         );
     }
 }
@@ -66,12 +77,16 @@ fn parallel_scan_equals_the_sequential_recurrence() {
 #[test]
 fn steps_match_the_parallel_forward() {
     let device = device();
+    let mut rng = TestRng::new(SEED);
     for bilinear in [false, true] {
-        let layer = S5Config::new(5)
-            .with_d_state(6)
-            .with_bilinear(bilinear)
-            .init(&device);
-        let u = Tensor::<3>::random([2, 40, 5], Distribution::Normal(0.0, 1.0), &device);
+        let layer = {
+            let _seed = seeded(&device, SEED);
+            S5Config::new(5)
+                .with_d_state(6)
+                .with_bilinear(bilinear)
+                .init(&device)
+        };
+        let u = rng.tensor::<3>([2, 40, 5], Distribution::Normal(0.0, 1.0), &device);
         let want = to_vec(layer.forward(u.clone()));
         let d = layer.discrete();
         let mut state = layer.zero_state(2);
@@ -81,15 +96,20 @@ fn steps_match_the_parallel_forward() {
             state = s;
             got.push(y.unsqueeze_dim::<3>(1));
         }
-        let err = max_abs_diff(&to_vec(Tensor::cat(got, 1)), &want);
-        assert!(err <= 1e-4, "bilinear {bilinear}: step vs scan {err:e}");
+        assert_abs(
+            &format!("bilinear {bilinear}: step vs scan"),
+            &to_vec(Tensor::cat(got, 1)),
+            &want,
+            1e-4,
+        );
     }
 }
 
 #[test]
 fn only_the_bidirectional_layer_sees_the_future() {
     let device = device();
-    let u = Tensor::<3>::random([1, 16, 4], Distribution::Normal(0.0, 1.0), &device);
+    let mut rng = TestRng::new(SEED);
+    let u = rng.tensor::<3>([1, 16, 4], Distribution::Normal(0.0, 1.0), &device);
     // The same input with its last step changed.
     let bumped = u.clone()
         + Tensor::cat(
@@ -100,13 +120,21 @@ fn only_the_bidirectional_layer_sees_the_future() {
             1,
         );
     for bidirectional in [false, true] {
-        let layer = S5Config::new(4)
-            .with_d_state(4)
-            .with_bidirectional(bidirectional)
-            .init(&device);
+        let layer = {
+            let _seed = seeded(&device, SEED);
+            S5Config::new(4)
+                .with_d_state(4)
+                .with_bidirectional(bidirectional)
+                .init(&device)
+        };
         let a = to_vec(layer.forward(u.clone()).narrow(1, 0, 8));
         let b = to_vec(layer.forward(bumped.clone()).narrow(1, 0, 8));
-        let moved = max_abs_diff(&a, &b);
+        let moved = gap(
+            &format!("bidirectional {bidirectional}: steps 0..8 moved by step 15"),
+            &a,
+            &b,
+        )
+        .max_abs;
         if bidirectional {
             assert!(
                 moved > 1e-4,
@@ -124,10 +152,13 @@ fn only_the_bidirectional_layer_sees_the_future() {
 #[test]
 fn init_is_hippo_n_with_one_of_each_conjugate_pair() {
     let device = device();
-    let layer = S5Config::new(3)
-        .with_d_state(8)
-        .with_blocks(2)
-        .init(&device);
+    let layer = {
+        let _seed = seeded(&device, SEED);
+        S5Config::new(3)
+            .with_d_state(8)
+            .with_blocks(2)
+            .init(&device)
+    };
     let re = to_vec(layer.Lambda_re.val());
     let im = to_vec(layer.Lambda_im.val());
     assert!(re.iter().all(|r| (r + 0.5).abs() < 1e-6), "{re:?}");

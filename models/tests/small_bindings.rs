@@ -6,7 +6,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ssm_backends::max_binding_bytes;
-use ssm_backends::testing::{max_abs_diff, set_gpu_max_buffer, wgpu_test_device};
+use ssm_backends::testing::{gap, seeded, set_gpu_max_buffer, wgpu_test_device};
 use ssm_models::ModelError;
 use ssm_models::io::{TensorMap, pytorch_state_dict};
 use ssm_models::lm::{CausalLm, ConfigFlavor, Mamba2Settings, MambaLm, MambaLmConfig};
@@ -61,14 +61,14 @@ fn ids(tokens: &[i64], device: &Device) -> Tensor<2, Int> {
 
 /// Prefill (last position's logits) then greedy decode steps on both models: the largest
 /// logit difference over all of them, and whether the greedy tokens agree.
-fn compare(cpu: &MambaLm, gpu: &MambaLm, prompt: &[i64], steps: usize) -> f32 {
+fn compare(cpu: &MambaLm, gpu: &MambaLm, prompt: &[i64], steps: usize) -> f64 {
     let (cd, gd) = (Device::flex(), gpu.device());
     let (mut lc, mut cc) = cpu.prefill_last(ids(prompt, &cd));
     let (mut lg, mut cg) = gpu.prefill_last(ids(prompt, &gd));
-    let mut worst = 0f32;
+    let mut worst = 0f64;
     for step in 0..=steps {
         let (hc, hg) = (host(lc), host(lg));
-        worst = worst.max(max_abs_diff(&hc, &hg));
+        worst = worst.max(gap(&format!("step {step}: wgpu logits vs the CPU's"), &hg, &hc).max_abs);
         let next = ssm_models::lm::generate::argmax(&hc);
         assert_eq!(
             next,
@@ -96,8 +96,10 @@ fn mamba_130m_prefills_and_decodes_on_lavapipe() {
     let _one = LIMIT.lock().unwrap_or_else(|e| e.into_inner());
     let config = MambaLmConfig::new(768, 24, 50280);
     let cpu_device = Device::flex();
-    cpu_device.seed(17);
-    let cpu = config.init(&cpu_device);
+    let cpu = {
+        let _seed = seeded(&cpu_device, 17);
+        config.init(&cpu_device)
+    };
     let gpu = load(&config, &cpu, &device).expect("the checkpoint loads on wgpu");
     let limit = max_binding_bytes(&device).expect("wgpu has a binding limit");
     let embedding_bytes: usize = 50280 * 768 * 4;
@@ -128,8 +130,10 @@ fn small_limits_shard_the_head_split_the_prefill_and_refuse_what_cannot_fit() {
         .with_tie_embeddings(false);
     config.mamba2 = Some(Mamba2Settings::new().with_head_dim(16).with_chunk_size(16));
     let cpu_device = Device::flex();
-    cpu_device.seed(5);
-    let cpu = config.init(&cpu_device);
+    let cpu = {
+        let _seed = seeded(&cpu_device, 5);
+        config.init(&cpu_device)
+    };
     let _limit = Limit::set(Some(32 << 10));
     let gpu = load(&config, &cpu, &device).expect("the checkpoint loads on wgpu");
     assert_eq!(gpu.backbone.embeddings.shards(), 8);
@@ -160,12 +164,20 @@ fn small_limits_shard_the_head_split_the_prefill_and_refuse_what_cannot_fit() {
 
     // A layer weight over the limit cannot be split: refused at init and at load, by name.
     let wide = MambaLmConfig::new(128, 1, 64).with_d_state(16);
-    let msg = wide.try_init(&device).unwrap_err().to_string();
+    let msg = {
+        let _seed = seeded(&device, 5);
+        wide.try_init(&device)
+    }
+    .unwrap_err()
+    .to_string();
     assert!(
         msg.contains("in_proj.weight") && msg.contains("32768-byte binding limit"),
         "{msg}"
     );
-    let wide_cpu = wide.init(&cpu_device);
+    let wide_cpu = {
+        let _seed = seeded(&cpu_device, 5);
+        wide.init(&cpu_device)
+    };
     let msg = load(&wide, &wide_cpu, &device).unwrap_err().to_string();
     assert!(msg.contains("in_proj.weight"), "{msg}");
 }

@@ -4,7 +4,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::testing::{Fixture, fixtures_dir, max_abs_diff};
+use ssm_backends::testing::{Fixture, TestRng, assert_abs, fixtures_dir, gap, seeded};
 use ssm_backends::to_vec;
 use ssm_models::io::weights::TensorMap;
 use ssm_models::ssm::{BiMambaMixer, MambaMixer, MambaMixerConfig};
@@ -29,7 +29,10 @@ fn parameter_counts_match_the_released_models() {
         (VimConfig::vim_small(), "25.80", 25_796_584),
         (VimConfig::vim_base(), "97.60", 97_598_440),
     ] {
-        let n = config.init(&device).num_params();
+        let n = {
+            let _seed = seeded(&device, 0);
+            config.init(&device).num_params()
+        };
         assert_eq!(reference_count(config.embed_dim), exact);
         assert_eq!(n, exact, "{config:?}");
         assert_eq!(format!("{:.2}", n as f64 / 1e6), millions);
@@ -42,26 +45,42 @@ fn fixture_model(device: &Device) -> (Vim, Fixture) {
     let mut w = TensorMap::read(&dir.join("model.pth")).expect("fixture checkpoint");
     let found = Vim::config_of(&w, Some(4)).expect("sizes");
     assert_eq!((found.img_size, found.patch_size, found.stride), (8, 4, 4));
-    let model = Vim::from_weights(&config, &mut w, device).expect("vim_tiny loads");
+    // The loader initialises the patch embedding (drawing from the device's generator).
+    let model = {
+        let _seed = seeded(device, 0);
+        Vim::from_weights(&config, &mut w, device).expect("vim_tiny loads")
+    };
     w.finish().expect("every key used");
     (model, Fixture::open(dir.join("tensors.safetensors")))
 }
 
-fn check_fixture(device: &Device, tol: f32) {
+fn check_fixture(device: &Device, tol: f64) {
     let (model, t) = fixture_model(device);
     assert_eq!(model.layers.len(), 2);
     assert_eq!(model.cls_position(), 2);
     let images: Tensor<4> = t.tensor("images", device);
     let (want, _) = t.values("logits");
-    let err = max_abs_diff(&to_vec(model.forward(images.clone())), &want);
-    assert!(err <= tol, "{device:?} logits: max abs error {err:e}");
+    assert_abs(
+        &format!("{device:?} logits"),
+        &to_vec(model.forward(images.clone())),
+        &want,
+        tol,
+    );
     let (want, _) = t.values("features");
-    let err = max_abs_diff(&to_vec(model.forward_features(images)), &want);
-    assert!(err <= tol, "{device:?} features: max abs error {err:e}");
+    assert_abs(
+        &format!("{device:?} features"),
+        &to_vec(model.forward_features(images)),
+        &want,
+        tol,
+    );
     let x: Tensor<3> = t.tensor("layers.0.mixer_in", device);
     let (want, _) = t.values("layers.0.mixer_out");
-    let err = max_abs_diff(&to_vec(model.layers[0].mixer.forward(x)), &want);
-    assert!(err <= tol, "{device:?} mixer 0: max abs error {err:e}");
+    assert_abs(
+        &format!("{device:?} mixer 0"),
+        &to_vec(model.layers[0].mixer.forward(x)),
+        &want,
+        tol,
+    );
 }
 
 #[test]
@@ -108,31 +127,38 @@ fn one_way(m: &BiMambaMixer, backward: bool) -> MambaMixer {
 #[test]
 fn bidirectional_mixer_averages_a_forward_and_a_reversed_mamba() {
     let device = Device::flex();
-    device.seed(61);
-    let mut m = MambaMixerConfig::new(12)
-        .with_d_state(6)
-        .init_bidirectional(&device);
+    let mut m = {
+        let _seed = seeded(&device, 61);
+        MambaMixerConfig::new(12)
+            .with_d_state(6)
+            .init_bidirectional(&device)
+    };
     // Make the two directions differ.
     m.A_b_log = Param::from_tensor(m.A_b_log.val() * 0.5);
-    let x = Tensor::<3>::random([2, 9, 12], Distribution::Normal(0.0, 1.0), &device);
+    let mut rng = TestRng::new(61);
+    let x = rng.tensor::<3>([2, 9, 12], Distribution::Normal(0.0, 1.0), &device);
     let fwd = one_way(&m, false).forward(x.clone());
     let bwd = one_way(&m, true).forward(x.clone().flip([1])).flip([1]);
     let want = to_vec((fwd.clone() + bwd.clone()) / 2.0);
     let got = to_vec(m.forward(x.clone()));
-    let err = max_abs_diff(&got, &want);
-    assert!(err <= 1e-5, "max abs error {err:e}");
+    assert_abs(
+        "bidirectional vs mean of two one-way mixers",
+        &got,
+        &want,
+        1e-5,
+    );
     // Not unidirectional: the first output token depends on the last input token, which a
     // causal mixer's first token does not see at all.
     let bump = Tensor::<3>::zeros([2, 8, 12], &device);
     let bump = Tensor::cat(vec![bump, Tensor::ones([2, 1, 12], &device) * 5.0], 1);
     let first = |y: Tensor<3>| to_vec(y.narrow(1, 0, 1));
-    let moved = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
+    let moved = |name: &str, f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
         let (a, b) = (first(f(x.clone())), first(f(x.clone() + bump.clone())));
-        max_abs_diff(&a, &b)
+        gap(name, &a, &b).max_abs
     };
     let causal = one_way(&m, false);
-    let bi = moved(&|x| m.forward(x));
-    let uni = moved(&|x| causal.forward(x));
+    let bi = moved("bidirectional: first token moved", &|x| m.forward(x));
+    let uni = moved("causal: first token moved", &|x| causal.forward(x));
     assert!(
         uni <= 1e-6,
         "the causal mixer's first token moved by {uni:e}"
@@ -148,6 +174,8 @@ fn bidirectional_mixer_averages_a_forward_and_a_reversed_mamba() {
 #[test]
 fn checkpoint_errors_name_the_key_and_the_shapes() {
     let device = Device::flex();
+    // Every load below initialises the patch embedding (drawing from the device's generator).
+    let _seed = seeded(&device, 0);
     let dir = fixtures_dir().join("vim_tiny");
     let config = VimConfig::new().with_img_size(8).with_stride(4);
     let read = || TensorMap::read(&dir.join("model.pth")).expect("fixture");

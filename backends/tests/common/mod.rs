@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use burn::tensor::{Device, Distribution, Tensor};
+use ssm_backends::testing::TestRng;
 use ssm_backends::{SelectiveScan, to_vec};
 
 /// Random inputs of a scan with realistic ranges (softplus(delta + bias) in about 0.01..0.5).
@@ -31,30 +32,36 @@ pub struct Case {
     pub softplus: bool,
 }
 
-pub fn inputs(c: Case, device: &Device) -> Inputs {
-    let n = |shape: Vec<usize>| {
-        Tensor::<1>::random(
-            [shape.iter().product::<usize>()],
-            Distribution::Normal(0.0, 1.0),
-            device,
-        )
-    };
+pub fn inputs(c: Case, rng: &mut TestRng, device: &Device) -> Inputs {
+    let normal = Distribution::Normal(0.0, 1.0);
     let (bs, d, l, s, g) = (c.batch, c.dim, c.len, c.state, c.groups);
+    // Drawn in the order of the fields.
+    let u = rng.tensor::<3>([bs, d, l], normal, device);
+    // Without softplus, delta itself is the (positive) step.
+    let delta = if c.softplus {
+        rng.tensor::<3>([bs, d, l], Distribution::Uniform(-4.0, -1.0), device)
+    } else {
+        rng.tensor::<3>([bs, d, l], Distribution::Uniform(0.6, 0.9), device)
+    };
+    let a = rng
+        .tensor::<2>([d, s], Distribution::Uniform(0.3, s as f64), device)
+        .neg();
+    let b = rng.tensor::<4>([bs, g, s, l], normal, device);
+    let cc = rng.tensor::<4>([bs, g, s, l], normal, device);
+    let dd = rng.tensor::<1>([d], normal, device);
+    let z = c.gate.then(|| rng.tensor::<3>([bs, d, l], normal, device));
+    let bias = rng.tensor::<1>([d], Distribution::Uniform(-0.5, 0.5), device);
+    let h0 = c.init.then(|| rng.tensor::<3>([bs, d, s], normal, device));
     Inputs {
-        u: n(vec![bs, d, l]).reshape([bs, d, l]),
-        // Without softplus, delta itself is the (positive) step.
-        delta: if c.softplus {
-            Tensor::random([bs, d, l], Distribution::Uniform(-4.0, -1.0), device)
-        } else {
-            Tensor::random([bs, d, l], Distribution::Uniform(0.6, 0.9), device)
-        },
-        a: Tensor::<2>::random([d, s], Distribution::Uniform(0.3, s as f64), device).neg(),
-        b: n(vec![bs, g, s, l]).reshape([bs, g, s, l]),
-        c: n(vec![bs, g, s, l]).reshape([bs, g, s, l]),
-        d: n(vec![d]),
-        z: c.gate.then(|| n(vec![bs, d, l]).reshape([bs, d, l])),
-        bias: Tensor::random([d], Distribution::Uniform(-0.5, 0.5), device),
-        h0: c.init.then(|| n(vec![bs, d, s]).reshape([bs, d, s])),
+        u,
+        delta,
+        a,
+        b,
+        c: cc,
+        d: dd,
+        z,
+        bias,
+        h0,
         softplus: c.softplus,
     }
 }
@@ -124,12 +131,11 @@ pub fn op_gradients(x: &Inputs, wy: &Tensor<3>, wh: &Tensor<3>, reference: bool)
 
 /// Random weights `wy` (B, D, L) and `wh` (B, D, N) of the test loss
 /// `sum(y * wy) + sum(state * wh)`.
-pub fn loss_weights(case: Case, device: &Device) -> (Tensor<3>, Tensor<3>) {
+pub fn loss_weights(case: Case, rng: &mut TestRng, device: &Device) -> (Tensor<3>, Tensor<3>) {
     let normal = Distribution::Normal(0.0, 1.0);
-    (
-        Tensor::random([case.batch, case.dim, case.len], normal, device),
-        Tensor::random([case.batch, case.dim, case.state], normal, device),
-    )
+    let wy = rng.tensor::<3>([case.batch, case.dim, case.len], normal, device);
+    let wh = rng.tensor::<3>([case.batch, case.dim, case.state], normal, device);
+    (wy, wh)
 }
 
 pub const NAMES: [&str; 9] = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0"];

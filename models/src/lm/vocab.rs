@@ -180,10 +180,11 @@ fn matrix_dims(what: &str, data: &TensorData) -> Result<[usize; 2]> {
 mod tests {
     use super::*;
     use crate::io::pytorch_state_dict;
-    use burn::tensor::Distribution;
+    use ssm_backends::testing::{TestRng, assert_abs, max_abs_diff};
+    use ssm_backends::to_vec;
 
-    fn max_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
+    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        max_abs_diff(&to_vec(a), &to_vec(b))
     }
 
     /// Three shards (4 + 4 + 2 rows) give the lookup, the head, their gradients and the
@@ -191,8 +192,8 @@ mod tests {
     #[test]
     fn shards_equal_the_whole_matrix() {
         let device = Device::flex();
-        let data =
-            Tensor::<2>::random([10, 3], Distribution::Normal(0.0, 1.0), &device).into_data();
+        let mut rng = TestRng::new(1);
+        let data = rng.normal::<2>([10, 3], &device).into_data();
         let whole = VocabMatrix::from_data_sharded("w", data.clone(), 10, &device).unwrap();
         let split = VocabMatrix::from_data_sharded("w", data, 4, &device).unwrap();
         assert_eq!((whole.shards(), split.shards()), (1, 3));
@@ -201,12 +202,12 @@ mod tests {
 
         let ids = Tensor::<2, Int>::from_data([[0i64, 3, 4, 9], [7, 8, 5, 1]], &device);
         let (a, b) = (whole.embed(ids.clone()), split.embed(ids));
-        assert_eq!((a - b).abs().max().into_scalar::<f32>(), 0.0);
+        assert_eq!(max_diff(a, b), 0.0);
 
-        let x = Tensor::<2>::random([5, 3], Distribution::Normal(0.0, 1.0), &device);
+        let x = rng.normal::<2>([5, 3], &device);
         let (a, b) = (whole.logits(x.clone()), split.logits(x));
         assert_eq!(b.dims(), [5, 10]);
-        assert!(max_diff(a, b) < 1e-6);
+        assert_abs("logits", &to_vec(b), &to_vec(a), 1e-6);
 
         let (kw, kv) = (
             pytorch_state_dict(&whole).into_iter().collect::<Vec<_>>(),
@@ -220,12 +221,12 @@ mod tests {
     #[test]
     fn gradients_reach_every_shard() {
         let device = Device::flex().autodiff();
-        let data =
-            Tensor::<2>::random([10, 3], Distribution::Normal(0.0, 1.0), &device).into_data();
+        let mut rng = TestRng::new(2);
+        let data = rng.normal::<2>([10, 3], &device).into_data();
         let whole = VocabMatrix::from_data_sharded("w", data.clone(), 10, &device).unwrap();
         let split = VocabMatrix::from_data_sharded("w", data, 4, &device).unwrap();
         let ids = Tensor::<2, Int>::from_data([[0i64, 3, 4, 9], [7, 8, 5, 3]], &device);
-        let x = Tensor::<2>::random([2, 3], Distribution::Normal(0.0, 1.0), &device);
+        let x = rng.normal::<2>([2, 3], &device);
         let loss = |m: &VocabMatrix| {
             let e = m.embed(ids.clone()).sum_dim(1).squeeze_dim::<2>(1);
             (m.logits(x.clone() + e).powi_scalar(2)).sum()
@@ -236,8 +237,7 @@ mod tests {
             split.weight.iter().map(|w| w.grad(&gs).unwrap()).collect(),
             0,
         );
-        let err = (whole_grad - split_grad).abs().max().into_scalar::<f32>();
-        assert!(err < 1e-4, "gradient difference {err}");
+        assert_abs("gradient", &to_vec(split_grad), &to_vec(whole_grad), 1e-4);
     }
 
     #[test]

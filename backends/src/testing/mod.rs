@@ -6,6 +6,14 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use std::path::{Path, PathBuf};
 
+mod compare;
+mod rng;
+mod skip;
+
+pub use compare::{Gap, assert_abs, assert_finite, assert_rel, gap, max_abs_diff, max_rel_diff};
+pub use rng::{Seeded, TestRng, seeded};
+pub use skip::{REQUIRE_WGPU_VAR, skip, strict};
+
 /// The portable bodies of the ops on backend primitives, the oracle of the kernel tests.
 pub mod portable {
     pub use crate::portable::norm::add_rms_norm;
@@ -127,16 +135,12 @@ impl Fixture {
     }
 
     /// Asserts that `got` has the shape of the fixture tensor `name` and its values within
-    /// `tol` (max absolute error); the error is printed (`--nocapture`) for the notes.
-    pub fn assert_close<const D: usize>(&self, name: &str, got: Tensor<D>, tol: f32) {
+    /// `tol` times the reference's largest magnitude (a bound relative to the tensor's own
+    /// scale; any non-finite value fails); the error is printed (`--nocapture`) for the notes.
+    pub fn assert_rel<const D: usize>(&self, name: &str, got: Tensor<D>, tol: f64) -> Gap {
         let (want, shape) = self.values(name);
         assert_eq!(got.dims().to_vec(), shape, "{name}: shape");
-        let err = max_abs_diff(&crate::to_vec(got), &want);
-        eprintln!("{name}: max abs error {err:e}");
-        assert!(
-            err <= tol,
-            "{name}: max abs error {err:e} (tolerance {tol:e})"
-        );
+        assert_rel(name, &crate::to_vec(got), &want, tol)
     }
 
     /// A float64 tensor's values with its shape.
@@ -174,48 +178,20 @@ impl Fixture {
     }
 }
 
-/// Largest absolute difference.
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-/// Largest absolute difference relative to the largest magnitude of the reference `b`.
-pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
-    let scale = b
-        .iter()
-        .fold(0.0f32, |m, x| m.max(x.abs()))
-        .max(f32::MIN_POSITIVE);
-    assert!(a.iter().all(|x| x.is_finite()), "non-finite values");
-    max_abs_diff(a, b) / scale
-}
-
-/// The environment variable that turns a missing wgpu adapter into a test failure (CI sets
-/// it; on a machine without any GPU driver the wgpu tests skip with a message).
-pub const REQUIRE_WGPU_VAR: &str = "SSM_ZOO_REQUIRE_WGPU";
-
 /// The environment variable naming the device the GPU tests run on (default `wgpu`; `cuda`
 /// in a build with the `cuda` feature runs the same kernel tests through CUDA, as
 /// `benches/gpu/run.sh` does).
 pub const TEST_GPU_VAR: &str = "SSM_ZOO_TEST_GPU";
 
 /// The device for a GPU test (wgpu, or the one [`TEST_GPU_VAR`] names), or `None` (with a
-/// message) when this machine has no such device and [`REQUIRE_WGPU_VAR`] is not set.
+/// message) when this machine has no such device; on CI ([`strict`]) that is a failure.
 #[cfg(feature = "wgpu")]
 pub fn wgpu_test_device() -> Option<Device> {
     let name = std::env::var(TEST_GPU_VAR).unwrap_or_else(|_| "wgpu".into());
     match crate::parse_device(Some(&name)) {
         Ok(d) => Some(d),
         Err(e) => {
-            if std::env::var_os(REQUIRE_WGPU_VAR).is_some() {
-                panic!("{REQUIRE_WGPU_VAR} is set but {name} is unusable: {e}");
-            }
-            eprintln!(
-                "skipping {name} test: {e} (set {REQUIRE_WGPU_VAR}=1 to make this a failure)"
-            );
+            skip(&format!("{name} test"), format!("{name} is unusable: {e}"));
             None
         }
     }
