@@ -197,17 +197,18 @@ mod gpu {
         for pass in 0..2 {
             let (re, im) = rfft(Tensor::<2>::from_data(x.clone().into_data(), &gpu), 12);
             let (want_re, want_im) = (to_vec(want_re.clone()), to_vec(want_im.clone()));
+            // Measured 7.4e-8 (re), 1.4e-7 (im) on wgpu.
             assert_rel(
                 &format!("rfft pass {pass}: re"),
                 &to_vec(re),
                 &want_re,
-                1e-5,
+                2e-6,
             );
             assert_rel(
                 &format!("rfft pass {pass}: im"),
                 &to_vec(im),
                 &want_im,
-                1e-5,
+                2e-6,
             );
         }
         assert_eq!(counter.fallbacks(), vec![("rfft".to_string(), 2)]);
@@ -242,6 +243,7 @@ mod gpu {
         assert_eq!(counter.count_of("scan_fwd_kernel"), 0);
         assert_eq!(counter.fallbacks(), vec![("selective_scan".to_string(), 1)]);
         assert_eq!(warned_about("selective_scan on inputs"), 1);
+        // Measured 6.2e-7 (y), 7.2e-7 (state) on wgpu.
         assert_rel("selective_scan fallback: y", &y, &to_vec(want.y), 1e-5);
         assert_rel(
             "selective_scan fallback: state",

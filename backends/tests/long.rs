@@ -2,9 +2,9 @@
 //! L = 65,536 with large steps (dt up to about 5, past `dt_max` 1.0) and small decays (|A| down
 //! to 1e-3, so the state barely forgets and grows with the sum of its inputs), on Flex and
 //! wgpu; the run in four chunks, each starting from the state the last one ended in, equals one
-//! pass within 1e-5 (relative to the largest output); the selective scan streams 1,048,576
-//! steps in chunks on Flex; and on wgpu the scan's gradients over 40,000 steps (three launch
-//! segments, see `max_segment`) equal the CPU's.
+//! pass within 1e-6 on Flex and 2e-6 on wgpu (relative to the largest output; measured 0); the
+//! selective scan streams 1,048,576 steps in chunks on Flex; and on wgpu the scan's gradients
+//! over 40,000 steps (three launch segments, see `max_segment`) equal the CPU's.
 //!
 //! The first of these found that lavapipe stops every shader loop after about 65,535
 //! iterations: the GPU scan's outputs were zeros from step 55,923 on (N = 4); the launchers now
@@ -19,6 +19,27 @@ fn devices() -> Vec<Device> {
     all.extend(ssm_backends::testing::wgpu_test_device());
     all
 }
+
+/// The chunked run against one pass, relative to the largest output: measured 0 on Flex and on
+/// wgpu (the floors of the bounds: 1e-6 and 2e-6).
+fn chunking_bound(device: &Device) -> f64 {
+    if *device == Device::flex() {
+        1e-6
+    } else {
+        2e-6
+    }
+}
+
+/// The wgpu gradients against the CPU's, in the order u, delta, A, B, C: 10x the largest error
+/// measured on wgpu (lavapipe) over the three shapes, rounded up to 1, 2 or 5 times a power of
+/// ten.
+const GRADIENT_BOUNDS: [f64; 5] = [
+    2e-5, // du: measured 1.0e-6 (4.1e-4 at scale 395: just above 1.0e-6)
+    2e-5, // ddelta: measured 1.2e-6
+    1e-4, // dA: measured 5.4e-6 (N 4, L 40,000: a sum over 40,000 steps; <= 1e-6 elsewhere)
+    2e-5, // dB: measured 1.7e-6
+    2e-5, // dC: measured 1.7e-6
+];
 
 /// The scan's inputs `u` and `delta` for (1, D, L): `delta` before softplus in [0, 5] (steps
 /// ~0.7 to 5).
@@ -94,7 +115,7 @@ fn the_selective_scan_at_65536_steps_is_finite_and_chunks_exactly() {
                 &format!("{device:?}, N {n}: chunked vs one pass"),
                 &chunked,
                 &one,
-                1e-5,
+                chunking_bound(&device),
             );
         }
     }
@@ -110,7 +131,7 @@ fn the_selective_scan_streams_a_million_steps() {
         "scan, 1,048,576 steps: chunked vs one pass",
         &chunked,
         &one,
-        1e-5,
+        chunking_bound(&device),
     );
 }
 
@@ -153,7 +174,7 @@ fn the_ssd_at_65536_steps_is_finite_and_chunks_exactly() {
             &format!("{device:?}: ssd chunked vs one pass"),
             &to_vec(Tensor::cat(parts, 1)),
             &one,
-            1e-5,
+            chunking_bound(&device),
         );
     }
 }
@@ -202,11 +223,13 @@ fn scan_gradients_match(gpu: &Device, n: usize, l: usize) {
         ]
     };
     let (want, got) = (grads(&cpu), grads(gpu));
-    for (name, (g, w)) in ["u", "delta", "A", "B", "C"]
+    for (k, (name, (g, w))) in ["u", "delta", "A", "B", "C"]
         .iter()
         .zip(got.iter().zip(&want))
+        .enumerate()
     {
         assert_finite(&format!("N {n}, L {l}: d{name} (wgpu)"), g);
-        assert_rel(&format!("N {n}, L {l}: d{name}: wgpu vs cpu"), g, w, 1e-4);
+        let tol = GRADIENT_BOUNDS[k];
+        assert_rel(&format!("N {n}, L {l}: d{name}: wgpu vs cpu"), g, w, tol);
     }
 }

@@ -92,13 +92,38 @@ fn fused(x: &Inputs, device: &Device) -> [Vec<f32>; 3] {
     [to_vec(y), to_vec(c), to_vec(s)]
 }
 
-/// Each output within `tol` of the portable body's, relative to its largest magnitude.
-fn assert_close(case: Case, what: &str, got: &[Vec<f32>; 3], want: &[Vec<f32>; 3], tol: f64) {
-    for (name, (g, w)) in ["y", "conv state", "ssm state"]
-        .iter()
-        .zip(got.iter().zip(want))
-    {
-        assert_rel(&format!("{case:?}: {what} {name}"), g, w, tol);
+/// Bounds relative to each output's own scale (its largest magnitude), over all the cases:
+/// 4x the largest error measured on Flex, 10x on wgpu (lavapipe), rounded up to 1, 2 or 5
+/// times a power of ten.
+struct Bounds {
+    y: f64,
+    conv_state: f64,
+    ssm_state: f64,
+}
+
+/// The fused CPU pass (Flex).
+const FLEX: Bounds = Bounds {
+    y: 1e-6,          // measured 2.4e-7
+    conv_state: 1e-6, // measured 1.5e-7
+    ssm_state: 1e-6,  // measured 1.0e-7
+};
+
+/// The GPU kernel (wgpu, lavapipe).
+const WGPU: Bounds = Bounds {
+    y: 5e-6,          // measured 4.2e-7
+    conv_state: 5e-6, // measured 3.2e-7
+    ssm_state: 5e-6,  // measured 4.8e-7
+};
+
+/// Each output within its bound of the portable body's, relative to its largest magnitude.
+fn assert_close(case: Case, what: &str, got: &[Vec<f32>; 3], want: &[Vec<f32>; 3], b: &Bounds) {
+    let names = [
+        ("y", b.y),
+        ("conv state", b.conv_state),
+        ("ssm state", b.ssm_state),
+    ];
+    for ((name, tol), (g, w)) in names.iter().zip(got.iter().zip(want)) {
+        assert_rel(&format!("{case:?}: {what} {name}"), g, w, *tol);
     }
 }
 
@@ -112,7 +137,7 @@ fn the_fused_cpu_step_matches_the_portable_body() {
         let before = cpu_kernel_calls().step;
         let got = fused(&x, &device);
         assert!(cpu_kernel_calls().step > before, "the fused CPU step ran");
-        assert_close(case, "CPU", &got, &want, 1e-5);
+        assert_close(case, "CPU", &got, &want, &FLEX);
     }
 }
 
@@ -135,7 +160,7 @@ fn the_gpu_step_kernel_matches_the_portable_body_in_one_launch() {
             counter.counts()
         );
         drop(counter);
-        assert_close(case, "wgpu", &got, &want, 1e-4);
+        assert_close(case, "wgpu", &got, &want, &WGPU);
     }
 }
 

@@ -301,13 +301,13 @@ fn the_exported_directory_reloads_to_the_trained_logits() {
             .try_to_vec::<f32>()
             .unwrap();
         assert_eq!(a.len(), 20 * 264);
-        // Equal weights; logits within 1e-6 (a loaded Linear weight is a transposed view, which
-        // the matmul accumulates in another order).
+        // Equal weights; logits within 1e-6 of their scale (a loaded Linear weight is a
+        // transposed view, which the matmul may accumulate in another order; measured 0).
         assert!(
             pytorch_state_dict(&trained) == pytorch_state_dict(&exported),
             "{arch}: exported weights differ"
         );
-        ssm_backends::testing::assert_abs(&format!("{arch}: exported logits"), &b, &a, 1e-6);
+        ssm_backends::testing::assert_rel(&format!("{arch}: exported logits"), &b, &a, 1e-6);
         // zoo generate reads the directory (its tokenizer.json included).
         let text = ok(&zoo(&[
             "generate",

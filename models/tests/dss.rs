@@ -3,7 +3,7 @@
 
 use burn::module::Param;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use ssm_backends::testing::{TestRng, assert_abs, assert_finite, assert_rel, seeded};
+use ssm_backends::testing::{TestRng, assert_finite, assert_rel, seeded};
 use ssm_backends::to_vec;
 use ssm_models::ssm::dss::{DSSConfig, DSSKernel};
 
@@ -60,7 +60,12 @@ fn kernel_f64(k: &DSSKernel, len: usize) -> Vec<f64> {
 #[test]
 fn kernels_match_the_float64_formulas() {
     let device = Device::flex();
-    for (softmax, sep) in [(false, true), (false, false), (true, true)] {
+    // Measured 4.1e-7, 4.1e-7, 6.1e-7 (Flex).
+    for (softmax, sep, tol) in [
+        (false, true, 2e-6),
+        (false, false, 2e-6),
+        (true, true, 5e-6),
+    ] {
         let layer = {
             let _seed = seeded(&device, 51);
             DSSConfig::new(3)
@@ -77,7 +82,7 @@ fn kernels_match_the_float64_formulas() {
             &format!("softmax {softmax} sep {sep}: kernel"),
             &to_vec(layer.kernel.kernel(100)),
             &want,
-            1e-4,
+            tol,
         );
     }
 }
@@ -105,6 +110,7 @@ fn softmax_handles_a_growing_mode() {
         .into_iter()
         .map(|x| x as f32)
         .collect();
+    // Measured 1.7e-5 (Flex): 8.2e-8 off on a kernel of scale 4.8e-3.
     assert_rel("growing mode: kernel", &got, &want, 1e-4);
 }
 
@@ -126,5 +132,6 @@ fn exp_steps_match_the_convolution() {
         state = s;
         got.push(y.unsqueeze_dim::<3>(2));
     }
-    assert_abs("step vs conv", &to_vec(Tensor::cat(got, 2)), &want, 1e-4);
+    // Measured 8.6e-8 (Flex).
+    assert_rel("step vs conv", &to_vec(Tensor::cat(got, 2)), &want, 1e-6);
 }

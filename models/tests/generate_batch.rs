@@ -1,10 +1,10 @@
 //! Prompts of different lengths decode as one batch: each row gives exactly the greedy tokens
-//! it gives alone, from logits within 1e-5 of running it alone, and rows stop independently
-//! at EOS or at the token limit (no padding ever enters a state). Mamba and Mamba2, on Flex and
-//! on wgpu.
+//! it gives alone, from logits within 1e-6 (Flex) or 2e-6 (wgpu) of running it alone, relative
+//! to their scale, and rows stop independently at EOS or at the token limit (no padding ever
+//! enters a state). Mamba and Mamba2, on Flex and on wgpu.
 
 use burn::tensor::Device;
-use ssm_backends::testing::{Fixture, assert_abs, fixtures_dir};
+use ssm_backends::testing::{Fixture, assert_rel, fixtures_dir};
 use ssm_models::lm::{GenerationConfig, MambaLm, generate_with_logits};
 
 /// Prompts of lengths 7, 1, 12, 7 and 3 cut from the fixture's prompt tokens.
@@ -26,7 +26,8 @@ fn prompts(name: &str) -> Vec<Vec<usize>> {
     ]
 }
 
-fn check(name: &str, device: &Device, eos: bool) {
+/// `tol`: the bound on each row's logits at each token, relative to their scale.
+fn check(name: &str, device: &Device, eos: bool, tol: f64) {
     let model =
         MambaLm::load_dir(&fixtures_dir().join(name).join("model"), device).expect("fixture loads");
     let prompts = prompts(name);
@@ -49,12 +50,7 @@ fn check(name: &str, device: &Device, eos: bool) {
         assert_eq!(tokens[i], want[0], "{name} row {i}: greedy tokens");
         assert_eq!(logits[i].len(), want_logits[0].len());
         for (k, (got, want)) in logits[i].iter().zip(&want_logits[0]).enumerate() {
-            assert_abs(
-                &format!("{name} row {i} token {k}: logits"),
-                got,
-                want,
-                1e-5,
-            );
+            assert_rel(&format!("{name} row {i} token {k}: logits"), got, want, tol);
         }
         if let Some(e) = config.eos_token_id
             && let Some(p) = tokens[i].iter().position(|&t| t == e)
@@ -81,7 +77,8 @@ fn check(name: &str, device: &Device, eos: bool) {
 fn mixed_lengths_decode_as_one_batch_on_the_cpu() {
     let device = Device::flex();
     for name in ["mamba_tiny", "mamba2_tiny"] {
-        check(name, &device, true);
+        // measured 2.3e-7 (mamba2_tiny: 0)
+        check(name, &device, true, 1e-6);
     }
 }
 
@@ -93,6 +90,7 @@ fn mixed_lengths_decode_as_one_batch_on_wgpu() {
         return;
     };
     for name in ["mamba_tiny", "mamba2_tiny"] {
-        check(name, &device, true);
+        // measured 7.1e-7; the rule's 1e-5 would loosen the old 1e-5 abs at scale 2.4
+        check(name, &device, true, 2e-6);
     }
 }

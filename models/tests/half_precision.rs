@@ -53,7 +53,9 @@ fn check_logits(name: &str, device: &Device, dtype: FloatDType, what: &str) {
 /// magnitude: eight unit roundoffs of the dtype (bf16 keeps 8 significant bits, u = 2^-8; f16
 /// 11, u = 2^-11). The weights and every activation between the norms and the scan are rounded
 /// to the dtype; the state, the norms and the residual stream are not. Measured on these
-/// fixtures: 3 to 4 u.
+/// fixtures: 2 to 4.9 u (bf16: 1.9e-2, mamba3_mimo's decode; f16: 2.1e-3, mamba_tiny on wgpu).
+/// The 4x/10x rule on the measured error would give looser bounds (1e-1, 1e-2 and 5e-2 on
+/// wgpu), so these stay.
 fn tolerance(dtype: FloatDType) -> f32 {
     let u = match dtype {
         FloatDType::BF16 => 2f32.powi(-8),

@@ -3,7 +3,7 @@
 //! loads back to the same logits, and the byte-level tokenizer is the identity on bytes.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use ssm_backends::testing::{assert_abs, assert_finite, gap, seeded};
+use ssm_backends::testing::{assert_abs, assert_finite, assert_rel, gap, seeded};
 use ssm_datasets::text::{PackedRows, TokenDocs};
 use ssm_models::io::pytorch_state_dict;
 use ssm_models::lm::tokenizer::{BYTE_EOS, TextTokenizer};
@@ -89,11 +89,12 @@ fn changing_one_document_leaves_the_others_losses_unchanged() {
             kept2.push(l2[p]);
         }
         let same = kept1.len();
+        // Absolute: losses in nats. Measured 0 (Flex).
         assert_abs(
             &format!("mamba2 {mamba2}: losses outside document B"),
             &kept2,
             &kept1,
-            1e-5,
+            1e-6,
         );
         assert!(same >= 30);
         // B's own losses do change.
@@ -174,18 +175,19 @@ fn saved_hugging_face_directories_load_back_to_the_same_logits() {
             .try_to_vec::<f32>()
             .unwrap();
         let b = back.forward(ids).into_data().try_to_vec::<f32>().unwrap();
-        // The weights are equal bit for bit; the logits within 1e-6, because a loaded Linear
-        // weight is a transposed view of PyTorch's (out, in) layout, which the matmul
-        // accumulates in another order than the initialised (in, out) one.
+        // The weights are equal bit for bit; the logits only close (relative 5e-7), because a
+        // loaded Linear weight is a transposed view of PyTorch's (out, in) layout, which the
+        // matmul accumulates in another order than the initialised (in, out) one. Measured
+        // 2.3e-7 (Flex); the rule's 1e-6 would loosen the old 1e-6 abs at scale 1.9.
         assert!(
             pytorch_state_dict(&model) == pytorch_state_dict(&back),
             "mamba2 {mamba2} tie {tie}: weights differ"
         );
-        assert_abs(
+        assert_rel(
             &format!("mamba2 {mamba2} tie {tie}: logits loaded back"),
             &b,
             &a,
-            1e-6,
+            5e-7,
         );
         let cfg: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
@@ -244,11 +246,12 @@ fn the_transformer_baseline_is_causal_and_keeps_packed_documents_apart() {
     let mut later = ids;
     later[6] = 30;
     let l2 = logits(&later, &seq);
-    assert_abs(
+    // measured 0 (Flex), here and below
+    assert_rel(
         "positions before a changed token",
         &l2[..6 * v],
         &base[..6 * v],
-        1e-5,
+        1e-6,
     );
     let g = gap(
         "positions from a changed token",
@@ -263,17 +266,17 @@ fn the_transformer_baseline_is_causal_and_keeps_packed_documents_apart() {
     let mut first = ids;
     first[1] = 20;
     let l3 = logits(&first, &seq);
-    assert_abs(
+    assert_rel(
         "the second document after a change in the first",
         &l3[3 * v..],
         &base[3 * v..],
-        1e-5,
+        1e-6,
     );
     let alone = logits(&ids[3..], &[0; 5]);
-    assert_abs(
+    assert_rel(
         "the second document packed vs alone",
         &alone,
         &base[3 * v..],
-        1e-5,
+        1e-6,
     );
 }

@@ -62,8 +62,9 @@ fn ssm_f64(layer: &S4D, u: &[f32]) -> Vec<f64> {
 
 #[test]
 fn s4d_at_65536_steps_with_large_steps_equals_a_float64_recurrence() {
-    let mut devices = vec![(Device::flex(), 1e-5)];
-    devices.extend(ssm_backends::testing::wgpu_test_device().map(|d| (d, 1e-4)));
+    // Measured on both windows: 4.5e-7, 5.0e-7 (Flex); 1.0e-6, 1.0e-6 (wgpu).
+    let mut devices = vec![(Device::flex(), 2e-6)];
+    devices.extend(ssm_backends::testing::wgpu_test_device().map(|d| (d, 1e-5)));
     for (device, tol) in devices {
         let layer = {
             let _seed = seeded(&device, 4);

@@ -2,7 +2,7 @@
 //! (The README's example of the mixer inside a user's model, trained, is `tests/readme.rs`.)
 
 use burn::prelude::*;
-use ssm_backends::testing::{TestRng, assert_abs, seeded};
+use ssm_backends::testing::{TestRng, assert_rel, seeded};
 use ssm_backends::to_vec;
 use ssm_models::ssm::MambaMixerConfig;
 
@@ -25,6 +25,7 @@ fn mixer_step_matches_forward() {
         let (y, c) = mixer.step(x.clone().narrow(1, t, 1).squeeze_dim(1), cache);
         cache = c;
         let want = full.clone().narrow(1, t, 1).squeeze_dim::<2>(1);
-        assert_abs(&format!("step {t}"), &to_vec(y), &to_vec(want), 1e-5);
+        // measured 5.1e-7 (Flex)
+        assert_rel(&format!("step {t}"), &to_vec(y), &to_vec(want), 5e-6);
     }
 }

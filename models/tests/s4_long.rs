@@ -5,7 +5,7 @@
 //! Flex and on wgpu.
 
 use burn::tensor::{Device, Tensor};
-use ssm_backends::testing::{Fixture, assert_abs, fixtures_dir, gap};
+use ssm_backends::testing::{Fixture, assert_rel, fixtures_dir, gap};
 use ssm_backends::to_vec;
 use ssm_models::ssm::dss::DSS;
 use ssm_models::ssm::reference::{ReferenceLayer, ReferenceOptions};
@@ -22,12 +22,106 @@ fn fixture() -> Fixture {
 }
 
 /// Asserts that `got` has the shape of the fixture tensor `name` and its values within `tol`
-/// (max absolute error), printing the error (what `Fixture::assert_close` did).
+/// relative to the fixture tensor's scale, printing the error.
 fn assert_close<const D: usize>(t: &Fixture, name: &str, got: Tensor<D>, tol: f64) {
     let (want, shape) = t.values(name);
     assert_eq!(got.dims().to_vec(), shape, "{name}: shape");
-    assert_abs(name, &to_vec(got), &want, tol);
+    assert_rel(name, &to_vec(got), &want, tol);
 }
+
+/// Relative bounds of one layer's kernel and output at L = 1024.
+#[derive(Clone, Copy)]
+struct KernelOutput {
+    kernel: f64,
+    output: f64,
+}
+
+/// Relative bounds per tensor on one device.
+struct Bounds {
+    /// The `l_max=None` S4's outputs at 16, 12 and 40.
+    lmax_none: f64,
+    /// S4 (DPLR) against the reference run in float64.
+    s4_f64: KernelOutput,
+    /// S4 (DPLR) against the reference's own float32 run (its root-power error, see below).
+    s4_f32: KernelOutput,
+    /// The diagonal `S4Block`.
+    s4d_block: KernelOutput,
+    /// `models/s4/s4d.py`.
+    s4d: KernelOutput,
+    dss_exp: KernelOutput,
+    dss_softmax: KernelOutput,
+}
+
+/// Measured on Flex: lmax_none 2.3e-7; S4 vs float64 7.3e-7 (kernel), 5.4e-7 (output), vs
+/// float32 2.3e-5, 3.1e-5; S4D block 2.5e-7, 2.6e-7; S4D 1.7e-7, 3.6e-7; DSS-exp 9.3e-8,
+/// 2.2e-7; DSS-softmax 7.8e-8, 1.8e-7. The S4 output vs float32 keeps its old absolute 1e-4
+/// (1e-4 / 0.90 rounded down): the rule's 2e-4 would be looser.
+const FLEX: Bounds = Bounds {
+    lmax_none: 1e-6,
+    s4_f64: KernelOutput {
+        kernel: 5e-6,
+        output: 5e-6,
+    },
+    s4_f32: KernelOutput {
+        kernel: 1e-4,
+        output: 1e-4,
+    },
+    s4d_block: KernelOutput {
+        kernel: 1e-6,
+        output: 2e-6,
+    },
+    s4d: KernelOutput {
+        kernel: 1e-6,
+        output: 2e-6,
+    },
+    dss_exp: KernelOutput {
+        kernel: 1e-6,
+        output: 1e-6,
+    },
+    dss_softmax: KernelOutput {
+        kernel: 1e-6,
+        output: 1e-6,
+    },
+};
+
+/// Measured on wgpu: lmax_none 2.3e-7; S4 vs float64 3.0e-6 (kernel), 2.2e-6 (output), vs
+/// float32 2.3e-5, 3.1e-5; S4D block 1.9e-5, 1.7e-5; S4D 4.9e-6, 4.3e-6; DSS-exp 2.5e-6, 6.7e-6;
+/// DSS-softmax 8.1e-6, 7.8e-6 (these L = 1024 errors are high; another issue works on them).
+/// Where the rule's 10x gave a bound looser than the old absolute 1e-4 at the tensor's scale,
+/// the old one is kept, as 1e-4 / scale rounded down (marked "old").
+const WGPU: Bounds = Bounds {
+    lmax_none: 5e-6,
+    s4_f64: KernelOutput {
+        kernel: 5e-5,
+        output: 5e-5,
+    },
+    s4_f32: KernelOutput {
+        // Old: 1e-4 / 0.256, rounded down.
+        kernel: 2e-4,
+        // Old: 1e-4 / 0.902.
+        output: 1e-4,
+    },
+    s4d_block: KernelOutput {
+        kernel: 2e-4,
+        // Old: 1e-4 / 1.36.
+        output: 5e-5,
+    },
+    s4d: KernelOutput {
+        kernel: 5e-5,
+        // Old: 1e-4 / 2.64.
+        output: 2e-5,
+    },
+    dss_exp: KernelOutput {
+        kernel: 5e-5,
+        // Old: 1e-4 / 4.25.
+        output: 2e-5,
+    },
+    dss_softmax: KernelOutput {
+        kernel: 1e-4,
+        // Old: 1e-4 / 3.30.
+        output: 2e-5,
+    },
+};
 
 fn l_max_none_extends_the_kernel(device: &Device, tol: f64) {
     let t = fixture();
@@ -67,40 +161,56 @@ fn l_max_none_extends_the_kernel(device: &Device, tol: f64) {
     );
 }
 
-fn every_kernel_at_1024(device: &Device, tol: f64) {
+fn every_kernel_at_1024(device: &Device, b: &Bounds) {
     let t = fixture();
     let x: Tensor<3> = t.tensor("x1024", device);
     let path = |name: &str| dir().join(format!("{name}.pth"));
     // S4's DPLR kernel against the reference module run in float64 (exact roots of unity); the
     // reference's own float32 run evaluates at powers of a complex64 root, 6e-6 off in the
-    // kernel and 3e-5 in the outputs at this length, so against it the bound is 1e-4.
+    // kernel (2.3e-5 of its scale) and 3e-5 in the outputs at this length, so against it the
+    // bounds are wider.
     let s4 = S4::load_reference(&path("s4_1024"), device).expect("loads");
     let k = s4.kernel.kernel(1024);
-    assert_close(&t, "s4_1024.k1024_f64", k.clone(), tol);
-    assert_close(&t, "s4_1024.k1024", k, 1e-4);
+    assert_close(&t, "s4_1024.k1024_f64", k.clone(), b.s4_f64.kernel);
+    assert_close(&t, "s4_1024.k1024", k, b.s4_f32.kernel);
     let y = s4.forward(x.clone());
-    assert_close(&t, "s4_1024.y1024_f64", y.clone(), tol);
-    assert_close(&t, "s4_1024.y1024", y, 1e-4);
-    for name in ["s4d_block_1024", "s4d_1024"] {
+    assert_close(&t, "s4_1024.y1024_f64", y.clone(), b.s4_f64.output);
+    assert_close(&t, "s4_1024.y1024", y, b.s4_f32.output);
+    for (name, tol) in [("s4d_block_1024", b.s4d_block), ("s4d_1024", b.s4d)] {
         let layer = S4D::load_reference(&path(name), device).expect("loads");
-        assert_close(&t, &format!("{name}.k1024"), layer.kernel.kernel(1024), tol);
-        assert_close(&t, &format!("{name}.y1024"), layer.forward(x.clone()), tol);
+        let k = layer.kernel.kernel(1024);
+        assert_close(&t, &format!("{name}.k1024"), k, tol.kernel);
+        assert_close(
+            &t,
+            &format!("{name}.y1024"),
+            layer.forward(x.clone()),
+            tol.output,
+        );
     }
-    for name in ["dss_exp_1024", "dss_softmax_1024"] {
+    for (name, tol) in [
+        ("dss_exp_1024", b.dss_exp),
+        ("dss_softmax_1024", b.dss_softmax),
+    ] {
         let layer = DSS::load_reference(&path(name), device).expect("loads");
-        assert_close(&t, &format!("{name}.k1024"), layer.kernel.kernel(1024), tol);
-        assert_close(&t, &format!("{name}.y1024"), layer.forward(x.clone()), tol);
+        let k = layer.kernel.kernel(1024);
+        assert_close(&t, &format!("{name}.k1024"), k, tol.kernel);
+        assert_close(
+            &t,
+            &format!("{name}.y1024"),
+            layer.forward(x.clone()),
+            tol.output,
+        );
     }
 }
 
 #[test]
 fn s4_with_l_max_none_extends_its_kernel_as_the_reference_on_flex() {
-    l_max_none_extends_the_kernel(&Device::flex(), 1e-5);
+    l_max_none_extends_the_kernel(&Device::flex(), FLEX.lmax_none);
 }
 
 #[test]
 fn s4_family_kernels_at_1024_match_the_reference_on_flex() {
-    every_kernel_at_1024(&Device::flex(), 1e-5);
+    every_kernel_at_1024(&Device::flex(), &FLEX);
 }
 
 #[test]
@@ -108,6 +218,6 @@ fn s4_family_on_long_inputs_matches_the_reference_on_wgpu() {
     let Some(device) = ssm_backends::testing::wgpu_test_device() else {
         return;
     };
-    l_max_none_extends_the_kernel(&device, 1e-4);
-    every_kernel_at_1024(&device, 1e-4);
+    l_max_none_extends_the_kernel(&device, WGPU.lmax_none);
+    every_kernel_at_1024(&device, &WGPU);
 }

@@ -3,7 +3,7 @@
 //! in the bidirectional one, the HiPPO-N initialisation.
 
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::testing::{TestRng, assert_abs, assert_rel, gap, seeded};
+use ssm_backends::testing::{TestRng, assert_rel, gap, seeded};
 use ssm_backends::to_vec;
 use ssm_models::ssm::s5::S5Config;
 
@@ -18,7 +18,8 @@ fn device() -> Device {
 fn parallel_scan_equals_the_sequential_recurrence() {
     let device = device();
     let mut rng = TestRng::new(SEED);
-    for (bilinear, blocks) in [(false, 1), (true, 2)] {
+    // States (re, im): measured 2.0e-7, 2.3e-7 (ZOH), 1.5e-7, 3.5e-7 (bilinear) on Flex.
+    for (bilinear, blocks, tol_re, tol_im) in [(false, 1, 1e-6, 1e-6), (true, 2, 1e-6, 2e-6)] {
         let layer = {
             let _seed = seeded(&device, SEED);
             S5Config::new(6)
@@ -63,13 +64,13 @@ fn parallel_scan_equals_the_sequential_recurrence() {
             &format!("bilinear {bilinear}: scan re"),
             &to_vec(x.re),
             &want_re,
-            1e-5,
+            tol_re,
         );
         assert_rel(
             &format!("bilinear {bilinear}: scan im"),
             &to_vec(x.im),
             &want_im,
-            1e-5,
+            tol_im,
         );
     }
 }
@@ -96,11 +97,12 @@ fn steps_match_the_parallel_forward() {
             state = s;
             got.push(y.unsqueeze_dim::<3>(1));
         }
-        assert_abs(
+        // Measured 2.6e-7 (ZOH), 1.2e-7 (bilinear) (Flex).
+        assert_rel(
             &format!("bilinear {bilinear}: step vs scan"),
             &to_vec(Tensor::cat(got, 1)),
             &want,
-            1e-4,
+            if bilinear { 1e-6 } else { 2e-6 },
         );
     }
 }

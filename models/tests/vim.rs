@@ -1,10 +1,11 @@
 //! Vim: parameter counts of the released configurations, the checkpoint layout of hustvl/Vim
-//! (a `.pth` state dict under "model"), the forward against a float64 implementation of the
-//! reference (fixtures/vim_tiny), and the bidirectional mixer against two Mamba mixers.
+//! (a `.pth` state dict under "model"), the forward against the outputs of the reference code
+//! itself (fixtures/vim_tiny, see fixtures/README.md), and the bidirectional mixer against two
+//! Mamba mixers.
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::testing::{Fixture, TestRng, assert_abs, fixtures_dir, gap, seeded};
+use ssm_backends::testing::{Fixture, TestRng, assert_rel, fixtures_dir, gap, seeded};
 use ssm_backends::to_vec;
 use ssm_models::io::weights::TensorMap;
 use ssm_models::ssm::{BiMambaMixer, MambaMixer, MambaMixerConfig};
@@ -54,51 +55,84 @@ fn fixture_model(device: &Device) -> (Vim, Fixture) {
     (model, Fixture::open(dir.join("tensors.safetensors")))
 }
 
-fn check_fixture(device: &Device, tol: f64) {
+/// Relative bounds per tensor on one device.
+struct Bounds {
+    logits: f64,
+    /// The pooled features entering the head.
+    features: f64,
+    /// The first block's mixer output.
+    mixer: f64,
+}
+
+/// Measured: logits 1.3e-7, features 2.2e-7, mixer 1.3e-7.
+const FLEX: Bounds = Bounds {
+    logits: 1e-6,
+    features: 1e-6,
+    mixer: 1e-6,
+};
+
+/// Not measured (the ndarray feature was off): the old absolute 1e-5 at the fixture's scales
+/// (1.81, 1.65, 1.82), rounded down.
+#[cfg(feature = "ndarray")]
+const NDARRAY: Bounds = Bounds {
+    logits: 5e-6,
+    features: 5e-6,
+    mixer: 5e-6,
+};
+
+/// Measured: logits 1.3e-7, features 3.2e-7, mixer 1.3e-7.
+#[cfg(feature = "wgpu")]
+const WGPU: Bounds = Bounds {
+    logits: 2e-6,
+    features: 5e-6,
+    mixer: 2e-6,
+};
+
+fn check_fixture(device: &Device, b: &Bounds) {
     let (model, t) = fixture_model(device);
     assert_eq!(model.layers.len(), 2);
     assert_eq!(model.cls_position(), 2);
     let images: Tensor<4> = t.tensor("images", device);
     let (want, _) = t.values("logits");
-    assert_abs(
+    assert_rel(
         &format!("{device:?} logits"),
         &to_vec(model.forward(images.clone())),
         &want,
-        tol,
+        b.logits,
     );
     let (want, _) = t.values("features");
-    assert_abs(
+    assert_rel(
         &format!("{device:?} features"),
         &to_vec(model.forward_features(images)),
         &want,
-        tol,
+        b.features,
     );
     let x: Tensor<3> = t.tensor("layers.0.mixer_in", device);
     let (want, _) = t.values("layers.0.mixer_out");
-    assert_abs(
+    assert_rel(
         &format!("{device:?} mixer 0"),
         &to_vec(model.layers[0].mixer.forward(x)),
         &want,
-        tol,
+        b.mixer,
     );
 }
 
 #[test]
-fn reproduces_the_float64_reference_forward() {
-    check_fixture(&Device::flex(), 1e-5);
+fn reproduces_the_reference_forward() {
+    check_fixture(&Device::flex(), &FLEX);
 }
 
 #[cfg(feature = "ndarray")]
 #[test]
-fn ndarray_reproduces_the_float64_reference_forward() {
-    check_fixture(&Device::ndarray(), 1e-5);
+fn ndarray_reproduces_the_reference_forward() {
+    check_fixture(&Device::ndarray(), &NDARRAY);
 }
 
 #[cfg(feature = "wgpu")]
 #[test]
-fn wgpu_reproduces_the_float64_reference_forward() {
+fn wgpu_reproduces_the_reference_forward() {
     if let Some(device) = ssm_backends::testing::wgpu_test_device() {
-        check_fixture(&device, 1e-4);
+        check_fixture(&device, &WGPU);
     }
 }
 
@@ -141,11 +175,12 @@ fn bidirectional_mixer_averages_a_forward_and_a_reversed_mamba() {
     let bwd = one_way(&m, true).forward(x.clone().flip([1])).flip([1]);
     let want = to_vec((fwd.clone() + bwd.clone()) / 2.0);
     let got = to_vec(m.forward(x.clone()));
-    assert_abs(
+    // Measured 1.1e-7 (Flex).
+    assert_rel(
         "bidirectional vs mean of two one-way mixers",
         &got,
         &want,
-        1e-5,
+        1e-6,
     );
     // Not unidirectional: the first output token depends on the last input token, which a
     // causal mixer's first token does not see at all.

@@ -1,11 +1,12 @@
 //! VMamba: parameter counts of the released configurations, the checkpoint layout of
 //! MzeroMiko/VMamba (a `.pth` state dict under "model"), the forward of the v05_noz and the
-//! vanilla v0 architectures against a float64 implementation of the reference
-//! (fixtures/vmamba_tiny), the cross-scan routes, and one scan call per SS2D.
+//! vanilla v0 architectures against the outputs of the reference code itself
+//! (fixtures/vmamba_tiny, see fixtures/README.md), the cross-scan routes, and one scan call per
+//! SS2D.
 
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
-use ssm_backends::testing::{Fixture, TestRng, assert_abs, fixtures_dir, seeded};
+use ssm_backends::testing::{Fixture, TestRng, assert_rel, fixtures_dir, seeded};
 use ssm_backends::to_vec;
 use ssm_models::io::weights::TensorMap;
 use ssm_models::ssm::ss2d::{Ss2dConfig, cross_merge, cross_scan};
@@ -91,47 +92,101 @@ fn load(name: &str, device: &Device) -> VMamba {
     model
 }
 
-fn check_fixture(device: &Device, tol: f64) {
+/// Relative bounds of one model's logits and pooled features.
+#[derive(Clone, Copy)]
+struct ModelBounds {
+    logits: f64,
+    features: f64,
+}
+
+/// Relative bounds per model on one device.
+struct Bounds {
+    v05: ModelBounds,
+    v0: ModelBounds,
+}
+
+/// Measured: v05 logits 7.0e-7, features 9.1e-7; v0 logits 1.0e-6, features 7.8e-7. The v05
+/// logits keep the old absolute 1e-5 (1e-5 / 2.99 rounded down): the rule's 5e-6 would be
+/// looser.
+const FLEX: Bounds = Bounds {
+    v05: ModelBounds {
+        logits: 2e-6,
+        features: 5e-6,
+    },
+    v0: ModelBounds {
+        logits: 5e-6,
+        features: 5e-6,
+    },
+};
+
+/// Not measured (the ndarray feature was off): the old absolute 1e-5 at the fixture's scales
+/// (v05 2.99, 1.18; v0 1.07, 1.22), rounded down.
+#[cfg(feature = "ndarray")]
+const NDARRAY: Bounds = Bounds {
+    v05: ModelBounds {
+        logits: 2e-6,
+        features: 5e-6,
+    },
+    v0: ModelBounds {
+        logits: 5e-6,
+        features: 5e-6,
+    },
+};
+
+/// Measured: v05 logits 5.3e-7, features 7.1e-7; v0 logits 7.2e-7, features 3.2e-7.
+#[cfg(feature = "wgpu")]
+const WGPU: Bounds = Bounds {
+    v05: ModelBounds {
+        logits: 1e-5,
+        features: 1e-5,
+    },
+    v0: ModelBounds {
+        logits: 1e-5,
+        features: 5e-6,
+    },
+};
+
+fn check_fixture(device: &Device, b: &Bounds) {
     let t = Fixture::open(fixtures_dir().join("vmamba_tiny/tensors.safetensors"));
     let images: Tensor<4> = t.tensor("images", device);
-    for name in ["v05", "v0"] {
+    for (name, tol) in [("v05", b.v05), ("v0", b.v0)] {
         let model = load(name, device);
         let (want, _) = t.values(&format!("{name}.logits"));
-        assert_abs(
+        assert_rel(
             &format!("{device:?} {name} logits"),
             &to_vec(model.forward(images.clone())),
             &want,
-            tol,
+            tol.logits,
         );
         let (want, _) = t.values(&format!("{name}.features"));
-        assert_abs(
+        assert_rel(
             &format!("{device:?} {name} features"),
             &to_vec(model.forward_features(images.clone())),
             &want,
-            tol,
+            tol.features,
         );
     }
 }
 
 #[test]
-fn reproduces_the_float64_reference_forward() {
+fn reproduces_the_reference_forward() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    check_fixture(&Device::flex(), 1e-5);
+    check_fixture(&Device::flex(), &FLEX);
 }
 
 #[cfg(feature = "ndarray")]
 #[test]
-fn ndarray_reproduces_the_float64_reference_forward() {
+fn ndarray_reproduces_the_reference_forward() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    check_fixture(&Device::ndarray(), 1e-5);
+    check_fixture(&Device::ndarray(), &NDARRAY);
 }
 
 #[cfg(feature = "wgpu")]
 #[test]
-fn wgpu_reproduces_the_float64_reference_forward() {
+fn wgpu_reproduces_the_reference_forward() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(device) = ssm_backends::testing::wgpu_test_device() {
-        check_fixture(&device, 1e-4);
+        check_fixture(&device, &WGPU);
     }
 }
 
@@ -154,11 +209,13 @@ fn the_four_routes_are_rows_columns_and_their_reverses() {
     let mut rng = TestRng::new(0);
     let x = rng.tensor::<4>([2, 3, h, w], Distribution::Normal(0.0, 1.0), &device);
     let back = cross_merge(cross_scan(x.clone()), h, w);
-    assert_abs(
+    // Measured 0 (Flex). The rule's 1e-6 would be 1.01e-5 at this scale (10.1), looser than the
+    // old absolute 1e-6: that one is kept, as 1e-6 / 10.1 rounded down.
+    assert_rel(
         "cross_merge(cross_scan(x)) vs 4 x",
         &to_vec(back),
         &to_vec(x * 4.0),
-        1e-6,
+        5e-8,
     );
 }
 
