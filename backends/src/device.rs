@@ -77,7 +77,7 @@ fn hardware_gpu() -> Option<(Device, &'static str)> {
 pub fn max_binding_bytes(device: &Device) -> Option<usize> {
     match device.clone().inner().as_dispatch() {
         #[cfg(any(feature = "wgpu", feature = "cuda"))]
-        burn::backend::DispatchDevice::Cube(d) => Some(crate::cube::binding_limit(
+        burn::backend::DispatchDevice::Cube(d) => Some(crate::cube::buffers::binding_limit(
             d.client().properties().memory.max_page_size,
         )),
         #[allow(unreachable_patterns)]

@@ -15,7 +15,12 @@ pub enum Error {
     NoWgpuAdapter,
     /// A wgpu adapter index past the last adapter.
     #[error("wgpu adapter {index} does not exist: this machine has {count}")]
-    NoSuchAdapter { index: usize, count: usize },
+    NoSuchAdapter {
+        /// The index asked for.
+        index: usize,
+        /// How many adapters there are.
+        count: usize,
+    },
     /// Inputs of an op whose shapes do not fit together; the message names the input and both
     /// shapes.
     #[error("{0}")]

@@ -1,18 +1,19 @@
-//! The backend-extension trait holding the ops that SSMs need and Burn lacks.
+//! The backend-extension trait holding the ops that SSMs need and Burn lacks: one trait for
+//! every op (Burn's `#[backend_extension]` generates the run-time dispatch from it).
 //!
-//! Each op has a portable default body (`crate::portable`); the CPU backends (Flex, NdArray)
-//! override it with the fused kernels of `crate::cpu`, the CubeCL backend with the GPU kernels
-//! of `crate::cube`; under `Fusion` each op is recorded as one custom operation that runs the
-//! inner backend's implementation (output shapes in `crate::fusion_meta`); `Autodiff` wraps the
-//! scan and the FFT ops with hand-written backward nodes (`crate::autodiff`).
+//! Each method's default body is its op's reference body (`crate::<op>::reference`); the CPU
+//! backends (Flex, NdArray) override it in `crate::cpu`, the CubeCL backend in `crate::cube`,
+//! `Autodiff` in `crate::autodiff`, each override one call into the op's own file
+//! (`crate::<op>::{cpu, cube, autodiff}`); under `Fusion` each op is recorded as one custom
+//! operation that runs the inner backend's implementation, its output shapes from
+//! `crate::<op>::fusion`, or takes its default body (`#[fusion(default)]`).
 
 // The generated dispatch names Burn's NdArray backend (deprecated in Burn 0.22) when the
 // `ndarray` feature is on.
 #![allow(deprecated)]
 
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-use crate::fusion_meta as meta;
-use crate::portable::{self, ScanArgs};
+use crate::scan::reference::{BACKWARD_CHUNK, ScanArgs};
+use crate::{fft, linear, mamba3_step, norm, scan, ssd, step};
 use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
 
 /// SSM ops as a Burn backend extension.
@@ -40,7 +41,7 @@ pub trait SsmOps: Backend {
     /// is zeroed (`h_{t-1} := 0`); without it `reset` is a stand-in and ignored. Returns `y`
     /// (B, D, L) and the final state (B, D, N).
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = meta::selective_scan)]
+    #[fusion(meta = scan::fusion::selective_scan)]
     fn selective_scan(
         u: FloatTensor<Self>,
         delta: FloatTensor<Self>,
@@ -56,19 +57,21 @@ pub trait SsmOps: Backend {
         has_reset: bool,
         delta_softplus: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        portable::selective_scan::<Self>(ScanArgs {
+        scan::reference::selective_scan::<Self>(ScanArgs::<Self>::from_op(
             u,
             delta,
             a,
             b,
             c,
             d,
-            z: gate.then_some(z),
+            z,
+            gate,
             delta_bias,
-            h0: initial_state,
-            reset: has_reset.then_some(reset),
+            initial_state,
+            reset,
+            has_reset,
             delta_softplus,
-        })
+        ))
     }
 
     /// Gradients of [`SsmOps::selective_scan`] given `dy` (B, D, L) and `dstate` (B, D, N), in
@@ -76,7 +79,7 @@ pub trait SsmOps: Backend {
     /// given (a `[1]` zero tensor stands in otherwise). A reverse scan that recomputes the states
     /// chunk by chunk.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    #[fusion(meta = meta::selective_scan_backward)]
+    #[fusion(meta = scan::fusion::selective_scan_backward)]
     fn selective_scan_backward(
         u: FloatTensor<Self>,
         delta: FloatTensor<Self>,
@@ -104,25 +107,23 @@ pub trait SsmOps: Backend {
         FloatTensor<Self>,
         FloatTensor<Self>,
     ) {
-        let g = portable::selective_scan_backward::<Self>(
-            ScanArgs {
-                u,
-                delta,
-                a,
-                b,
-                c,
-                d,
-                z: gate.then_some(z),
-                delta_bias,
-                h0: initial_state,
-                reset: has_reset.then_some(reset),
-                delta_softplus,
-            },
-            dy,
-            dstate,
-            portable::scan::BACKWARD_CHUNK,
+        let args = ScanArgs::<Self>::from_op(
+            u,
+            delta,
+            a,
+            b,
+            c,
+            d,
+            z,
+            gate,
+            delta_bias,
+            initial_state,
+            reset,
+            has_reset,
+            delta_softplus,
         );
-        g.into_tuple()
+        scan::reference::selective_scan_backward::<Self>(args, dy, dstate, BACKWARD_CHUNK)
+            .into_tuple()
     }
 
     /// One decode step of the selective SSM: with `dt = softplus(dt + dt_bias)` (or without the
@@ -131,7 +132,7 @@ pub trait SsmOps: Backend {
     /// (B, G, N); `d`, `dt_bias` (D).
     /// Returns `y` (B, D) and the new state (B, D, N).
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = meta::selective_state_step)]
+    #[fusion(meta = step::fusion::selective_state_step)]
     fn selective_state_step(
         state: FloatTensor<Self>,
         x: FloatTensor<Self>,
@@ -145,7 +146,7 @@ pub trait SsmOps: Backend {
         dt_bias: FloatTensor<Self>,
         dt_softplus: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        portable::selective_state_step::<Self>(
+        step::reference::selective_state_step::<Self>(
             state,
             x,
             dt,
@@ -162,7 +163,7 @@ pub trait SsmOps: Backend {
     /// One decode step of a causal depthwise conv1d with a rolling (B, C, K) state holding the
     /// last K inputs: `x` (B, C) enters the window, the output is `bias + Σ_k weight[c, k]
     /// window[k]` (through SiLU when `silu`). Returns the output (B, C) and the new state.
-    #[fusion(meta = meta::causal_conv1d_step)]
+    #[fusion(meta = step::fusion::causal_conv1d_step)]
     fn causal_conv1d_step(
         x: FloatTensor<Self>,
         state: FloatTensor<Self>,
@@ -170,7 +171,7 @@ pub trait SsmOps: Backend {
         bias: FloatTensor<Self>,
         silu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        portable::causal_conv1d_step::<Self>(x, state, weight, bias, silu)
+        step::reference::causal_conv1d_step::<Self>(x, state, weight, bias, silu)
     }
 
     /// Mamba2's SSD scan (Dao & Gu, 2024): `h_t = exp(dt_t A_h) h_{t-1} + dt_t x_t ⊗ B_t`,
@@ -196,7 +197,7 @@ pub trait SsmOps: Backend {
         chunk: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let reset = has_reset.then_some(reset);
-        portable::ssd::ssd_chunked::<Self>(x, dt, a, b, c, d, initial_state, reset, chunk)
+        ssd::reference::ssd_chunked::<Self>(x, dt, a, b, c, d, initial_state, reset, chunk)
     }
 
     /// [`SsmOps::ssd`] with per-step log decays `log_decay` (B, L, H) in place of `dt·A`:
@@ -225,7 +226,7 @@ pub trait SsmOps: Backend {
         rank: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let reset = has_reset.then_some(reset);
-        portable::ssd::ssd_chunked_log_decay::<Self>(
+        ssd::reference::ssd_chunked_log_decay::<Self>(
             x,
             dt,
             log_decay,
@@ -276,7 +277,7 @@ pub trait SsmOps: Backend {
         FloatTensor<Self>,
         FloatTensor<Self>,
     ) {
-        portable::ssd_backward::ssd_log_decay_grads::<Self>(
+        ssd::reference_backward::ssd_log_decay_grads::<Self>(
             [x, dt, log_decay, b, c, d, initial_state],
             has_reset.then_some(reset),
             chunk,
@@ -295,7 +296,7 @@ pub trait SsmOps: Backend {
     /// gated-normed output (B, d_inner) and the new states. One kernel launch on the CubeCL
     /// backends.
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = meta::mamba2_decode_step)]
+    #[fusion(meta = step::fusion::mamba2_decode_step)]
     fn mamba2_decode_step(
         zxbcdt: FloatTensor<Self>,
         conv_state: FloatTensor<Self>,
@@ -307,12 +308,12 @@ pub trait SsmOps: Backend {
         dt_max: f32,
         eps: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        portable::step::mamba2_step_composed::<Self>(
+        step::reference::mamba2_step_composed::<Self>(
             zxbcdt,
             conv_state,
             ssm_state,
             weights,
-            portable::step::Mamba2StepConfig {
+            step::reference::Mamba2StepConfig {
                 heads,
                 groups,
                 dt_min,
@@ -328,7 +329,7 @@ pub trait SsmOps: Backend {
     /// [`crate::pack_mamba3_step_weights`]. Returns the output (B, HP) (before out_proj) and the
     /// new states. One kernel launch on the CubeCL backends, one fused pass on the CPU ones.
     #[allow(clippy::too_many_arguments)]
-    #[fusion(meta = meta::mamba3_decode_step)]
+    #[fusion(meta = mamba3_step::fusion::mamba3_decode_step)]
     fn mamba3_decode_step(
         proj: FloatTensor<Self>,
         conv_state: FloatTensor<Self>,
@@ -343,12 +344,12 @@ pub trait SsmOps: Backend {
         a_floor: f32,
         eps: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        portable::mamba3_step::mamba3_step_composed::<Self>(
+        mamba3_step::reference::mamba3_step_composed::<Self>(
             proj,
             conv_state,
             ssm_state,
             weights,
-            portable::mamba3_step::Mamba3StepConfig {
+            mamba3_step::reference::Mamba3StepConfig {
                 heads,
                 groups,
                 rank,
@@ -364,22 +365,22 @@ pub trait SsmOps: Backend {
     /// The SSD's intra-chunk decay mask from the chunks' inclusive cumulative `dt A` sums `cum`
     /// (B, H, K, Q): `L[t, s] = exp(cum_t − cum_s)` for `s ≤ t`, else 0; (B, H, K, Q, Q). One
     /// kernel launch on the CubeCL backends.
-    #[fusion(meta = meta::ssd_decay_mask)]
+    #[fusion(meta = ssd::fusion::ssd_decay_mask)]
     fn ssd_decay_mask(cum: FloatTensor<Self>) -> FloatTensor<Self> {
-        portable::ssd::decay_mask::<Self>(cum)
+        ssd::reference::decay_mask::<Self>(cum)
     }
 
     /// The SSD's inter-chunk pass: from the state `h0` (B, H, N, P) before the first chunk, each
     /// chunk's own contribution `chunk_states` (B, H, K, N, P) and total decay `chunk_decay`
     /// (B, H, K), the state at each chunk start (B, H, K, N, P) and after the last (B, H, N, P).
     /// One kernel launch on the CubeCL backends.
-    #[fusion(meta = meta::ssd_state_pass)]
+    #[fusion(meta = ssd::fusion::ssd_state_pass)]
     fn ssd_state_pass(
         chunk_states: FloatTensor<Self>,
         chunk_decay: FloatTensor<Self>,
         h0: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        portable::ssd::state_pass::<Self>(chunk_states, chunk_decay, h0)
+        ssd::reference::state_pass::<Self>(chunk_states, chunk_decay, h0)
     }
 
     /// `x w` for a few rows `x` (M, K), `w` (K, N); or `x wᵀ` with `w` (N, K) when `transposed`
@@ -393,13 +394,13 @@ pub trait SsmOps: Backend {
         w: FloatTensor<Self>,
         transposed: bool,
     ) -> FloatTensor<Self> {
-        portable::rows_matmul::<Self>(x, w, transposed)
+        linear::reference::rows_matmul::<Self>(x, w, transposed)
     }
 
     /// Residual add then RMSNorm over the last axis (mamba_ssm's fused add-norm): returns
     /// `s = x + residual` (just `x` when `has_residual` is false; `residual` is then ignored)
     /// and `s / sqrt(mean(s²) + eps) * weight`. One kernel launch on the CubeCL backends.
-    #[fusion(meta = meta::add_rms_norm)]
+    #[fusion(meta = norm::fusion::add_rms_norm)]
     fn add_rms_norm(
         x: FloatTensor<Self>,
         residual: FloatTensor<Self>,
@@ -407,29 +408,29 @@ pub trait SsmOps: Backend {
         weight: FloatTensor<Self>,
         eps: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        portable::add_rms_norm::<Self>(x, has_residual.then_some(residual), weight, eps)
+        norm::reference::add_rms_norm::<Self>(x, has_residual.then_some(residual), weight, eps)
     }
 
     /// The real FFT along the last axis of `x` (.., m), zero-padded or truncated to `n`: the
     /// one-sided spectrum (re, im), each (.., n/2 + 1). See [`crate::rfft`].
-    #[fusion(meta = meta::rfft)]
+    #[fusion(meta = fft::fusion::rfft)]
     fn rfft(x: FloatTensor<Self>, n: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        portable::rfft_dft::<Self>(x, n)
+        fft::reference::rfft_dft::<Self>(x, n)
     }
 
     /// The inverse real FFT of a one-sided spectrum (re, im) (.., n/2 + 1) along the last axis,
     /// to `n` samples. See [`crate::irfft`].
-    #[fusion(meta = meta::irfft)]
+    #[fusion(meta = fft::fusion::irfft)]
     fn irfft(re: FloatTensor<Self>, im: FloatTensor<Self>, n: usize) -> FloatTensor<Self> {
-        portable::irfft_dft::<Self>(re, im, n)
+        fft::reference::irfft_dft::<Self>(re, im, n)
     }
 
     /// The causal long convolution `y[b, h, t] = Σ_{j ≤ t} k[b', h, j] u[b, h, t − j]` of `u`
     /// (B, H, L) with kernels `k` (1 or B, H, L; `b' = 0` or `b`), by FFT zero-padded to at least
     /// 2L on the backends that have one (the direct Toeplitz product otherwise).
-    #[fusion(meta = meta::causal_conv_fft)]
+    #[fusion(meta = fft::fusion::causal_conv_fft)]
     fn causal_conv_fft(u: FloatTensor<Self>, k: FloatTensor<Self>) -> FloatTensor<Self> {
-        portable::causal_conv_direct::<Self>(u, k)
+        fft::reference::causal_conv_direct::<Self>(u, k)
     }
 
     /// The whole decode step of a Mamba (v1) mixer after `in_proj`: the conv step and SiLU,
@@ -438,13 +439,13 @@ pub trait SsmOps: Backend {
     /// (B, D, K), `ssm_state` (B, D, N), `weights` packed by [`crate::pack_mamba_step_weights`].
     /// Returns `y` (B, D) (before `out_proj`) and the new conv and SSM states. One kernel launch
     /// on the CubeCL backends.
-    #[fusion(meta = meta::mamba_decode_step)]
+    #[fusion(meta = step::fusion::mamba_decode_step)]
     fn mamba_decode_step(
         xz: FloatTensor<Self>,
         conv_state: FloatTensor<Self>,
         ssm_state: FloatTensor<Self>,
         weights: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        portable::step::mamba_step_composed::<Self>(xz, conv_state, ssm_state, weights)
+        step::reference::mamba_step_composed::<Self>(xz, conv_state, ssm_state, weights)
     }
 }

@@ -19,10 +19,13 @@ pub(crate) fn count(kernel: &AtomicUsize) {
 #[cfg(feature = "test-utils")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelCalls {
+    /// The selective scan's forward.
     pub scan_forward: usize,
+    /// The selective scan's backward.
     pub scan_backward: usize,
     /// The decode steps.
     pub step: usize,
+    /// The SSD's forward (Mamba2's and the log-decay form).
     pub ssd_forward: usize,
     /// The log-decay SSD's backward.
     pub ssd_backward: usize,

@@ -33,7 +33,7 @@ pub(crate) struct WeightView<'a> {
 
 /// Whether a (k, n) view with strides (sk, sn) has a unit stride along one axis (the layouts
 /// this kernel reads).
-fn unit_stride(sk: usize, sn: usize, k: usize, n: usize) -> bool {
+pub(crate) fn unit_stride(sk: usize, sn: usize, k: usize, n: usize) -> bool {
     sn == 1 || sk == 1 || n == 1 || k == 1
 }
 
@@ -213,50 +213,6 @@ fn dot32(a: &[f32], b: &[f32]) -> f32 {
         s += p * q;
     }
     s
-}
-
-/// The op on Flex: `x` (M, K) times `w` (K, N), or `w`ᵀ with `w` (N, K) when `transposed`,
-/// reading both primitives in place. Products of more than [`MAX_ROWS`] rows, other float types
-/// and weights with no unit stride are Flex's own matmul (the op's definition; its GEMM is the
-/// right kernel for them).
-#[cfg(feature = "flex")]
-pub(crate) fn flex_rows_matmul(
-    x: burn::backend::tensor::FloatTensor<burn::backend::Flex>,
-    w: burn::backend::tensor::FloatTensor<burn::backend::Flex>,
-    transposed: bool,
-) -> burn::backend::tensor::FloatTensor<burn::backend::Flex> {
-    use burn::backend::Flex;
-    use burn::tensor::DType;
-
-    let (m, k) = (x.layout().shape()[0], x.layout().shape()[1]);
-    let ws = w.layout().shape();
-    let st = w.layout().strides();
-    let (n, sk, sn) = if transposed {
-        (ws[0], st[1], st[0])
-    } else {
-        (ws[1], st[0], st[1])
-    };
-    let f32s = x.dtype() == DType::F32 && w.dtype() == DType::F32;
-    // Negative strides (flipped views) do not convert.
-    let strides = usize::try_from(sk).ok().zip(usize::try_from(sn).ok());
-    let Some((sk, sn)) =
-        strides.filter(|&(sk, sn)| f32s && m <= MAX_ROWS && unit_stride(sk, sn, k, n))
-    else {
-        return crate::portable::rows_matmul::<Flex>(x, w, transposed);
-    };
-    let view = WeightView {
-        data: w.storage::<f32>(),
-        off: w.layout().start_offset(),
-        sk,
-        sn,
-        k,
-        n,
-    };
-    let x = x.to_contiguous();
-    let xs = &x.storage::<f32>()[x.layout().start_offset()..][..m * k];
-    let out = rows_matmul(xs, m, &view);
-    super::calls::count(&super::calls::ROWS_MATMUL);
-    super::device_tensor::<Flex>(out, vec![m, n], &Default::default())
 }
 
 #[cfg(test)]

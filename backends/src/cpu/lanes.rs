@@ -35,7 +35,7 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
 /// `ln(1 + y)` for `y` in [0, 1], as `2 atanh(y / (2 + y))` by its odd series (error below
 /// 1e-8 relative); branch-free so that loops over it vectorise.
 #[inline(always)]
-pub(super) fn ln1p_unit(y: f32) -> f32 {
+pub(crate) fn ln1p_unit(y: f32) -> f32 {
     let s = y / (2.0 + y);
     let s2 = s * s;
     let mut p = 1.0 / 13.0;
@@ -49,34 +49,34 @@ pub(super) fn ln1p_unit(y: f32) -> f32 {
 
 /// Softplus with the vectorisable `exp_approx` and `ln1p_unit`.
 #[inline(always)]
-pub(super) fn softplus_fast(x: f32) -> f32 {
+pub(crate) fn softplus_fast(x: f32) -> f32 {
     x.max(0.0) + ln1p_unit(exp_approx(-x.abs()))
 }
 
 /// `x * sigmoid(x)` with `exp_approx`.
 #[inline(always)]
-pub(super) fn silu_fast(x: f32) -> f32 {
+pub(crate) fn silu_fast(x: f32) -> f32 {
     x / (1.0 + exp_approx(-x))
 }
 
 #[inline(always)]
-pub(super) fn softplus(x: f32) -> f32 {
+pub(crate) fn softplus(x: f32) -> f32 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
 #[inline(always)]
-pub(super) fn sigmoid(x: f32) -> f32 {
+pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
 #[inline(always)]
-pub(super) fn silu(x: f32) -> f32 {
+pub(crate) fn silu(x: f32) -> f32 {
     x * sigmoid(x)
 }
 
 /// Dot product with eight independent partial sums (vectorisable).
 #[inline(always)]
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     // Zipped fixed-width chunks: no bounds checks, so the eight sums become one register.
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -111,13 +111,13 @@ pub(crate) fn to_time_major(x: &[f32], outer: usize, n: usize, l: usize) -> Vec<
 
 /// Effective step at one time: `delta + bias`, through softplus when asked.
 #[inline(always)]
-pub(super) fn step_size(raw: f32, softplus_on: bool) -> f32 {
+pub(crate) fn step_size(raw: f32, softplus_on: bool) -> f32 {
     if softplus_on { softplus(raw) } else { raw }
 }
 
 /// One state update `h = exp(dt A) h + dt u B`, returning `C . h`.
 #[inline(always)]
-pub(super) fn update(h: &mut [f32], a: &[f32], b: &[f32], c: &[f32], dt: f32, du: f32) -> f32 {
+pub(crate) fn update(h: &mut [f32], a: &[f32], b: &[f32], c: &[f32], dt: f32, du: f32) -> f32 {
     for n in 0..h.len() {
         h[n] = exp_approx(dt * a[n]) * h[n] + du * b[n];
     }
@@ -126,18 +126,18 @@ pub(super) fn update(h: &mut [f32], a: &[f32], b: &[f32], c: &[f32], dt: f32, du
 
 /// Whether this CPU has AVX2 and FMA (checked once).
 #[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
 /// Channels scanned together, one per SIMD lane.
-pub(super) const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// `exp_approx` of each lane, as one array operation (unrolled, then vectorised).
 #[inline(always)]
-pub(super) fn lanes_exp<const W: usize>(mut x: [f32; W]) -> [f32; W] {
+pub(crate) fn lanes_exp<const W: usize>(mut x: [f32; W]) -> [f32; W] {
     for v in x.iter_mut() {
         *v = exp_approx(*v);
     }
@@ -147,7 +147,7 @@ pub(super) fn lanes_exp<const W: usize>(mut x: [f32; W]) -> [f32; W] {
 /// [`advance`] that also returns `C . h` per lane (the forward's output).
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-pub(super) fn advance_dot<const W: usize>(
+pub(crate) fn advance_dot<const W: usize>(
     h: &mut [[f32; W]],
     a: &[[f32; W]],
     b: &[f32],
@@ -170,7 +170,7 @@ pub(super) fn advance_dot<const W: usize>(
 /// separate reference arguments so the compiler knows they do not overlap and vectorises.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-pub(super) fn advance<const W: usize>(
+pub(crate) fn advance<const W: usize>(
     h: &mut [[f32; W]],
     a: &[[f32; W]],
     b: &[f32],
@@ -188,7 +188,7 @@ pub(super) fn advance<const W: usize>(
 /// [`advance`] from `prev` into `next`, keeping the decays `exp(dt A)`.
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 #[inline(always)]
-pub(super) fn advance_keep<const W: usize>(
+pub(crate) fn advance_keep<const W: usize>(
     next: &mut [[f32; W]],
     prev: &[[f32; W]],
     decays: &mut [[f32; W]],

@@ -6,7 +6,7 @@
 //! and CubeCL keeps one for itself): hence the packing.
 
 use super::fallback::Unsupported;
-use crate::portable::prim::P;
+use crate::prim::P;
 use burn::backend::TensorMetadata;
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::Shape;
@@ -21,14 +21,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) type Cb = CubeBackend;
 
 /// A contiguous, flat (1-D) copy or view of `t`.
-pub(super) fn flat(t: CubeTensor) -> CubeTensor {
+pub(crate) fn flat(t: CubeTensor) -> CubeTensor {
     let n = t.shape().num_elements();
     let t = into_contiguous(t);
     Cb::float_reshape(t, Shape::new([n]))
 }
 
 /// Flat tensors laid end to end in one buffer; returns it and each part's offset (elements).
-pub(super) fn pack(parts: Vec<CubeTensor>) -> (CubeTensor, Vec<usize>) {
+pub(crate) fn pack(parts: Vec<CubeTensor>) -> (CubeTensor, Vec<usize>) {
     let mut offsets = Vec::with_capacity(parts.len());
     let mut at = 0;
     let flats: Vec<CubeTensor> = parts
@@ -44,13 +44,13 @@ pub(super) fn pack(parts: Vec<CubeTensor>) -> (CubeTensor, Vec<usize>) {
 }
 
 /// One output buffer holding several regions, each starting on the binding alignment.
-pub(super) struct Regions {
-    pub(super) offsets: Vec<usize>,
+pub(crate) struct Regions {
+    pub(crate) offsets: Vec<usize>,
     total: usize,
 }
 
 impl Regions {
-    pub(super) fn new(like: &CubeTensor, sizes: &[usize]) -> Self {
+    pub(crate) fn new(like: &CubeTensor, sizes: &[usize]) -> Self {
         let elem = like.dtype.size();
         let align = (like.client.properties().memory.alignment as usize / elem).max(1);
         let mut offsets = Vec::with_capacity(sizes.len());
@@ -65,7 +65,7 @@ impl Regions {
         }
     }
 
-    pub(super) fn alloc(&self, like: &CubeTensor) -> CubeTensor {
+    pub(crate) fn alloc(&self, like: &CubeTensor) -> CubeTensor {
         empty_device_dtype(
             like.client.clone(),
             like.device.clone(),
@@ -75,7 +75,7 @@ impl Regions {
     }
 
     /// Region `i` of `buf` as a tensor of shape `dims` (a view when aligned).
-    pub(super) fn view(&self, buf: &CubeTensor, i: usize, dims: &[usize]) -> CubeTensor {
+    pub(crate) fn view(&self, buf: &CubeTensor, i: usize, dims: &[usize]) -> CubeTensor {
         let n: usize = dims.iter().product();
         let start = self.offsets[i];
         let range = start..start + n;
@@ -84,7 +84,7 @@ impl Regions {
     }
 }
 
-pub(super) fn u32s(values: &[usize]) -> SequenceArg<u32> {
+pub(crate) fn u32s(values: &[usize]) -> SequenceArg<u32> {
     let mut seq = SequenceArg::new();
     for v in values {
         seq.push(u32::try_from(*v).expect("size exceeds the kernels' 32-bit indexing"));
@@ -92,18 +92,18 @@ pub(super) fn u32s(values: &[usize]) -> SequenceArg<u32> {
     seq
 }
 
-pub(super) fn shared_limit(t: &CubeTensor) -> usize {
+pub(crate) fn shared_limit(t: &CubeTensor) -> usize {
     t.client.properties().hardware.max_shared_memory_size
 }
 
 /// Whether `t`'s device is no card (a software rasteriser such as Mesa's lavapipe, or a CPU
-/// runtime): there shader loops are capped (see [`super::scan::max_segment`]), so long
+/// runtime): there shader loops are capped (see `crate::scan::cube::plan::max_segment`), so long
 /// sequences are walked in several launches.
-pub(super) fn loop_capped(t: &CubeTensor) -> bool {
+pub(crate) fn loop_capped(t: &CubeTensor) -> bool {
     t.client.properties().identity.physical.is_none()
 }
 
-pub(super) fn max_units(t: &CubeTensor) -> usize {
+pub(crate) fn max_units(t: &CubeTensor) -> usize {
     let hw = &t.client.properties().hardware;
     (hw.max_units_per_cube as usize).min(hw.max_cube_dim.0 as usize)
 }
@@ -140,7 +140,7 @@ pub(crate) fn set_test_max_buffer(bytes: Option<usize>) {
 
 /// The largest buffer (bytes) a launch may bind: the device's limit, lowered by
 /// [`MAX_BUFFER_VAR`] and the tests' limit.
-pub(super) fn max_buffer(t: &CubeTensor) -> usize {
+pub(crate) fn max_buffer(t: &CubeTensor) -> usize {
     binding_limit(t.client.properties().memory.max_page_size)
 }
 
@@ -157,18 +157,18 @@ pub(crate) fn binding_limit(max_page_size: u64) -> usize {
 }
 
 /// Whether every tensor has the element type of the first (the kernels take one float type).
-pub(super) fn same_dtype(ts: &[&CubeTensor]) -> bool {
+pub(crate) fn same_dtype(ts: &[&CubeTensor]) -> bool {
     ts.iter().all(|t| t.dtype == ts[0].dtype)
 }
 
 /// Rows `lo..hi` of the batch (first) axis.
-pub(super) fn rows(t: &CubeTensor, lo: usize, hi: usize) -> CubeTensor {
+pub(crate) fn rows(t: &CubeTensor, lo: usize, hi: usize) -> CubeTensor {
     P::<Cb>::new(t.clone()).narrow(0, lo, hi).into_inner()
 }
 
 /// The batch rows per launch so that no buffer of `bytes_per_row` (per batch row) exceeds the
 /// device's largest binding (lavapipe and WebGPU: 128 MiB); an error if one row does not fit.
-pub(super) fn rows_per_launch(
+pub(crate) fn rows_per_launch(
     t: &CubeTensor,
     batch: usize,
     bytes_per_row: &[usize],
@@ -186,7 +186,7 @@ pub(super) fn rows_per_launch(
 }
 
 /// Whether every size fits the kernels' 32-bit indexing, else why not.
-pub(super) fn require_u32(sizes: &[usize]) -> Result<(), Unsupported> {
+pub(crate) fn require_u32(sizes: &[usize]) -> Result<(), Unsupported> {
     match sizes.iter().find(|s| u32::try_from(**s).is_err()) {
         None => Ok(()),
         Some(s) => Err(Unsupported::Because(format!(
@@ -196,7 +196,7 @@ pub(super) fn require_u32(sizes: &[usize]) -> Result<(), Unsupported> {
 }
 
 /// Whether every tensor has the float type of the first, else why not.
-pub(super) fn require_same_dtype(ts: &[&CubeTensor]) -> Result<(), Unsupported> {
+pub(crate) fn require_same_dtype(ts: &[&CubeTensor]) -> Result<(), Unsupported> {
     if same_dtype(ts) {
         return Ok(());
     }

@@ -3,8 +3,24 @@
 //! and a process-wide tally that [`crate::LaunchCounter`] reads, so that a test or a benchmark
 //! can tell a kernel from a fallback.
 
+use burn::backend::TensorMetadata;
+use burn_cubecl::tensor::CubeTensor;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{LazyLock, Mutex};
+
+/// What most GPU ops run when their kernel cannot take the inputs.
+pub(crate) const PORTABLE: &str = "the portable body";
+
+/// Reports that `op` on `inputs` runs `instead` of its kernel, and why (see [`report`]).
+pub(crate) fn unsupported(
+    op: &'static str,
+    inputs: &[&CubeTensor],
+    why: Unsupported,
+    instead: &str,
+) {
+    let shapes = inputs.iter().map(|t| t.shape().to_vec()).collect();
+    report(op, shapes, &why, instead);
+}
 
 /// Why a launcher did not launch its kernel.
 #[derive(Debug)]

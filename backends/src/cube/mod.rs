@@ -1,62 +1,36 @@
-//! `SsmOps` for the CubeCL backend (wgpu, vulkan, cuda, rocm): each op's `#[cube]` kernel beside
-//! its launcher, written once and compiled by CubeCL to WGSL (wgpu), SPIR-V (vulkan), CUDA and
-//! HIP.
+//! `SsmOps` for the CubeCL backend (wgpu, vulkan, cuda, rocm), and what its kernels share.
 //!
-//! - [`scan`], [`scan_backward`], [`scan_backward_spans`]: the selective scan (forward,
-//!   backward, and the backward with the sequence cut into spans walked in parallel);
-//! - [`step`], [`mamba2_step`], [`mamba3_step`]: the decode steps (state update, conv window,
-//!   whole mixers);
-//! - [`ssd`]: the SSD's decay mask and inter-chunk pass; [`norm`]: residual add and RMSNorm;
-//! - [`fft`]: real FFTs and the FFT convolution on Burn's FFT kernels;
-//! - [`buffers`]: packing, output regions and the device's limits; [`math`]: `#[cube]` helpers;
-//! - [`fallback`]: what runs when a kernel cannot take a shape, said once per shape;
-//!   [`launches`]: the launch counter.
-//!
-//! Inputs are made contiguous and flat; small inputs are packed into one buffer, several outputs
-//! share one buffer whose regions start on the device's binding alignment, so that they come
-//! back as views with no copy. A shape a kernel cannot take (a state size whose staging does not
-//! fit the shared memory, a buffer over the device's binding limit, mixed float types) runs the
-//! portable body, which is always correct, and says so through `log` and the launch counter.
+//! The impl is a table: each method dispatches to its op's GPU file (`crate::<op>::cube`), where
+//! the `#[cube]` kernel sits beside its launcher, written once and compiled by CubeCL to WGSL
+//! (wgpu), SPIR-V (vulkan), CUDA and HIP; the ops with no kernel take the trait's default body.
+//! The shared machinery:
+//! - [`buffers`]: flat inputs, small inputs packed into one buffer, several outputs sharing one
+//!   buffer whose regions start on the device's binding alignment (so they come back as views
+//!   with no copy), and the device's limits;
+//! - [`fallback`]: what runs when a kernel cannot take a shape (a state size whose staging does
+//!   not fit the shared memory, a buffer over the device's binding limit, mixed float types):
+//!   the reference body, which is always correct, said once per shape through `log` and
+//!   counted;
+//! - [`launches`]: the launch counter; [`math`]: `#[cube]` helpers.
 
-mod buffers;
-mod fallback;
-mod fft;
+pub(crate) mod buffers;
+pub(crate) mod fallback;
 mod launches;
-mod mamba2_step;
-mod mamba3_step;
-mod math;
-mod norm;
-mod scan;
-mod scan_backward;
-mod scan_backward_spans;
-mod ssd;
-mod step;
+pub(crate) mod math;
 
 pub use buffers::MAX_BUFFER_VAR;
-pub(crate) use buffers::binding_limit;
-#[cfg(feature = "test-utils")]
-pub(crate) use buffers::set_test_max_buffer;
-use fallback::Unsupported;
 pub use launches::LaunchCounter;
-#[cfg(feature = "test-utils")]
-pub(crate) use scan::{set_test_spans, set_test_staging};
 
 use crate::ops::SsmOps;
-use crate::portable::step::{Mamba2StepConfig, MambaStepDims};
-use crate::portable::{self, ScanArgs};
-use burn::backend::{TensorMetadata, tensor::FloatTensor};
-use burn_cubecl::tensor::CubeTensor;
+use crate::{fft, mamba3_step, norm, scan, ssd, step};
+use burn::backend::tensor::FloatTensor;
 
-/// Reports that `op` on `inputs` runs `instead` of its kernel, and why.
-fn unsupported(op: &'static str, inputs: &[&CubeTensor], why: Unsupported, instead: &str) {
-    let shapes = inputs.iter().map(|t| t.shape().to_vec()).collect();
-    fallback::report(op, shapes, &why, instead);
-}
+/// Units per cube of the kernels that give one cube to each batch row (the whole-mixer decode
+/// steps, the add + norm).
+pub(crate) const STEP_UNITS: usize = 256;
 
-const PORTABLE: &str = "the portable body";
-
-/// The CubeCL backend: the kernels of this module, with the portable bodies for the shapes a
-/// kernel does not take.
+/// The CubeCL backend: each op's kernel, with the reference body for the shapes a kernel does
+/// not take.
 impl SsmOps for burn_cubecl::CubeBackend {
     fn selective_scan(
         u: FloatTensor<Self>,
@@ -73,27 +47,21 @@ impl SsmOps for burn_cubecl::CubeBackend {
         has_reset: bool,
         delta_softplus: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let args = ScanArgs {
+        scan::cube::selective_scan(
             u,
             delta,
             a,
             b,
             c,
             d,
-            z: gate.then_some(z),
+            z,
+            gate,
             delta_bias,
-            h0: initial_state,
-            reset: has_reset.then_some(reset),
+            initial_state,
+            reset,
+            has_reset,
             delta_softplus,
-        };
-        let launched = scan::selective_scan(args.clone());
-        match launched {
-            Ok(out) => out,
-            Err(why) => {
-                unsupported("selective_scan", &[&args.u, &args.b], why, PORTABLE);
-                portable::selective_scan::<Self>(args)
-            }
-        }
+        )
     }
 
     fn selective_scan_backward(
@@ -112,50 +80,24 @@ impl SsmOps for burn_cubecl::CubeBackend {
         dy: FloatTensor<Self>,
         dstate: FloatTensor<Self>,
         delta_softplus: bool,
-    ) -> (
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-    ) {
-        let args = ScanArgs {
+    ) -> scan::reference::ScanGradTuple<Self> {
+        scan::cube::selective_scan_backward(
             u,
             delta,
             a,
             b,
             c,
             d,
-            z: gate.then_some(z),
+            z,
+            gate,
             delta_bias,
-            h0: initial_state,
-            reset: has_reset.then_some(reset),
+            initial_state,
+            reset,
+            has_reset,
+            dy,
+            dstate,
             delta_softplus,
-        };
-        let launched =
-            scan_backward::selective_scan_backward(args.clone(), dy.clone(), dstate.clone());
-        match launched {
-            Ok(out) => out,
-            Err(why) => {
-                unsupported(
-                    "selective_scan_backward",
-                    &[&args.u, &args.b],
-                    why,
-                    PORTABLE,
-                );
-                portable::selective_scan_backward::<Self>(
-                    args,
-                    dy,
-                    dstate,
-                    portable::scan::BACKWARD_CHUNK,
-                )
-            }
-        }
-        .into_tuple()
+        )
     }
 
     fn selective_state_step(
@@ -171,37 +113,7 @@ impl SsmOps for burn_cubecl::CubeBackend {
         dt_bias: FloatTensor<Self>,
         dt_softplus: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let z = gate.then_some(z);
-        let launched = step::selective_state_step(
-            state.clone(),
-            x.clone(),
-            dt.clone(),
-            a.clone(),
-            b.clone(),
-            c.clone(),
-            d.clone(),
-            z.clone(),
-            dt_bias.clone(),
-            dt_softplus,
-        );
-        match launched {
-            Ok(out) => out,
-            Err(why) => {
-                unsupported("selective_state_step", &[&state, &b], why, PORTABLE);
-                portable::selective_state_step::<Self>(
-                    state,
-                    x,
-                    dt,
-                    a,
-                    b,
-                    c,
-                    d,
-                    z,
-                    dt_bias,
-                    dt_softplus,
-                )
-            }
-        }
+        step::cube::selective_state_step(state, x, dt, a, b, c, d, z, gate, dt_bias, dt_softplus)
     }
 
     fn causal_conv1d_step(
@@ -211,26 +123,11 @@ impl SsmOps for burn_cubecl::CubeBackend {
         bias: FloatTensor<Self>,
         silu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let launched =
-            step::causal_conv1d_step(x.clone(), state.clone(), weight.clone(), bias.clone(), silu);
-        match launched {
-            Ok(out) => out,
-            Err(why) => {
-                unsupported("causal_conv1d_step", &[&state], why, PORTABLE);
-                portable::causal_conv1d_step::<Self>(x, state, weight, bias, silu)
-            }
-        }
+        step::cube::causal_conv1d_step(x, state, weight, bias, silu)
     }
 
     fn ssd_decay_mask(cum: FloatTensor<Self>) -> FloatTensor<Self> {
-        let launched = ssd::ssd_decay_mask(cum.clone());
-        match launched {
-            Ok(out) => out,
-            Err(why) => {
-                unsupported("ssd_decay_mask", &[&cum], why, PORTABLE);
-                portable::ssd::decay_mask::<Self>(cum)
-            }
-        }
+        ssd::cube::ssd_decay_mask(cum)
     }
 
     fn ssd_state_pass(
@@ -238,14 +135,7 @@ impl SsmOps for burn_cubecl::CubeBackend {
         chunk_decay: FloatTensor<Self>,
         h0: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let launched = ssd::ssd_state_pass(chunk_states.clone(), chunk_decay.clone(), h0.clone());
-        match launched {
-            Ok(out) => out,
-            Err(why) => {
-                unsupported("ssd_state_pass", &[&chunk_states], why, PORTABLE);
-                portable::ssd::state_pass::<Self>(chunk_states, chunk_decay, h0)
-            }
-        }
+        ssd::cube::ssd_state_pass(chunk_states, chunk_decay, h0)
     }
 
     fn mamba_decode_step(
@@ -254,32 +144,7 @@ impl SsmOps for burn_cubecl::CubeBackend {
         ssm_state: FloatTensor<Self>,
         weights: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let dims = MambaStepDims::infer(
-            &xz.shape(),
-            &conv_state.shape(),
-            &ssm_state.shape(),
-            weights.shape().num_elements(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let launched = step::mamba_step(
-            xz.clone(),
-            conv_state.clone(),
-            ssm_state.clone(),
-            weights.clone(),
-            dims,
-        );
-        match launched {
-            Ok(out) => out,
-            Err(why) => {
-                unsupported(
-                    "mamba_decode_step",
-                    &[&xz, &ssm_state],
-                    why,
-                    "the step composed of the conv and state steps",
-                );
-                portable::step::mamba_step_composed::<Self>(xz, conv_state, ssm_state, weights)
-            }
-        }
+        step::cube::mamba_decode_step(xz, conv_state, ssm_state, weights)
     }
 
     fn mamba2_decode_step(
@@ -293,34 +158,9 @@ impl SsmOps for burn_cubecl::CubeBackend {
         dt_max: f32,
         eps: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let cfg = Mamba2StepConfig {
-            heads,
-            groups,
-            dt_min,
-            dt_max,
-            eps,
-        };
-        let launched = mamba2_step::mamba2_step(
-            zxbcdt.clone(),
-            conv_state.clone(),
-            ssm_state.clone(),
-            weights.clone(),
-            cfg,
-        );
-        match launched {
-            Ok(out) => out,
-            Err(why) => {
-                unsupported(
-                    "mamba2_decode_step",
-                    &[&zxbcdt, &ssm_state],
-                    why,
-                    "the step composed of the conv and state steps",
-                );
-                portable::step::mamba2_step_composed::<Self>(
-                    zxbcdt, conv_state, ssm_state, weights, cfg,
-                )
-            }
-        }
+        step::cube::mamba2_decode_step(
+            zxbcdt, conv_state, ssm_state, weights, heads, groups, dt_min, dt_max, eps,
+        )
     }
 
     fn mamba3_decode_step(
@@ -337,7 +177,11 @@ impl SsmOps for burn_cubecl::CubeBackend {
         a_floor: f32,
         eps: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let cfg = portable::mamba3_step::Mamba3StepConfig {
+        mamba3_step::cube::mamba3_decode_step(
+            proj,
+            conv_state,
+            ssm_state,
+            weights,
             heads,
             groups,
             rank,
@@ -346,49 +190,19 @@ impl SsmOps for burn_cubecl::CubeBackend {
             outproj_norm,
             a_floor,
             eps,
-        };
-        let launched = mamba3_step::mamba3_step(
-            proj.clone(),
-            conv_state.clone(),
-            ssm_state.clone(),
-            weights.clone(),
-            cfg,
-        );
-        match launched {
-            Ok(out) => out,
-            Err(why) => {
-                unsupported("mamba3_decode_step", &[&proj, &ssm_state], why, PORTABLE);
-                portable::mamba3_step::mamba3_step_composed::<Self>(
-                    proj, conv_state, ssm_state, weights, cfg,
-                )
-            }
-        }
+        )
     }
 
     fn rfft(x: FloatTensor<Self>, n: usize) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let launched = fft::rfft(x.clone(), n);
-        match launched {
-            Ok(out) => out,
-            Err(why) => {
-                unsupported("rfft", &[&x], why, "the O(n²) DFT-matrix body");
-                portable::rfft_dft::<Self>(x, n)
-            }
-        }
+        fft::cube::rfft(x, n)
     }
 
     fn irfft(re: FloatTensor<Self>, im: FloatTensor<Self>, n: usize) -> FloatTensor<Self> {
-        let launched = fft::irfft(re.clone(), im.clone(), n);
-        match launched {
-            Ok(out) => out,
-            Err(why) => {
-                unsupported("irfft", &[&re], why, "the O(n²) DFT-matrix body");
-                portable::irfft_dft::<Self>(re, im, n)
-            }
-        }
+        fft::cube::irfft(re, im, n)
     }
 
     fn causal_conv_fft(u: FloatTensor<Self>, k: FloatTensor<Self>) -> FloatTensor<Self> {
-        fft::causal_conv_fft(u, k)
+        fft::cube::causal_conv_fft(u, k)
     }
 
     fn add_rms_norm(
@@ -398,14 +212,6 @@ impl SsmOps for burn_cubecl::CubeBackend {
         weight: FloatTensor<Self>,
         eps: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let residual = has_residual.then_some(residual);
-        let launched = norm::add_rms_norm(x.clone(), residual.clone(), weight.clone(), eps);
-        match launched {
-            Ok(out) => out,
-            Err(why) => {
-                unsupported("add_rms_norm", &[&x], why, PORTABLE);
-                portable::add_rms_norm::<Self>(x, residual, weight, eps)
-            }
-        }
+        norm::cube::add_rms_norm(x, residual, has_residual, weight, eps)
     }
 }

@@ -16,11 +16,11 @@ pub use skip::{REQUIRE_WGPU_VAR, skip, strict};
 
 /// The portable bodies of the ops on backend primitives, the oracle of the kernel tests.
 pub mod portable {
-    pub use crate::portable::norm::add_rms_norm;
-    pub use crate::portable::scan::{
+    pub use crate::norm::reference::add_rms_norm;
+    pub use crate::scan::reference::{
         ScanArgs, ScanGradTuple, ScanGrads, selective_scan, selective_scan_backward,
     };
-    pub use crate::portable::step::{causal_conv1d_step, selective_state_step};
+    pub use crate::step::reference::{causal_conv1d_step, selective_state_step};
     use crate::{Mamba2StepConfig, SsmOps};
     use burn::backend::tensor::FloatTensor;
 
@@ -32,7 +32,7 @@ pub mod portable {
         ssm_state: FloatTensor<B>,
         weights: FloatTensor<B>,
     ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-        crate::portable::step::mamba_step_composed::<B>(xz, conv_state, ssm_state, weights)
+        crate::step::reference::mamba_step_composed::<B>(xz, conv_state, ssm_state, weights)
     }
 
     /// The Mamba-3 decode step on the backend's tensor ops (the default body of
@@ -44,7 +44,7 @@ pub mod portable {
         weights: FloatTensor<B>,
         cfg: crate::Mamba3StepConfig,
     ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-        crate::portable::mamba3_step::mamba3_step_composed::<B>(
+        crate::mamba3_step::reference::mamba3_step_composed::<B>(
             proj, conv_state, ssm_state, weights, cfg,
         )
     }
@@ -58,7 +58,7 @@ pub mod portable {
         weights: FloatTensor<B>,
         cfg: Mamba2StepConfig,
     ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-        crate::portable::step::mamba2_step_composed::<B>(
+        crate::step::reference::mamba2_step_composed::<B>(
             zxbcdt, conv_state, ssm_state, weights, cfg,
         )
     }
@@ -76,14 +76,14 @@ pub fn cpu_kernel_calls() -> KernelCalls {
 /// limit and [`crate::MAX_BUFFER_VAR`]'s), to test the split of a batch into several launches.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub fn set_gpu_max_buffer(bytes: Option<usize>) {
-    crate::cube::set_test_max_buffer(bytes);
+    crate::cube::buffers::set_test_max_buffer(bytes);
 }
 
 /// Cuts every GPU forward scan into `spans` spans of the sequence walked in parallel (`None`:
 /// back to the rule on the device's size), to test the sequence-parallel path on any device.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub fn set_gpu_scan_spans(spans: Option<usize>) {
-    crate::cube::set_test_spans(spans);
+    crate::scan::cube::plan::overrides::set_spans(spans);
 }
 
 /// Makes every GPU forward scan stage its inputs through shared memory (coalesced loads, as on
@@ -91,7 +91,7 @@ pub fn set_gpu_scan_spans(spans: Option<usize>) {
 /// (`None`: back to the device's rule), to test both paths on any device.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub fn set_gpu_scan_staging(stage: Option<bool>) {
-    crate::cube::set_test_staging(stage);
+    crate::scan::cube::plan::overrides::set_staging(stage);
 }
 
 /// The repository's `fixtures/` folder (reference data shipped with the sources).
