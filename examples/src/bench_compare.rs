@@ -9,14 +9,13 @@
 use crate::bench::sync;
 use crate::common::{CliError, CliResult, device, usage};
 use crate::memory;
-use crate::train_lm::{StepPlan, evaluate, train_step};
 use burn::module::Module;
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use clap::Args;
 use plotters::prelude::*;
 use ssm_datasets::text::{PackedRows, TokenDocs, default_text_path, read_documents};
 use ssm_models::classify::{SequenceClassifier, SequenceClassifierConfig};
-use ssm_models::lm::train::{PackedLm, lm_optimizer};
+use ssm_models::lm::train::{PackedLm, StepPlan, evaluate, lm_optimizer, train_step};
 use ssm_models::lm::{Mamba2Settings, MambaLm, MambaLmConfig, TransformerLm, TransformerLmConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -344,7 +343,8 @@ struct TrainRow {
     tokens_per_s: f64,
 }
 
-/// Trains with `zoo train lm`'s step (same recipe for every model) and evaluates.
+/// Trains with the library trainer's step (`zoo train lm`'s recipe, the same for every model)
+/// and evaluates.
 fn train_one<M: PackedLm>(
     mut model: M,
     a: &CompareArgs,

@@ -42,7 +42,7 @@ pub fn read_run_file(dir: &Path) -> CliResult<Option<serde_json::Value>> {
 
 /// Writes a JSON value as one line, whole or not at all (a temporary file renamed into place).
 pub fn write_json(path: &Path, v: &serde_json::Value) -> CliResult {
-    Ok(ssm_models::io::write_atomic(
+    Ok(ssm_models::checkpoint::write_atomic(
         path,
         (v.to_string() + "\n").as_bytes(),
     )?)

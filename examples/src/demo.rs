@@ -78,13 +78,14 @@ pub fn run(a: DemoArgs) -> CliResult {
          rows of 128 bytes, 5% of the documents held out), seed {}.",
         a.steps, a.seed
     );
-    let trained = train_lm::train(
+    let run = train_lm::train(
         &args,
         &Progress {
             bar: true,
             verbose: false,
         },
     )?;
+    let trained = &run.trained;
     let val = trained.evals.last().expect("a validation split").val_loss;
     let unigram = unigram_bits()?;
     println!(
@@ -122,8 +123,8 @@ pub fn run(a: DemoArgs) -> CliResult {
     println!(
         "\nthe model is in {} (config.json, model.safetensors, tokenizer.json): \
          `zoo generate --model {} --prompt \"...\"` continues any text",
-        trained.out.display(),
-        trained.out.display()
+        run.out.display(),
+        run.out.display()
     );
     Ok(())
 }

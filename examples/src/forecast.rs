@@ -3,7 +3,6 @@
 //! truth and the forecast of one variate, in the series' own units.
 
 use crate::common::{CliError, CliResult, RUN_FILE, device, read_run_file};
-use crate::train::load_weights;
 use crate::train_series::{DataSettings, prepare_data, score};
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
@@ -12,6 +11,7 @@ use burn::tensor::Device;
 use clap::Args;
 use plotters::prelude::*;
 use ssm_datasets::timeseries::{ForecastBatcher, ForecastSplits};
+use ssm_models::checkpoint::load_weights;
 use ssm_models::timeseries::{Forecaster, SMambaConfig, TimeMachineConfig};
 use std::path::{Path, PathBuf};
 

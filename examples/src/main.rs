@@ -13,7 +13,6 @@
 mod alloc;
 mod bench;
 mod bench_compare;
-mod checkpoint;
 mod classify;
 mod common;
 mod data;

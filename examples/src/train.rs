@@ -10,16 +10,15 @@ use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::Dataset;
 use burn::module::Module;
 use burn::prelude::Config;
-use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
 use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 use clap::{Args, Subcommand};
 use ssm_datasets::{DigitsBatcher, digits_split};
+use ssm_models::checkpoint::{atomic_checkpointers, load_weights, save_weights, write_atomic};
 use ssm_models::classify::{
     LayerKind, SequenceClassifier, SequenceClassifierConfig, learning_rates, optimizer,
 };
-use ssm_models::io::write_atomic;
 use std::path::{Path, PathBuf};
 
 /// The variants name the command-line tasks (`s4d-digits`, ...), hence the shared suffix.
@@ -166,7 +165,7 @@ fn digits(a: TrainArgs, layer: LayerKind) -> CliResult {
         .build(test);
     std::fs::create_dir_all(&out)
         .map_err(|e| CliError::Io(format!("cannot create {}: {e}", out.display())))?;
-    let (model_ckpt, optim_ckpt, sched_ckpt) = crate::checkpoint::atomic_checkpointers(&out);
+    let (model_ckpt, optim_ckpt, sched_ckpt) = atomic_checkpointers(&out);
     let result = SupervisedTraining::new(&out, dl_train, dl_valid)
         .with_custom_checkpointers(model_ckpt, optim_ckpt, sched_ckpt)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
@@ -198,20 +197,7 @@ pub(crate) fn save<M: Module, C: Config>(model: &M, config: &C, dir: &Path) -> C
     let text = serde_json::to_string_pretty(config)
         .map_err(|e| CliError::Io(format!("cannot serialise the config: {e}")))?;
     write_atomic(&dir.join("config.json"), text.as_bytes())?;
-    save_weights(model, dir)
-}
-
-/// Writes `model` as `model.bpk` in `dir` (Burn's burnpack, parameter ids included), the file
-/// [`load_weights`] reads; whole or not at all (a temporary file renamed into place).
-pub(crate) fn save_weights<M: Module>(model: &M, dir: &Path) -> CliResult {
-    let cannot =
-        |e: String| CliError::Io(format!("cannot save the model in {}: {e}", dir.display()));
-    let mut store = BurnpackStore::from_bytes(None);
-    model
-        .save_into(&mut store)
-        .map_err(|e| cannot(e.to_string()))?;
-    let bytes = store.get_bytes().map_err(|e| cannot(e.to_string()))?;
-    Ok(write_atomic(&dir.join("model.bpk"), &bytes)?)
+    Ok(save_weights(model, dir)?)
 }
 
 /// Loads a folder written by `zoo train`, checking that every parameter was found.
@@ -219,33 +205,7 @@ fn load(dir: &Path, device: &Device) -> CliResult<SequenceClassifier> {
     let config_path = dir.join("config.json");
     let config = SequenceClassifierConfig::load(&config_path)
         .map_err(|e| CliError::Io(format!("cannot read {}: {e}", config_path.display())))?;
-    load_weights(config.init(device), dir)
-}
-
-/// Loads `model.bpk` of `dir` into `model`, checking that every parameter was found.
-pub(crate) fn load_weights<M: Module>(mut model: M, dir: &Path) -> CliResult<M> {
-    let model_path = dir.join("model.bpk");
-    if !model_path.is_file() {
-        return Err(CliError::Io(format!(
-            "{} does not exist",
-            model_path.display()
-        )));
-    }
-    let mut store = BurnpackStore::from_file(&model_path);
-    let applied = model
-        .load_from(&mut store)
-        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", model_path.display())))?;
-    if !applied.errors.is_empty() || !applied.missing.is_empty() {
-        return Err(CliError::Io(format!(
-            "{}: {} missing and {} mis-shaped tensors (first: {:?} {:?})",
-            model_path.display(),
-            applied.missing.len(),
-            applied.errors.len(),
-            applied.missing.first().map(|m| &m.0),
-            applied.errors.first()
-        )));
-    }
-    Ok(model)
+    Ok(load_weights(config.init(device), dir)?)
 }
 
 /// Right answers and total on the test split.

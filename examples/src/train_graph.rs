@@ -271,7 +271,7 @@ pub fn graph_mamba(a: GraphArgs) -> CliResult {
     let optim = AdamWConfig::new()
         .with_weight_decay(a.weight_decay as f32)
         .init();
-    let (model_ckpt, optim_ckpt, sched_ckpt) = crate::checkpoint::atomic_checkpointers(&out);
+    let (model_ckpt, optim_ckpt, sched_ckpt) = ssm_models::checkpoint::atomic_checkpointers(&out);
     let result = SupervisedTraining::new(&out, train, valid)
         .with_custom_checkpointers(model_ckpt, optim_ckpt, sched_ckpt)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
@@ -320,7 +320,7 @@ pub(crate) fn eval_graph(
     let config_path = dir.join("config.json");
     let config = GraphMambaConfig::load(&config_path)
         .map_err(|e| CliError::Io(format!("cannot read {}: {e}", config_path.display())))?;
-    let model = crate::train::load_weights(config.init(device), dir)?;
+    let model = ssm_models::checkpoint::load_weights(config.init(device), dir)?;
     let data = build(&settings)?;
     count(&model, &data.test, 32, device)
 }

@@ -1,30 +1,25 @@
-//! `zoo train lm`: a Mamba, Mamba2 or Mamba-3 language model trained on text with the reference
-//! recipe (`ssm_models::lm::train`), on packed documents that never see each other, with atomic
-//! checkpoints that a run killed at any moment resumes from exactly, and the result saved as a
-//! Hugging Face model directory (`config.json`, `model.safetensors`, `tokenizer.json`; Mamba-3,
-//! which transformers lacks, in state-spaces/mamba's layout).
-//!
-//! The loop is ours, on Burn's optimizer, gradient accumulator and burnpack store, rather than
-//! burn-train's `Learner`: the Learner checkpoints at epoch ends only and restarts an epoch's
-//! data from its beginning, where this needs a checkpoint every N steps and a resume that
-//! continues the same batch stream.
+//! `zoo train lm`: a Mamba, Mamba2 or Mamba-3 language model trained on text by the library's
+//! trainer ([`ssm_models::lm::train::Trainer`]: the reference recipe on packed documents that
+//! never see each other, atomic checkpoints that a run killed at any moment resumes from
+//! exactly, data-parallel replicas), and the result saved as a Hugging Face model directory
+//! (`config.json`, `model.safetensors`, `tokenizer.json`; Mamba-3, which transformers lacks, in
+//! state-spaces/mamba's layout). This file holds the arguments, the tokenizer and the token
+//! cache, the progress bar and the printing.
 
 use crate::common::{CliError, CliResult, device, usage};
-use crate::train::{load_weights, save_weights};
-use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, FloatDType};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use ssm_datasets::text::{PackedRows, TokenDocs, batch_rows, default_text_path, read_documents};
-use ssm_models::io::write_atomic;
+use ssm_datasets::text::{TokenDocs, default_text_path, read_documents};
+use ssm_models::checkpoint::write_atomic;
 use ssm_models::lm::tokenizer::{BYTE_EOS, TextTokenizer, byte_level_tokenizer_json};
-use ssm_models::lm::train::{PackedLm, clip_grad_norm, lm_optimizer, token_losses, warmup_cosine};
-use ssm_models::lm::{Mamba2Settings, Mamba3Settings, MambaLm, MambaLmConfig};
-use ssm_models::precision::{cast_params, check_dtype, dtype_name};
+use ssm_models::lm::train::{
+    CheckpointDir, ContentKey, EvalLog, LmData, RunLength, RunStart, StepReport, TrainError,
+    TrainObserver, Trained, Trainer, TrainerConfig,
+};
+use ssm_models::lm::{Mamba2Settings, Mamba3Settings, MambaLmConfig};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// The language-model architectures `zoo train lm` builds.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,67 +121,9 @@ pub struct LmArgs {
     pub dtype: FloatDType,
 }
 
-/// The settings that decide a run's trajectory: a checkpoint resumes only under the same ones.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct RunKey {
-    arch: Arch,
-    d_model: usize,
-    layers: usize,
-    d_state: usize,
-    head_dim: usize,
-    vocab: usize,
-    seq_len: usize,
-    batch_size: usize,
-    accumulate: usize,
-    replicas: usize,
-    steps: usize,
-    lr: f64,
-    min_lr_ratio: f64,
-    warmup: usize,
-    weight_decay: f64,
-    grad_clip: f64,
-    seed: u64,
-    data: String,
-    /// The compute dtype (runs from before the option existed were f32).
-    #[serde(default = "f32_name")]
-    dtype: String,
-}
-
-fn f32_name() -> String {
-    "f32".into()
-}
-
-/// One optimizer step's record.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct StepLog {
-    pub step: usize,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-}
-
-/// One evaluation.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct EvalLog {
-    pub step: usize,
-    pub val_loss: f64,
-    pub val_ppl: f64,
-}
-
-/// What a checkpoint holds besides the model and the optimizer.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-struct TrainState {
-    run: RunKey,
-    /// Steps done.
-    step: usize,
-    history: Vec<StepLog>,
-    evals: Vec<EvalLog>,
-}
-
-/// A finished run.
-pub struct Trained {
-    pub model: MambaLm,
-    pub evals: Vec<EvalLog>,
+/// A finished run and the folder it was saved in.
+pub struct TrainedRun {
+    pub trained: Trained,
     pub out: PathBuf,
 }
 
@@ -199,17 +136,17 @@ pub struct Progress {
 }
 
 pub fn run(a: LmArgs) -> CliResult {
-    let trained = train(
+    let run = train(
         &a,
         &Progress {
             bar: true,
             verbose: true,
         },
     )?;
-    let last = trained.evals.last();
+    let last = run.trained.evals.last();
     println!(
         "saved {} (config.json, model.safetensors, tokenizer.json, metrics.json){}",
-        trained.out.display(),
+        run.out.display(),
         last.map_or(String::new(), |e| format!(
             "; validation loss {:.4} nats/token, perplexity {:.3}",
             e.val_loss, e.val_ppl
@@ -220,8 +157,9 @@ pub fn run(a: LmArgs) -> CliResult {
 
 const CHECKPOINTS: &str = "checkpoints";
 
-/// Trains as `a` says; see the module doc.
-pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<Trained> {
+/// Trains as `a` says (the loop is [`Trainer::fit`]) and saves the model, its tokenizer and
+/// the metrics in the run folder.
+pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<TrainedRun> {
     check_args(a)?;
     let devices: Vec<Device> = if a.devices.is_empty() {
         vec![device(Some(&a.device))?]
@@ -241,240 +179,193 @@ pub fn train(a: &LmArgs, progress: &Progress) -> CliResult<Trained> {
     std::fs::create_dir_all(&out)
         .map_err(|e| CliError::Io(format!("cannot create {}: {e}", out.display())))?;
     let ckpt_dir = out.join(CHECKPOINTS);
-    let newest = checkpoints(&ckpt_dir).pop();
-    if newest.is_some() && !a.resume {
-        return Err(usage(format!(
-            "{} holds checkpoints of an earlier run: pass --resume to continue it, or choose \
-             another --out",
-            out.display()
-        )));
-    }
+    // Refused before the text is read (the trainer checks again).
+    CheckpointDir::new(&ckpt_dir)
+        .to_resume(a.resume)
+        .map_err(|e| lm_error(e, &out))?;
 
     // Data: tokenized once, cached in the run folder.
     let (tokenizer, eos, tokenizer_json) = load_tokenizer(a)?;
     let (docs, data_key) = tokens(a, &tokenizer, &tokenizer_json, eos, &out)?;
     let vocab = tokenizer.vocab_size().max(eos as usize + 1);
-    if let Some(m) = docs.max_id()
-        && m as usize >= vocab
-    {
-        return Err(CliError::Io(format!(
-            "the text holds token id {m}, outside the vocabulary of {vocab}"
-        )));
-    }
-    let (train_docs, val_docs) = docs.split(a.val_fraction).map_err(data_err)?;
-    let train_rows = PackedRows::new(&train_docs, eos, a.seq_len).map_err(data_err)?;
-    let val_rows = if val_docs.docs.is_empty() {
-        None
-    } else {
-        Some(PackedRows::new(&val_docs, eos, a.seq_len).map_err(|e| {
-            CliError::Usage(format!(
-                "validation text: {e} (lower --seq-len, raise --val-fraction, or set it to 0)"
-            ))
-        })?)
-    };
-    let micro = a.batch_size;
-    let replicas = devices.len();
-    let per_step = micro * a.accumulate * replicas;
-    let steps = match (a.steps, a.epochs) {
-        (Some(s), _) => s,
-        (None, Some(e)) => ((e * train_rows.len() as f64) / per_step as f64).ceil() as usize,
-        (None, None) => train_rows.len().div_ceil(per_step),
-    }
-    .max(1);
-
-    let config = lm_config(a, vocab, eos);
-    config.validate()?;
-    let run_key = RunKey {
-        arch: a.arch,
-        d_model: a.d_model,
-        layers: a.layers,
-        d_state: config.d_state,
-        head_dim: a.head_dim,
-        vocab,
+    let data = LmData::new(docs, eos, vocab, a.val_fraction)
+        .map_err(|e| lm_error(e, &out))?
+        .with_key(data_key);
+    let config = TrainerConfig {
         seq_len: a.seq_len,
         batch_size: a.batch_size,
         accumulate: a.accumulate,
-        replicas,
-        steps,
+        length: match (a.steps, a.epochs) {
+            (Some(s), _) => RunLength::Steps(s),
+            (None, Some(e)) => RunLength::Epochs(e),
+            (None, None) => RunLength::Epochs(1.0),
+        },
         lr: a.lr,
         min_lr_ratio: a.min_lr_ratio,
         warmup: a.warmup,
         weight_decay: a.weight_decay,
         grad_clip: a.grad_clip,
+        val_batches: a.val_batches,
+        eval_every: a.eval_every,
+        checkpoint_every: a.checkpoint_every,
         seed: a.seed,
-        data: data_key,
-        dtype: dtype_name(a.dtype).to_string(),
-    };
-
-    for d in &devices {
-        check_dtype(d, a.dtype)?;
-    }
-    let device = devices[0].clone();
-    device.seed(a.seed);
-    let train_device = device.clone().autodiff();
-    let mut model = config.try_init(&train_device)?;
-    model.check_fits(a.batch_size, a.seq_len, true, false)?;
-    let mut optim = lm_optimizer(a.weight_decay);
-    let mut state = TrainState {
-        run: run_key.clone(),
-        step: 0,
-        history: Vec::new(),
-        evals: Vec::new(),
-    };
-    if let Some((step, dir)) = &newest {
-        let (m, o, s) = load_checkpoint(dir, model, optim, &run_key)?;
-        (model, optim, state) = (m, o, s);
-        if progress.verbose {
-            println!("resuming from {} (step {step} of {steps})", dir.display());
-        }
-    } else if a.resume && progress.verbose {
-        println!(
-            "no checkpoint in {}: starting from step 0",
-            ckpt_dir.display()
-        );
-    }
-    if progress.verbose {
-        println!(
-            "{:?}: d_model {}, {} layers, d_state {}, vocab {vocab}; {} parameters; {} training \
-             rows of {} tokens ({} documents), {} validation rows; {steps} steps of {} tokens; \
-             device {device:?}",
-            a.arch,
-            a.d_model,
-            a.layers,
-            config.d_state,
-            model.num_params(),
-            train_rows.len(),
-            a.seq_len,
-            train_docs.docs.len(),
-            val_rows.as_ref().map_or(0, PackedRows::len),
-            per_step * a.seq_len,
-        );
-    }
-
-    let bar = if progress.bar {
-        let bar = ProgressBar::new(steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {elapsed_precise} (ETA {eta})  {msg}",
-            )
-            .expect("a valid template"),
-        );
-        bar.set_position(state.step as u64);
-        bar
-    } else {
-        ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::hidden())
-    };
-    if state.step == 0
-        && let Some(val) = &val_rows
-    {
-        // The untrained model's loss: where the curve starts (about ln(vocab)).
-        let val_loss = evaluate(&model.valid(), val, a.val_batches, micro, &device, a.dtype)?;
-        state.evals.push(EvalLog {
-            step: 0,
-            val_loss,
-            val_ppl: val_loss.exp(),
-        });
-    }
-    let start = Instant::now();
-    let start_step = state.step;
-    let plan = StepPlan {
-        rows: &train_rows,
-        devices: &devices,
-        micro,
-        accumulate: a.accumulate,
-        seed: a.seed,
-        steps,
-        warmup: a.warmup,
-        lr: a.lr,
-        min_lr: a.lr * a.min_lr_ratio,
-        grad_clip: a.grad_clip,
         dtype: a.dtype,
+        ..TrainerConfig::new(lm_config(a, vocab, eos))
     };
-    while state.step < steps {
-        let (next, log) = train_step(model, &mut optim, &plan, state.step)?;
-        model = next;
-        let StepLog {
-            loss: loss_sum, lr, ..
-        } = log;
-        state.step += 1;
-        state.history.push(log);
-        let done = state.step - start_step;
-        let tok_s = (done * per_step * a.seq_len) as f64 / start.elapsed().as_secs_f64();
-        bar.set_position(state.step as u64);
-        bar.set_message(format!(
-            "loss {loss_sum:.3}  lr {lr:.2e}  {tok_s:.0} tokens/s"
-        ));
-        if !loss_sum.is_finite() {
-            bar.abandon();
-            return Err(CliError::Usage(format!(
-                "the loss is {loss_sum} at step {}: lower --lr or raise --warmup",
-                state.step
-            )));
-        }
-        let last = state.step == steps;
-        if let Some(val) = &val_rows
-            && (state.step.is_multiple_of(a.eval_every) || last)
-        {
-            let val_loss = evaluate(&model.valid(), val, a.val_batches, micro, &device, a.dtype)?;
-            let e = EvalLog {
-                step: state.step,
-                val_loss,
-                val_ppl: val_loss.exp(),
-            };
-            if progress.verbose {
-                let n = a.eval_every.min(state.history.len());
-                let train_loss = state.history[state.history.len() - n..]
-                    .iter()
-                    .map(|h| h.loss)
-                    .sum::<f64>()
-                    / n as f64;
-                bar.suspend(|| {
-                    println!(
-                        "step {:>6}  train loss {train_loss:.4}  val loss {:.4}  val ppl {:.3}  \
-                         lr {lr:.2e}  {tok_s:.0} tokens/s",
-                        e.step, e.val_loss, e.val_ppl
-                    )
-                });
+    let mut shown = Shown {
+        a,
+        progress,
+        ckpt_dir: &ckpt_dir,
+        bar: None,
+        lr: 0.0,
+        tokens_per_s: 0.0,
+    };
+    let trained = Trainer::new(config, devices)
+        .with_checkpoints(&ckpt_dir, a.resume)
+        .fit(&data, &mut shown);
+    let trained = match trained {
+        Ok(t) => t,
+        Err(e) => {
+            if let Some(bar) = &shown.bar {
+                bar.abandon();
             }
-            state.evals.push(e);
+            return Err(lm_error(e, &out));
         }
-        if state.step.is_multiple_of(a.checkpoint_every) || last {
-            save_checkpoint(&ckpt_dir, &model, &optim, &state)?;
-        }
-    }
-    bar.finish();
-    let elapsed = start.elapsed().as_secs_f64();
+    };
 
-    let model = model.valid();
-    if config.mamba3.is_some() {
-        model.save_state_spaces(&config, &out)?;
-    } else {
-        model.save_hf(&config, &out)?;
-    }
+    trained.save_model(&out)?;
     write_atomic(&out.join("tokenizer.json"), tokenizer_json.as_bytes())?;
-    let trained_tokens = (state.step - start_step) * per_step * a.seq_len;
-    let metrics = serde_json::json!({
-        "arch": a.arch,
-        "parameters": model.num_params(),
-        "steps": state.step,
-        "tokens_per_step": per_step * a.seq_len,
-        "train_loss": state.history.last().map(|h| h.loss),
-        "val_loss": state.evals.last().map(|e| e.val_loss),
-        "val_ppl": state.evals.last().map(|e| e.val_ppl),
-        "tokens_per_s_this_session": trained_tokens as f64 / elapsed.max(1e-9),
-        "history": state.history,
-        "evals": state.evals,
-        "run": state.run,
-    });
-    write_atomic(
-        &out.join("metrics.json"),
-        (serde_json::to_string_pretty(&metrics).expect("JSON") + "\n").as_bytes(),
-    )?;
-    Ok(Trained {
-        model,
-        evals: state.evals,
-        out,
-    })
+    trained.write_metrics(&out.join("metrics.json"))?;
+    Ok(TrainedRun { trained, out })
+}
+
+/// The trainer's errors in the command line's words (its flags named).
+fn lm_error(e: TrainError, out: &Path) -> CliError {
+    match e {
+        TrainError::Model(e) => CliError::Model(e),
+        TrainError::EarlierRun { .. } => usage(format!(
+            "{} holds checkpoints of an earlier run: pass --resume to continue it, or choose \
+             another --out",
+            out.display()
+        )),
+        TrainError::OtherSettings { dir, differences } => usage(format!(
+            "{} was written by a run with other settings: {}; resume with the same flags and \
+             text, or choose another --out",
+            dir.display(),
+            differences.join(", ")
+        )),
+        TrainError::ValidationRows(e) => usage(format!(
+            "validation text: {e} (lower --seq-len, raise --val-fraction, or set it to 0)"
+        )),
+        TrainError::Diverged { step, loss } => usage(format!(
+            "the loss is {loss} at step {step}: lower --lr or raise --warmup"
+        )),
+        TrainError::Invalid(m) => usage(m),
+        e @ (TrainError::Data(_)
+        | TrainError::TokenOutOfVocab { .. }
+        | TrainError::Checkpoint { .. }) => CliError::Io(e.to_string()),
+    }
+}
+
+/// The progress bar and the lines `zoo train lm` prints, told by the trainer.
+struct Shown<'a> {
+    a: &'a LmArgs,
+    progress: &'a Progress,
+    ckpt_dir: &'a Path,
+    bar: Option<ProgressBar>,
+    /// The last step's learning rate and the session's throughput, for the evaluation lines.
+    lr: f64,
+    tokens_per_s: f64,
+}
+
+impl TrainObserver for Shown<'_> {
+    fn start(&mut self, run: &RunStart<'_>) {
+        let a = self.a;
+        if self.progress.verbose {
+            match run.resumed {
+                Some((step, dir)) => {
+                    println!(
+                        "resuming from {} (step {step} of {})",
+                        dir.display(),
+                        run.steps
+                    )
+                }
+                None if a.resume => println!(
+                    "no checkpoint in {}: starting from step 0",
+                    self.ckpt_dir.display()
+                ),
+                None => {}
+            }
+            println!(
+                "{:?}: d_model {}, {} layers, d_state {}, vocab {}; {} parameters; {} training \
+                 rows of {} tokens ({} documents), {} validation rows; {} steps of {} tokens; \
+                 device {:?}",
+                a.arch,
+                a.d_model,
+                a.layers,
+                run.run.d_state,
+                run.run.vocab,
+                run.params,
+                run.train_rows,
+                a.seq_len,
+                run.train_docs,
+                run.val_rows,
+                run.steps,
+                run.tokens_per_step,
+                run.device,
+            );
+        }
+        let steps = run.steps as u64;
+        let bar = if self.progress.bar {
+            let bar = ProgressBar::new(steps);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {elapsed_precise} (ETA {eta})  {msg}",
+                )
+                .expect("a valid template"),
+            );
+            bar.set_position(run.step as u64);
+            bar
+        } else {
+            ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::hidden())
+        };
+        self.bar = Some(bar);
+    }
+
+    fn step(&mut self, s: &StepReport<'_>) {
+        (self.lr, self.tokens_per_s) = (s.log.lr, s.tokens_per_s);
+        if let Some(bar) = &self.bar {
+            bar.set_position(s.log.step as u64);
+            bar.set_message(format!(
+                "loss {:.3}  lr {:.2e}  {:.0} tokens/s",
+                s.log.loss, s.log.lr, s.tokens_per_s
+            ));
+        }
+    }
+
+    fn eval(&mut self, e: &EvalLog, train_loss: Option<f64>) {
+        let (Some(train_loss), true) = (train_loss, self.progress.verbose) else {
+            return;
+        };
+        let (lr, tok_s) = (self.lr, self.tokens_per_s);
+        let line = || {
+            println!(
+                "step {:>6}  train loss {train_loss:.4}  val loss {:.4}  val ppl {:.3}  \
+                 lr {lr:.2e}  {tok_s:.0} tokens/s",
+                e.step, e.val_loss, e.val_ppl
+            )
+        };
+        match &self.bar {
+            Some(bar) => bar.suspend(line),
+            None => line(),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
 }
 
 fn check_args(a: &LmArgs) -> CliResult {
@@ -570,14 +461,6 @@ fn load_tokenizer(a: &LmArgs) -> CliResult<(TextTokenizer, u32, String)> {
     }
 }
 
-/// FNV-1a, 64 bits: the token cache's key (stable across builds and machines).
-fn fnv1a(h: &mut u64, bytes: &[u8]) {
-    for &b in bytes {
-        *h ^= b as u64;
-        *h = h.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-}
-
 /// The documents as tokens, from the cache in `out` when it holds this text under this
 /// tokenizer, and the cache key (a hash of the input files' contents and the tokenizer's
 /// `tokenizer.json` text).
@@ -593,15 +476,16 @@ fn tokens(
     } else {
         a.text.clone()
     };
-    let mut h = 0xCBF2_9CE4_8422_2325u64;
-    fnv1a(&mut h, tokenizer_json.as_bytes());
+    // FNV-1a, 64 bits: stable across builds and machines.
+    let mut h = ContentKey::new();
+    h.update(tokenizer_json.as_bytes());
     for f in &files {
         let bytes = std::fs::read(f)
             .map_err(|e| CliError::Io(format!("cannot read {}: {e}", f.display())))?;
-        fnv1a(&mut h, &(bytes.len() as u64).to_le_bytes());
-        fnv1a(&mut h, &bytes);
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
     }
-    let key = format!("{h:016x}");
+    let key = h.hex();
     let cache = out.join(format!("tokens-{key}.tokens"));
     if cache.is_file()
         && let Ok(docs) = TokenDocs::read(&cache, eos)
@@ -634,251 +518,4 @@ fn tokens(
     let docs = TokenDocs { docs };
     write_atomic(&cache, &docs.to_bytes())?;
     Ok((docs, key))
-}
-
-/// What one optimizer step needs to know.
-pub struct StepPlan<'a> {
-    pub rows: &'a PackedRows,
-    /// The first is the main device (plain, not autodiff); one replica per device.
-    pub devices: &'a [Device],
-    /// Rows per micro-batch.
-    pub micro: usize,
-    /// Micro-batch rounds per step (each round one micro-batch per device).
-    pub accumulate: usize,
-    pub seed: u64,
-    /// Total steps (for the schedule).
-    pub steps: usize,
-    pub warmup: usize,
-    pub lr: f64,
-    pub min_lr: f64,
-    pub grad_clip: f64,
-    /// The dtype the forward and backward run in (f32 master weights whatever it is).
-    pub dtype: FloatDType,
-}
-
-/// Optimizer step `step` (0-based) of the recipe: the step's micro-batches (a deterministic
-/// function of the seed and the step) forward and backward on every device, the gradients
-/// summed on the main device in a fixed order, clipped, and AdamW at the scheduled rate.
-/// Returns the updated model and the step's record (`step` is then the steps done).
-pub fn train_step<M: PackedLm>(
-    model: M,
-    optim: &mut ModuleOptimizer,
-    plan: &StepPlan,
-    step: usize,
-) -> CliResult<(M, StepLog)> {
-    let lr = warmup_cosine(step, plan.steps, plan.warmup, plan.lr, plan.min_lr);
-    let replicas = plan.devices.len();
-    let main = &plan.devices[0];
-    let micros = plan.accumulate * replicas;
-    let mut accum = GradientsAccumulator::new();
-    let mut loss_sum = 0.0;
-    // The other devices' replicas of this step's weights.
-    let copies: Vec<M> = plan.devices[1..]
-        .iter()
-        .map(|d| model.clone().fork(&d.clone().autodiff()))
-        .collect();
-    for round in 0..plan.accumulate {
-        let first = step * micros + round * replicas;
-        let work = |replica: &M, i: usize| {
-            let k = (first + i) as u64;
-            let rows = batch_rows(plan.rows.len(), plan.micro, plan.seed, k);
-            micro_step(replica, plan.rows, &rows, micros, main, plan.dtype)
-        };
-        let results: Vec<CliResult<(f64, GradientsParams)>> = if replicas == 1 {
-            vec![work(&model, 0)]
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = copies
-                    .iter()
-                    .enumerate()
-                    .map(|(j, replica)| scope.spawn(move || work(replica, j + 1)))
-                    .collect();
-                let mut out = vec![work(&model, 0)];
-                out.extend(
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("a replica's thread does not panic")),
-                );
-                out
-            })
-        };
-        // Summed in device order, as one device accumulating these micro-batches would.
-        for r in results {
-            let (loss, grads) = r?;
-            loss_sum += loss;
-            accum.accumulate(&model, grads);
-        }
-    }
-    let mut grads = accum.grads();
-    let grad_norm = clip_grad_norm(&model, &mut grads, plan.grad_clip);
-    let model = optim.step(lr, model, grads);
-    Ok((
-        model,
-        StepLog {
-            step: step + 1,
-            loss: loss_sum,
-            lr,
-            grad_norm,
-        },
-    ))
-}
-
-/// One micro-batch's forward and backward on `replica`'s device: its loss (already divided by
-/// `micros`, the micro-batches of the step) and gradients moved to the main device.
-fn micro_step<M: PackedLm>(
-    replica: &M,
-    rows: &PackedRows,
-    idx: &[usize],
-    micros: usize,
-    main: &Device,
-    dtype: FloatDType,
-) -> CliResult<(f64, GradientsParams)> {
-    let device = replica
-        .devices()
-        .into_iter()
-        .next()
-        .expect("a model with parameters");
-    let batch = rows.batch(idx, &device);
-    // In half precision the weights are cast from the f32 masters inside the recorded graph,
-    // so the gradients land on the masters in f32.
-    let logits = if dtype == FloatDType::F32 {
-        replica.logits_packed(batch.inputs, batch.seq_idx)?
-    } else {
-        cast_params(replica.clone(), dtype).logits_packed(batch.inputs, batch.seq_idx)?
-    };
-    let loss = token_losses(logits, batch.targets)
-        .mean()
-        .div_scalar(micros as f64);
-    let value = loss.clone().into_scalar::<f32>() as f64;
-    let grads = GradientsParams::from_grads(loss.backward(), replica);
-    Ok((value, grads.to_device(main, replica)))
-}
-
-/// Mean next-token loss over the first `batches` batches of the validation rows (in order).
-pub fn evaluate<M: PackedLm>(
-    model: &M,
-    rows: &PackedRows,
-    batches: usize,
-    micro: usize,
-    device: &Device,
-    dtype: FloatDType,
-) -> CliResult<f64> {
-    let cast;
-    let model = if dtype == FloatDType::F32 {
-        model
-    } else {
-        cast = cast_params(model.clone(), dtype);
-        &cast
-    };
-    let n = rows.len().min(batches * micro);
-    let (mut sum, mut count) = (0.0, 0usize);
-    for start in (0..n).step_by(micro) {
-        let idx: Vec<usize> = (start..(start + micro).min(n)).collect();
-        let batch = rows.batch(&idx, device);
-        let logits = model.logits_packed(batch.inputs, batch.seq_idx)?;
-        let losses = token_losses(logits, batch.targets);
-        let k = losses.dims().iter().product::<usize>();
-        sum += losses.sum().into_scalar::<f32>() as f64;
-        count += k;
-    }
-    Ok(sum / count as f64)
-}
-
-/// The checkpoint folders `step-N` in `dir`, oldest first (none when `dir` does not exist);
-/// what an interrupted write leaves (`.tmp-*`) is removed.
-fn checkpoints(dir: &Path) -> Vec<(usize, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".tmp-") {
-            let _ = std::fs::remove_dir_all(e.path());
-        } else if let Some(n) = name.strip_prefix("step-").and_then(|s| s.parse().ok()) {
-            found.push((n, e.path()));
-        }
-    }
-    found.sort();
-    found
-}
-
-fn io_err(path: &Path, e: impl std::fmt::Display) -> CliError {
-    CliError::Io(format!("{}: {e}", path.display()))
-}
-
-/// Writes the model, the optimizer and the run state into `.tmp-step-N`, flushes the files,
-/// renames the folder to `step-N` (atomic: a crash leaves a whole checkpoint or none) and keeps
-/// the two newest.
-fn save_checkpoint(
-    dir: &Path,
-    model: &MambaLm,
-    optim: &ModuleOptimizer,
-    state: &TrainState,
-) -> CliResult {
-    let name = format!("step-{:08}", state.step);
-    let tmp = dir.join(format!(".tmp-{name}"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
-    save_weights(model, &tmp)?;
-    let optim_path = tmp.join("optim.bpk");
-    optim
-        .save(&optim_path)
-        .map_err(|e| io_err(&optim_path, e))?;
-    let json = serde_json::to_string(state).expect("JSON");
-    std::fs::write(tmp.join("state.json"), json).map_err(|e| io_err(&tmp, e))?;
-    for f in ["model.bpk", "optim.bpk", "state.json"] {
-        let p = tmp.join(f);
-        std::fs::File::open(&p)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io_err(&p, e))?;
-    }
-    let dest = dir.join(&name);
-    let _ = std::fs::remove_dir_all(&dest);
-    std::fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    // Keep the two newest.
-    for (_, p) in checkpoints(dir).iter().rev().skip(2) {
-        let _ = std::fs::remove_dir_all(p);
-    }
-    Ok(())
-}
-
-/// Restores a checkpoint into a freshly built model and optimizer; refuses one written under
-/// other settings, and says which file is unreadable.
-fn load_checkpoint(
-    dir: &Path,
-    model: MambaLm,
-    optim: ModuleOptimizer,
-    run: &RunKey,
-) -> CliResult<(MambaLm, ModuleOptimizer, TrainState)> {
-    let state_path = dir.join("state.json");
-    let text = std::fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
-    let state: TrainState = serde_json::from_str(&text)
-        .map_err(|e| io_err(&state_path, format!("not a checkpoint state: {e}")))?;
-    if &state.run != run {
-        let saved = serde_json::to_value(&state.run).expect("JSON");
-        let now = serde_json::to_value(run).expect("JSON");
-        let diff: Vec<String> = saved
-            .as_object()
-            .expect("an object")
-            .iter()
-            .filter(|(k, v)| now.get(k.as_str()) != Some(v))
-            .map(|(k, v)| format!("{k} {v} (now {})", now[k.as_str()]))
-            .collect();
-        return Err(usage(format!(
-            "{} was written by a run with other settings: {}; resume with the same flags and \
-             text, or choose another --out",
-            dir.display(),
-            diff.join(", ")
-        )));
-    }
-    let model = load_weights(model, dir)?;
-    let optim_path = dir.join("optim.bpk");
-    let optim = optim
-        .load(&optim_path)
-        .map_err(|e| io_err(&optim_path, format!("unreadable optimizer state: {e}")))?;
-    Ok((model, optim, state))
 }

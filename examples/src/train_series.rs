@@ -191,7 +191,7 @@ where
     let lr = ModuleLrSchedulerConfig::new(a.lr.into())
         .init()
         .map_err(|e| usage(format!("learning rate: {e}")))?;
-    let (model_ckpt, optim_ckpt, sched_ckpt) = crate::checkpoint::atomic_checkpointers(dir);
+    let (model_ckpt, optim_ckpt, sched_ckpt) = ssm_models::checkpoint::atomic_checkpointers(dir);
     let result = SupervisedTraining::new(dir, train, valid)
         .with_custom_checkpointers(model_ckpt, optim_ckpt, sched_ckpt)
         .metrics((LossMetric::new(),))

@@ -5,7 +5,7 @@
 //! models whose layers allow it).
 
 use crate::common::{CliError, CliResult, RUN_FILE, device, read_run_file, write_json};
-use crate::train::{Progress, load_weights, save};
+use crate::train::{Progress, save};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
@@ -20,6 +20,7 @@ use burn::train::{
 use clap::Args;
 use ssm_datasets::ImageBatch;
 use ssm_datasets::images::{ImageBatcher, ImageTransform, digits_images};
+use ssm_models::checkpoint::load_weights;
 use ssm_models::ssm::s4nd::S4NDKernelKind;
 use ssm_models::vision::{
     self, ImageClassifier, S4NDClassifier, S4NDClassifierConfig, VMamba, VMambaConfig, Vim,
@@ -185,7 +186,7 @@ where
     let lr = ModuleLrSchedulerConfig::new(a.lr.unwrap_or(0.002).into())
         .init()
         .map_err(|e| CliError::Usage(format!("learning rate: {e}")))?;
-    let (model_ckpt, optim_ckpt, sched_ckpt) = crate::checkpoint::atomic_checkpointers(out);
+    let (model_ckpt, optim_ckpt, sched_ckpt) = ssm_models::checkpoint::atomic_checkpointers(out);
     let result = SupervisedTraining::new(out, dl_train, dl_valid)
         .with_custom_checkpointers(model_ckpt, optim_ckpt, sched_ckpt)
         .metrics((AccuracyMetric::new(), LossMetric::new()))

@@ -2,15 +2,16 @@
 //! (which are the checkpoint keys: see the crate's conventions), Linear weights transposed back
 //! to PyTorch's (out, in), enum variants left out of the key (`layers.0.mixer.in_proj.weight`,
 //! not `layers.0.mixer.Mamba.in_proj.weight`), written as safetensors with transformers'
-//! `{"format": "pt"}` metadata. Files are written whole or not at all ([`write_atomic`]).
+//! `{"format": "pt"}` metadata. Files are written whole or not at all
+//! ([`write_atomic`](crate::checkpoint::write_atomic)).
 
+use crate::checkpoint::write_atomic;
 use crate::error::{ModelError, Result};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 /// A module's float parameters as (checkpoint key → (PyTorch shape, f32 values)).
@@ -104,33 +105,4 @@ pub fn write_safetensors(
     let out = safetensors::serialize(views, Some(metadata))
         .map_err(|e| ModelError::Invalid(format!("safetensors: {e}")))?;
     write_atomic(path, &out)
-}
-
-/// Writes a file whole or not at all: the bytes go to a temporary file in the same folder,
-/// which is flushed to disk and then renamed over `path` (a crash leaves the old file or the
-/// new one, never half of one).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| ModelError::Io {
-        path: path.into(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    // The rename itself reaches the disk with the folder's entry.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

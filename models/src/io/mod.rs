@@ -5,5 +5,5 @@ pub mod export;
 pub mod flax;
 pub mod weights;
 
-pub use export::{pytorch_state_dict, write_atomic, write_safetensors};
+pub use export::{pytorch_state_dict, write_safetensors};
 pub use weights::{TensorMap, find_weights, key};

@@ -6,8 +6,9 @@
 
 use super::config::MambaLmConfig;
 use super::mamba::MambaLm;
+use crate::checkpoint::write_atomic;
 use crate::error::{ModelError, Result};
-use crate::io::{pytorch_state_dict, write_atomic, write_safetensors};
+use crate::io::{pytorch_state_dict, write_safetensors};
 use serde_json::{Value, json};
 use std::path::Path;
 

@@ -1,10 +1,10 @@
 //! The pieces of the reference language-model recipe (mamba_ssm's and transformers' trainers):
 //! AdamW with weight decay on the weight matrices only, linear warm-up then cosine decay, the
-//! gradient clipped by its global norm, and the next-token loss. `zoo train lm` drives them;
-//! they work on any Burn module.
+//! gradient clipped by its global norm, and the next-token loss. The [`Trainer`](super::Trainer)
+//! drives them; they work on any Burn module.
 
-use super::mamba::MambaLm;
-use super::transformer::TransformerLm;
+use crate::lm::mamba::MambaLm;
+use crate::lm::transformer::TransformerLm;
 use crate::nn::float_params;
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
