@@ -115,18 +115,28 @@ pub(crate) fn upgrade_v3(w: &mut TensorMap, device: &Device) -> Result<()> {
     Ok(())
 }
 
-/// state-spaces/s4's `FFTConv` around a kernel, on `u` (B, H, L): the kernel (and a
-/// bidirectional layer's backward kernel) of `min(L, l_max)` taps from `kernels`, zero beyond,
-/// convolved with `u` ([`causal_conv`](ssm_backends::causal_conv) or
+/// Python's `round` on a non-negative length: to the nearest integer, ties to the even one
+/// (`round(4.5) == 4`), as state-spaces/s4 rounds every length it derives at another rate
+/// (Rust's `f64::round` takes ties away from zero and would give 5 taps where the reference
+/// computes 4).
+pub(crate) fn python_round(x: f64) -> usize {
+    x.round_ties_even() as usize
+}
+
+/// state-spaces/s4's `FFTConv` around a kernel, on `u` (B, H, L) at the sampling `rate` (1.0:
+/// the kernel's own): the kernel (and a bidirectional layer's backward kernel) of
+/// `min(L, round(l_max / rate))` taps from `kernels`, zero beyond, convolved with `u`
+/// ([`causal_conv`](ssm_backends::causal_conv) or
 /// [`bidirectional_conv`](ssm_backends::bidirectional_conv)), plus the skip `D u`.
 pub(crate) fn fft_conv(
     u: Tensor<3>,
     l_max: Option<usize>,
+    rate: f64,
     d: Tensor<1>,
     kernels: impl Fn(usize) -> (Tensor<2>, Option<Tensor<2>>),
 ) -> Tensor<3> {
     let [_, _, l] = u.dims();
-    let taps = l_max.map_or(l, |m| m.min(l));
+    let taps = l_max.map_or(l, |m| l.min(python_round(m as f64 / rate).max(1)));
     let (k, kb) = kernels(taps);
     let pad = |k: Tensor<2>| {
         if taps == l {

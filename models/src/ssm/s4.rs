@@ -177,9 +177,10 @@ impl S4Kernel {
     /// The kernels (H, L) of the `C̃`s `cs` at `rate`, evaluated at the roots of the length
     /// their (shared) extension covers, then truncated to `len` or padded with zeros.
     fn kernels_of(&self, cs: Vec<Tensor<3>>, len: usize, rate: f64) -> Vec<Tensor<2>> {
-        let continuous = ((rate * len as f64).round() as usize).max(1);
+        // Lengths as the reference derives them, with Python's rounding (ties to even).
+        let continuous = reference::python_round(rate * len as f64).max(1);
         let (cs, m) = self.extended(cs, continuous);
-        let discrete = ((m as f64 / rate).round() as usize).max(1);
+        let discrete = reference::python_round(m as f64 / rate).max(1);
         cs.into_iter()
             .map(|c| {
                 let k = self.kernel_at(c, discrete, rate);
@@ -580,14 +581,31 @@ pub struct S4 {
 impl S4 {
     /// The SSM with the skip: `K * u + D u` (B, H, L).
     pub fn ssm(&self, u: Tensor<3>) -> Tensor<3> {
-        reference::fft_conv(u, self.l_max, self.D.val(), |taps| {
-            self.kernel.kernels_at_rate(taps, 1.0)
+        self.ssm_at_rate(u, 1.0)
+    }
+
+    /// The SSM with the skip at the sampling `rate` (the reference's `rate`: the step becomes
+    /// `rate Δ`, and a block with `l_max` uses `min(L, round(l_max / rate))` taps).
+    pub fn ssm_at_rate(&self, u: Tensor<3>, rate: f64) -> Tensor<3> {
+        reference::fft_conv(u, self.l_max, rate, self.D.val(), |taps| {
+            self.kernel.kernels_at_rate(taps, rate)
         })
     }
 
     /// The convolution forward: (B, H, L) -> (B, H, L).
     pub fn forward(&self, u: Tensor<3>) -> Tensor<3> {
-        glu_output(&self.output_linear, &self.dropout, self.ssm(u))
+        self.forward_at_rate(u, 1.0)
+    }
+
+    /// The convolution forward at the sampling `rate` (the reference block's
+    /// `forward(x, rate=...)`: 0.5 reads an input sampled twice as densely as the one the layer
+    /// was trained on): (B, H, L) -> (B, H, L).
+    pub fn forward_at_rate(&self, u: Tensor<3>, rate: f64) -> Tensor<3> {
+        glu_output(
+            &self.output_linear,
+            &self.dropout,
+            self.ssm_at_rate(u, rate),
+        )
     }
 
     /// One recurrent step `u` (B, H) -> (B, H); `rec` from [`S4Kernel::recurrence`] for the

@@ -387,7 +387,7 @@ pub type S4DState = Complex<3>;
 impl S4D {
     /// The SSM part with the skip: `K * u + D u` (B, H, L).
     pub fn ssm(&self, u: Tensor<3>) -> Tensor<3> {
-        reference::fft_conv(u, self.l_max, self.D.val(), |taps| {
+        reference::fft_conv(u, self.l_max, 1.0, self.D.val(), |taps| {
             self.kernel.kernels_at_rate(taps, 1.0)
         })
     }

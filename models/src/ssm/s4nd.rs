@@ -182,7 +182,7 @@ impl S4ND {
         let taps: Vec<usize> = lens
             .iter()
             .map(|&l| match self.l_max {
-                Some(m) => l.min(((m as f64 / rate).round() as usize).max(1)),
+                Some(m) => l.min(reference::python_round(m as f64 / rate).max(1)),
                 None => l,
             })
             .collect();
