@@ -8,7 +8,7 @@ so a change in the machine's load during the run touches both. Needs torch and t
 (pip, outside the repository) and a release build of `zoo`:
 
     python3 -m venv /tmp/ref && /tmp/ref/bin/pip install torch transformers
-    cargo build --release -p ssm-examples   # or ./zoo once
+    cargo build --release -p ssm-zoo-cli   # or ./zoo once
     /tmp/ref/bin/python benches/reference/lm_vs_pytorch.py --arch mamba
 
 Prints one JSON object: each side's prefill tokens/s (all logits, and the last position's only)

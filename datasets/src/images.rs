@@ -188,6 +188,10 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "truck",
 ];
 
+/// ImageNet-1k's classes in class-index order, one line each: the WordNet id, a tab, the names
+/// (from timm, Apache-2.0): the labels of the 1000-class Vim and VMamba checkpoints.
+pub const IMAGENET_CLASSES: &str = include_str!("../data/imagenet_classes.txt");
+
 /// Reads CIFAR-10 binary batches (`data_batch_*.bin`, `test_batch.bin`): records of one label
 /// byte then 3072 bytes of 32×32 red, green and blue planes.
 pub fn read_cifar10(files: &[PathBuf]) -> Result<ImageSet, ImageDataError> {

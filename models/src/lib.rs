@@ -5,7 +5,7 @@
 //!
 //! - [`ssm::MambaMixer`]: the Mamba (S6) mixer, with a parallel forward and a recurrent step;
 //! - [`lm::MambaLm`]: the Mamba language model, loadable from the published checkpoints;
-//! - [`lm::generate`]: generation with greedy decoding or sampling;
+//! - [`lm::generate()`]: generation with greedy decoding or sampling;
 //! - [`lm::train::Trainer`]: training a language model (resumable checkpoints, several devices);
 //! - [`checkpoint`]: files and folders written whole or not at all, for every task.
 

@@ -1,15 +1,15 @@
-//! The README's Rust examples, compiled from the README's own text (`build.rs` turns each block
-//! into a macro expanding to its items) and run: the S4-family loaders on files saved by the
+//! The Rust examples of the README and of `docs/`, compiled from the pages' own text (`build.rs`
+//! turns each block into a macro expanding to its items) and run: the S4-family loaders on files saved by the
 //! reference code, and `MambaMixer` inside a user's model, trained for a few steps.
 
 include!(concat!(env!("OUT_DIR"), "/readme_examples.rs"));
 
-/// Example 0 reads `last.ckpt`, `s4d.pt` and `s5.msgpack` from the current folder: here they
+/// `docs/checkpoints.md`'s example reads `last.ckpt`, `s4d.pt` and `s5.msgpack` from the current folder: here they
 /// are the reference code's own files (`fixtures/s4_family/lightning.ckpt`: a bidirectional
 /// S4Block inside a Lightning checkpoint; `classifier.pth`: example.py's S4D classifier;
 /// `fixtures/s5_reference/classifier.msgpack`: lindermanlab/S5's classifier).
 mod s4_loading {
-    readme_example_0!();
+    checkpoints_example_0!();
 
     #[test]
     fn the_s4_loading_example_loads_reference_files() {
@@ -24,14 +24,14 @@ mod s4_loading {
         }
         // The only test of this binary that reads the current folder.
         std::env::set_current_dir(dir.path()).unwrap();
-        load(&Device::flex()).expect("the README's loading example runs");
+        load(&Device::flex()).expect("the loading example of docs/checkpoints.md runs");
     }
 }
 
-/// Example 1: the README's `MyModel` trains (its squared error on a fixed batch with random
+/// The README's example: `MyModel` trains (its squared error on a fixed batch with random
 /// targets halves in 20 Adam steps on an autodiff device) and keeps its shapes.
 mod mixer_in_a_user_model {
-    readme_example_1!();
+    readme_example_0!();
 
     #[test]
     fn the_mixer_example_trains_inside_a_user_model() {

@@ -3,7 +3,7 @@
 //! to PyTorch's (out, in), enum variants left out of the key (`layers.0.mixer.in_proj.weight`,
 //! not `layers.0.mixer.Mamba.in_proj.weight`), written as safetensors with transformers'
 //! `{"format": "pt"}` metadata. Files are written whole or not at all
-//! ([`write_atomic`](crate::checkpoint::write_atomic)).
+//! ([`crate::checkpoint::write_atomic`]).
 
 use crate::checkpoint::write_atomic;
 use crate::error::{ModelError, Result};

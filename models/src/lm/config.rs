@@ -10,7 +10,7 @@ use burn::config::Config;
 use serde_json::{Map, Value};
 use std::path::Path;
 
-/// Configuration of a [`MambaLm`] (the fields of both reference `MambaConfig`s).
+/// Configuration of a [`MambaLm`](super::MambaLm) (the fields of both reference `MambaConfig`s).
 #[derive(Config, Debug)]
 pub struct MambaLmConfig {
     pub d_model: usize,
