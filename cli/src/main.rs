@@ -142,6 +142,7 @@ fn parse() -> Cli {
 }
 
 fn main() -> ExitCode {
+    common::headless::quiet_adapter_probing();
     common::alloc::tune_for_tensors();
     let cli = parse();
 
@@ -162,27 +163,45 @@ fn main() -> ExitCode {
         )
         .init();
     }
+    // The command's words (`train lm`), for the one line a panic becomes.
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .take_while(|a| !a.starts_with('-'))
+        .take(2)
+        .collect();
+    common::panic::install();
     // On a worker of rayon's pool: parallel regions then start on the calling thread (see
     // `on_pool_worker`; `benches/load/run.sh` measures it on a busy machine).
-    let result = ssm_backends::on_pool_worker(move || match cli.command {
-        Command::Demo(a) => demo::run(a),
-        Command::Logits(a) => logits::run(a),
-        Command::Generate(a) => generate::run(a),
-        Command::Train { task } => train(task),
-        Command::Eval(a) => eval::run(a),
-        Command::Classify(a) => classify::run(a),
-        Command::Forecast(a) => forecast::run(a),
-        Command::Data { what } => data::run(what),
-        Command::Bench { what } => match what {
-            BenchCommand::Lm(a) => bench_lm::run(a),
-            BenchCommand::Vision(a) => bench_vision::run(a),
-            BenchCommand::Compare(a) => bench_compare::run(a),
-        },
-    });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        ssm_backends::on_pool_worker(move || match cli.command {
+            Command::Demo(a) => demo::run(a),
+            Command::Logits(a) => logits::run(a),
+            Command::Generate(a) => generate::run(a),
+            Command::Train { task } => train(task),
+            Command::Eval(a) => eval::run(a),
+            Command::Classify(a) => classify::run(a),
+            Command::Forecast(a) => forecast::run(a),
+            Command::Data { what } => data::run(what),
+            Command::Bench { what } => match what {
+                BenchCommand::Lm(a) => bench_lm::run(a),
+                BenchCommand::Vision(a) => bench_vision::run(a),
+                BenchCommand::Compare(a) => bench_compare::run(a),
+            },
+        })
+    }));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!(
+                "error: zoo {}: internal error: {} (a bug in zoo; RUST_BACKTRACE=1 shows the \
+                 backtrace)",
+                words.join(" "),
+                common::panic::last()
+            );
             ExitCode::FAILURE
         }
     }
@@ -213,5 +232,23 @@ mod tests {
     fn the_command_tree_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// A panic is recorded as one line with its message and place, not printed (`main` prints
+    /// it after catching the unwinding command).
+    #[test]
+    fn a_panic_is_recorded_as_one_line() {
+        common::panic::install_recording();
+        let caught = std::panic::catch_unwind(|| {
+            let n: usize = std::hint::black_box(3);
+            panic!("bad size {n}\nsecond line");
+        });
+        assert!(caught.is_err());
+        let last = common::panic::last();
+        assert!(
+            last.starts_with("bad size 3 second line at cli/src/main.rs:"),
+            "{last}"
+        );
+        let _ = std::panic::take_hook();
     }
 }

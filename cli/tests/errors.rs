@@ -91,3 +91,39 @@ fn bad_input_gives_one_line_errors() {
         "top-p must be in (0, 1]",
     );
 }
+
+/// Picking the device on a headless machine (no `XDG_RUNTIME_DIR`, as on servers and CI, with
+/// Mesa's lavapipe installed) prints no line that looks like an error: Mesa's window-system
+/// probe used to print "error: XDG_RUNTIME_DIR is invalid or not set" twice.
+#[test]
+fn picking_the_device_headless_prints_no_error_line() {
+    let m = model_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_zoo"))
+        .args([
+            "generate",
+            "--model",
+            m.to_str().unwrap(),
+            "--ids",
+            "1,2",
+            "--max-new-tokens",
+            "2",
+            "--greedy",
+            "--json",
+        ])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .expect("zoo runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.lines()
+            .any(|l| l.to_ascii_lowercase().contains("error")),
+        "an error-looking line on a successful run: {err}"
+    );
+    // The device picked is said, once.
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("device: ")).count(),
+        1,
+        "{err}"
+    );
+}

@@ -21,7 +21,9 @@ pub const CLASSES: usize = 10;
 /// One image: its pixels scaled to [0, 1] in row-major order, and its label.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DigitItem {
+    /// The 64 grey levels divided by 16, so in [0, 1], row by row.
     pub pixels: Vec<f32>,
+    /// The digit, 0..=9.
     pub label: usize,
 }
 
@@ -109,7 +111,9 @@ pub fn digits_split() -> Result<(InMemDataset<DigitItem>, InMemDataset<DigitItem
 /// A batch of sequences for classification: `inputs` (B, L, d_input), `targets` (B).
 #[derive(Debug, Clone)]
 pub struct SequenceBatch {
+    /// The sequences (B, L, d_input), float.
     pub inputs: Tensor<3>,
+    /// The class of each sequence (B), integer.
     pub targets: Tensor<1, Int>,
 }
 

@@ -14,9 +14,11 @@ pub type GraphError = crate::error::DataFileError;
 /// One graph.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Graph {
+    /// Node count N.
     pub nodes: usize,
     /// Node features, (nodes, features) row-major.
     pub x: Vec<f32>,
+    /// Features per node F.
     pub features: usize,
     /// Undirected edges, each listed once.
     pub edges: Vec<(usize, usize)>,

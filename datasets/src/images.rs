@@ -18,7 +18,9 @@ use std::sync::Mutex;
 /// One labelled image.
 #[derive(Debug, Clone)]
 pub struct ImageItem {
+    /// The decoded image, at its own size and colour type.
     pub image: DynamicImage,
+    /// The class index (into [`ImageSet::classes`]).
     pub label: usize,
 }
 
@@ -35,7 +37,9 @@ fn format_err(path: &Path, message: impl Into<String>) -> ImageDataError {
 /// A labelled image set with its class names.
 #[derive(Debug, Clone)]
 pub struct ImageSet {
+    /// The labelled images.
     pub items: Vec<ImageItem>,
+    /// The class names: class `i` is named `classes[i]`.
     pub classes: Vec<String>,
 }
 
@@ -286,7 +290,9 @@ pub struct ImageTransform {
     pub crop_padding: u32,
     /// Training: flip horizontally with probability 1/2.
     pub hflip: bool,
+    /// Per-channel mean subtracted from the [0, 1] pixel values (`channels` values).
     pub mean: Vec<f32>,
+    /// Per-channel standard deviation dividing the centred values (`channels` positive values).
     pub std: Vec<f32>,
 }
 
@@ -421,7 +427,9 @@ impl ImageTransform {
 /// A batch of images (B, C, H, W) and their labels.
 #[derive(Debug, Clone)]
 pub struct ImageBatch {
+    /// The transformed images (B, C, H, W).
     pub images: Tensor<4>,
+    /// The class of each image (B).
     pub targets: Tensor<1, Int>,
 }
 

@@ -6,6 +6,8 @@
 //! long-horizon forecasting benchmarks downloaded into a cache ([`download`]), and text for
 //! language models packed into rows of documents ([`text`]).
 
+#![warn(missing_docs)]
+
 pub mod digits;
 pub mod download;
 pub mod error;

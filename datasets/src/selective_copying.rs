@@ -58,7 +58,10 @@ impl SelectiveCopyingConfig {
 /// One example: the input row and the tokens expected at the marker positions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyItem {
+    /// The input row (`seq_len` tokens): the context with the data tokens among noise, then
+    /// `n_copy` markers.
     pub input: Vec<usize>,
+    /// The data tokens in context order (`n_copy` tokens), expected at the marker positions.
     pub target: Vec<usize>,
 }
 
@@ -87,8 +90,11 @@ pub fn make_item(config: &SelectiveCopyingConfig, seed: u64, index: usize) -> Co
 /// A fixed-size, seeded dataset of selective-copying examples (generated on demand).
 #[derive(Debug, Clone)]
 pub struct SelectiveCopyingDataset {
+    /// The task's sizes.
     pub config: SelectiveCopyingConfig,
+    /// Seeds the stream: item `i` is [`make_item`]`(config, seed, i)`.
     pub seed: u64,
+    /// The number of items.
     pub len: usize,
 }
 
@@ -112,7 +118,9 @@ impl Dataset<CopyItem> for SelectiveCopyingDataset {
 /// last `n_copy` positions must predict.
 #[derive(Debug, Clone)]
 pub struct CopyBatch {
+    /// The input rows (B, L), L = `seq_len`.
     pub inputs: Tensor<2, Int>,
+    /// The expected data tokens (B, n_copy).
     pub targets: Tensor<2, Int>,
 }
 

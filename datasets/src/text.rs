@@ -76,6 +76,7 @@ pub fn default_text_path() -> std::path::PathBuf {
 /// Documents as token ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenDocs {
+    /// The documents in order, each its token ids (without separators).
     pub docs: Vec<Vec<u32>>,
 }
 
@@ -246,8 +247,12 @@ pub struct PackedRows {
 /// starts in, +1 at each `eos`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackedRow {
+    /// The row's first `seq_len` tokens.
     pub inputs: Vec<u32>,
+    /// The next token after each input (the row shifted by one, `seq_len` tokens).
     pub targets: Vec<u32>,
+    /// Each input's document index within the row (`seq_len` values): an `eos` starts the
+    /// next document.
     pub seq_idx: Vec<u32>,
 }
 

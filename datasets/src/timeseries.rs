@@ -35,8 +35,11 @@ pub enum Missing {
 /// A multivariate series: `values` is (T, C) row-major.
 #[derive(Debug, Clone)]
 pub struct SeriesFrame {
+    /// The time stamp of each row (T), strictly increasing.
     pub dates: Vec<NaiveDateTime>,
+    /// The variables' names (C), from the header after the date column.
     pub columns: Vec<String>,
+    /// The values (T, C) row-major: row `t`, variable `j` at `t * C + j`.
     pub values: Vec<f32>,
 }
 
@@ -223,7 +226,12 @@ pub enum SplitScheme {
     EttMinute,
     /// The first `train` and the last `test` fractions, the rest for validation (0.7 / 0.2 in
     /// the references for Weather, Electricity, Traffic, ...).
-    Ratio { train: f64, test: f64 },
+    Ratio {
+        /// The fraction of rows for training, taken from the start.
+        train: f64,
+        /// The fraction of rows for testing, taken from the end.
+        test: f64,
+    },
 }
 
 impl SplitScheme {
@@ -275,7 +283,9 @@ pub fn split_borders(
 /// Per-variable standardisation `(x − mean) / std`, fit on some rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StandardScaler {
+    /// Per-variable mean (C).
     pub mean: Vec<f32>,
+    /// Per-variable standard deviation (C), 1 for a constant variable.
     pub std: Vec<f32>,
 }
 
@@ -334,12 +344,19 @@ impl StandardScaler {
 /// The sampling frequency, which picks the calendar features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freq {
+    /// Minutes (or finer): minute of hour, hour of day, day of week, day of month, day of year.
     Minute,
+    /// Hours: hour of day, day of week, day of month, day of year.
     Hour,
+    /// Days (or business days): day of week, day of month, day of year.
     Day,
+    /// Weeks: day of month, week of year.
     Week,
+    /// Months: month of year.
     Month,
+    /// Quarters: month of year.
     Quarter,
+    /// Years: no calendar features.
     Year,
 }
 
@@ -418,9 +435,13 @@ pub fn time_features(dates: &[NaiveDateTime], freq: Freq) -> Vec<f32> {
 /// its features (H, F).
 #[derive(Debug, Clone)]
 pub struct ForecastItem {
+    /// The look-back (L, C) row-major, standardised.
     pub x: Vec<f32>,
+    /// The look-back's calendar features (L, F).
     pub x_mark: Vec<f32>,
+    /// The horizon (H, C) row-major, standardised.
     pub y: Vec<f32>,
+    /// The horizon's calendar features (H, F).
     pub y_mark: Vec<f32>,
 }
 
@@ -433,7 +454,9 @@ pub struct ForecastDataset {
     features: usize,
     start: usize,
     end: usize,
+    /// Look-back L: input steps per window.
     pub seq_len: usize,
+    /// Horizon H: steps to predict after the look-back.
     pub pred_len: usize,
 }
 
@@ -465,11 +488,18 @@ impl Dataset<ForecastItem> for ForecastDataset {
 /// training split.
 #[derive(Debug, Clone)]
 pub struct ForecastSplits {
+    /// The training split's windows.
     pub train: ForecastDataset,
+    /// The validation split's windows (starting `seq_len` rows before its first target).
     pub val: ForecastDataset,
+    /// The test split's windows (starting `seq_len` rows before its first target).
     pub test: ForecastDataset,
+    /// The standardisation fit on the training rows; its `inverse` maps predictions back to the
+    /// series' units.
     pub scaler: StandardScaler,
+    /// The variables' names (C), in column order.
     pub columns: Vec<String>,
+    /// The frequency the calendar features were computed for.
     pub freq: Freq,
 }
 
@@ -533,16 +563,22 @@ pub fn shipped_series(name: &str) -> PathBuf {
 /// A batch of windows: `x` (B, L, C), `x_mark` (B, L, F), `y` (B, H, C), `y_mark` (B, H, F).
 #[derive(Debug, Clone)]
 pub struct ForecastBatch {
+    /// Look-back windows (B, L, C).
     pub x: Tensor<3>,
+    /// Their calendar features (B, L, F).
     pub x_mark: Tensor<3>,
+    /// Horizons (B, H, C).
     pub y: Tensor<3>,
+    /// Their calendar features (B, H, F).
     pub y_mark: Tensor<3>,
 }
 
 /// Stacks [`ForecastItem`]s.
 #[derive(Debug, Clone)]
 pub struct ForecastBatcher {
+    /// Variables C per step.
     pub channels: usize,
+    /// Calendar features F per step ([`Freq::features`]).
     pub features: usize,
 }
 

@@ -43,18 +43,22 @@ pub struct SequenceClassifierConfig {
     /// State size N of each S4D layer.
     #[config(default = 64)]
     pub d_state: usize,
+    /// Dropout rate inside each SSM layer and on each residual branch.
     #[config(default = 0.1)]
     pub dropout: f64,
     /// Pre-norm (norm inside the residual branch) rather than post-norm.
     #[config(default = true)]
     pub prenorm: bool,
+    /// S4D: the initialisation of the diagonal state matrix A.
     #[config(default = "S4DInit::Lin")]
     pub init: S4DInit,
+    /// Discretise with the bilinear transform rather than zero-order hold.
     #[config(default = false)]
     pub bilinear: bool,
     /// Range of the initial step sizes.
     #[config(default = 0.001)]
     pub dt_min: f64,
+    /// Largest initial step size (see `dt_min`).
     #[config(default = 0.1)]
     pub dt_max: f64,
     /// The SSM layer.
@@ -112,7 +116,9 @@ impl SequenceClassifierConfig {
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum SeqLayer {
+    /// An [`S4D`] layer (one diagonal SSM per channel, convolution mode).
     S4D(S4D),
+    /// An [`S5`] layer (one MIMO diagonal SSM, parallel scan).
     S5(S5),
 }
 
@@ -129,11 +135,17 @@ impl SeqLayer {
 /// A sequence classifier: (B, L, d_input) -> logits (B, classes).
 #[derive(Module, Debug)]
 pub struct SequenceClassifier {
+    /// Linear d_input → H (weight (H, d_input)), checkpoint key `encoder`.
     pub encoder: Linear,
+    /// The blocks' SSM layers (`s4_layers.{i}` in the reference checkpoint).
     pub layers: Vec<SeqLayer>,
+    /// The blocks' LayerNorms over H (`norms.{i}`).
     pub norms: Vec<LayerNorm>,
+    /// Dropout on each residual branch.
     pub dropout: Dropout,
+    /// Linear H → classes on the mean-pooled sequence (`decoder`).
     pub decoder: Linear,
+    /// Pre-norm (`true`) or post-norm (`false`, the reference `example.py` default) blocks.
     pub prenorm: bool,
 }
 

@@ -9,6 +9,8 @@
 //! - [`lm::train::Trainer`]: training a language model (resumable checkpoints, several devices);
 //! - [`checkpoint`]: files and folders written whole or not at all, for every task.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod classify;
 pub mod error;

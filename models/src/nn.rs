@@ -59,7 +59,9 @@ pub struct RmsNormConfig {
 /// (Zhang & Sennrich, 2019). The field is named `weight` as in the reference checkpoints.
 #[derive(Module, Debug)]
 pub struct RmsNorm {
+    /// Per-feature scale (d_model), checkpoint key `{prefix}.weight`.
     pub weight: Param<Tensor<1>>,
+    /// Added to the mean square before the square root.
     pub eps: f64,
 }
 

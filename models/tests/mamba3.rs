@@ -7,6 +7,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use ssm_backends::testing::{Fixture, assert_abs, assert_rel, fixtures_dir, gap};
 use ssm_backends::to_vec;
 use ssm_models::io::TensorMap;
+use ssm_models::ssm::SequenceMixer;
 use ssm_models::ssm::mamba3::{Mamba3Mixer, Mamba3MixerConfig};
 use std::f32::consts::PI;
 use std::path::PathBuf;

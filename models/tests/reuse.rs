@@ -4,7 +4,7 @@
 use burn::prelude::*;
 use ssm_backends::testing::{TestRng, assert_rel, seeded};
 use ssm_backends::to_vec;
-use ssm_models::ssm::MambaMixerConfig;
+use ssm_models::ssm::{MambaMixerConfig, SequenceMixer};
 
 #[test]
 fn mixer_step_matches_forward() {

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use ssm_backends::testing::{Fixture, TestRng, assert_rel, fixtures_dir, gap, seeded};
 use ssm_backends::to_vec;
 use ssm_models::io::weights::TensorMap;
-use ssm_models::ssm::{BiMambaMixer, MambaMixer, MambaMixerConfig};
+use ssm_models::ssm::{BiMambaMixer, MambaMixer, MambaMixerConfig, SequenceMixer};
 use ssm_models::vision::{Vim, VimConfig};
 
 /// The parameters of hustvl/Vim's `VisionMamba` (bimamba v2, middle class token, abs pos embed,

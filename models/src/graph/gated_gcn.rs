@@ -22,6 +22,7 @@ use burn::tensor::{Device, IndexingUpdateOp, Tensor};
 pub struct GatedGcnConfig {
     /// Node and edge width.
     pub dim: usize,
+    /// Dropout rate on the new node and edge features.
     #[config(default = 0.0)]
     pub dropout: f64,
     /// Residual connections on nodes and edges.
@@ -30,6 +31,7 @@ pub struct GatedGcnConfig {
 }
 
 impl GatedGcnConfig {
+    /// A layer with Burn's default Linear init and fresh BatchNorms.
     pub fn init(&self, device: &Device) -> GatedGcnLayer {
         let lin = || LinearConfig::new(self.dim, self.dim).init(device);
         GatedGcnLayer {
@@ -49,14 +51,23 @@ impl GatedGcnConfig {
 /// The GatedGCN layer.
 #[derive(Module, Debug)]
 pub struct GatedGcnLayer {
+    /// Node self term `A h_i`, (d, d).
     pub A: Linear,
+    /// Neighbour message `B h_j`, (d, d).
     pub B: Linear,
+    /// Edge term `C e_ij` of the gate, (d, d).
     pub C: Linear,
+    /// Target-node term `D h_i` of the gate, (d, d).
     pub D: Linear,
+    /// Source-node term `E h_j` of the gate, (d, d).
     pub E: Linear,
+    /// BatchNorm of the aggregated node features.
     pub bn_node_x: BatchNorm,
+    /// BatchNorm of the gate pre-activations (the new edge features).
     pub bn_edge_e: BatchNorm,
+    /// Dropout after the ReLU, on nodes and edges.
     pub dropout: Dropout,
+    /// Whether the layer adds its output to its input (nodes and edges).
     pub residual: bool,
 }
 

@@ -13,6 +13,7 @@
 
 use crate::graph::gated_gcn::{GatedGcnConfig, GatedGcnLayer};
 use crate::graph::{GraphBatch, dense_slots, index, order_by};
+use crate::ssm::SequenceMixer;
 use crate::ssm::mamba::{MambaMixer, MambaMixerConfig};
 use burn::config::Config;
 use burn::module::Module;
@@ -36,18 +37,24 @@ pub struct GraphMambaConfig {
     pub node_features: usize,
     /// Edge input features (1 for graphs without edge features: a constant).
     pub edge_features: usize,
+    /// Output classes of the head.
     pub classes: usize,
+    /// Hidden width d of nodes and edges.
     #[config(default = 64)]
     pub dim: usize,
+    /// Number of Graph-Mamba layers.
     #[config(default = 3)]
     pub layers: usize,
+    /// State size of each layer's Mamba.
     #[config(default = 16)]
     pub d_state: usize,
+    /// Dropout rate in [0, 1) in the GatedGCN, the global branch and the FFN.
     #[config(default = 0.0)]
     pub dropout: f64,
     /// Orderings averaged at evaluation.
     #[config(default = 5)]
     pub eval_orderings: usize,
+    /// Whether the head predicts per node or per graph.
     #[config(default = "GraphTask::Node")]
     pub task: GraphTask,
 }
@@ -110,14 +117,23 @@ impl GraphMambaConfig {
 /// One Graph-Mamba layer.
 #[derive(Module, Debug)]
 pub struct GraphMambaLayer {
+    /// The local branch: a GatedGCN over the edges.
     pub local_model: GatedGcnLayer,
+    /// The global branch: a Mamba over each graph's nodes by ascending degree.
     pub self_attn: MambaMixer,
+    /// BatchNorm of the local branch's output.
     pub norm1_local: BatchNorm,
+    /// BatchNorm of the global branch plus its residual.
     pub norm1_attn: BatchNorm,
+    /// First FFN layer, d → 2d.
     pub ff_linear1: Linear,
+    /// Second FFN layer, 2d → d.
     pub ff_linear2: Linear,
+    /// BatchNorm after the FFN residual.
     pub norm2: BatchNorm,
+    /// Dropout on the global branch and inside the FFN.
     pub dropout: Dropout,
+    /// Random degree orderings averaged at evaluation (one in training).
     pub eval_orderings: usize,
 }
 
@@ -198,11 +214,15 @@ impl GraphMambaLayer {
 /// The Graph-Mamba network: node and edge encoders, layers, a node or graph head.
 #[derive(Module, Debug)]
 pub struct GraphMamba {
+    /// Linear from the node input features to d.
     pub node_encoder: Linear,
+    /// Linear from the edge input features to d.
     pub edge_encoder: Linear,
+    /// The Graph-Mamba layers.
     pub layers: Vec<GraphMambaLayer>,
     /// The graph head's hidden layer (graph tasks).
     pub head_hidden: Option<Linear>,
+    /// The output layer, d → classes.
     pub head: Linear,
 }
 

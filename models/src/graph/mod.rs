@@ -20,10 +20,15 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 /// graph of each node (`batch`, non-decreasing: the nodes of a graph are contiguous).
 #[derive(Debug, Clone)]
 pub struct GraphBatch {
+    /// Node features (N, F).
     pub x: Tensor<2>,
+    /// Edge features (E, Fe), one row per entry of `src`/`dst`.
     pub edge_attr: Tensor<2>,
+    /// Source node of each directed edge (E entries, each below N).
     pub src: Vec<usize>,
+    /// Target node of each directed edge (E entries, each below N).
     pub dst: Vec<usize>,
+    /// The graph of each node (N entries, non-decreasing, graphs numbered from 0).
     pub batch: Vec<usize>,
 }
 

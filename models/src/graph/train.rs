@@ -14,7 +14,9 @@ use std::sync::Arc;
 /// nodes of a split); `None` for a graph task (the graph's own label is the target).
 #[derive(Debug, Clone)]
 pub struct GraphItem {
+    /// The graph, shared between items without copying.
     pub graph: Arc<Graph>,
+    /// The node indices whose labels are scored (node task); `None` for a graph task.
     pub nodes: Option<Vec<usize>>,
 }
 
@@ -22,8 +24,11 @@ pub struct GraphItem {
 /// the node logits `rows` gives.
 #[derive(Debug, Clone)]
 pub struct GraphTrainBatch {
+    /// The packed graphs.
     pub graphs: GraphBatch,
+    /// Class labels (T): one per graph (graph task) or per scored node.
     pub targets: Tensor<1, Int>,
+    /// For a node task, the row of each target in the node logits (T); `None` for a graph task.
     pub rows: Option<Tensor<1, Int>>,
 }
 

@@ -13,33 +13,48 @@ use std::path::Path;
 /// Configuration of a [`MambaLm`](super::MambaLm) (the fields of both reference `MambaConfig`s).
 #[derive(Config, Debug)]
 pub struct MambaLmConfig {
+    /// Model width (HF `hidden_size`).
     pub d_model: usize,
+    /// Number of blocks (HF `num_hidden_layers`).
     pub n_layer: usize,
     /// Vocabulary size as configured; the embedding is padded to a multiple of
     /// `pad_vocab_size_multiple`, and logits are returned for the first `vocab_size` entries.
     pub vocab_size: usize,
+    /// SSM state size N (HF `state_size`; a Mamba2 model read from an HF config without one
+    /// gets 128).
     #[config(default = 16)]
     pub d_state: usize,
+    /// Width K of each mixer's causal depthwise convolution (HF `conv_kernel`).
     #[config(default = 4)]
     pub d_conv: usize,
+    /// The mixers' inner width is `expand * d_model`.
     #[config(default = 2)]
     pub expand: usize,
     /// `None` is "auto": `ceil(d_model / 16)`.
     pub dt_rank: Option<usize>,
+    /// Lower bound of the initial step sizes, drawn log-uniform in `[dt_min, dt_max]` (HF
+    /// `time_step_min`).
     #[config(default = 0.001)]
     pub dt_min: f64,
+    /// Upper bound of the initial step sizes (HF `time_step_max`).
     #[config(default = 0.1)]
     pub dt_max: f64,
+    /// Initial step sizes below this are raised to it (HF `time_step_floor`).
     #[config(default = 1e-4)]
     pub dt_init_floor: f64,
+    /// A bias on the depthwise convolution (HF `use_conv_bias`).
     #[config(default = true)]
     pub conv_bias: bool,
+    /// Biases on in_proj and out_proj (HF `use_bias`).
     #[config(default = false)]
     pub bias: bool,
+    /// The embedding's rows are `vocab_size` rounded up to a multiple of this.
     #[config(default = 8)]
     pub pad_vocab_size_multiple: usize,
+    /// The output head shares the embedding's weights (HF `tie_word_embeddings`).
     #[config(default = true)]
     pub tie_embeddings: bool,
+    /// Epsilon of the RMSNorms (HF `layer_norm_epsilon`).
     #[config(default = 1e-5)]
     pub norm_eps: f64,
     /// Token that ends generation, if the model has one.
@@ -96,6 +111,7 @@ pub struct Mamba2Settings {
     /// The steps are clamped to `[dt_limit_min, dt_limit_max]` (`None`: no upper limit).
     #[config(default = 0.0)]
     pub dt_limit_min: f64,
+    /// Upper clamp of the steps (see `dt_limit_min`); `None`: none.
     pub dt_limit_max: Option<f64>,
 }
 

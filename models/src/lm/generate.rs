@@ -15,8 +15,12 @@ pub enum Sampling {
     /// A draw from `softmax(logits / temperature)`, restricted to the `top_k` most likely
     /// tokens and to the smallest set whose probability reaches `top_p`.
     Sample {
+        /// Divides the logits before the softmax: below 1 sharpens, above 1 flattens (positive).
         temperature: f32,
+        /// Keep only the `k` most likely tokens (at least 1); `None`: all.
         top_k: Option<usize>,
+        /// Keep the smallest set of most likely tokens whose probability reaches `p`, in (0, 1];
+        /// `None`: all.
         top_p: Option<f32>,
     },
 }
@@ -24,7 +28,9 @@ pub enum Sampling {
 /// Settings of [`generate`].
 #[derive(Debug, Clone)]
 pub struct GenerationConfig {
+    /// Tokens generated per row at most, after the prompt (default 32).
     pub max_new_tokens: usize,
+    /// How each token is chosen (default [`Sampling::Greedy`]).
     pub sampling: Sampling,
     /// HF-style: a seen token's positive logit is divided by it, a negative one multiplied.
     pub repetition_penalty: f32,
@@ -88,6 +94,10 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler seeded with `config.seed`.
+    ///
+    /// # Errors
+    /// [`ModelError::Invalid`] when `config` fails [`GenerationConfig::validate`].
     pub fn new(config: GenerationConfig) -> Result<Self> {
         config.validate()?;
         let rng = StdRng::seed_from_u64(config.seed);
@@ -204,6 +214,7 @@ pub fn generate<M: CausalLm>(
 /// The new tokens of each row and the logits each was chosen from.
 #[derive(Debug, Clone)]
 pub struct Generated {
+    /// `tokens[row]`: row `row`'s new tokens (the prompt excluded).
     pub tokens: Vec<Vec<usize>>,
     /// `logits[row][k]`: the (vocab) logits of row `row`'s `k`-th new token.
     pub logits: Vec<Vec<Vec<f32>>>,

@@ -12,7 +12,7 @@ use crate::lm::CausalLm;
 use crate::nn::{RmsNorm, RmsNormConfig};
 use crate::precision::{cast_to, to_dtype, widen};
 use crate::ssm::mamba::MambaLayerCache;
-use crate::ssm::{Mixer, MixerTrace};
+use crate::ssm::{Mixer, MixerTrace, SequenceMixer};
 use burn::module::Module;
 use burn::nn::Initializer;
 use burn::tensor::{DType, Device, FloatDType, Int, Tensor};
@@ -86,7 +86,9 @@ impl MambaLmConfig {
 /// A pre-norm residual block: `x + mixer(norm(x))`.
 #[derive(Module, Debug)]
 pub struct MambaBlock {
+    /// The pre-norm RMSNorm, `backbone.layers.{i}.norm` (weight (d_model)).
     pub norm: RmsNorm,
+    /// The sequence mixer (Mamba, Mamba2 or Mamba-3), `backbone.layers.{i}.mixer`.
     pub mixer: Mixer,
 }
 
@@ -95,7 +97,9 @@ pub struct MambaBlock {
 pub struct Backbone {
     /// The token embedding (vocab, d), in row shards where the device needs them.
     pub embeddings: VocabMatrix,
+    /// The `n_layer` residual blocks, `backbone.layers.{i}`.
     pub layers: Vec<MambaBlock>,
+    /// The final RMSNorm before the LM head, `backbone.norm_f` (weight (d_model)).
     pub norm_f: RmsNorm,
 }
 
@@ -103,14 +107,19 @@ pub struct Backbone {
 /// `mamba2` set); the name is for readers who look for it.
 pub type Mamba2Lm = MambaLm;
 
-/// The Mamba language model, with Mamba or Mamba2 mixers.
+/// The Mamba language model (mamba_ssm's `MambaLMHeadModel`), with Mamba, Mamba2 or Mamba-3
+/// mixers.
 #[derive(Module, Debug)]
 pub struct MambaLm {
+    /// Embedding, blocks and final norm (checkpoint prefix `backbone.`).
     pub backbone: Backbone,
     /// The LM head (vocab, d) in PyTorch's layout (logits `x Wᵀ`); `None` when tied to the
     /// embedding.
     pub lm_head: Option<VocabMatrix>,
+    /// Vocabulary size as configured; logits are returned for these first entries of the
+    /// padded embedding.
     pub vocab_size: usize,
+    /// Token that ends generation (config.json's `eos_token_id`), if the model has one.
     pub eos_token_id: Option<usize>,
 }
 
@@ -266,9 +275,10 @@ impl MambaLm {
         let mut x = self.embed(ids);
         let mut caches = Vec::with_capacity(self.backbone.layers.len());
         for layer in &self.backbone.layers {
-            let (y, c) = layer
-                .mixer
-                .forward_packed(layer.norm.forward(x.clone()), seq_idx.clone());
+            let (y, c) =
+                layer
+                    .mixer
+                    .forward_packed(layer.norm.forward(x.clone()), seq_idx.clone(), None);
             x = x + y;
             caches.push(c);
         }
@@ -497,6 +507,7 @@ fn log_split_once(batch: usize, len: usize, piece: usize) {
 /// The per-layer recurrent state of a [`MambaLm`].
 #[derive(Debug, Clone)]
 pub struct MambaCache {
+    /// One mixer state per block, in layer order.
     pub layers: Vec<MambaLayerCache>,
 }
 

@@ -1,4 +1,5 @@
-//! Language models: the Mamba and Mamba2 LM, the recurrent-inference interface and generation.
+//! Language models: the Mamba, Mamba2 and Mamba-3 LM (`MambaLm`), the Transformer baseline, the
+//! recurrent-inference interface, generation, export and the trainer.
 
 pub mod config;
 pub mod generate;

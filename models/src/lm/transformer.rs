@@ -19,8 +19,11 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 /// Configuration of a [`TransformerLm`].
 #[derive(Config, Debug)]
 pub struct TransformerLmConfig {
+    /// Model width d.
     pub d_model: usize,
+    /// Number of encoder layers.
     pub n_layer: usize,
+    /// Vocabulary size V: rows of the embedding and width of the logits.
     pub vocab_size: usize,
     /// Attention heads (d_model must be a multiple).
     #[config(default = 4)]
@@ -91,7 +94,9 @@ impl TransformerLmConfig {
 pub struct TransformerLm {
     /// The token embedding (vocab, d), also the (tied) head.
     pub embedding: VocabMatrix,
+    /// The `n_layer` pre-norm encoder layers (no dropout), run under a causal mask.
     pub encoder: TransformerEncoder,
+    /// The final LayerNorm before the tied head.
     pub norm: LayerNorm,
 }
 

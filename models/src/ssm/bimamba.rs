@@ -35,20 +35,35 @@ const BACKWARD_KEYS: BranchKeys = BranchKeys {
 /// The bidirectional Mamba mixer of Vim. Built by [`MambaMixerConfig::init_bidirectional`].
 #[derive(Module, Debug)]
 pub struct BiMambaMixer {
+    /// `in_proj`: d_model -> 2 d_inner, the SSM input `x` then the gate `z` (both branches).
     pub in_proj: Linear,
+    /// `conv1d`: the forward branch's depthwise causal convolution over `x` (d_inner channels).
     pub conv1d: Conv1dParams,
+    /// `x_proj`: the forward branch's d_inner -> dt_rank + 2 d_state (the `dt`, `B`, `C` inputs).
     pub x_proj: Linear,
+    /// `dt_proj`: the forward branch's dt_rank -> d_inner, with the `dt` bias (softplus after).
     pub dt_proj: Linear,
+    /// `A_log` (d_inner, d_state): the forward branch's `A = −exp(A_log)`.
     pub A_log: Param<Tensor<2>>,
+    /// `D` (d_inner): the forward branch's skip.
     pub D: Param<Tensor<1>>,
+    /// `conv1d_b`: the backward branch's depthwise causal convolution.
     pub conv1d_b: Conv1dParams,
+    /// `x_proj_b`: the backward branch's d_inner -> dt_rank + 2 d_state.
     pub x_proj_b: Linear,
+    /// `dt_proj_b`: the backward branch's dt_rank -> d_inner, with its `dt` bias.
     pub dt_proj_b: Linear,
+    /// `A_b_log` (d_inner, d_state): the backward branch's `A = −exp(A_b_log)`.
     pub A_b_log: Param<Tensor<2>>,
+    /// `D_b` (d_inner): the backward branch's skip.
     pub D_b: Param<Tensor<1>>,
+    /// `out_proj`: d_inner -> d_model, applied to the combined branches.
     pub out_proj: Linear,
+    /// The inner width D (`expand * d_model`).
     pub d_inner: usize,
+    /// The SSM state size N per channel.
     pub d_state: usize,
+    /// The rank of the `dt` projection (`x_proj`'s first outputs).
     pub dt_rank: usize,
     /// Divide the sum of the two directions by 2 (Vim's `if_divide_out`, on in all released
     /// models).
@@ -110,7 +125,7 @@ impl MambaMixerConfig {
 
 impl BiMambaMixer {
     /// The forward branch.
-    pub fn forward_branch(&self) -> SsmBranch<'_> {
+    pub(crate) fn forward_branch(&self) -> SsmBranch<'_> {
         SsmBranch {
             conv1d: &self.conv1d,
             x_proj: &self.x_proj,
@@ -123,7 +138,7 @@ impl BiMambaMixer {
     }
 
     /// The backward branch (run on the reversed sequence).
-    pub fn backward_branch(&self) -> SsmBranch<'_> {
+    pub(crate) fn backward_branch(&self) -> SsmBranch<'_> {
         SsmBranch {
             conv1d: &self.conv1d_b,
             x_proj: &self.x_proj_b,

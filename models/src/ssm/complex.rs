@@ -6,7 +6,9 @@ use burn::tensor::Tensor;
 /// A complex tensor as its (re, im) parts.
 #[derive(Debug, Clone)]
 pub struct Complex<const D: usize> {
+    /// The real part.
     pub re: Tensor<D>,
+    /// The imaginary part.
     pub im: Tensor<D>,
 }
 

@@ -36,8 +36,11 @@ pub struct DSSConfig {
     /// Modes N (no conjugate symmetry: the real part of the kernel is taken).
     #[config(default = 64)]
     pub d_state: usize,
+    /// Lower bound of the initial step Δ: `log_dt` is drawn uniformly in
+    /// `[ln dt_min, ln dt_max]`.
     #[config(default = 0.001)]
     pub dt_min: f64,
+    /// Upper bound of the initial step Δ (see `dt_min`).
     #[config(default = 0.1)]
     pub dt_max: f64,
     /// Separate steps for the real and imaginary parts of Λ.
@@ -46,6 +49,7 @@ pub struct DSSConfig {
     /// DSS-softmax rather than DSS-exp.
     #[config(default = false)]
     pub softmax: bool,
+    /// Dropout probability after the GELU, before `output_linear` (0: none).
     #[config(default = 0.0)]
     pub dropout: f64,
 }
@@ -277,9 +281,14 @@ impl DSSKernel {
 /// `postact=None`, as [`DSS::load_reference`] finds it).
 #[derive(Module, Debug)]
 pub struct DSS {
+    /// The skip `D` (H): `y = K * u + D u` (the reference's `D`, stored (1, H)).
     pub D: Param<Tensor<1>>,
+    /// The diagonal convolution kernel (the reference's `kernel.*`).
     pub kernel: DSSKernel,
+    /// The output projection: H -> 2H before a GLU (the reference's `output_linear.0`,
+    /// `postact='glu'`), or H -> H without one (`output_linear`, `postact=None`).
     pub output_linear: Linear,
+    /// Dropout after the GELU, before `output_linear`.
     pub dropout: Dropout,
 }
 

@@ -17,7 +17,9 @@ use nalgebra::{Complex, DMatrix, SymmetricEigen};
 /// A square matrix in row-major order with its size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
+    /// The number of rows (and columns).
     pub n: usize,
+    /// The `n × n` entries, row by row: entry (r, c) at `r * n + c`.
     pub data: Vec<f64>,
 }
 

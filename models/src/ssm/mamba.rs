@@ -15,6 +15,7 @@
 use crate::io::{TensorMap, key};
 use crate::nn::linear_rows;
 use crate::precision::{cast_to, widen};
+use crate::ssm::SequenceMixer;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -43,8 +44,10 @@ pub struct MambaMixerConfig {
     /// Range of the initial step sizes (log-uniform).
     #[config(default = 0.001)]
     pub dt_min: f64,
+    /// Upper end of the initial step sizes' range (transformers' `time_step_max`).
     #[config(default = 0.1)]
     pub dt_max: f64,
+    /// Initial step sizes below this are raised to it (transformers' `time_step_floor`).
     #[config(default = 1e-4)]
     pub dt_init_floor: f64,
     /// Scale of the dt projection's initial weights.
@@ -111,7 +114,7 @@ impl MambaMixerConfig {
     }
 
     /// `{prefix}.in_proj` (d_model → 2 d_inner).
-    pub fn load_in_proj(
+    pub(crate) fn load_in_proj(
         &self,
         w: &mut TensorMap,
         prefix: &str,
@@ -122,7 +125,7 @@ impl MambaMixerConfig {
     }
 
     /// `{prefix}.out_proj` (d_inner → d_model).
-    pub fn load_out_proj(
+    pub(crate) fn load_out_proj(
         &self,
         w: &mut TensorMap,
         prefix: &str,
@@ -133,7 +136,7 @@ impl MambaMixerConfig {
     }
 
     /// One selective-SSM branch from checkpoint tensors under `prefix`, named by `keys`.
-    pub fn load_branch(
+    pub(crate) fn load_branch(
         &self,
         w: &mut TensorMap,
         prefix: &str,
@@ -153,7 +156,7 @@ impl MambaMixerConfig {
 
     /// in_proj (d_model → 2 d_inner) and out_proj (d_inner → d_model, divided by
     /// `sqrt(n_layer)`).
-    pub fn init_projections(&self, device: &Device) -> (Linear, Linear) {
+    pub(crate) fn init_projections(&self, device: &Device) -> (Linear, Linear) {
         let di = self.d_inner();
         let in_proj = LinearConfig::new(self.d_model, 2 * di)
             .with_bias(self.bias)
@@ -165,7 +168,7 @@ impl MambaMixerConfig {
     /// The parameters of one selective-SSM branch with mamba_ssm's initialisation: dt bias the
     /// inverse softplus of a log-uniform dt in [dt_min, dt_max], `A_log = log(1..=N)`, `D = 1`,
     /// the conv and x_proj as PyTorch's defaults.
-    pub fn init_branch(&self, device: &Device) -> BranchParams {
+    pub(crate) fn init_branch(&self, device: &Device) -> BranchParams {
         let (di, n, r, k) = (self.d_inner(), self.d_state, self.dt_rank(), self.d_conv);
         let x_proj = LinearConfig::new(di, r + 2 * n)
             .with_bias(false)
@@ -209,7 +212,7 @@ impl MambaMixerConfig {
 
 /// mamba_ssm's dt bias: the inverse softplus, `dt + log(1 − exp(−dt))`, of steps drawn
 /// log-uniformly in [dt_min, dt_max] and floored at `floor`.
-pub fn dt_bias_init<const D: usize>(
+pub(crate) fn dt_bias_init<const D: usize>(
     dims: [usize; D],
     dt_min: f64,
     dt_max: f64,
@@ -228,7 +231,7 @@ pub fn dt_bias_init<const D: usize>(
 
 /// out_proj (PyTorch's default init) divided by `sqrt(n_layer)`, mamba_ssm's rescale of the
 /// residual branches.
-pub fn rescaled_out_proj(
+pub(crate) fn rescaled_out_proj(
     d_in: usize,
     d_out: usize,
     bias: bool,
@@ -248,7 +251,7 @@ pub fn rescaled_out_proj(
 
 /// The checkpoint names of one selective-SSM branch's parameters.
 #[derive(Debug, Clone, Copy)]
-pub struct BranchKeys {
+pub(crate) struct BranchKeys {
     pub conv1d: &'static str,
     pub x_proj: &'static str,
     pub dt_proj: &'static str,
@@ -270,7 +273,7 @@ impl BranchKeys {
 /// The parameters of one selective-SSM branch (see [`MambaMixerConfig::init_branch`] and
 /// [`MambaMixerConfig::load_branch`]).
 #[derive(Debug)]
-pub struct BranchParams {
+pub(crate) struct BranchParams {
     pub conv1d: Conv1dParams,
     pub x_proj: Linear,
     pub dt_proj: Linear,
@@ -282,7 +285,9 @@ pub struct BranchParams {
 /// (`conv1d.weight` (D, 1, K), `conv1d.bias` (D)).
 #[derive(Module, Debug)]
 pub struct Conv1dParams {
+    /// The depthwise filters, `conv1d.weight` (channels, 1, K).
     pub weight: Param<Tensor<3>>,
+    /// The per-channel bias, `conv1d.bias` (channels); `None` without `conv_bias`.
     pub bias: Option<Param<Tensor<1>>>,
 }
 
@@ -325,7 +330,11 @@ impl Conv1dParams {
     /// inputs `prev` (B, D, K) of an earlier chunk (zeros when `None`). Returns the output
     /// (B, D, L) and the last K inputs, the conv state for the next chunk or step (in f32, like
     /// every state; the output is in `x`'s dtype).
-    pub fn causal_silu(&self, x: Tensor<3>, prev: Option<Tensor<3>>) -> (Tensor<3>, Tensor<3>) {
+    pub(crate) fn causal_silu(
+        &self,
+        x: Tensor<3>,
+        prev: Option<Tensor<3>>,
+    ) -> (Tensor<3>, Tensor<3>) {
         let [_, d, len] = x.dims();
         let k = self.weight.dims()[2];
         let padded = self.window_input(x, prev);
@@ -355,7 +364,7 @@ impl Conv1dParams {
     /// sequence (non-decreasing); no output reads an input of an earlier sequence (those window
     /// taps count as zero, as at the start of a sequence), and `prev` belongs to the first one.
     /// The returned state is the last K inputs of each row's last sequence (zeros before it).
-    pub fn causal_silu_packed(
+    pub(crate) fn causal_silu_packed(
         &self,
         x: Tensor<3>,
         prev: Option<Tensor<3>>,
@@ -399,16 +408,30 @@ impl Conv1dParams {
 #[allow(non_snake_case)]
 #[derive(Module, Debug)]
 pub struct MambaMixer {
+    /// `in_proj`: d_model → 2 d_inner, the scan's input x and the gate z; weight
+    /// (d_model, 2 d_inner), a bias with the config's `bias`.
     pub in_proj: Linear,
+    /// `conv1d`: the causal depthwise convolution over x, weight (d_inner, 1, d_conv).
     pub conv1d: Conv1dParams,
+    /// `x_proj`: d_inner → dt_rank + 2 d_state, the input-dependent `[dt | B | C]`; weight
+    /// (d_inner, dt_rank + 2 d_state), no bias.
     pub x_proj: Linear,
+    /// `dt_proj`: dt_rank → d_inner, the step Δ before softplus; weight (dt_rank, d_inner), its
+    /// bias the step bias (initialised to the inverse softplus of dt in [dt_min, dt_max]).
     pub dt_proj: Linear,
+    /// `A_log` (d_inner, d_state): the diagonal state matrix is `A = -exp(A_log)`.
     pub A_log: Param<Tensor<2>>,
+    /// `D` (d_inner): the skip term `D x` added to the scan's output.
     pub D: Param<Tensor<1>>,
+    /// `out_proj`: d_inner → d_model; weight (d_inner, d_model), a bias with the config's `bias`.
     pub out_proj: Linear,
+    /// Inner width D, `expand * d_model`.
     pub d_inner: usize,
+    /// SSM state size N (transformers' `state_size`).
     pub d_state: usize,
+    /// Rank R of the dt projection (transformers' `time_step_rank`).
     pub dt_rank: usize,
+    /// Width K of the causal convolution (transformers' `conv_kernel`).
     pub d_conv: usize,
 }
 
@@ -416,7 +439,13 @@ pub struct MambaMixer {
 /// (B, D, N).
 #[derive(Debug, Clone)]
 pub struct MambaLayerCache {
+    /// The last K inputs of the causal convolution (B, D, K) (f32 for a half-precision
+    /// mixer, as the state). Mamba2's D is its conv
+    /// width `d_inner + 2 G N`; Mamba-3, which has no convolution, keeps its angles, last keys
+    /// and last x here instead, (B, H, S + R·N + P).
     pub conv_state: Tensor<3>,
+    /// The SSM state h (B, D, N) (Mamba2 and Mamba-3: heads and channels flattened,
+    /// H·P = d_inner); f32 for a half-precision mixer ([`crate::precision`]).
     pub ssm_state: Tensor<3>,
     /// The mixer's decode weights packed for the fused step
     /// ([`ssm_backends::pack_mamba_step_weights`]), filled by the first
@@ -478,15 +507,23 @@ impl MambaLayerCache {
 }
 
 /// Intermediate tensors of one forward, for parity tests against the reference.
+///
+/// The scan's arguments and output, as in mamba_ssm: `u`, `delta` (before bias and
+/// softplus), `B`, `C`, `z`, `y`.
 #[derive(Debug, Clone)]
 pub struct MambaTrace {
-    /// The scan's arguments and output, as in mamba_ssm: `u`, `delta` (before bias and
-    /// softplus), `B`, `C`, `z`, `y`.
+    /// `u` (B, D, L): the scan's input, x after the causal conv and SiLU.
     pub u: Tensor<3>,
+    /// `delta` (B, D, L): dt_proj of the dt part of x_proj, before the dt bias and softplus.
     pub delta: Tensor<3>,
+    /// `B` (B, N, L): the input-dependent input matrix from x_proj.
     pub b: Tensor<3>,
+    /// `C` (B, N, L): the input-dependent output matrix from x_proj.
     pub c: Tensor<3>,
+    /// `z` (B, D, L): the gate from in_proj, before its SiLU.
     pub z: Tensor<3>,
+    /// `y` (B, D, L): the scan's output with the `D u` skip and the `silu(z)` gate, what
+    /// enters out_proj.
     pub y: Tensor<3>,
 }
 
@@ -494,7 +531,7 @@ pub struct MambaTrace {
 /// conv and SiLU, x_proj into (dt, B, C), dt_proj, and the selective scan with the D skip and the
 /// SiLU(z) gate. Vim's bidirectional mixer runs two of them on one in_proj output.
 #[derive(Debug, Clone, Copy)]
-pub struct SsmBranch<'a> {
+pub(crate) struct SsmBranch<'a> {
     pub conv1d: &'a Conv1dParams,
     pub x_proj: &'a Linear,
     pub dt_proj: &'a Linear,
@@ -596,63 +633,8 @@ impl MambaMixer {
         self.A_log.val().exp().neg()
     }
 
-    /// The parallel forward over a sequence (B, L, d_model) -> (B, L, d_model).
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.forward_cached(x, None).0
-    }
-
-    /// The parallel forward continuing from `cache` (zeros when `None`); returns the output and
-    /// the state after the last step, ready for [`MambaMixer::step`] or another chunk.
-    pub fn forward_cached(
-        &self,
-        x: Tensor<3>,
-        cache: Option<MambaLayerCache>,
-    ) -> (Tensor<3>, MambaLayerCache) {
-        let (out, cache, _) = self.forward_traced(x, cache);
-        (out, cache)
-    }
-
-    /// [`MambaMixer::forward_cached`], also returning the scan's arguments.
-    pub fn forward_traced(
-        &self,
-        x: Tensor<3>,
-        cache: Option<MambaLayerCache>,
-    ) -> (Tensor<3>, MambaLayerCache, MambaTrace) {
-        self.forward_packed_traced(x, cache, None)
-    }
-
-    /// The parallel forward over rows of packed sequences: `seq_idx` (B, L) gives each
-    /// token's sequence (non-decreasing along a row; see `ssm_backends::seq_idx_from_lengths`),
-    /// and no sequence sees the one before it (the convolution and the scan restart at each
-    /// new one). `cache` is each row's first sequence's starting state; the returned state is
-    /// each row's last sequence's, after its last token.
-    pub fn forward_packed(
-        &self,
-        x: Tensor<3>,
-        seq_idx: Tensor<2, Int>,
-        cache: Option<MambaLayerCache>,
-    ) -> (Tensor<3>, MambaLayerCache) {
-        let (out, cache, _) = self.forward_packed_traced(x, cache, Some(seq_idx));
-        (out, cache)
-    }
-
-    fn forward_packed_traced(
-        &self,
-        x: Tensor<3>,
-        cache: Option<MambaLayerCache>,
-        seq_idx: Option<Tensor<2, Int>>,
-    ) -> (Tensor<3>, MambaLayerCache, MambaTrace) {
-        let di = self.d_inner;
-        let xz = self.in_proj.forward(x);
-        let xs = xz.clone().narrow(2, 0, di).swap_dims(1, 2); // (B, D, L)
-        let z = xz.narrow(2, di, di).swap_dims(1, 2);
-        let (trace, cache) = self.branch().run_packed(xs, z, cache, seq_idx);
-        let y = self.out_proj.forward(trace.y.clone().swap_dims(1, 2));
-        (y, cache, trace)
-    }
-
     /// The selective-SSM part of this mixer, between in_proj and out_proj.
-    pub fn branch(&self) -> SsmBranch<'_> {
+    pub(crate) fn branch(&self) -> SsmBranch<'_> {
         SsmBranch {
             conv1d: &self.conv1d,
             x_proj: &self.x_proj,
@@ -696,5 +678,24 @@ impl MambaMixer {
             self.a(),
             self.D.val(),
         )
+    }
+}
+
+impl SequenceMixer for MambaMixer {
+    type Trace = MambaTrace;
+
+    fn forward_full(
+        &self,
+        x: Tensor<3>,
+        cache: Option<MambaLayerCache>,
+        seq_idx: Option<Tensor<2, Int>>,
+    ) -> (Tensor<3>, MambaLayerCache, MambaTrace) {
+        let di = self.d_inner;
+        let xz = self.in_proj.forward(x);
+        let xs = xz.clone().narrow(2, 0, di).swap_dims(1, 2); // (B, D, L)
+        let z = xz.narrow(2, di, di).swap_dims(1, 2);
+        let (trace, cache) = self.branch().run_packed(xs, z, cache, seq_idx);
+        let y = self.out_proj.forward(trace.y.clone().swap_dims(1, 2));
+        (y, cache, trace)
     }
 }

@@ -10,6 +10,7 @@
 use crate::io::{TensorMap, key};
 use crate::nn::{RmsNorm, RmsNormConfig, linear_rows};
 use crate::precision::widen;
+use crate::ssm::SequenceMixer;
 use crate::ssm::mamba::{Conv1dParams, MambaLayerCache, dt_bias_init, rescaled_out_proj};
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -45,17 +46,22 @@ pub struct Mamba2MixerConfig {
     /// Range of the initial step sizes (log-uniform).
     #[config(default = 0.001)]
     pub dt_min: f64,
+    /// Upper end of the initial step sizes' range (transformers' `time_step_max`).
     #[config(default = 0.1)]
     pub dt_max: f64,
+    /// Initial step sizes below this are raised to it (transformers' `time_step_floor`).
     #[config(default = 1e-4)]
     pub dt_init_floor: f64,
     /// The steps are clamped to `[dt_limit_min, dt_limit_max]` (`None`: no upper limit).
     #[config(default = 0.0)]
     pub dt_limit_min: f64,
+    /// Upper clamp of the steps (mamba_ssm's `dt_limit[1]`, transformers' `time_step_limit`);
+    /// `None`: no upper limit.
     pub dt_limit_max: Option<f64>,
     /// Range of the initial `-A` (uniform).
     #[config(default = 1.0)]
     pub a_init_min: f64,
+    /// Upper end of the initial `-A` range (mamba_ssm's `A_init_range[1]`).
     #[config(default = 16.0)]
     pub a_init_max: f64,
     /// Bias on the convolution.
@@ -259,21 +265,39 @@ struct Mamba2Params {
 /// `A_log`, `D`, `norm`, `out_proj`); Linear weights are stored (in, out) as Burn does.
 #[derive(Module, Debug)]
 pub struct Mamba2Mixer {
+    /// `in_proj`: d_model → `[z | xBC | dt]`, 2 d_inner + 2 G N + H; weight
+    /// (d_model, 2 d_inner + 2 G N + H), a bias with the config's `bias`.
     pub in_proj: Linear,
+    /// `conv1d`: the causal depthwise convolution over `xBC`, weight (d_inner + 2 G N, 1, d_conv).
     pub conv1d: Conv1dParams,
+    /// `dt_bias` (H): added to dt before the softplus, `Δ_h = softplus(dt + dt_bias_h)`.
     pub dt_bias: Param<Tensor<1>>,
+    /// `A_log` (H): each head's scalar decay is `A_h = -exp(A_log_h)`.
     pub A_log: Param<Tensor<1>>,
+    /// `D` (H): the per-head skip term `D_h x` added to the SSD's output.
     pub D: Param<Tensor<1>>,
+    /// `norm`: the gated RMSNorm `norm(y * silu(z))` over groups of d_inner / G features,
+    /// weight (d_inner).
     pub norm: RmsNorm,
+    /// `out_proj`: d_inner → d_model; weight (d_inner, d_model), a bias with the config's `bias`.
     pub out_proj: Linear,
+    /// Inner width, `expand * d_model` = H·P.
     pub d_inner: usize,
+    /// SSM state size N (transformers' `state_size`).
     pub d_state: usize,
+    /// Heads H, `d_inner / head_dim` (transformers' `num_heads`).
     pub n_heads: usize,
+    /// Channels per head P (mamba_ssm's `headdim`, transformers' `head_dim`).
     pub head_dim: usize,
+    /// Groups G of heads sharing B and C (mamba_ssm's `ngroups`, transformers' `n_groups`).
     pub n_groups: usize,
+    /// Width K of the causal convolution (transformers' `conv_kernel`).
     pub d_conv: usize,
+    /// SSD chunk length of the parallel forward.
     pub chunk_size: usize,
+    /// Lower clamp of the steps Δ (0: none).
     pub dt_limit_min: f64,
+    /// Upper clamp of the steps Δ (infinity: none).
     pub dt_limit_max: f64,
 }
 
@@ -288,6 +312,7 @@ pub struct Mamba2Trace {
     pub a: Tensor<1>,
     /// (B, L, G, N).
     pub b: Tensor<4>,
+    /// (B, L, G, N), like `b`.
     pub c: Tensor<4>,
     /// `SSD(x) + D x` (B, L, H, P), before the gated norm.
     pub y: Tensor<4>,
@@ -321,47 +346,52 @@ impl Mamba2Mixer {
         }
     }
 
-    /// The parallel forward over a sequence (B, L, d_model) -> (B, L, d_model).
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.forward_cached(x, None).0
+    /// One recurrent step (B, d_model) -> (B, d_model): in_proj, the fused Mamba2 step
+    /// ([`mamba2_decode_step`]: conv step over xBC, dt, state update, gate and group norm; one
+    /// kernel launch on the GPU backends), out_proj.
+    pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
+        let weights = cache.step_weights.unwrap_or_else(|| self.step_weights());
+        let zxbcdt = linear_rows(&self.in_proj, x);
+        let (y, conv_state, ssm_state) = mamba2_decode_step(
+            zxbcdt,
+            cache.conv_state,
+            cache.ssm_state,
+            weights.clone(),
+            Mamba2StepConfig {
+                heads: self.n_heads,
+                groups: self.n_groups,
+                dt_min: self.dt_limit_min as f32,
+                dt_max: self.dt_limit_max as f32,
+                eps: self.norm.eps as f32,
+            },
+        );
+        (
+            linear_rows(&self.out_proj, y),
+            MambaLayerCache {
+                conv_state,
+                ssm_state,
+                step_weights: Some(weights),
+            },
+        )
     }
 
-    /// The parallel forward continuing from `cache` (zeros when `None`); returns the output and
-    /// the state after the last step (`ssm_state` as (B, H·P, N)).
-    pub fn forward_cached(
-        &self,
-        x: Tensor<3>,
-        cache: Option<MambaLayerCache>,
-    ) -> (Tensor<3>, MambaLayerCache) {
-        let (out, cache, _) = self.forward_traced(x, cache);
-        (out, cache)
+    /// This mixer's decode weights in the packed layout of the fused step.
+    pub fn step_weights(&self) -> Tensor<1> {
+        pack_mamba2_step_weights(
+            self.conv1d.filters(),
+            self.conv1d.bias_or_zeros(),
+            self.dt_bias.val(),
+            self.a(),
+            self.D.val(),
+            self.norm.weight.val(),
+        )
     }
+}
 
-    /// [`Mamba2Mixer::forward_cached`], also returning the SSD's arguments.
-    pub fn forward_traced(
-        &self,
-        x: Tensor<3>,
-        cache: Option<MambaLayerCache>,
-    ) -> (Tensor<3>, MambaLayerCache, Mamba2Trace) {
-        self.forward_packed_traced(x, cache, None)
-    }
+impl SequenceMixer for Mamba2Mixer {
+    type Trace = Mamba2Trace;
 
-    /// The parallel forward over rows of packed sequences: `seq_idx` (B, L) gives each
-    /// token's sequence (non-decreasing along a row; see `ssm_backends::seq_idx_from_lengths`),
-    /// and no sequence sees the one before it (the convolution and the SSD restart at each new
-    /// one). `cache` is each row's first sequence's starting state; the returned state is each
-    /// row's last sequence's, after its last token.
-    pub fn forward_packed(
-        &self,
-        x: Tensor<3>,
-        seq_idx: Tensor<2, Int>,
-        cache: Option<MambaLayerCache>,
-    ) -> (Tensor<3>, MambaLayerCache) {
-        let (out, cache, _) = self.forward_packed_traced(x, cache, Some(seq_idx));
-        (out, cache)
-    }
-
-    fn forward_packed_traced(
+    fn forward_full(
         &self,
         x: Tensor<3>,
         cache: Option<MambaLayerCache>,
@@ -428,47 +458,6 @@ impl Mamba2Mixer {
                 step_weights: None,
             },
             trace,
-        )
-    }
-
-    /// One recurrent step (B, d_model) -> (B, d_model): in_proj, the fused Mamba2 step
-    /// ([`mamba2_decode_step`]: conv step over xBC, dt, state update, gate and group norm; one
-    /// kernel launch on the GPU backends), out_proj.
-    pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
-        let weights = cache.step_weights.unwrap_or_else(|| self.step_weights());
-        let zxbcdt = linear_rows(&self.in_proj, x);
-        let (y, conv_state, ssm_state) = mamba2_decode_step(
-            zxbcdt,
-            cache.conv_state,
-            cache.ssm_state,
-            weights.clone(),
-            Mamba2StepConfig {
-                heads: self.n_heads,
-                groups: self.n_groups,
-                dt_min: self.dt_limit_min as f32,
-                dt_max: self.dt_limit_max as f32,
-                eps: self.norm.eps as f32,
-            },
-        );
-        (
-            linear_rows(&self.out_proj, y),
-            MambaLayerCache {
-                conv_state,
-                ssm_state,
-                step_weights: Some(weights),
-            },
-        )
-    }
-
-    /// This mixer's decode weights in the packed layout of the fused step.
-    pub fn step_weights(&self) -> Tensor<1> {
-        pack_mamba2_step_weights(
-            self.conv1d.filters(),
-            self.conv1d.bias_or_zeros(),
-            self.dt_bias.val(),
-            self.a(),
-            self.D.val(),
-            self.norm.weight.val(),
         )
     }
 }

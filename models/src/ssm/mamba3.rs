@@ -33,6 +33,7 @@
 use crate::io::{TensorMap, key};
 use crate::nn::{RmsNorm, RmsNormConfig, linear_rows};
 use crate::precision::{cast_to, widen};
+use crate::ssm::SequenceMixer;
 use crate::ssm::mamba::{MambaLayerCache, dt_bias_init, rescaled_out_proj};
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -65,8 +66,10 @@ pub struct Mamba3MixerConfig {
     /// Range of the initial step sizes (log-uniform).
     #[config(default = 0.001)]
     pub dt_min: f64,
+    /// Upper end of the initial step sizes' range.
     #[config(default = 0.1)]
     pub dt_max: f64,
+    /// Initial step sizes below this are raised to it.
     #[config(default = 1e-4)]
     pub dt_init_floor: f64,
     /// `−A` is at least this.
@@ -325,14 +328,20 @@ struct Mamba3Params {
 /// weights are stored (in, out) as Burn does.
 #[derive(Module, Debug)]
 pub struct Mamba3Mixer {
+    /// `in_proj`: d_model → `[z | x | B | C | dt | A | λ | θ]`, 2 d_inner + 2 R G N + 3 H + S;
+    /// weight (d_model, 2 d_inner + 2 R G N + 3 H + S), no bias.
     pub in_proj: Linear,
+    /// `dt_bias` (H): added to dt before the softplus, `Δ = softplus(dt + dt_bias)`.
     pub dt_bias: Param<Tensor<1>>,
     /// (H, R, N): the bias added to the normed B (the "key"), per head and rank.
     pub B_bias: Param<Tensor<3>>,
     /// (H, R, N): the bias added to the normed C (the "query").
     pub C_bias: Param<Tensor<3>>,
+    /// `B_norm`: the RMSNorm of B over the state (weight (N)), before `B_bias`.
     pub B_norm: RmsNorm,
+    /// `C_norm`: the RMSNorm of C over the state (weight (N)), before `C_bias`.
     pub C_norm: RmsNorm,
+    /// `D` (H): the per-head skip term `D v` added to the state's read-out.
     pub D: Param<Tensor<1>>,
     /// MIMO's (H, R, P) weights spreading x over the ranks (`W^x`).
     pub mimo_x: Option<Param<Tensor<3>>>,
@@ -342,16 +351,26 @@ pub struct Mamba3Mixer {
     pub mimo_o: Option<Param<Tensor<3>>>,
     /// The per-head gated RMSNorm before out_proj (`is_outproj_norm`).
     pub norm: Option<RmsNorm>,
+    /// `out_proj`: d_inner → d_model; weight (d_inner, d_model), no bias.
     pub out_proj: Linear,
+    /// Inner width, `expand * d_model` = H·P.
     pub d_inner: usize,
+    /// SSM state size N.
     pub d_state: usize,
+    /// Heads H, `d_inner / head_dim`.
     pub n_heads: usize,
+    /// Channels per head P (mamba_ssm's `headdim`).
     pub head_dim: usize,
+    /// Groups G of heads sharing B and C (mamba_ssm's `ngroups`).
     pub n_groups: usize,
+    /// Rotation angles S per step, half the rotated share of the state (mamba_ssm's
+    /// `num_rope_angles`).
     pub n_angles: usize,
     /// Keys and queries per head and step (MIMO's R; 1 for SISO).
     pub rank: usize,
+    /// `−A` is at least this (mamba_ssm's `A_floor`).
     pub a_floor: f64,
+    /// SSD chunk length of the parallel forward.
     pub chunk_size: usize,
 }
 
@@ -359,13 +378,15 @@ pub struct Mamba3Mixer {
 /// (`mamba3_siso_combined`, `mamba3_mimo`).
 #[derive(Debug, Clone)]
 pub struct Mamba3Trace {
-    /// The normed C and B, before their biases (B, L, R, G, N).
+    /// The normed C, the queries, before `C_bias` (B, L, R, G, N).
     pub q: Tensor<5>,
+    /// The normed B, the keys, before `B_bias` (B, L, R, G, N).
     pub k: Tensor<5>,
     /// x (B, L, H, P).
     pub v: Tensor<4>,
-    /// `Δ A` and `Δ` (B, H, L).
+    /// `Δ A`, the per-step log decay (B, H, L).
     pub adt: Tensor<3>,
+    /// The step `Δ = softplus(dt + dt_bias)` (B, H, L).
     pub dt: Tensor<3>,
     /// λ before its sigmoid (B, H, L).
     pub trap: Tensor<3>,
@@ -562,46 +583,88 @@ impl Mamba3Mixer {
         }
     }
 
-    /// The parallel forward over a sequence (B, L, d_model) -> (B, L, d_model).
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.forward_cached(x, None).0
+    /// `Σ_r v_r k_rᵀ` (B, H, P, N) of a step's x (B, H, P), spread over the ranks, and its
+    /// keys (B, H, R, N).
+    fn outer(&self, x: Tensor<3>, k: Tensor<4>) -> Tensor<4> {
+        let v: Tensor<4> = self.spread_state(x); // (B, H, R, P)
+        v.swap_dims(2, 3).matmul(k)
     }
 
-    /// The parallel forward continuing from `cache` (zeros when `None`); returns the output and
-    /// the state after the last step.
-    pub fn forward_cached(
-        &self,
-        x: Tensor<3>,
-        cache: Option<MambaLayerCache>,
-    ) -> (Tensor<3>, MambaLayerCache) {
-        let (out, cache, _) = self.forward_traced(x, cache);
-        (out, cache)
+    /// x (B, H, P) spread over the ranks as (B, H, R, P).
+    fn spread_state(&self, x: Tensor<3>) -> Tensor<4> {
+        let x = x.unsqueeze_dim::<4>(2);
+        match &self.mimo_x {
+            Some(w) => x * w.val().unsqueeze::<4>(),
+            None => x,
+        }
     }
 
-    /// [`Mamba3Mixer::forward_cached`], also returning the scan's arguments.
-    pub fn forward_traced(
-        &self,
-        x: Tensor<3>,
-        cache: Option<MambaLayerCache>,
-    ) -> (Tensor<3>, MambaLayerCache, Mamba3Trace) {
-        self.forward_packed_traced(x, cache, None)
+    /// One recurrent step (B, d_model) -> (B, d_model): in_proj, the fused Mamba-3 step
+    /// ([`mamba3_decode_step`]: the B/C norms, the angles and rotation, the trapezoidal update
+    /// of the state from the carried keys and x, the read-out, norm, gate and the sum over the
+    /// ranks; one kernel launch on the GPU backends), out_proj.
+    pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
+        let weights = cache.step_weights.unwrap_or_else(|| self.step_weights());
+        let proj = linear_rows(&self.in_proj, x);
+        let (y, conv_state, ssm_state) = mamba3_decode_step(
+            proj,
+            cache.conv_state,
+            cache.ssm_state,
+            weights.clone(),
+            Mamba3StepConfig {
+                heads: self.n_heads,
+                groups: self.n_groups,
+                rank: self.rank,
+                angles: self.n_angles,
+                mimo: self.mimo_x.is_some(),
+                outproj_norm: self.norm.is_some(),
+                a_floor: self.a_floor as f32,
+                eps: self.B_norm.eps as f32,
+            },
+        );
+        let out = linear_rows(&self.out_proj, cast_to(y, self.dtype()));
+        (
+            out,
+            MambaLayerCache {
+                conv_state,
+                ssm_state,
+                step_weights: Some(weights),
+            },
+        )
     }
 
-    /// The parallel forward over rows of packed sequences (`seq_idx` (B, L), non-decreasing
-    /// along a row): at each new sequence the angles restart, the previous token's share of the
-    /// trapezoid is dropped and the SSD restarts. `cache` is each row's first sequence's
-    /// starting state; the returned state is each row's last sequence's.
-    pub fn forward_packed(
-        &self,
-        x: Tensor<3>,
-        seq_idx: Tensor<2, Int>,
-        cache: Option<MambaLayerCache>,
-    ) -> (Tensor<3>, MambaLayerCache) {
-        let (out, cache, _) = self.forward_packed_traced(x, cache, Some(seq_idx));
-        (out, cache)
+    /// This mixer's decode weights in the packed layout of the fused step (SISO: ones for the
+    /// MIMO weights; ones for the output norm's weight when there is none).
+    pub fn step_weights(&self) -> Tensor<1> {
+        let (h, r, p) = (self.n_heads, self.rank, self.head_dim);
+        let device = self.D.device();
+        let mimo = |w: &Option<Param<Tensor<3>>>| {
+            w.as_ref()
+                .map(|w| w.val())
+                .unwrap_or_else(|| Tensor::ones([h, r, p], &device))
+        };
+        pack_mamba3_step_weights(
+            self.dt_bias.val(),
+            self.B_bias.val(),
+            self.C_bias.val(),
+            self.B_norm.weight.val(),
+            self.C_norm.weight.val(),
+            self.D.val(),
+            mimo(&self.mimo_x),
+            mimo(&self.mimo_z),
+            mimo(&self.mimo_o),
+            self.norm
+                .as_ref()
+                .map(|n| n.weight.val())
+                .unwrap_or_else(|| Tensor::ones([h * p], &device)),
+        )
     }
+}
 
-    fn forward_packed_traced(
+impl SequenceMixer for Mamba3Mixer {
+    type Trace = Mamba3Trace;
+
+    fn forward_full(
         &self,
         x: Tensor<3>,
         cache: Option<MambaLayerCache>,
@@ -775,83 +838,6 @@ impl Mamba3Mixer {
             y,
         };
         (out, cache, trace)
-    }
-
-    /// `Σ_r v_r k_rᵀ` (B, H, P, N) of a step's x (B, H, P), spread over the ranks, and its
-    /// keys (B, H, R, N).
-    fn outer(&self, x: Tensor<3>, k: Tensor<4>) -> Tensor<4> {
-        let v: Tensor<4> = self.spread_state(x); // (B, H, R, P)
-        v.swap_dims(2, 3).matmul(k)
-    }
-
-    /// x (B, H, P) spread over the ranks as (B, H, R, P).
-    fn spread_state(&self, x: Tensor<3>) -> Tensor<4> {
-        let x = x.unsqueeze_dim::<4>(2);
-        match &self.mimo_x {
-            Some(w) => x * w.val().unsqueeze::<4>(),
-            None => x,
-        }
-    }
-
-    /// One recurrent step (B, d_model) -> (B, d_model): in_proj, the fused Mamba-3 step
-    /// ([`mamba3_decode_step`]: the B/C norms, the angles and rotation, the trapezoidal update
-    /// of the state from the carried keys and x, the read-out, norm, gate and the sum over the
-    /// ranks; one kernel launch on the GPU backends), out_proj.
-    pub fn step(&self, x: Tensor<2>, cache: MambaLayerCache) -> (Tensor<2>, MambaLayerCache) {
-        let weights = cache.step_weights.unwrap_or_else(|| self.step_weights());
-        let proj = linear_rows(&self.in_proj, x);
-        let (y, conv_state, ssm_state) = mamba3_decode_step(
-            proj,
-            cache.conv_state,
-            cache.ssm_state,
-            weights.clone(),
-            Mamba3StepConfig {
-                heads: self.n_heads,
-                groups: self.n_groups,
-                rank: self.rank,
-                angles: self.n_angles,
-                mimo: self.mimo_x.is_some(),
-                outproj_norm: self.norm.is_some(),
-                a_floor: self.a_floor as f32,
-                eps: self.B_norm.eps as f32,
-            },
-        );
-        let out = linear_rows(&self.out_proj, cast_to(y, self.dtype()));
-        (
-            out,
-            MambaLayerCache {
-                conv_state,
-                ssm_state,
-                step_weights: Some(weights),
-            },
-        )
-    }
-
-    /// This mixer's decode weights in the packed layout of the fused step (SISO: ones for the
-    /// MIMO weights; ones for the output norm's weight when there is none).
-    pub fn step_weights(&self) -> Tensor<1> {
-        let (h, r, p) = (self.n_heads, self.rank, self.head_dim);
-        let device = self.D.device();
-        let mimo = |w: &Option<Param<Tensor<3>>>| {
-            w.as_ref()
-                .map(|w| w.val())
-                .unwrap_or_else(|| Tensor::ones([h, r, p], &device))
-        };
-        pack_mamba3_step_weights(
-            self.dt_bias.val(),
-            self.B_bias.val(),
-            self.C_bias.val(),
-            self.B_norm.weight.val(),
-            self.C_norm.weight.val(),
-            self.D.val(),
-            mimo(&self.mimo_x),
-            mimo(&self.mimo_z),
-            mimo(&self.mimo_o),
-            self.norm
-                .as_ref()
-                .map(|n| n.weight.val())
-                .unwrap_or_else(|| Tensor::ones([h * p], &device)),
-        )
     }
 }
 

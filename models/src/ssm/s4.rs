@@ -35,10 +35,14 @@ pub struct S4Config {
     /// State size N (N/2 complex modes stored).
     #[config(default = 64)]
     pub d_state: usize,
+    /// Lower bound of the initial step Δ: `log_dt` is drawn uniformly in
+    /// `[ln dt_min, ln dt_max]`.
     #[config(default = 0.001)]
     pub dt_min: f64,
+    /// Upper bound of the initial step Δ (see `dt_min`).
     #[config(default = 0.1)]
     pub dt_max: f64,
+    /// Dropout probability after the GELU, before `output_linear` (0: none).
     #[config(default = 0.0)]
     pub dropout: f64,
     /// A second kernel (its own `C̃`) over the future, as state-spaces/s4's
@@ -121,10 +125,17 @@ impl S4Config {
 /// The S4 DPLR kernel's parameters, per channel: `Λ` (H, N/2), `P`, `B`, `C̃` (H, N/2, 2).
 #[derive(Module, Debug)]
 pub struct S4Kernel {
+    /// `log Δ` per channel (H): the reference's `log_dt` (v3), or derived from `inv_dt` (H, 1)
+    /// under the model's `dt_transform` when loading.
     pub log_dt: Param<Tensor<1>>,
+    /// `Re Λ` (H, N/2), negative for a stable system: `−exp(A_real)` of the reference's
+    /// `A_real` (v3: `inv_w_real` or `inv_A_real`).
     pub Lambda_re: Param<Tensor<2>>,
+    /// `Im Λ` (H, N/2): the reference's `A_imag` negated (v3's `w_imag` or `A_imag` as is).
     pub Lambda_im: Param<Tensor<2>>,
+    /// The low-rank factor `P` (H, N/2, 2), complex as [re, im]: the reference's rank-1 `P`.
     pub P: Param<Tensor<3>>,
+    /// The input matrix `B` (H, N/2, 2), complex as [re, im]: the reference's `B`.
     pub B: Param<Tensor<3>>,
     /// `C̃ = (I − Ā^L)* C` for the length L the kernel is attuned to.
     pub C: Param<Tensor<3>>,
@@ -523,8 +534,11 @@ impl S4Kernel {
 /// The dense discretised S4 system per channel: `Ā` (H, N, N), `B̄`, `C` (H, N).
 #[derive(Debug, Clone)]
 pub struct S4Recurrence {
+    /// `Ā` (H, N, N) over all N modes.
     pub a: Complex<3>,
+    /// `B̄` (H, N).
     pub b: Complex<2>,
+    /// `C` (H, N), recovered from `C̃` for the attuned length; the output is `Re(C* x)`.
     pub c: Complex<2>,
 }
 
@@ -569,9 +583,13 @@ impl S4Recurrence {
 /// The S4 layer on (B, H, L): `y = GLU(W · GELU(K * u + D u))` as the other S4-family layers.
 #[derive(Module, Debug)]
 pub struct S4 {
+    /// The DPLR convolution kernel (the reference's `layer.kernel`).
     pub kernel: S4Kernel,
+    /// The skip `D` (H): `y = K * u + D u` (the reference's `layer.D`).
     pub D: Param<Tensor<1>>,
+    /// The pointwise projection H -> 2H before the GLU (the reference's `output_linear.0`).
     pub output_linear: Linear,
+    /// Dropout after the GELU, before `output_linear`.
     pub dropout: Dropout,
     /// The longest kernel (the reference block's `l_max`): longer inputs see zeros beyond it.
     /// `None`: the kernel is as long as the input.

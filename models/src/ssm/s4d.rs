@@ -45,10 +45,14 @@ pub struct S4DKernelConfig {
     /// State size N (N/2 complex modes).
     #[config(default = 64)]
     pub d_state: usize,
+    /// Lower bound of the initial step Δ: `log_dt` is drawn uniformly in
+    /// `[ln dt_min, ln dt_max]`.
     #[config(default = 0.001)]
     pub dt_min: f64,
+    /// Upper bound of the initial step Δ (see `dt_min`).
     #[config(default = 0.1)]
     pub dt_max: f64,
+    /// Initialisation of the diagonal `A` (default [`S4DInit::Lin`]).
     #[config(default = "S4DInit::Lin")]
     pub init: S4DInit,
     /// Bilinear rather than zero-order-hold discretisation.
@@ -131,8 +135,11 @@ pub struct S4DKernel {
 /// (`scale` = 2); DSS keeps all modes (`scale` = 1).
 #[derive(Debug, Clone)]
 pub struct S4DRecurrence {
+    /// The discretised state matrix `dA` (H, N).
     pub da: Complex<2>,
+    /// The output coefficients `Cd` (H, N), with the discretised input matrix folded in.
     pub cd: Complex<2>,
+    /// The output scale: 2 for S4D (one mode of each conjugate pair), 1 for DSS.
     pub scale: f32,
 }
 
@@ -348,7 +355,9 @@ impl S4DRecurrence {
 /// Configuration of an [`S4D`] layer.
 #[derive(Config, Debug)]
 pub struct S4DConfig {
+    /// The convolution kernel's configuration (holds the channel count H).
     pub kernel: S4DKernelConfig,
+    /// Dropout probability after the GELU, before `output_linear` (0: none).
     #[config(default = 0.0)]
     pub dropout: f64,
 }
@@ -371,10 +380,13 @@ impl S4DConfig {
 /// `y = GLU(output_linear(dropout(GELU(K * u + D u))))`, GLU over the channels.
 #[derive(Module, Debug)]
 pub struct S4D {
+    /// The skip `D` (H): `y = K * u + D u` (the reference's `D`).
     pub D: Param<Tensor<1>>,
+    /// The diagonal convolution kernel (the reference's `kernel.*`).
     pub kernel: S4DKernel,
     /// The reference's `output_linear.0` (a kernel-1 Conv1d H -> 2H), as a Linear.
     pub output_linear: Linear,
+    /// Dropout after the GELU, before `output_linear`.
     pub dropout: Dropout,
     /// The longest kernel (the reference block's `l_max`): longer inputs see zeros beyond it.
     /// `None`: the kernel is as long as the input.

@@ -48,15 +48,20 @@ pub struct S4NDConfig {
     /// Spatial axes (2 for images, 3 for videos).
     #[config(default = 2)]
     pub dim: usize,
+    /// The 1-D kernel of each axis (default [`S4NDKernelKind::S4`]).
     #[config(default = "S4NDKernelKind::S4")]
     pub kernel: S4NDKernelKind,
     /// Two-sided kernels (the reference's default).
     #[config(default = true)]
     pub bidirectional: bool,
+    /// Lower bound of each axis's initial step Δ: `log_dt` is drawn uniformly in
+    /// `[ln dt_min, ln dt_max]`.
     #[config(default = 0.001)]
     pub dt_min: f64,
+    /// Upper bound of each axis's initial step Δ (see `dt_min`).
     #[config(default = 0.1)]
     pub dt_max: f64,
+    /// Dropout probability after the GELU, before `output_linear` (0: none).
     #[config(default = 0.0)]
     pub dropout: f64,
     /// The longest kernel per axis (the reference's `l_max`); `None`: as long as the input.
@@ -103,7 +108,9 @@ impl S4NDConfig {
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum AxisKernel {
+    /// An S4 (DPLR) kernel (the reference's `SSMKernelDPLR`, with `P` and `l_kernel`).
     S4(S4Kernel),
+    /// An S4D (diagonal) kernel (the reference's `SSMKernelDiag`).
     S4D(S4DKernel),
 }
 
@@ -126,6 +133,7 @@ pub struct S4ND {
     pub kernel: Vec<AxisKernel>,
     /// The reference's `output_linear.0` (H → 2H before the GLU).
     pub output_linear: Linear,
+    /// Dropout after the GELU, before `output_linear`.
     pub dropout: Dropout,
     /// The longest kernel per axis (the reference's `l_max`, here one for every axis); `None`:
     /// as long as the input.

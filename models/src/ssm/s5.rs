@@ -34,15 +34,20 @@ pub struct S5Config {
     /// Blocks of the block-diagonal HiPPO-N initialisation (`d_state` a multiple of it).
     #[config(default = 1)]
     pub blocks: usize,
+    /// Lower bound of the initial step Δ: `log_step` is drawn uniformly in
+    /// `[ln dt_min, ln dt_max]`, one step per mode.
     #[config(default = 0.001)]
     pub dt_min: f64,
+    /// Upper bound of the initial step Δ (see `dt_min`).
     #[config(default = 0.1)]
     pub dt_max: f64,
+    /// Bilinear rather than zero-order-hold discretisation.
     #[config(default = false)]
     pub bilinear: bool,
     /// A second scan over the reversed sequence (not causal: no recurrent step).
     #[config(default = false)]
     pub bidirectional: bool,
+    /// Dropout probability after the GELU, before `output_linear` (0: none).
     #[config(default = 0.0)]
     pub dropout: f64,
 }
@@ -177,9 +182,16 @@ pub struct S5 {
     pub D: Param<Tensor<1>>,
     /// (P).
     pub log_step: Param<Tensor<1>>,
+    /// The output projection H -> 2H before the GLU: the value half then the gate half (the
+    /// reference's `out1` and `out2` Dense layers, stacked).
     pub output_linear: Linear,
+    /// Dropout after the GELU, before `output_linear`.
     pub dropout: Dropout,
+    /// Bilinear rather than zero-order-hold discretisation (not stored in the reference's
+    /// checkpoints: its `--discretization`).
     pub bilinear: bool,
+    /// A second scan over the reversed sequence with the second half of `C` (the reference's
+    /// `C1`, `C2`); such a layer has no recurrent step.
     pub bidirectional: bool,
     /// The tanh approximation of GELU before the output GLU (Flax's `nn.gelu` default, which
     /// the reference layer uses; set by [`S5::load_reference`]); `false`: the exact GELU.
@@ -189,7 +201,9 @@ pub struct S5 {
 /// The discretised S5 system: `Λ̄` (P) and `B̄` (P, H), complex.
 #[derive(Debug, Clone)]
 pub struct S5Discrete {
+    /// `Λ̄` (P).
     pub lambda_bar: Complex<1>,
+    /// `B̄` (P, H).
     pub b_bar: Complex<2>,
 }
 

@@ -58,8 +58,11 @@ pub struct Ss2dConfig {
     /// Side of the depthwise convolution (odd).
     #[config(default = 3)]
     pub d_conv: usize,
+    /// Whether the depthwise convolution has a bias (the vanilla v0 models have one, the
+    /// released v05 models none).
     #[config(default = true)]
     pub conv_bias: bool,
+    /// The forward variant (default [`Ss2dForward::V05NoZ`]).
     #[config(default = "Ss2dForward::V05NoZ")]
     pub forward: Ss2dForward,
     /// Epsilon of the output LayerNorm.
@@ -153,16 +156,27 @@ impl Ss2dConfig {
 /// VMamba's 2D selective-scan mixer over channel-last maps (B, H, W, C).
 #[derive(Module, Debug)]
 pub struct Ss2d {
+    /// `in_proj`: C -> D, or C -> 2D with the gate `z` (v0); no bias.
     pub in_proj: Linear,
+    /// `conv2d`: the depthwise `d_conv × d_conv` convolution over the D channels, "same" padding.
     pub conv2d: Conv2d,
+    /// `x_proj_weight` (4, R + 2N, D): per route, the projection to `dt` (R), `B` and `C` (N each).
     pub x_proj_weight: Param<Tensor<3>>,
+    /// `dt_projs_weight` (4, D, R): per route, the projection of `dt` from rank R to D.
     pub dt_projs_weight: Param<Tensor<3>>,
+    /// `dt_projs_bias` (4, D): per route, the `dt` bias (softplus after).
     pub dt_projs_bias: Param<Tensor<2>>,
+    /// `A_logs` (4·D, N): `A = −exp(A_logs)`, the D channels of route k at rows `k·D..(k+1)·D`.
     pub A_logs: Param<Tensor<2>>,
+    /// `Ds` (4·D): the skip of each route's channels.
     pub Ds: Param<Tensor<1>>,
+    /// `out_norm`: the LayerNorm (D) on the merged routes.
     pub out_norm: LayerNorm,
+    /// `out_proj`: D -> C; no bias.
     pub out_proj: Linear,
+    /// The SSM state size N per channel.
     pub d_state: usize,
+    /// The rank R of the `dt` projection.
     pub dt_rank: usize,
     /// The v0 gate branch.
     pub gate: bool,

@@ -41,6 +41,8 @@ use ssm_datasets::timeseries::ForecastBatch;
 /// A forecaster: the horizon (B, S, N) of look-backs (B, L, N) with calendar features
 /// (B, L, F).
 pub trait Forecaster {
+    /// The forecast (B, S, N) of a look-back `x` (B, L, N); `x_mark` (B, L, F) holds the
+    /// calendar features of the look-back (F may be 0; models that take none ignore them).
     fn forecast(&self, x: Tensor<3>, x_mark: Tensor<3>) -> Tensor<3>;
 
     /// MSE loss and the flattened forecast and targets of a batch.
@@ -61,7 +63,9 @@ pub fn last_value_forecast(x: Tensor<3>, pred_len: usize) -> Tensor<3> {
 /// Configuration of a [`LinearForecaster`].
 #[derive(Config, Debug)]
 pub struct LinearForecasterConfig {
+    /// Look-back length L in time steps.
     pub seq_len: usize,
+    /// Forecast horizon S in time steps.
     pub pred_len: usize,
     /// The same per-variate normalisation as S-Mamba.
     #[config(default = true)]
@@ -69,6 +73,7 @@ pub struct LinearForecasterConfig {
 }
 
 impl LinearForecasterConfig {
+    /// A randomly initialised forecaster (Burn's default Linear init).
     pub fn init(&self, device: &Device) -> LinearForecaster {
         LinearForecaster {
             linear: LinearConfig::new(self.seq_len, self.pred_len).init(device),
@@ -81,7 +86,9 @@ impl LinearForecasterConfig {
 /// variates (the "Linear" of Zeng et al., 2023), with S-Mamba's normalisation.
 #[derive(Module, Debug)]
 pub struct LinearForecaster {
+    /// The map from look-back to horizon, weight (S, L) and bias (S), shared by the variates.
     pub linear: Linear,
+    /// Whether to normalise each variate over the look-back and undo it on the forecast.
     pub use_norm: bool,
 }
 

@@ -15,6 +15,7 @@
 //! `encoder.norm`, `projector`); the 1×1 convolutions of the FFN are Linear layers here.
 //! The mixers are Mamba with `d_conv = 2`, `expand = 1` as in the reference.
 
+use crate::ssm::SequenceMixer;
 use crate::ssm::mamba::{MambaMixer, MambaMixerConfig};
 use crate::timeseries::{denormalize, normalize};
 use burn::config::Config;
@@ -45,6 +46,7 @@ pub struct SMambaConfig {
     /// Encoder layers.
     #[config(default = 2)]
     pub e_layers: usize,
+    /// Dropout rate in [0, 1) on the embedding and inside the feed-forward network.
     #[config(default = 0.1)]
     pub dropout: f64,
     /// GELU (the reference's default) or ReLU in the feed-forward network.
@@ -117,35 +119,50 @@ impl SMambaConfig {
 /// The inverted embedding: each variate's (and time feature's) series of L steps → one token.
 #[derive(Module, Debug)]
 pub struct InvertedEmbedding {
+    /// Linear L → E (weight (E, L)), `enc_embedding.value_embedding`.
     pub value_embedding: Linear,
 }
 
 /// One encoder layer: bidirectional Mamba over the tokens, then the feed-forward network.
 #[derive(Module, Debug)]
 pub struct SMambaLayer {
+    /// The forward-direction Mamba over the tokens (`attention`).
     pub attention: MambaMixer,
+    /// The Mamba over the reversed tokens (`attention_r`).
     pub attention_r: MambaMixer,
+    /// First FFN layer E → d_ff (the reference's 1×1 `conv1`).
     pub conv1: Linear,
+    /// Second FFN layer d_ff → E (the reference's 1×1 `conv2`).
     pub conv2: Linear,
+    /// LayerNorm after the Mamba residual (`norm1`).
     pub norm1: LayerNorm,
+    /// LayerNorm after the FFN residual (`norm2`).
     pub norm2: LayerNorm,
 }
 
 /// The encoder layers and the final LayerNorm.
 #[derive(Module, Debug)]
 pub struct SMambaEncoder {
+    /// The encoder layers (`encoder.attn_layers.{i}`).
     pub attn_layers: Vec<SMambaLayer>,
+    /// The final LayerNorm over E (`encoder.norm`).
     pub norm: LayerNorm,
 }
 
 /// The S-Mamba forecaster.
 #[derive(Module, Debug)]
 pub struct SMamba {
+    /// The inverted embedding of the variate and time-feature series.
     pub enc_embedding: InvertedEmbedding,
+    /// The encoder layers and final norm.
     pub encoder: SMambaEncoder,
+    /// Linear E → S from each token to its horizon (`projector`).
     pub projector: Linear,
+    /// Dropout on the embedding and inside the feed-forward networks.
     pub dropout: Dropout,
+    /// GELU (`true`) or ReLU in the feed-forward networks.
     pub gelu: bool,
+    /// Whether to normalise each variate over the look-back and undo it on the forecast.
     pub use_norm: bool,
     /// Calendar features taken as extra tokens (0: none).
     pub time_features: usize,

@@ -17,6 +17,7 @@
 //! Field names follow the reference (`revin_layer.affine_weight`, `lin1`..`lin4`,
 //! `mamba1`..`mamba4`).
 
+use crate::ssm::SequenceMixer;
 use crate::ssm::mamba::{MambaMixer, MambaMixerConfig};
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -27,8 +28,11 @@ use burn::tensor::{Device, Tensor};
 /// with a learnt affine map, undone on the output.
 #[derive(Module, Debug)]
 pub struct RevIn {
+    /// Per-variate scale (N), `revin_layer.affine_weight`.
     pub affine_weight: Param<Tensor<1>>,
+    /// Per-variate shift (N), `revin_layer.affine_bias`.
     pub affine_bias: Param<Tensor<1>>,
+    /// Added to the variance when normalising (1e-5).
     pub eps: f64,
 }
 
@@ -61,7 +65,9 @@ impl RevIn {
 /// Configuration of a [`TimeMachine`] (the reference's run arguments).
 #[derive(Config, Debug)]
 pub struct TimeMachineConfig {
+    /// Look-back L in time steps.
     pub seq_len: usize,
+    /// Horizon S in time steps.
     pub pred_len: usize,
     /// Variates N (for RevIN).
     pub enc_in: usize,
@@ -71,18 +77,25 @@ pub struct TimeMachineConfig {
     /// The second scale.
     #[config(default = 32)]
     pub n2: usize,
+    /// Mamba state size of the four mixers.
     #[config(default = 256)]
     pub d_state: usize,
+    /// Side of the Mambas' causal convolution.
     #[config(default = 2)]
     pub dconv: usize,
+    /// Expansion factor of the Mambas (inner width = `e_fact` × their width).
     #[config(default = 1)]
     pub e_fact: usize,
+    /// Dropout rate in [0, 1) on the outputs of `lin1` and `lin2`.
     #[config(default = 0.7)]
     pub dropout: f64,
+    /// Use RevIN (learnt affine map); otherwise plain per-variate normalisation.
     #[config(default = true)]
     pub revin: bool,
+    /// Channel-independent: each variate is its own sequence (the published setting).
     #[config(default = true)]
     pub ch_ind: bool,
+    /// Add the scale inputs back around the Mambas and `lin3` (the residual setting).
     #[config(default = true)]
     pub residual: bool,
 }
@@ -150,17 +163,29 @@ impl TimeMachineConfig {
 /// The TimeMachine forecaster.
 #[derive(Module, Debug)]
 pub struct TimeMachine {
+    /// RevIN over the N variates; `None` for plain normalisation.
     pub revin_layer: Option<RevIn>,
+    /// Linear L → n1, the first scale.
     pub lin1: Linear,
+    /// Linear n1 → n2, the second scale.
     pub lin2: Linear,
+    /// Linear n2 → n1, back from the second scale.
     pub lin3: Linear,
+    /// Linear 2·n1 → S from both scales to the horizon.
     pub lin4: Linear,
+    /// Second-scale Mamba reading n2 tokens of width 1 (width n2 without `ch_ind`).
     pub mamba1: MambaMixer,
+    /// Second-scale Mamba of width n2.
     pub mamba2: MambaMixer,
+    /// First-scale Mamba of width n1.
     pub mamba3: MambaMixer,
+    /// First-scale Mamba reading n1 tokens of width 1 (width n1 without `ch_ind`).
     pub mamba4: MambaMixer,
+    /// Dropout on the outputs of `lin1` and `lin2`.
     pub dropout: Dropout,
+    /// Channel-independent: each variate is its own sequence.
     pub ch_ind: bool,
+    /// Whether the residual connections around the second scale are on.
     pub residual: bool,
 }
 

@@ -35,6 +35,7 @@ use ssm_datasets::ImageBatch;
 
 /// An image classifier: logits (B, classes) of images (B, C, H, W).
 pub trait ImageClassifier {
+    /// Class logits (B, classes) of a batch of images (B, C, H, W) at the training resolution.
     fn logits(&self, images: Tensor<4>) -> Tensor<2>;
 
     /// Logits of images at another resolution than the training one, `rate` = the training

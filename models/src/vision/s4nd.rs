@@ -18,25 +18,31 @@ use burn::tensor::{Device, Tensor};
 pub struct S4NDClassifierConfig {
     /// Image channels.
     pub in_chans: usize,
+    /// Classes of the decoder.
     pub num_classes: usize,
     /// Channels H of every layer.
     #[config(default = 64)]
     pub d_model: usize,
+    /// Number of residual S4ND blocks.
     #[config(default = 4)]
     pub n_layers: usize,
     /// State size N of each axis's SSM.
     #[config(default = 64)]
     pub d_state: usize,
+    /// The 1-D kernel of each axis: S4 (DPLR, the paper's) or the diagonal S4D.
     #[config(default = "S4NDKernelKind::S4")]
     pub kernel: S4NDKernelKind,
+    /// Two-sided kernels along each axis (the reference's default).
     #[config(default = true)]
     pub bidirectional: bool,
     /// Range of the initial steps (the paper's CIFAR model: 0.1 to 1, a kernel spanning a few
     /// dozen pixels).
     #[config(default = 0.1)]
     pub dt_min: f64,
+    /// Largest initial step (see `dt_min`).
     #[config(default = 1.0)]
     pub dt_max: f64,
+    /// Dropout rate in [0, 1) inside each S4ND layer and on each residual branch.
     #[config(default = 0.1)]
     pub dropout: f64,
 }
@@ -90,10 +96,15 @@ impl S4NDClassifierConfig {
 /// The isotropic S4ND image classifier.
 #[derive(Module, Debug)]
 pub struct S4NDClassifier {
+    /// Per-pixel linear encoder C → H (weight (H, C)).
     pub encoder: Linear,
+    /// The S4ND layers over 2-D feature maps, one per block.
     pub layers: Vec<S4ND>,
+    /// The pre-norm LayerNorm of each block, over H.
     pub norms: Vec<LayerNorm>,
+    /// Dropout on each block's residual branch.
     pub dropout: Dropout,
+    /// Linear decoder H → classes on the pixel-averaged features.
     pub decoder: Linear,
 }
 

@@ -166,6 +166,7 @@ impl VimConfig {
 /// The patch embedding: a `p × p` convolution with stride `s` (key `patch_embed.proj`).
 #[derive(Module, Debug)]
 pub struct PatchEmbed {
+    /// The patch convolution, weight (D, C, p, p) and bias (D).
     pub proj: Conv2d,
 }
 
@@ -181,20 +182,30 @@ impl PatchEmbed {
 /// One residual block: RMSNorm then the bidirectional mixer.
 #[derive(Module, Debug)]
 pub struct VimBlock {
+    /// The bidirectional Mamba mixer (`layers.{i}.mixer`).
     pub mixer: BiMambaMixer,
+    /// The RMSNorm applied before the mixer (`layers.{i}.norm`).
     pub norm: RmsNorm,
 }
 
 /// The Vim classifier.
 #[derive(Module, Debug)]
 pub struct Vim {
+    /// The patch embedding (`patch_embed.proj`).
     pub patch_embed: PatchEmbed,
+    /// The learned class token (1, 1, D).
     pub cls_token: Param<Tensor<3>>,
+    /// Absolute position embedding (1, M + 1, D), class token included.
     pub pos_embed: Param<Tensor<3>>,
+    /// The residual blocks, `depth` of them (`layers.{i}`).
     pub layers: Vec<VimBlock>,
+    /// The final RMSNorm (`norm_f`).
     pub norm_f: RmsNorm,
+    /// The classification head, weight (classes, D) and bias (classes).
     pub head: Linear,
+    /// Square input side in pixels the model was built for; other sizes panic.
     pub img_size: usize,
+    /// Largest stochastic-depth rate (0 when loaded from a checkpoint).
     pub drop_path_rate: f64,
 }
 

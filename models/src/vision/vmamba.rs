@@ -46,10 +46,13 @@ pub enum DownsampleVersion {
 /// Configuration of a [`VMamba`] (MzeroMiko/VMamba's `VSSM` arguments).
 #[derive(Config, Debug)]
 pub struct VMambaConfig {
+    /// Total downsampling of the patch embedding (output side = input side / `patch_size`).
     #[config(default = 4)]
     pub patch_size: usize,
+    /// Input image channels.
     #[config(default = 3)]
     pub in_chans: usize,
+    /// Classes of the head.
     #[config(default = 1000)]
     pub num_classes: usize,
     /// Blocks per stage.
@@ -57,26 +60,34 @@ pub struct VMambaConfig {
     /// Width of the first stage; stage i has `dim · 2^i`.
     #[config(default = 96)]
     pub dim: usize,
+    /// SSM state size N per channel.
     #[config(default = 1)]
     pub d_state: usize,
+    /// Inner width of each SS2D mixer over the stage width (`d_inner = ssm_ratio · C`).
     #[config(default = 1.0)]
     pub ssm_ratio: f64,
+    /// Side of the SS2D depthwise convolution (odd).
     #[config(default = 3)]
     pub ssm_conv: usize,
+    /// Whether the SS2D depthwise convolution has a bias.
     #[config(default = false)]
     pub ssm_conv_bias: bool,
+    /// The SS2D variant: v05_noz (released models) or v0 (vanilla, gated).
     #[config(default = "Ss2dForward::V05NoZ")]
     pub forward: Ss2dForward,
     /// MLP hidden width over C; 0 for no MLP.
     #[config(default = 4.0)]
     pub mlp_ratio: f64,
+    /// The patch embedding version (v2 for the released models, v1 for vanilla).
     #[config(default = "PatchEmbedVersion::V2")]
     pub patch_embed: PatchEmbedVersion,
+    /// The downsampling between stages (v3 for the released models, v1 for vanilla).
     #[config(default = "DownsampleVersion::V3")]
     pub downsample: DownsampleVersion,
     /// Largest stochastic-depth rate (linear over all blocks from 0).
     #[config(default = 0.0)]
     pub drop_path_rate: f64,
+    /// LayerNorm epsilon (every norm, the SS2D output norm included).
     #[config(default = 1e-5)]
     pub norm_eps: f64,
 }
@@ -282,9 +293,13 @@ impl VMambaConfig {
 /// The patch embedding (v1: `conv1`, `norm2`; v2: all four).
 #[derive(Module, Debug)]
 pub struct PatchEmbed {
+    /// The first conv (`patch_embed.0`): `p × p` stride `p` to C (v1), or 3×3 to C/2 (v2).
     pub conv1: Conv2d,
+    /// LayerNorm over C/2 between the convs (`patch_embed.2`, v2 only).
     pub norm1: Option<LayerNorm>,
+    /// The second conv, C/2 to C (`patch_embed.5`, v2 only).
     pub conv2: Option<Conv2d>,
+    /// The output LayerNorm over C (`patch_embed.2` in v1, `patch_embed.7` in v2).
     pub norm2: LayerNorm,
 }
 
@@ -311,17 +326,24 @@ impl PatchEmbed {
 /// The MLP of a VSS block: fc1, GELU, fc2.
 #[derive(Module, Debug)]
 pub struct Mlp {
+    /// C to hidden (`mlp.fc1`), hidden = `mlp_ratio · C`.
     pub fc1: Linear,
+    /// Hidden back to C (`mlp.fc2`).
     pub fc2: Linear,
 }
 
 /// A VSS block: `x + SS2D(LN(x))`, then `x + MLP(LN(x))` when it has an MLP.
 #[derive(Module, Debug)]
 pub struct VssBlock {
+    /// LayerNorm before the SS2D mixer (`norm`).
     pub norm: LayerNorm,
+    /// The SS2D four-route selective scan (`op`).
     pub op: Ss2d,
+    /// LayerNorm before the MLP (`norm2`); `None` without an MLP.
     pub norm2: Option<LayerNorm>,
+    /// The MLP (`mlp`); `None` when `mlp_ratio` is 0.
     pub mlp: Option<Mlp>,
+    /// This block's stochastic-depth rate.
     pub drop_path: f64,
 }
 
@@ -345,8 +367,11 @@ impl VssBlock {
 /// `reduction`).
 #[derive(Module, Debug)]
 pub struct Downsample {
+    /// The 3×3 stride-2 conv C to 2C (`downsample.1`, v3 only).
     pub conv: Option<Conv2d>,
+    /// LayerNorm over 2C (`downsample.3`, v3) or over the merged 4C (`downsample.norm`, v1).
     pub norm: LayerNorm,
+    /// Linear 4C to 2C without bias (`downsample.reduction`, v1 only).
     pub reduction: Option<Linear>,
 }
 
@@ -387,22 +412,29 @@ impl Downsample {
 /// One stage: its blocks, then the downsampling (all stages but the last).
 #[derive(Module, Debug)]
 pub struct VssStage {
+    /// The stage's VSS blocks (`layers.{i}.blocks.{j}`).
     pub blocks: Vec<VssBlock>,
+    /// The downsampling to the next stage (`layers.{i}.downsample`); `None` on the last.
     pub downsample: Option<Downsample>,
 }
 
 /// The classifier: LayerNorm, global average pool, Linear.
 #[derive(Module, Debug)]
 pub struct Classifier {
+    /// LayerNorm over the last stage's channels (`classifier.norm`).
     pub norm: LayerNorm,
+    /// The classification head, C_last to classes (`classifier.head`).
     pub head: Linear,
 }
 
 /// The VMamba image classifier.
 #[derive(Module, Debug)]
 pub struct VMamba {
+    /// The patch embedding (`patch_embed.*`).
     pub patch_embed: PatchEmbed,
+    /// The stages (`layers.{i}`), widths `dim · 2^i`.
     pub layers: Vec<VssStage>,
+    /// The pooled head (`classifier.*`).
     pub classifier: Classifier,
 }
 

@@ -28,26 +28,40 @@ pub enum LmArch {
 /// Written in each checkpoint's `state.json` (and in the metrics under `run`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct RunKey {
+    /// The model family.
     pub arch: LmArch,
+    /// The model width.
     pub d_model: usize,
+    /// The number of blocks.
     pub layers: usize,
+    /// The SSM state size N.
     pub d_state: usize,
     /// Channels per head of Mamba2 and Mamba-3. A Mamba mixer has no heads: its runs record
     /// 64 (the `zoo train lm --head-dim` default), and the field is not compared for them.
     pub head_dim: usize,
     /// The data's vocabulary ([`LmData::vocab`](super::LmData::vocab)).
     pub vocab: usize,
+    /// Tokens per row.
     pub seq_len: usize,
+    /// Rows per micro-batch.
     pub batch_size: usize,
+    /// Micro-batches accumulated per optimizer step on each device.
     pub accumulate: usize,
     /// Devices, each with a replica of the model.
     pub replicas: usize,
+    /// Optimizer steps of the whole run.
     pub steps: usize,
+    /// Peak learning rate.
     pub lr: f64,
+    /// The cosine schedule ends at `lr` x this.
     pub min_lr_ratio: f64,
+    /// Linear warm-up steps.
     pub warmup: usize,
+    /// AdamW weight decay of the weight matrices.
     pub weight_decay: f64,
+    /// The gradient's global norm is clipped to this (0: not clipped).
     pub grad_clip: f64,
+    /// Seeds the weights and the order of the rows.
     pub seed: u64,
     /// The data's identity ([`LmData::key`](super::LmData::key)).
     pub data: String,

@@ -288,6 +288,7 @@ pub struct RunStart<'a> {
     pub params: usize,
     /// Training rows and the documents they hold.
     pub train_rows: usize,
+    /// The training documents those rows hold.
     pub train_docs: usize,
     /// Validation rows (0: no evaluation).
     pub val_rows: usize,
@@ -302,6 +303,7 @@ pub struct RunStart<'a> {
 /// One optimizer step as it was taken.
 #[derive(Debug)]
 pub struct StepReport<'a> {
+    /// The step's record (loss, learning rate, gradient norm).
     pub log: &'a StepLog,
     /// Steps of the whole run.
     pub steps: usize,
@@ -351,6 +353,7 @@ pub struct Trained {
     pub tokens_per_step: usize,
     /// Tokens trained on in this session (not before a resume) and the seconds it took.
     pub session_tokens: usize,
+    /// Seconds spent on this session's `session_tokens`.
     pub session_secs: f64,
 }
 
