@@ -9,64 +9,8 @@ use super::mamba::MambaLm;
 use crate::checkpoint::write_atomic;
 use crate::error::{ModelError, Result};
 use crate::io::{pytorch_state_dict, write_safetensors};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::Path;
-
-impl MambaLmConfig {
-    /// transformers' config for this model. The vocabulary written is the embedding's row
-    /// count ([`MambaLmConfig::padded_vocab`]), as transformers has no padding of its own.
-    pub fn to_hf_json(&self) -> Value {
-        let mut c = json!({
-            "hidden_size": self.d_model,
-            "num_hidden_layers": self.n_layer,
-            "vocab_size": self.padded_vocab(),
-            "state_size": self.d_state,
-            "conv_kernel": self.d_conv,
-            "expand": self.expand,
-            "intermediate_size": self.d_inner(),
-            "time_step_min": self.dt_min,
-            "time_step_max": self.dt_max,
-            "time_step_floor": self.dt_init_floor,
-            "use_bias": self.bias,
-            "use_conv_bias": self.conv_bias,
-            "layer_norm_epsilon": self.norm_eps,
-            "tie_word_embeddings": self.tie_embeddings,
-            "hidden_act": "silu",
-            "residual_in_fp32": true,
-            "use_cache": true,
-            "torch_dtype": "float32",
-        });
-        let obj = c.as_object_mut().expect("a JSON object");
-        if let Some(eos) = self.eos_token_id {
-            obj.insert("eos_token_id".into(), eos.into());
-            obj.insert("bos_token_id".into(), eos.into());
-            obj.insert("pad_token_id".into(), eos.into());
-        }
-        match &self.mamba2 {
-            None => {
-                obj.insert("model_type".into(), "mamba".into());
-                obj.insert("architectures".into(), json!(["MambaForCausalLM"]));
-                obj.insert("time_step_rank".into(), self.dt_rank().into());
-            }
-            Some(m2) => {
-                obj.insert("model_type".into(), "mamba2".into());
-                obj.insert("architectures".into(), json!(["Mamba2ForCausalLM"]));
-                obj.insert("num_heads".into(), (self.d_inner() / m2.head_dim).into());
-                obj.insert("head_dim".into(), m2.head_dim.into());
-                obj.insert("n_groups".into(), m2.n_groups.into());
-                obj.insert("chunk_size".into(), m2.chunk_size.into());
-                obj.insert("rms_norm".into(), true.into());
-                obj.insert("norm_before_gate".into(), false.into());
-                let hi = match m2.dt_limit_max {
-                    Some(hi) => json!(hi),
-                    None => json!({"__float__": "Infinity"}),
-                };
-                obj.insert("time_step_limit".into(), json!([m2.dt_limit_min, hi]));
-            }
-        }
-        c
-    }
-}
 
 impl MambaLm {
     /// Writes `config.json` and `model.safetensors` into `dir` (created if needed; each file

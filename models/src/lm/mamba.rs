@@ -3,7 +3,8 @@
 //! `x + mixer(rmsnorm(x))` with a Mamba or a Mamba2 mixer, a final RMSNorm and the LM head (tied
 //! to the embedding or not).
 
-use super::config::{ConfigFlavor, MambaLmConfig, read_mamba_config};
+use super::config::MambaLmConfig;
+use super::config_json::{ConfigFlavor, read_mamba_config};
 use super::vocab::VocabMatrix;
 use crate::error::ModelError;
 use crate::io::{TensorMap, find_weights};

@@ -2,6 +2,7 @@
 //! recurrent-inference interface, generation, export and the trainer.
 
 pub mod config;
+pub mod config_json;
 pub mod generate;
 pub mod hf;
 pub mod mamba;
@@ -11,10 +12,8 @@ pub mod train;
 pub mod transformer;
 pub mod vocab;
 
-pub use config::{
-    ConfigFlavor, Mamba2Settings, Mamba3Settings, MambaLmConfig, parse_mamba_config,
-    read_mamba_config,
-};
+pub use config::{Mamba2Settings, Mamba3Settings, MambaLmConfig};
+pub use config_json::{ConfigFlavor, parse_mamba_config, read_mamba_config};
 pub use generate::{
     Generated, GenerationConfig, Sampler, Sampling, generate, generate_with_logits,
 };
