@@ -85,6 +85,19 @@ pub fn max_binding_bytes(device: &Device) -> Option<usize> {
     }
 }
 
+/// Whether `device` computes in the host's memory (the CPU backends, Flex and NdArray; an
+/// autodiff device over one of them too): its tensors then take the machine's RAM.
+pub fn is_host(device: &Device) -> bool {
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        burn::backend::DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "ndarray")]
+        burn::backend::DispatchDevice::NdArray(_) => true,
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
 #[cfg(feature = "flex")]
 fn cpu(_: &str) -> Result<Device, Error> {
     Ok(Device::flex())
@@ -205,6 +218,7 @@ mod tests {
     #[test]
     fn cpu_is_flex() {
         assert_eq!(max_binding_bytes(&Device::flex()), None);
+        assert!(is_host(&Device::flex()) && is_host(&Device::flex().autodiff()));
         assert_eq!(parse_device(Some("cpu")).unwrap(), Device::flex());
     }
 }

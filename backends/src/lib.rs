@@ -56,7 +56,7 @@ pub mod testing;
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube::{LaunchCounter, MAX_BUFFER_VAR};
-pub use device::{default_device, max_binding_bytes, parse_device};
+pub use device::{default_device, is_host, max_binding_bytes, parse_device};
 pub use error::Error;
 pub use fft::{
     DIRECT_MAX_LEN, bidirectional_conv, causal_conv, causal_conv_fft, causal_conv_reference, fft,

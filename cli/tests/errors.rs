@@ -127,3 +127,64 @@ fn picking_the_device_headless_prints_no_error_line() {
         "{err}"
     );
 }
+
+/// `zoo` run under an address-space limit of 2 GiB, so that a size that slipped past the
+/// estimate fails fast (an allocation failure) instead of swapping.
+fn zoo_limited(args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 2097152 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_zoo"))
+        .args(args)
+        .output()
+        .expect("sh runs")
+}
+
+/// A mistyped size that could not fit in memory is refused before it is allocated: one line
+/// naming the estimate and the settings to change, exit status 1 (it used to abort in the
+/// allocator: "memory allocation of 320000000000 bytes failed").
+#[test]
+fn sizes_that_cannot_fit_are_refused_before_allocating() {
+    let text = fixtures_dir().join("../README.md");
+    let text = text.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out = out.to_str().unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train", "lm", "--bytes", "--text", text, "--steps", "2", "--device", "cpu", "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        zoo_limited(&args)
+    };
+    for (extra, needle) in [
+        (&["--d-model", "200000", "--layers", "4"][..], "--d-model"),
+        (&["--layers", "200000"][..], "--layers"),
+        (&["--batch-size", "2000000"][..], "--batch-size"),
+        (
+            &["--d-model", "4096", "--d-state", "100000"][..],
+            "--d-state",
+        ),
+    ] {
+        let result = train(extra);
+        assert_clean_error(&result, "needs about");
+        assert_clean_error(&result, needle);
+    }
+    for extra in [
+        &["--d-model", "100000", "--layers", "24"][..],
+        &["--prefill-len", "100000000"][..],
+        &["--prefill-batch", "100000000"][..],
+    ] {
+        let mut args = vec!["bench", "lm", "--device", "cpu"];
+        args.extend_from_slice(extra);
+        let result = zoo_limited(&args);
+        assert_clean_error(&result, "needs about");
+        assert_clean_error(&result, "force it");
+    }
+    // --force goes on past the estimate (here into the allocator's refusal under the limit:
+    // still a failure, but the user asked for it).
+    let forced = train(&["--d-model", "200000", "--layers", "4", "--force"]);
+    assert!(!forced.status.success());
+    assert!(!String::from_utf8_lossy(&forced.stderr).contains("needs about"));
+}

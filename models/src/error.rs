@@ -98,6 +98,24 @@ pub enum ModelError {
         /// The device's largest binding, in bytes.
         limit: usize,
     },
+    /// A run whose estimated memory exceeds what the machine has available, refused before
+    /// anything is allocated: make the named settings smaller, or force the run.
+    #[error(
+        "{what} needs about {need} ({parts}), more than the {available} this machine has \
+         available: make {settings} smaller, or force it (zoo: --force, or SSM_ZOO_FORCE=1)"
+    )]
+    WouldNotFit {
+        /// The run, for the message (e.g. "training with batch 16 x 256 tokens").
+        what: String,
+        /// The estimate, human-readable.
+        need: String,
+        /// The estimate's parts, human-readable.
+        parts: String,
+        /// What is available, human-readable.
+        available: String,
+        /// The settings that size it.
+        settings: String,
+    },
     /// Any other invalid input (shapes, arguments, data); the message says what to change.
     #[error("{0}")]
     Invalid(String),

@@ -18,6 +18,7 @@ pub mod graph;
 pub mod io;
 pub mod limits;
 pub mod lm;
+pub mod memory;
 pub mod nn;
 pub mod precision;
 pub mod ssm;

@@ -60,6 +60,10 @@ pub struct LmBenchArgs {
     /// or the CPU; WGSL has none).
     #[arg(long, value_parser = dtype_arg, default_value = "f32")]
     dtype: burn::tensor::FloatDType,
+    /// Run even when the memory estimate exceeds what the machine has available (also
+    /// SSM_ZOO_FORCE=1).
+    #[arg(long)]
+    force: bool,
 }
 
 fn tokens(n: usize, vocab: usize, device: &Device) -> Tensor<2, Int> {
@@ -110,6 +114,10 @@ pub fn run(a: LmBenchArgs) -> CliResult {
         }
     }
     config.validate()?;
+    // Sized before anything is allocated (the timed prefill keeps every position's logits).
+    config
+        .inference_memory(a.prefill_batch, a.prefill_len, true)
+        .check(&device, a.force || ssm_models::memory::forced_by_env())?;
     let model = config.try_init(&device)?.to_dtype(a.dtype)?;
     // The timed full prefill keeps the logits of every position; the decode prompt is short.
     model.check_fits(a.prefill_batch, a.prefill_len, true, true)?;

@@ -79,6 +79,7 @@ pub fn run(a: DemoArgs) -> CliResult {
         devices: Vec::new(),
         resume: false,
         dtype: burn::tensor::FloatDType::F32,
+        force: false,
     };
     // Each demo run starts over.
     let _ = std::fs::remove_dir_all(out.join("checkpoints"));

@@ -108,6 +108,11 @@ pub struct LmArgs {
     /// stream compute in f32). f16 is refused: it needs loss scaling, which this loop has not.
     #[arg(long, value_parser = dtype_arg, default_value = "f32")]
     pub dtype: FloatDType,
+    /// Train even when the memory estimate (weights, gradients, optimizer state, one
+    /// micro-batch's activations and logits) exceeds what the machine has available (also
+    /// SSM_ZOO_FORCE=1).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// A finished run and the folder it was saved in.
@@ -177,6 +182,7 @@ pub fn train(a: &LmArgs, progress: &LmProgress) -> CliResult<TrainedRun> {
         checkpoint_every: a.checkpoint_every,
         seed: a.run.seed(),
         dtype: a.dtype,
+        force: a.force,
         ..TrainerConfig::new(lm_config(a, vocab, eos))
     };
     let mut shown = Shown {

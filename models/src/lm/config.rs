@@ -155,6 +155,27 @@ impl MambaLmConfig {
         }
         Ok(())
     }
+    /// The number of parameters of the model this config builds (the padded embedding, an
+    /// untied head, each block's norm and mixer, the final norm), from the config alone: what
+    /// sizes a run before anything is allocated. Saturates at `u64::MAX`.
+    pub fn param_count(&self) -> u64 {
+        let d = self.d_model as u64;
+        let vocab = (self.padded_vocab() as u64).saturating_mul(d);
+        let head = if self.tie_embeddings { 0 } else { vocab };
+        let mixer = if self.mamba3.is_some() {
+            self.mixer3().param_count()
+        } else if self.mamba2.is_some() {
+            self.mixer2().param_count()
+        } else {
+            self.mixer().param_count()
+        };
+        let layers = (self.n_layer as u64).saturating_mul(mixer.saturating_add(d));
+        vocab
+            .saturating_add(head)
+            .saturating_add(layers)
+            .saturating_add(d)
+    }
+
     /// `expand * d_model`.
     pub fn d_inner(&self) -> usize {
         self.expand * self.d_model

@@ -1,6 +1,7 @@
 //! Language models: the Mamba, Mamba2 and Mamba-3 LM (`MambaLm`), the Transformer baseline, the
 //! recurrent-inference interface, generation, export and the trainer.
 
+pub mod budget;
 pub mod config;
 pub mod config_json;
 pub mod generate;

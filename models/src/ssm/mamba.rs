@@ -74,6 +74,33 @@ impl MambaMixerConfig {
         self.dt_rank.unwrap_or(self.d_model.div_ceil(16))
     }
 
+    /// The number of parameters of this mixer (in_proj, conv1d, x_proj, dt_proj, A_log, D,
+    /// out_proj), from the config alone: sizes a run before anything is allocated. Saturates
+    /// at `u64::MAX`.
+    pub fn param_count(&self) -> u64 {
+        let (d, di, n, r, k) = (
+            self.d_model as u64,
+            self.d_inner() as u64,
+            self.d_state as u64,
+            self.dt_rank() as u64,
+            self.d_conv as u64,
+        );
+        let bias = |on: bool, n: u64| if on { n } else { 0 };
+        [
+            d.saturating_mul(2 * di)
+                .saturating_add(bias(self.bias, 2 * di)),
+            di.saturating_mul(k)
+                .saturating_add(bias(self.conv_bias, di)),
+            di.saturating_mul(r.saturating_add(2 * n)),
+            r.saturating_mul(di).saturating_add(di),
+            di.saturating_mul(n),
+            di,
+            di.saturating_mul(d).saturating_add(bias(self.bias, d)),
+        ]
+        .into_iter()
+        .fold(0u64, u64::saturating_add)
+    }
+
     /// A mixer with mamba_ssm's initialisation: dt bias the inverse softplus of a log-uniform
     /// dt in [dt_min, dt_max], `A_log = log(1..=N)`, `D = 1`, out_proj divided by
     /// `sqrt(n_layer)`.

@@ -96,6 +96,29 @@ impl Mamba2MixerConfig {
         2 * self.d_inner() + 2 * self.n_groups * self.d_state + self.n_heads()
     }
 
+    /// The number of parameters of this mixer (in_proj, conv1d, dt_bias, A_log, D, the gated
+    /// norm, out_proj), from the config alone. Saturates at `u64::MAX`.
+    pub fn param_count(&self) -> u64 {
+        let (d, di, h, k) = (
+            self.d_model as u64,
+            self.d_inner() as u64,
+            self.n_heads() as u64,
+            self.d_conv as u64,
+        );
+        let (proj, conv) = (self.d_in_proj() as u64, self.conv_dim() as u64);
+        let bias = |on: bool, n: u64| if on { n } else { 0 };
+        [
+            d.saturating_mul(proj).saturating_add(bias(self.bias, proj)),
+            conv.saturating_mul(k)
+                .saturating_add(bias(self.conv_bias, conv)),
+            3 * h,
+            di,
+            di.saturating_mul(d).saturating_add(bias(self.bias, d)),
+        ]
+        .into_iter()
+        .fold(0u64, u64::saturating_add)
+    }
+
     /// Rejects impossible settings with a message naming the field.
     pub fn validate(&self) -> crate::Result<()> {
         crate::error::require_nonzero(&[

@@ -122,6 +122,36 @@ impl Mamba3MixerConfig {
             + self.n_angles()
     }
 
+    /// The number of parameters of this mixer (in_proj, dt_bias, B/C biases and norms, the
+    /// MIMO projections, D, the optional norm, out_proj), from the config alone. Saturates at
+    /// `u64::MAX`.
+    pub fn param_count(&self) -> u64 {
+        let (d, di, h, n, r, p) = (
+            self.d_model as u64,
+            self.d_inner() as u64,
+            self.n_heads() as u64,
+            self.d_state as u64,
+            self.rank() as u64,
+            self.head_dim as u64,
+        );
+        [
+            d.saturating_mul(self.d_in_proj() as u64),
+            h,
+            2u64.saturating_mul(h).saturating_mul(r).saturating_mul(n),
+            if self.mimo {
+                3u64.saturating_mul(h).saturating_mul(r).saturating_mul(p)
+            } else {
+                0
+            },
+            2 * n,
+            h,
+            if self.outproj_norm { di } else { 0 },
+            di.saturating_mul(d),
+        ]
+        .into_iter()
+        .fold(0u64, u64::saturating_add)
+    }
+
     /// Rejects impossible settings with a message naming the field.
     pub fn validate(&self) -> crate::Result<()> {
         crate::error::require_nonzero(&[

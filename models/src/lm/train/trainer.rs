@@ -83,6 +83,9 @@ pub struct TrainerConfig {
     /// f32, or bf16: the forward and backward in bf16 from f32 master weights (the optimizer,
     /// its state and the checkpoints stay f32). f16 is refused: it needs loss scaling.
     pub dtype: FloatDType,
+    /// Run even when the memory estimate ([`MambaLmConfig::training_memory`]) exceeds what the
+    /// machine has available (default false: such a run is refused before it allocates).
+    pub force: bool,
 }
 
 impl TrainerConfig {
@@ -104,6 +107,7 @@ impl TrainerConfig {
             checkpoint_every: 100,
             seed: 0,
             dtype: FloatDType::F32,
+            force: false,
         }
     }
 
@@ -531,6 +535,20 @@ impl Trainer {
             check_dtype(d, c.dtype)?;
         }
         let device = self.devices[0].clone();
+        // Sized before anything is allocated: each replica on the host holds a model and a
+        // micro-batch's activations.
+        let host_replicas = self
+            .devices
+            .iter()
+            .filter(|d| ssm_backends::is_host(d))
+            .count();
+        let mut need = c
+            .model
+            .training_memory(c.batch_size, c.seq_len, c.dtype != FloatDType::F32);
+        for part in &mut need.parts {
+            part.1 = part.1.saturating_mul(host_replicas.max(1) as u64);
+        }
+        need.check(&device, c.force || crate::memory::forced_by_env())?;
         device.seed(c.seed);
         let train_device = device.clone().autodiff();
         let mut model = c.model.try_init(&train_device)?;
