@@ -169,6 +169,7 @@ fn main() -> ExitCode {
         .take_while(|a| !a.starts_with('-'))
         .take(2)
         .collect();
+    common::memory::set_command(words.join(" "));
     common::panic::install();
     // On a worker of rayon's pool: parallel regions then start on the calling thread (see
     // `on_pool_worker`; `benches/load/run.sh` measures it on a busy machine).
