@@ -102,7 +102,8 @@ pub enum ModelError {
     /// anything is allocated: make the named settings smaller, or force the run.
     #[error(
         "{what} needs about {need} ({parts}), more than the {available} this machine has \
-         available: make {settings} smaller, or force it (zoo: --force, or SSM_ZOO_FORCE=1)"
+         available: make {settings} smaller, or force it (SSM_ZOO_FORCE=1; zoo train lm and zoo \
+         bench lm: --force)"
     )]
     WouldNotFit {
         /// The run, for the message (e.g. "training with batch 16 x 256 tokens").

@@ -196,3 +196,20 @@ fn bad_token_ids_and_empty_prompts_are_errors() {
     assert!(matches!(err, ModelError::EmptyPrompt));
     assert!(model.check_ids(&[vec![63]]).is_ok());
 }
+
+/// A config.json whose model cannot fit in this machine's memory is refused before its weights
+/// are read (here a tiny weights file: the size check comes first, not a shape mismatch).
+#[test]
+fn a_model_too_large_for_memory_is_refused_before_reading_it() {
+    let dir = model_dir_with(&std::fs::read(fixture_model().join("model.safetensors")).unwrap());
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type":"mamba","hidden_size":200000,"num_hidden_layers":64,"vocab_size":50280}"#,
+    )
+    .unwrap();
+    let err = load(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("needs about") && err.contains("weights") && err.contains("the model"),
+        "{err}"
+    );
+}
