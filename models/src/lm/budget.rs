@@ -22,10 +22,11 @@ pub const INFERENCE_FLOATS: u64 = 4;
 const F32: u64 = 4;
 
 impl MambaLmConfig {
-    /// The widest activation of a layer per token, in floats (in_proj's output, for Mamba-3
-    /// with x and z expanded to its rank, or the SSD's chunk masks where wider), from the
-    /// config alone.
-    pub fn floats_per_token(&self) -> u64 {
+    /// The widest activation a layer holds per token, in floats, for sizing memory (in_proj's
+    /// output, for Mamba-3 with x and z expanded to its rank, or the SSD's chunk masks where
+    /// wider), from the config alone. Not the binding-limit width of `Mixer::floats_per_token`,
+    /// which counts one tensor, not the memory beside it.
+    pub fn activation_floats_per_token(&self) -> u64 {
         let (proj, masks) = if self.mamba3.is_some() {
             let m = self.mixer3();
             // Its core runs on x and z expanded to the rank (R d_inner each) beside in_proj's
@@ -60,7 +61,7 @@ impl MambaLmConfig {
         let copies = if half { 4 * F32 + 2 } else { 4 * F32 };
         let activations = tokens
             .saturating_mul(self.n_layer as u64)
-            .saturating_mul(self.floats_per_token())
+            .saturating_mul(self.activation_floats_per_token())
             .saturating_mul(ACTIVATION_FLOATS * F32);
         let logits = tokens
             .saturating_mul(self.padded_vocab() as u64)
@@ -83,6 +84,15 @@ impl MambaLmConfig {
         }
     }
 
+    /// The weights alone (f32), as loading a checkpoint of this config holds them.
+    pub fn weights_memory(&self, what: String) -> MemoryEstimate {
+        MemoryEstimate {
+            what,
+            parts: vec![("weights", self.param_count().saturating_mul(F32))],
+            settings: "the model".into(),
+        }
+    }
+
     /// A parallel forward (no autodiff) of `batch` rows of `len` tokens: the weights, the
     /// activations of one layer at a time, and the logits of every position when
     /// `all_logits`, else of the last one.
@@ -90,7 +100,7 @@ impl MambaLmConfig {
         let params = self.param_count();
         let tokens = (batch as u64).saturating_mul(len as u64);
         let activations = tokens
-            .saturating_mul(self.floats_per_token())
+            .saturating_mul(self.activation_floats_per_token())
             .saturating_mul(INFERENCE_FLOATS * F32);
         let rows = if all_logits { tokens } else { batch as u64 };
         let logits = rows

@@ -10,7 +10,7 @@ use crate::error::ModelError;
 use crate::io::{TensorMap, find_weights};
 use crate::limits::{FLOAT_BYTES, check_fits, check_params};
 use crate::lm::CausalLm;
-use crate::memory::{MemoryEstimate, forced_by_env, human_count};
+use crate::memory::{forced_by_env, human_count};
 use crate::nn::{RmsNorm, RmsNormConfig};
 use crate::precision::{cast_to, to_dtype, widen};
 use crate::ssm::mamba::MambaLayerCache;
@@ -148,17 +148,13 @@ impl MambaLm {
         let (config, flavor) = read_mamba_config(&dir.join("config.json"))?;
         // Sized before the weights are read: a model that cannot fit in memory is refused here
         // (`SSM_ZOO_FORCE=1` goes on).
-        let params = config.param_count();
-        MemoryEstimate {
-            what: format!(
+        config
+            .weights_memory(format!(
                 "the model in {} ({} parameters)",
                 dir.display(),
-                human_count(params)
-            ),
-            parts: vec![("weights", params.saturating_mul(FLOAT_BYTES as u64))],
-            settings: "the model".into(),
-        }
-        .check(device, forced_by_env())?;
+                human_count(config.param_count())
+            ))
+            .check(device, forced_by_env())?;
         let mut weights = TensorMap::read(&find_weights(dir)?)?;
         Self::from_weights(&config, flavor, &mut weights, device).and_then(|m| {
             weights.finish()?;
