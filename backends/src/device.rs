@@ -69,6 +69,35 @@ fn hardware_gpu() -> Option<(Device, &'static str)> {
     None
 }
 
+/// Every device this build reaches, each with the string [`parse_device`] takes for it: the CPU
+/// backends (`cpu`, `ndarray`), every wgpu adapter (`wgpu:N`, in the runtime's order, software
+/// ones included) and every CUDA device (`cuda:N`). Opens the GPU runtimes; a runtime that
+/// cannot start (no driver) lists nothing.
+pub fn devices() -> Vec<(String, Device)> {
+    let mut all = Vec::new();
+    #[cfg(feature = "flex")]
+    all.push(("cpu".to_string(), Device::flex()));
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    all.push(("ndarray".to_string(), Device::ndarray()));
+    #[cfg(feature = "wgpu")]
+    all.extend(
+        wgpu_devices()
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| (format!("wgpu:{i}"), d)),
+    );
+    #[cfg(feature = "cuda")]
+    all.extend(
+        std::panic::catch_unwind(|| Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| (format!("cuda:{i}"), d)),
+    );
+    all
+}
+
 /// The largest buffer (bytes) one kernel on `device` can bind, `None` where there is no such
 /// limit (the CPU backends). On wgpu it is the adapter's storage-buffer binding limit (128 MiB on
 /// Mesa's lavapipe and WebGPU's default, a few GiB on most discrete cards), lowered by

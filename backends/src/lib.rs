@@ -34,7 +34,9 @@
 //! per shape, and [`LaunchCounter::fallbacks`].
 #![warn(missing_docs)]
 
+mod adapter;
 mod autodiff;
+mod compare;
 mod cpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube;
@@ -48,15 +50,19 @@ mod ops;
 mod pool;
 mod precision;
 mod prim;
+mod rng;
 mod scan;
+pub mod selftest;
 mod ssd;
 mod step;
 #[cfg(feature = "test-utils")]
 pub mod testing;
+pub mod tuning;
 
+pub use adapter::{DeviceInfo, DeviceKind, describe};
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube::{LaunchCounter, MAX_BUFFER_VAR};
-pub use device::{default_device, is_host, max_binding_bytes, parse_device};
+pub use device::{default_device, devices, is_host, max_binding_bytes, parse_device};
 pub use error::Error;
 pub use fft::{
     DIRECT_MAX_LEN, bidirectional_conv, causal_conv, causal_conv_fft, causal_conv_reference, fft,

@@ -135,7 +135,8 @@ fn bench(c: &mut Criterion) {
 
 /// The kernel/portable ratios, the scan kernel's effective bandwidth against a copy's measured
 /// on the same device, and the sequence-parallel forward against one pass, all in this run;
-/// the figures also as one JSON line (`scan_gpu_json: {...}`, read by `benches/gpu/run.sh`).
+/// the figures also as one JSON line (`scan_gpu_json: {...}`). (`zoo bench scan` measures the
+/// bandwidth inside the binary, for machines without cargo.)
 fn ratios() {
     let Some(device) = device() else {
         return;

@@ -43,6 +43,7 @@ sources come with the `llama-cpp-python` sdist on PyPI (`vendor/llama.cpp`), for
     /tmp/ref/bin/pip install ./gguf-py sentencepiece
 """
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -91,9 +92,29 @@ def reference_model(a):
     return model.eval()
 
 
-def ids(n, vocab):
-    # The token ids zoo bench uses.
-    return torch.tensor([[(i * 7919 + 13) % vocab for i in range(n)]], dtype=torch.long)
+DEVICE = "cpu"
+
+
+def ids(n, vocab, rows=1):
+    # The token ids zoo bench uses (its rows of made-up ids: row r continues where r - 1 ends).
+    return torch.tensor(
+        [[((r * n + i) * 7919 + 13) % vocab for i in range(n)] for r in range(rows)],
+        dtype=torch.long,
+        device=DEVICE,
+    )
+
+
+def forward_step(model, tok, cache, pos):
+    """The model's forward on one token with the cache, in whichever form this transformers
+    version takes it: 5.24 takes `cache=` and no `cache_position`; earlier 5.x releases take
+    `cache_params=` and, where the signature has it, `cache_position`. Returns (logits, cache)."""
+    params = inspect.signature(model.forward).parameters
+    kw = {"use_cache": True}
+    kw["cache" if "cache" in params else "cache_params"] = cache
+    if "cache_position" in params:
+        kw["cache_position"] = torch.tensor([pos], device=tok.device)
+    out = model(tok, **kw)
+    return out.logits, getattr(out, "cache", None) or getattr(out, "cache_params", None)
 
 
 def bare_greedy(model, prompt, n):
@@ -101,22 +122,20 @@ def bare_greedy(model, prompt, n):
     kept, one untimed step, then `n` timed steps of the model's forward on the last token alone
     with the cache, each taking the argmax and reading it back. Returns all the generated tokens
     (2 + n: the prefill's, the untimed step's, the timed steps') and the seconds of the n steps.
-    transformers 5.24's Mamba / Mamba2 forward takes `cache=` (was `cache_params=`) and no
-    `cache_position`; the cache is updated in place and returned as `.cache`."""
+    The cache is updated in place and returned with the outputs (see `forward_step`)."""
     with torch.inference_mode():
         out = model(prompt, use_cache=True, logits_to_keep=1)
-        cache = out.cache
+        cache = getattr(out, "cache", None) or getattr(out, "cache_params", None)
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         tokens = [nxt.item()]
-        out = model(nxt, cache=cache, use_cache=True)  # untimed: warms the step path
-        cache = out.cache
-        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        pos = prompt.shape[1]
+        logits, cache = forward_step(model, nxt, cache, pos)  # untimed: warms the step path
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
         tokens.append(nxt.item())
         t = time.perf_counter()
-        for _ in range(n):
-            out = model(nxt, cache=cache, use_cache=True)
-            cache = out.cache
-            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        for i in range(n):
+            logits, cache = forward_step(model, nxt, cache, pos + 1 + i)
+            nxt = logits[:, -1].argmax(-1, keepdim=True)
             # Reading the token back is what a generation loop does each step.
             tokens.append(nxt.item())
         seconds = time.perf_counter() - t
@@ -145,7 +164,7 @@ def check_same_tokens(model, prompt, n):
 
 def time_reference(model, a):
     prompt = ids(a.prompt_len, a.vocab)
-    long = ids(a.prefill_len, a.vocab)
+    long = ids(a.prefill_len, a.vocab, a.prefill_batch)
     out = {}
     with torch.inference_mode():
         model(prompt[:, :8])  # warm-up
@@ -153,7 +172,7 @@ def time_reference(model, a):
             t = time.perf_counter()
             logits = model(long, logits_to_keep=keep).logits
             _ = logits[0, -1, 0].item()
-            out[key] = a.prefill_len / (time.perf_counter() - t)
+            out[key] = a.prefill_batch * a.prefill_len / (time.perf_counter() - t)
     _, seconds = bare_greedy(model, prompt, a.decode_tokens)
     out["decode_tokens_per_s"] = a.decode_tokens / seconds
     return out
@@ -193,7 +212,8 @@ def check(a):
 
 def time_zoo(a):
     cmd = [
-        a.zoo, "bench", "lm", "--arch", a.arch, "--device", "cpu",
+        a.zoo, "bench", "lm", "--arch", a.arch, "--device", a.device,
+        "--prefill-batch", str(a.prefill_batch),
         "--d-model", str(a.d_model), "--layers", str(a.layers), "--vocab", str(a.vocab),
         "--prefill-len", str(a.prefill_len), "--prompt-len", str(a.prompt_len),
         "--decode-tokens", str(a.decode_tokens), "--repeats", "1",
@@ -248,6 +268,12 @@ def main():
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--chunk-size", type=int, default=256)
     p.add_argument("--prefill-len", type=int, default=512)
+    p.add_argument("--prefill-batch", type=int, default=1, help="rows prefilled together")
+    p.add_argument("--device", default="cpu", help="zoo's --device")
+    p.add_argument("--torch-device", default="cpu",
+                   help="PyTorch's device (cuda: transformers' path without mamba_ssm)")
+    p.add_argument("--reference-only", action="store_true",
+                   help="time PyTorch alone (its figures as JSON), not zoo")
     p.add_argument("--prompt-len", type=int, default=16)
     p.add_argument("--decode-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
@@ -265,8 +291,28 @@ def main():
         return
     if a.vocab is None:
         a.vocab = 50280 if a.arch == "mamba" else 50288
+    global DEVICE
+    DEVICE = a.torch_device
 
-    model = reference_model(a)
+    model = reference_model(a).to(DEVICE)
+    if a.reference_only:
+        check_same_tokens(model, ids(a.prompt_len, a.vocab), 4)
+        runs = [time_reference(model, a) for _ in range(a.rounds)]
+        json.dump({
+            "arch": a.arch,
+            "shape": {"d_model": a.d_model, "layers": a.layers, "vocab": a.vocab},
+            "prefill_len": a.prefill_len,
+            "prefill_batch": a.prefill_batch,
+            "decode_tokens": a.decode_tokens,
+            "rounds": a.rounds,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "torch_device": DEVICE,
+            "gpu": torch.cuda.get_device_name(0) if DEVICE.startswith("cuda") else None,
+            "pytorch": {k: statistics.median(r[k] for r in runs) for k in runs[0]},
+        }, sys.stdout, indent=1)
+        print()
+        return
     # The timed loop decodes what generate() would (a few tokens, before any timing).
     check_same_tokens(model, ids(a.prompt_len, a.vocab), 4)
     work = tempfile.TemporaryDirectory()

@@ -9,7 +9,7 @@ use std::time::Instant;
 /// State size of the benched scans (Mamba's).
 pub const N: usize = 16;
 
-/// The inputs of one scan, batch 1, `d` channels, `l` steps, one group.
+/// The inputs of one scan: a batch, `d` channels, `l` steps, one group.
 pub struct ScanInputs {
     pub u: Tensor<3>,
     pub delta: Tensor<3>,
@@ -22,17 +22,22 @@ pub struct ScanInputs {
 }
 
 impl ScanInputs {
-    /// Random inputs with realistic ranges on `device`.
+    /// Random inputs of batch 1 with realistic ranges on `device`.
     pub fn random(d: usize, l: usize, device: &Device) -> Self {
+        Self::random_batch(1, d, l, device)
+    }
+
+    /// Random inputs of `batch` rows with realistic ranges on `device`.
+    pub fn random_batch(batch: usize, d: usize, l: usize, device: &Device) -> Self {
         let normal = Distribution::Normal(0.0, 1.0);
         Self {
-            u: Tensor::random([1, d, l], normal, device),
-            delta: Tensor::random([1, d, l], Distribution::Uniform(-4.0, -1.0), device),
+            u: Tensor::random([batch, d, l], normal, device),
+            delta: Tensor::random([batch, d, l], Distribution::Uniform(-4.0, -1.0), device),
             a: Tensor::<2>::random([d, N], Distribution::Uniform(0.5, 16.0), device).neg(),
-            b: Tensor::random([1, 1, N, l], normal, device),
-            c: Tensor::random([1, 1, N, l], normal, device),
+            b: Tensor::random([batch, 1, N, l], normal, device),
+            c: Tensor::random([batch, 1, N, l], normal, device),
             d: Tensor::random([d], normal, device),
-            z: Tensor::random([1, d, l], normal, device),
+            z: Tensor::random([batch, d, l], normal, device),
             bias: Tensor::random([d], Distribution::Uniform(-0.5, 0.5), device),
         }
     }

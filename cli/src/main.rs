@@ -18,8 +18,9 @@ mod common;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    bench_compare, bench_lm, bench_vision, classify, data, demo, eval, forecast, generate, logits,
-    train_copy, train_digits, train_graph, train_lm, train_series, train_vision,
+    bench_compare, bench_lm, bench_scan, bench_vision, classify, data, demo, devices, eval,
+    forecast, generate, logits, selftest, train_copy, train_digits, train_graph, train_lm,
+    train_series, train_vision,
 };
 use ssm_models::classify::LayerKind;
 use std::process::ExitCode;
@@ -63,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         what: data::DataCommand,
     },
+    /// The devices this build reaches (one JSON object per line) and which `--device auto` picks.
+    Devices(devices::DevicesArgs),
+    /// Every kernel against its portable body on a device, then the shipped model fixtures
+    /// against the reference logits: a table, a JSON with --json, exit code 1 on any failure.
+    Selftest(selftest::SelftestArgs),
     /// Benchmarks (prints one JSON object).
     Bench {
         #[command(subcommand)]
@@ -102,6 +108,8 @@ enum TrainTask {
 enum BenchCommand {
     /// Language-model prefill and decode tokens per second.
     Lm(bench_lm::LmBenchArgs),
+    /// The selective scan's effective bandwidth against a device-to-device copy (same run).
+    Scan(bench_scan::ScanBenchArgs),
     /// Image-classifier forward throughput (images/s) of Vim and VMamba, in one run.
     Vision(bench_vision::VisionBenchArgs),
     /// Mamba, Mamba2 and a Transformer at equal size: training perplexity and tokens/s, then
@@ -142,6 +150,13 @@ fn parse() -> Cli {
 }
 
 fn main() -> ExitCode {
+    // Output piped into a reader that stops early (`zoo devices | head -1`) ends zoo quietly, as
+    // it does any Unix tool, instead of a panic in `println!` on the broken pipe.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: restoring a signal's default disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     common::headless::quiet_adapter_probing();
     common::alloc::tune_for_tensors();
     let cli = parse();
@@ -183,8 +198,11 @@ fn main() -> ExitCode {
             Command::Classify(a) => classify::run(a),
             Command::Forecast(a) => forecast::run(a),
             Command::Data { what } => data::run(what),
+            Command::Devices(a) => devices::run(a),
+            Command::Selftest(a) => selftest::run(a),
             Command::Bench { what } => match what {
                 BenchCommand::Lm(a) => bench_lm::run(a),
+                BenchCommand::Scan(a) => bench_scan::run(a),
                 BenchCommand::Vision(a) => bench_vision::run(a),
                 BenchCommand::Compare(a) => bench_compare::run(a),
             },

@@ -1,5 +1,6 @@
 //! `zoo bench lm`: one JSON object, bf16, an unknown dtype refused, a mixed-length batch against
-//! one by one.
+//! one by one, batched decoding and training steps; `zoo bench scan`'s bandwidth against a
+//! copy's; `zoo devices`.
 
 mod common;
 
@@ -116,4 +117,136 @@ fn bench_lm_times_a_mixed_length_batch_against_one_by_one() {
     assert_eq!(m["prompt_lengths"], serde_json::json!([2, 5, 8]));
     assert_eq!(m["new_tokens"], 12);
     assert!(m["speedup"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_lm_decodes_a_batch_and_times_training_steps() {
+    let out = zoo(&[
+        "bench",
+        "lm",
+        "--arch",
+        "mamba2",
+        "--d-model",
+        "32",
+        "--layers",
+        "1",
+        "--vocab",
+        "100",
+        "--head-dim",
+        "16",
+        "--chunk-size",
+        "8",
+        "--d-state",
+        "8",
+        "--prefill-len",
+        "16",
+        "--prefill-batch",
+        "2",
+        "--decode-tokens",
+        "3",
+        "--decode-batch",
+        "2",
+        "--train-batch",
+        "2",
+        "--train-len",
+        "16",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["decode_batch"], 2);
+    assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    let t = &v["training"];
+    assert_eq!(
+        (t["batch"].as_u64(), t["len"].as_u64()),
+        (Some(2), Some(16))
+    );
+    assert!(t["tokens_per_s"].as_f64().unwrap() > 0.0, "{t}");
+}
+
+#[test]
+fn bench_scan_reports_the_bandwidth_against_a_copy() {
+    let out = zoo(&[
+        "bench",
+        "scan",
+        "--device",
+        "cpu",
+        "--batch",
+        "1,2",
+        "--d",
+        "16",
+        "--len",
+        "64",
+        "--spans",
+        "4",
+        "--repeats",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["adapter_kind"], "host");
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for r in runs {
+        for key in [
+            "copy_gb_s",
+            "one_pass_gb_s",
+            "spans_gb_s",
+            "device_rule_gb_s",
+        ] {
+            assert!(r[key].as_f64().unwrap() > 0.0, "{key}: {r}");
+        }
+        let fraction = r["one_pass_gb_s"].as_f64().unwrap() / r["copy_gb_s"].as_f64().unwrap();
+        assert!(
+            (r["one_pass_fraction_of_copy"].as_f64().unwrap() - fraction).abs() < 1e-9,
+            "{r}"
+        );
+    }
+    let bad = zoo(&[
+        "bench", "scan", "--device", "cpu", "--len", "64", "--spans", "65",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--spans must be between 2 and --len"));
+}
+
+#[test]
+fn devices_lists_the_cpu_and_which_one_auto_picks() {
+    let out = zoo(&["devices"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    let cpu = rows.iter().find(|r| r["device"] == "cpu").expect("the CPU");
+    assert_eq!(cpu["kind"], "host");
+    assert_eq!(
+        rows.iter().filter(|r| r["auto"] == true).count(),
+        1,
+        "{rows:?}"
+    );
+    // Mesa's lavapipe, where installed (CI), is listed as a software adapter.
+    for r in rows
+        .iter()
+        .filter(|r| r["device"].as_str().unwrap().starts_with("wgpu"))
+    {
+        if r["name"].as_str().unwrap().contains("llvmpipe") {
+            assert_eq!(r["kind"], "software", "{r}");
+            assert_eq!(r["auto"], false, "{r}");
+        }
+    }
 }

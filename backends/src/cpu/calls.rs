@@ -1,5 +1,5 @@
-//! How many times the fused CPU kernels ran in this process: tests use the counts to prove that
-//! a kernel, not the portable body, ran.
+//! How many times the fused CPU kernels ran in this process: the tests and `zoo selftest` use the
+//! counts to prove that a kernel, not the portable body, ran.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -9,6 +9,7 @@ pub(crate) static STEP: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static SSD_FORWARD: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static SSD_BACKWARD: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static ROWS_MATMUL: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static FFT: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts one run of a kernel.
 pub(crate) fn count(kernel: &AtomicUsize) {
@@ -16,7 +17,6 @@ pub(crate) fn count(kernel: &AtomicUsize) {
 }
 
 /// How many times each fused CPU kernel has run in this process.
-#[cfg(feature = "test-utils")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelCalls {
     /// The selective scan's forward.
@@ -31,10 +31,11 @@ pub struct KernelCalls {
     pub ssd_backward: usize,
     /// The few-row products of a decode step (Flex).
     pub rows_matmul: usize,
+    /// The real FFTs and the FFT convolution (`rustfft`).
+    pub fft: usize,
 }
 
 /// The counts so far.
-#[cfg(feature = "test-utils")]
 pub(crate) fn kernel_calls() -> KernelCalls {
     KernelCalls {
         scan_forward: SCAN_FORWARD.load(Ordering::Relaxed),
@@ -43,5 +44,6 @@ pub(crate) fn kernel_calls() -> KernelCalls {
         ssd_forward: SSD_FORWARD.load(Ordering::Relaxed),
         ssd_backward: SSD_BACKWARD.load(Ordering::Relaxed),
         rows_matmul: ROWS_MATMUL.load(Ordering::Relaxed),
+        fft: FFT.load(Ordering::Relaxed),
     }
 }

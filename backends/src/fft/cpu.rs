@@ -1,6 +1,7 @@
 //! Real FFTs and the FFT causal convolution on `rustfft` for the CPU backends (Flex, NdArray),
 //! at any length: the primitives read to the host as f32, transformed row by row (rayon).
 
+use crate::cpu::calls;
 use crate::cpu::{device_tensor, host};
 use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
 use rayon::prelude::*;
@@ -12,6 +13,7 @@ pub(crate) fn rfft<B: Backend>(x: FloatTensor<B>, n: usize) -> (FloatTensor<B>, 
     let mut dims = x.shape().to_vec();
     let m = *dims.last().expect("rfft: a tensor of rank >= 1");
     let rows = dims.iter().product::<usize>() / m.max(1);
+    calls::count(&calls::FFT);
     let (re, im) = rfft_rows(&host::<B>(x), rows, m, n);
     *dims.last_mut().expect("rank >= 1") = n / 2 + 1;
     (
@@ -30,6 +32,7 @@ pub(crate) fn irfft<B: Backend>(
     let mut dims = re.shape().to_vec();
     let bins = *dims.last().expect("irfft: a tensor of rank >= 1");
     let rows = dims.iter().product::<usize>() / bins.max(1);
+    calls::count(&calls::FFT);
     let y = irfft_rows(&host::<B>(re), &host::<B>(im), rows, n);
     *dims.last_mut().expect("rank >= 1") = n;
     device_tensor::<B>(y, dims, &device)
@@ -41,6 +44,7 @@ pub(crate) fn causal_conv_fft<B: Backend>(u: FloatTensor<B>, k: FloatTensor<B>) 
     let dims = u.shape().to_vec();
     let (b, h, l) = (dims[0], dims[1], dims[2]);
     let bk = k.shape().to_vec()[0];
+    calls::count(&calls::FFT);
     let y = causal_conv(&host::<B>(u), &host::<B>(k), b, bk, h, l);
     device_tensor::<B>(y, dims, &device)
 }

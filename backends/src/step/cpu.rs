@@ -66,6 +66,7 @@ pub(crate) fn causal_conv1d_step<B: Backend>(
     let device = state.device();
     let sd = state.shape().to_vec();
     let mut st = host::<B>(state);
+    calls::count(&calls::STEP);
     let out = conv_step(
         &host::<B>(x),
         &mut st,

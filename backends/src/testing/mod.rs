@@ -79,20 +79,8 @@ pub fn set_gpu_max_buffer(bytes: Option<usize>) {
     crate::cube::buffers::set_test_max_buffer(bytes);
 }
 
-/// Cuts every GPU forward scan into `spans` spans of the sequence walked in parallel (`None`:
-/// back to the rule on the device's size), to test the sequence-parallel path on any device.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub fn set_gpu_scan_spans(spans: Option<usize>) {
-    crate::scan::cube::plan::overrides::set_spans(spans);
-}
-
-/// Makes every GPU forward scan stage its inputs through shared memory (coalesced loads, as on
-/// hardware GPUs) or read them directly (as on software adapters), whatever the device
-/// (`None`: back to the device's rule), to test both paths on any device.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub fn set_gpu_scan_staging(stage: Option<bool>) {
-    crate::scan::cube::plan::overrides::set_staging(stage);
-}
+pub use crate::tuning::{set_gpu_scan_spans, set_gpu_scan_staging};
 
 /// The repository's `fixtures/` folder (reference data shipped with the sources).
 pub fn fixtures_dir() -> PathBuf {
@@ -179,8 +167,7 @@ impl Fixture {
 }
 
 /// The environment variable naming the device the GPU tests run on (default `wgpu`; `cuda`
-/// in a build with the `cuda` feature runs the same kernel tests through CUDA, as
-/// `benches/gpu/run.sh` does).
+/// in a build with the `cuda` feature runs the same kernel tests through CUDA).
 pub const TEST_GPU_VAR: &str = "SSM_ZOO_TEST_GPU";
 
 /// The device for a GPU test (wgpu, or the one [`TEST_GPU_VAR`] names), or `None` (with a

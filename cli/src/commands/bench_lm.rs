@@ -43,6 +43,19 @@ pub struct LmBenchArgs {
     /// Tokens decoded.
     #[arg(long, default_value_t = 64)]
     decode_tokens: usize,
+    /// Rows decoded together (each its own prompt of `--prompt-len` tokens).
+    #[arg(long, default_value_t = 1)]
+    decode_batch: usize,
+    /// Also time training steps (forward, backward, AdamW; `zoo train lm`'s step) of this many
+    /// rows of `--train-len` tokens (0: no training figure).
+    #[arg(long, default_value_t = 0)]
+    train_batch: usize,
+    /// Tokens per training row.
+    #[arg(long, default_value_t = 2048)]
+    train_len: usize,
+    /// Timed training steps (after one untimed step).
+    #[arg(long, default_value_t = 2)]
+    train_steps: usize,
     /// Timed repetitions of the prefill (the median is reported).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
@@ -85,6 +98,8 @@ pub fn run(a: LmBenchArgs) -> CliResult {
         || a.repeats == 0
         || a.batch == 0
         || a.prefill_batch == 0
+        || a.decode_batch == 0
+        || (a.train_batch > 0 && (a.train_len == 0 || a.train_steps == 0))
     {
         return Err(CliError::Usage(
             "lengths, token counts and repeats must be at least 1".into(),
@@ -155,7 +170,12 @@ pub fn run(a: LmBenchArgs) -> CliResult {
     let prefill_last_s = median(times);
     let prefill_tokens = (a.prefill_batch * a.prefill_len) as f64;
 
-    let (logits, mut cache) = model.prefill(tokens(a.prompt_len, a.vocab, &device));
+    let (logits, mut cache) = model.prefill(rows_of_tokens(
+        a.decode_batch,
+        a.prompt_len,
+        a.vocab,
+        &device,
+    ));
     let mut next = logits
         .narrow(1, a.prompt_len - 1, 1)
         .squeeze_dim::<2>(1)
@@ -176,10 +196,17 @@ pub fn run(a: LmBenchArgs) -> CliResult {
         let _ = next.clone().into_data();
     }
     let decode_s = t.elapsed().as_secs_f64();
+    // Launches per decoding step (each step decodes one token of every row).
     let (per_token, by_kernel) = launches.per_token(a.decode_tokens);
     let mixed = a
         .mixed_lengths
         .then(|| mixed_batch(&model, &a, &device))
+        .transpose()?;
+    let parameters = burn::module::Module::num_params(&model);
+    // The inference model's memory back before the training model is built.
+    drop(model);
+    let training = (a.train_batch > 0)
+        .then(|| train_tokens_per_s(&config, &a, &device))
         .transpose()?;
 
     let report = serde_json::json!({
@@ -189,7 +216,7 @@ pub fn run(a: LmBenchArgs) -> CliResult {
         "d_model": a.d_model,
         "layers": a.layers,
         "vocab": a.vocab,
-        "parameters": burn::module::Module::num_params(&model),
+        "parameters": parameters,
         "d_state": d_state,
         "head_dim": (a.arch != Arch::Mamba).then_some(a.head_dim),
         "prefill_batch": a.prefill_batch,
@@ -200,15 +227,83 @@ pub fn run(a: LmBenchArgs) -> CliResult {
 
         "decode_prompt_len": a.prompt_len,
         "decode_tokens": a.decode_tokens,
-        "decode_tokens_per_s": a.decode_tokens as f64 / decode_s,
+        "decode_batch": a.decode_batch,
+        "decode_tokens_per_s": (a.decode_tokens * a.decode_batch) as f64 / decode_s,
         "decode_ms_per_token": decode_s * 1e3 / a.decode_tokens as f64,
         "kernel_launches_per_token": per_token,
         "kernel_launches_per_token_per_layer": per_token.map(|p| p / a.layers as f64),
         "kernel_launches_per_token_by_kernel": by_kernel,
         "mixed_batch": mixed,
+        "training": training,
     });
     println!("{report}");
     Ok(())
+}
+
+/// Training steps (`zoo train lm`'s step: forward, backward, clipping, AdamW) of
+/// `--train-batch` rows of `--train-len` random tokens on a fresh model: tokens per second over
+/// `--train-steps` steps after one untimed step.
+fn train_tokens_per_s(
+    config: &MambaLmConfig,
+    a: &LmBenchArgs,
+    device: &Device,
+) -> CliResult<serde_json::Value> {
+    use ssm_datasets::text::{PackedRows, TokenDocs};
+    use ssm_models::lm::train::{StepPlan, lm_optimizer, train_step};
+    config
+        .training_memory(
+            a.train_batch,
+            a.train_len,
+            a.dtype != burn::tensor::FloatDType::F32,
+        )
+        .check(device, a.force || ssm_models::memory::forced_by_env())?;
+    let rows_needed = a.train_batch * (a.train_steps + 1);
+    // One document of random tokens, long enough for every step's rows (the end-of-text token
+    // is the vocabulary's last id).
+    let eos = (a.vocab - 1) as u32;
+    let doc: Vec<u32> = (0..rows_needed * a.train_len)
+        .map(|i| ((i * 7919 + 13) % (a.vocab - 1)) as u32)
+        .collect();
+    let rows = PackedRows::new(&TokenDocs { docs: vec![doc] }, eos, a.train_len)
+        .map_err(|e| CliError::Io(e.to_string()))?;
+    let mut model = config.try_init(&device.clone().autodiff())?;
+    let mut optim = lm_optimizer(0.1);
+    let devices = [device.clone()];
+    let plan = StepPlan {
+        rows: &rows,
+        devices: &devices,
+        micro: a.train_batch,
+        accumulate: 1,
+        seed: 0,
+        steps: a.train_steps + 1,
+        warmup: 1,
+        lr: 1e-3,
+        min_lr: 1e-4,
+        grad_clip: 1.0,
+        dtype: a.dtype,
+    };
+    let (next, _) = train_step(model, &mut optim, &plan, 0)?;
+    model = next;
+    sync(device)?;
+    let t = Instant::now();
+    for step in 1..=a.train_steps {
+        let (next, log) = train_step(model, &mut optim, &plan, step)?;
+        model = next;
+        if !log.loss.is_finite() {
+            return Err(CliError::Io(format!(
+                "the loss is {} at step {step}",
+                log.loss
+            )));
+        }
+    }
+    sync(device)?;
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(serde_json::json!({
+        "batch": a.train_batch,
+        "len": a.train_len,
+        "steps": a.train_steps,
+        "tokens_per_s": (a.train_steps * a.train_batch * a.train_len) as f64 / seconds,
+    }))
 }
 
 /// Prompt lengths spread evenly over [L/4, L].

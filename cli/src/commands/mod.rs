@@ -3,14 +3,17 @@
 
 pub mod bench_compare;
 pub mod bench_lm;
+pub mod bench_scan;
 pub mod bench_vision;
 pub mod classify;
 pub mod data;
 pub mod demo;
+pub mod devices;
 pub mod eval;
 pub mod forecast;
 pub mod generate;
 pub mod logits;
+pub mod selftest;
 pub mod train_copy;
 pub mod train_digits;
 pub mod train_graph;

@@ -11,6 +11,9 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Io(String),
+    /// A check that ran and failed (`zoo selftest`): its report is already printed.
+    #[error("{0}")]
+    Failed(String),
 }
 
 pub type CliResult<T = ()> = Result<T, CliError>;

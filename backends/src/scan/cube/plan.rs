@@ -166,14 +166,12 @@ pub(crate) mod overrides {
 
     /// Sets the forward's span count whatever the device (`None`: back to the rule); for
     /// tests of the sequence-parallel path on any device.
-    #[cfg(feature = "test-utils")]
     pub(crate) fn set_spans(spans: Option<usize>) {
         SPANS.store(spans.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Makes the forward stage its inputs through shared memory, or not, whatever the device
     /// (`None`: back to the rule); for tests of both paths on any device.
-    #[cfg(feature = "test-utils")]
     pub(crate) fn set_staging(stage: Option<bool>) {
         STAGING.store(stage.map_or(0, |s| 1 + s as usize), Ordering::Relaxed);
     }
