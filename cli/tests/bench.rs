@@ -36,6 +36,16 @@ fn bench_lm_prints_one_json_object() {
     assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(v["layers"], 2);
     assert_eq!(v["dtype"], "f32");
+    // The decode's bound: every weight read once per step (tied embedding: read whole as the
+    // head), at the read bandwidth measured in the same process.
+    let params = v["parameters"].as_f64().unwrap();
+    assert_eq!(v["weights_bytes_per_token"].as_f64().unwrap(), 4.0 * params);
+    let bw = v["read_gb_s"].as_f64().unwrap();
+    assert!(bw > 0.0);
+    let bound = v["decode_bound_tokens_per_s"].as_f64().unwrap();
+    assert!((bound - bw * 1e9 / (4.0 * params)).abs() <= 1e-9 * bound);
+    let fraction = v["decode_fraction_of_bound"].as_f64().unwrap();
+    assert!((fraction - v["decode_tokens_per_s"].as_f64().unwrap() / bound).abs() < 1e-9);
 }
 
 #[test]

@@ -122,6 +122,43 @@ macro_rules! cpu_ssm_ops {
                 $crate::step::cpu::causal_conv1d_step::<Self>(x, state, weight, bias, silu)
             }
 
+            fn mamba_decode_step(
+                xz: FloatTensor<Self>,
+                conv_state: FloatTensor<Self>,
+                ssm_state: FloatTensor<Self>,
+                weights: FloatTensor<Self>,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                $crate::step::cpu_fused::mamba_decode_step::<Self>(
+                    xz, conv_state, ssm_state, weights,
+                )
+            }
+
+            fn mamba2_decode_step(
+                zxbcdt: FloatTensor<Self>,
+                conv_state: FloatTensor<Self>,
+                ssm_state: FloatTensor<Self>,
+                weights: FloatTensor<Self>,
+                heads: usize,
+                groups: usize,
+                dt_min: f32,
+                dt_max: f32,
+                eps: f32,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                $crate::step::cpu_fused::mamba2_decode_step::<Self>(
+                    zxbcdt,
+                    conv_state,
+                    ssm_state,
+                    weights,
+                    $crate::step::reference::Mamba2StepConfig {
+                        heads,
+                        groups,
+                        dt_min,
+                        dt_max,
+                        eps,
+                    },
+                )
+            }
+
             fn mamba3_decode_step(
                 proj: FloatTensor<Self>,
                 conv_state: FloatTensor<Self>,

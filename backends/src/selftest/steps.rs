@@ -136,8 +136,7 @@ fn state_and_conv_steps(s: &mut Suite<'_>) {
 }
 
 /// Mamba's whole decode step in one kernel (conv, x_proj, dt_proj, state update, gate) against
-/// the step composed of the conv and state steps and two matmuls. GPU only: the CPU backends
-/// run the composed step (its parts are checked above).
+/// the step composed of the conv and state steps and two matmuls (the CPU's fused step too).
 fn mamba_step(s: &mut Suite<'_>) {
     // (batch, D, K, N, R): mamba_tiny's shape, and D above the cube's 256 units.
     for (batch, dim, k, n, r) in [(2, 64, 4, 16, 4), (3, 600, 3, 5, 7)] {
@@ -158,7 +157,7 @@ fn mamba_step(s: &mut Suite<'_>) {
             format!("B {batch} D {dim} K {k} N {n} R {r}"),
             Kernels {
                 gpu: &["mamba_step_kernel"],
-                cpu: None,
+                cpu: Some(CpuKernel::Step),
             },
             &STEP_BOUNDS,
             || {
@@ -179,7 +178,7 @@ fn mamba_step(s: &mut Suite<'_>) {
 }
 
 /// Mamba2's decode step in one kernel (conv, dt, state update, gated RMSNorm) against the
-/// composed step; GPU only, as Mamba's.
+/// composed step (the CPU's fused step too).
 fn mamba2_step(s: &mut Suite<'_>) {
     // (batch, heads, head dim, groups, N, K, dt limit): mamba2_tiny's shape, and d_inner above
     // the cube's units with N = 128 and a finite upper dt limit.
@@ -212,7 +211,7 @@ fn mamba2_step(s: &mut Suite<'_>) {
             format!("B {batch} H {h} P {p} G {g} N {n} K {k}"),
             Kernels {
                 gpu: &["mamba2_step_kernel"],
-                cpu: None,
+                cpu: Some(CpuKernel::Step),
             },
             &STEP_BOUNDS,
             || {

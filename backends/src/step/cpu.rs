@@ -1,7 +1,6 @@
 //! The decode steps' building blocks on the CPU backends (Flex, NdArray): the selective state
 //! update and the causal conv window step, fused on plain f32 slices (the primitives read to the
-//! host as f32). Mamba's and Mamba2's whole steps take their default bodies here, composed of
-//! these two.
+//! host as f32). Mamba's and Mamba2's whole steps are fused in `cpu_fused.rs`.
 
 use crate::cpu::lanes::{silu, step_size, update};
 use crate::cpu::{calls, device_tensor, host};

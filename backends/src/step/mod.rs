@@ -16,6 +16,7 @@
 pub(crate) mod api;
 pub(crate) mod autodiff;
 pub(crate) mod cpu;
+pub(crate) mod cpu_fused;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub(crate) mod cube;
 pub(crate) mod reference;

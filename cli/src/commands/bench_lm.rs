@@ -203,6 +203,18 @@ pub fn run(a: LmBenchArgs) -> CliResult {
         .then(|| mixed_batch(&model, &a, &device))
         .transpose()?;
     let parameters = burn::module::Module::num_params(&model);
+    // The bound of decoding: each step reads every weight once (an untied embedding: one row
+    // per token; the tied one is read whole as the head), at the machine's read bandwidth
+    // measured here, in this process.
+    let untied_embedding = if config.tie_embeddings {
+        0
+    } else {
+        (a.vocab - a.decode_batch.min(a.vocab)) * a.d_model
+    };
+    let weight_bytes = (parameters - untied_embedding) * dtype_bytes(a.dtype);
+    let read_gb_s = crate::common::bandwidth::read_gb_s(weight_bytes, &device)?;
+    let decode_tokens_per_s = (a.decode_tokens * a.decode_batch) as f64 / decode_s;
+    let bound = read_gb_s * 1e9 * a.decode_batch as f64 / weight_bytes as f64;
     // The inference model's memory back before the training model is built.
     drop(model);
     let training = (a.train_batch > 0)
@@ -228,7 +240,12 @@ pub fn run(a: LmBenchArgs) -> CliResult {
         "decode_prompt_len": a.prompt_len,
         "decode_tokens": a.decode_tokens,
         "decode_batch": a.decode_batch,
-        "decode_tokens_per_s": (a.decode_tokens * a.decode_batch) as f64 / decode_s,
+        "decode_tokens_per_s": decode_tokens_per_s,
+        "weights_bytes_per_step": weight_bytes,
+        "weights_bytes_per_token": weight_bytes as f64 / a.decode_batch as f64,
+        "read_gb_s": read_gb_s,
+        "decode_bound_tokens_per_s": bound,
+        "decode_fraction_of_bound": decode_tokens_per_s / bound,
         "decode_ms_per_token": decode_s * 1e3 / a.decode_tokens as f64,
         "kernel_launches_per_token": per_token,
         "kernel_launches_per_token_per_layer": per_token.map(|p| p / a.layers as f64),
@@ -304,6 +321,16 @@ fn train_tokens_per_s(
         "steps": a.train_steps,
         "tokens_per_s": (a.train_steps * a.train_batch * a.train_len) as f64 / seconds,
     }))
+}
+
+/// Bytes per value of the weights' float type.
+fn dtype_bytes(dtype: burn::tensor::FloatDType) -> usize {
+    use burn::tensor::FloatDType;
+    match dtype {
+        FloatDType::F64 => 8,
+        FloatDType::F16 | FloatDType::BF16 => 2,
+        _ => 4,
+    }
 }
 
 /// Prompt lengths spread evenly over [L/4, L].

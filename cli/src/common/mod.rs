@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod args;
+pub mod bandwidth;
 pub mod choices;
 pub mod download;
 pub mod error;
