@@ -222,11 +222,18 @@ def time_zoo(a):
     if a.d_state:
         cmd += ["--d-state", str(a.d_state)]
     report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    BOUNDS.append({k: report.get(k) for k in (
+        "weights_bytes_per_token", "read_gb_s", "decode_bound_tokens_per_s",
+        "decode_fraction_of_bound")})
     return {
         "prefill_tokens_per_s": report["prefill_tokens_per_s"],
         "prefill_last_tokens_per_s": report["prefill_last_tokens_per_s"],
         "decode_tokens_per_s": report["decode_tokens_per_s"],
     }
+
+
+# The decode's memory bound as each zoo run measured it (zoo bench lm's own figures).
+BOUNDS = []
 
 
 def llama_gguf(model, a, work):
@@ -342,6 +349,9 @@ def main():
         "steal_percent": round(100 * (steal1 - steal0) / max(1, total1 - total0), 1),
         "zoo": medians["zoo"],
         "pytorch": medians["pytorch"],
+        "zoo_decode_bound": {
+            k: statistics.median(b[k] for b in BOUNDS) for k in BOUNDS[0]
+        } if BOUNDS and all(v is not None for v in BOUNDS[0].values()) else None,
         "ratio_zoo_over_pytorch": {
             k: round(medians["zoo"][k] / medians["pytorch"][k], 2) for k in medians["zoo"]
         },

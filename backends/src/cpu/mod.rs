@@ -122,17 +122,6 @@ macro_rules! cpu_ssm_ops {
                 $crate::step::cpu::causal_conv1d_step::<Self>(x, state, weight, bias, silu)
             }
 
-            fn mamba_decode_step(
-                xz: FloatTensor<Self>,
-                conv_state: FloatTensor<Self>,
-                ssm_state: FloatTensor<Self>,
-                weights: FloatTensor<Self>,
-            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-                $crate::step::cpu_fused::mamba_decode_step::<Self>(
-                    xz, conv_state, ssm_state, weights,
-                )
-            }
-
             fn mamba2_decode_step(
                 zxbcdt: FloatTensor<Self>,
                 conv_state: FloatTensor<Self>,
@@ -255,6 +244,14 @@ macro_rules! cpu_ssm_ops {
 #[cfg(feature = "flex")]
 cpu_ssm_ops!(
     burn::backend::Flex,
+    fn mamba_decode_step(
+        xz: FloatTensor<Self>,
+        conv_state: FloatTensor<Self>,
+        ssm_state: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        crate::step::cpu_fused::mamba_decode_step_flex(xz, conv_state, ssm_state, weights)
+    },
     fn rows_matmul(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
@@ -267,5 +264,15 @@ cpu_ssm_ops!(
 #[allow(deprecated)]
 mod ndarray_impl {
     use super::*;
-    cpu_ssm_ops!(burn::backend::NdArray);
+    cpu_ssm_ops!(
+        burn::backend::NdArray,
+        fn mamba_decode_step(
+            xz: FloatTensor<Self>,
+            conv_state: FloatTensor<Self>,
+            ssm_state: FloatTensor<Self>,
+            weights: FloatTensor<Self>,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+            crate::step::cpu_fused::mamba_decode_step::<Self>(xz, conv_state, ssm_state, weights)
+        }
+    );
 }

@@ -52,21 +52,57 @@ fn conv_silu(x: &[f32], state: &mut [f32], w: &[f32], b: &[f32], k: usize) -> Ve
     u
 }
 
-/// [`crate::SsmOps::mamba_decode_step`] fused (see the module's documentation).
+/// [`crate::SsmOps::mamba_decode_step`] fused (see the module's documentation); the packed
+/// weights read to the host (NdArray; Flex reads them in place, [`mamba_decode_step_flex`]).
 pub(crate) fn mamba_decode_step<B: Backend>(
     xz: FloatTensor<B>,
     conv_state: FloatTensor<B>,
     ssm_state: FloatTensor<B>,
     weights: FloatTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let w = host::<B>(weights);
+    mamba_step_on::<B>(xz, conv_state, ssm_state, &w)
+}
+
+/// [`mamba_decode_step`] on Flex, reading the packed weights in place (a decode step must not
+/// copy its 0.9 MB of step weights per layer and token at mamba-130m's shape) where they are
+/// one contiguous f32 run, else through the host copy.
+#[cfg(feature = "flex")]
+pub(crate) fn mamba_decode_step_flex(
+    xz: FloatTensor<burn::backend::Flex>,
+    conv_state: FloatTensor<burn::backend::Flex>,
+    ssm_state: FloatTensor<burn::backend::Flex>,
+    weights: FloatTensor<burn::backend::Flex>,
+) -> (
+    FloatTensor<burn::backend::Flex>,
+    FloatTensor<burn::backend::Flex>,
+    FloatTensor<burn::backend::Flex>,
+) {
+    use burn::backend::Flex;
+    let len = weights.layout().shape()[0];
+    let contiguous = weights.dtype() == burn::tensor::DType::F32
+        && (len <= 1 || weights.layout().strides()[0] == 1);
+    if !contiguous {
+        return mamba_decode_step::<Flex>(xz, conv_state, ssm_state, weights);
+    }
+    let off = weights.layout().start_offset();
+    let w = &weights.storage::<f32>()[off..off + len];
+    mamba_step_on::<Flex>(xz, conv_state, ssm_state, w)
+}
+
+/// The fused Mamba step with the packed weights as a slice.
+fn mamba_step_on<B: Backend>(
+    xz: FloatTensor<B>,
+    conv_state: FloatTensor<B>,
+    ssm_state: FloatTensor<B>,
+    w: &[f32],
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let device = xz.device();
     let (cs, ss) = (conv_state.shape().to_vec(), ssm_state.shape().to_vec());
-    let s = MambaStepDims::infer(&xz.shape(), &cs, &ss, weights.shape().num_elements())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let s = MambaStepDims::infer(&xz.shape(), &cs, &ss, w.len()).unwrap_or_else(|e| panic!("{e}"));
     calls::count(&calls::STEP);
     let (bs, d, k, n, r) = (s.batch, s.dim, s.width, s.state, s.rank);
     let o = s.offsets();
-    let w = host::<B>(weights);
     let xz = host::<B>(xz);
     let mut conv = host::<B>(conv_state);
     let mut ssm = host::<B>(ssm_state);
@@ -80,7 +116,7 @@ pub(crate) fn mamba_decode_step<B: Backend>(
         &u,
         bs,
         &WeightView {
-            data: &w,
+            data: w,
             off: o[2],
             sk: 1,
             sn: d,
