@@ -20,8 +20,11 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 limit=$((64 * 1024 * 1024))
 
 cd "$root"
-echo "== build: cargo build --release -p ssm-zoo-cli" >&2
-cargo build --release -p ssm-zoo-cli >&2
+# The workspace's targets, tests included: the same feature resolution as README's test command
+# (dev-dependencies unify features of shared crates), so after the tests this rebuilds nothing;
+# `-p ssm-zoo-cli` alone would resolve other features and rebuild Burn (20+ minutes).
+echo "== build: cargo build --release --workspace --all-targets" >&2
+cargo build --release --workspace --all-targets >&2
 rm -rf "$kit"
 mkdir -p "$kit/debs"
 strip -o "$kit/zoo" "$target/release/zoo"
