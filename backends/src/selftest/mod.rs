@@ -332,6 +332,16 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
+/// `t`'s values on `device` (an autodiff device), tracked for gradients.
+pub(crate) fn track<const D: usize>(t: &Tensor<D>, device: &Device) -> Tensor<D> {
+    Tensor::from_data(t.clone().into_data(), device).require_grad()
+}
+
+/// The gradient of a tracked tensor, on the host.
+pub(crate) fn grad<const D: usize>(t: &Tensor<D>, g: &burn::tensor::Gradients) -> Vec<f32> {
+    host(t.grad(g).expect("a gradient for every tracked input"))
+}
+
 /// A tensor's values as f32 on the host.
 pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     crate::to_vec(t)

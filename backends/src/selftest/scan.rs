@@ -1,7 +1,7 @@
 //! The selective scan: forward in one pass and in spans, with direct and staged loads, packed
 //! rows, the backward in one pass and in spans, and the forward on half-precision activations.
 
-use super::{Bound, CpuKernel, Kernels, Suite, host};
+use super::{Bound, CpuKernel, Kernels, Suite, grad, host, track};
 use crate::{ScanOutput, SelectiveScan, seq_idx_from_lengths};
 use burn::tensor::{DType, FloatDType, Int, Tensor};
 
@@ -240,9 +240,6 @@ fn backward(s: &mut Suite<'_>, case: Case, spans: usize) {
 
 fn gradients(x: &Inputs, wy: &Tensor<3>, wh: &Tensor<3>, reference: bool) -> Vec<Vec<f32>> {
     let device = x.u.device().autodiff();
-    fn track<const D: usize>(t: &Tensor<D>, device: &burn::tensor::Device) -> Tensor<D> {
-        Tensor::from_data(t.clone().into_data(), device).require_grad()
-    }
     let (z, h0) = (
         x.z.as_ref().expect("the backward cases have a gate"),
         x.h0.as_ref()
@@ -274,9 +271,6 @@ fn gradients(x: &Inputs, wy: &Tensor<3>, wh: &Tensor<3>, reference: bool) -> Vec
     };
     let on = |t: &Tensor<3>| Tensor::<3>::from_data(t.clone().into_data(), &device);
     let grads = ((out.y * on(wy)).sum() + (out.state * on(wh)).sum()).backward();
-    fn grad<const D: usize>(t: &Tensor<D>, g: &burn::tensor::Gradients) -> Vec<f32> {
-        host(t.grad(g).expect("a gradient for every tracked input"))
-    }
     vec![
         grad(&u, &grads),
         grad(&delta, &grads),

@@ -2,7 +2,7 @@
 //! on the CPU), with packed rows, with Mamba-3's per-step log decays and rank, and the log-decay
 //! form's backward.
 
-use super::{Bound, CpuKernel, Kernels, Suite, host};
+use super::{Bound, CpuKernel, Kernels, Suite, grad, host, track};
 use crate::Ssd;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -179,9 +179,6 @@ pub(super) fn checks(s: &mut Suite<'_>) {
 /// portable chunked body, on the device.
 fn gradients(x: &Inputs, wy: &Tensor<4>, wh: &Tensor<4>, reference: bool) -> Vec<Vec<f32>> {
     let device = x.x.device().autodiff();
-    fn track<const D: usize>(t: &Tensor<D>, device: &burn::tensor::Device) -> Tensor<D> {
-        Tensor::from_data(t.clone().into_data(), device).require_grad()
-    }
     let log_decay = x.log_decay.as_ref().expect("a log-decay case");
     let tracked = Inputs {
         x: track(&x.x, &device),
@@ -207,9 +204,6 @@ fn gradients(x: &Inputs, wy: &Tensor<4>, wh: &Tensor<4>, reference: bool) -> Vec
     let values = (host(y.clone()), host(state.clone()));
     let on = |t: &Tensor<4>| Tensor::<4>::from_data(t.clone().into_data(), &device);
     let grads = ((y * on(wy)).sum() + (state * on(wh)).sum()).backward();
-    fn grad<const D: usize>(t: &Tensor<D>, g: &burn::tensor::Gradients) -> Vec<f32> {
-        host(t.grad(g).expect("a gradient for every tracked input"))
-    }
     vec![
         grad(&tracked.x, &grads),
         grad(&tracked.dt, &grads),

@@ -136,7 +136,7 @@ fn state_step(
 
 /// One fused step of the causal depthwise conv1d: shifts `x` (B, C) into `state` (B, C, K) in
 /// place and returns the conv output (B, C), through SiLU when `silu_on`.
-fn conv_step(
+pub(super) fn conv_step(
     x: &[f32],
     state: &mut [f32],
     weight: &[f32],

@@ -8,8 +8,9 @@
 //! silu(z)`: the conv and the state update per channel in one parallel region each. Mamba2: the
 //! dt of each head, the conv step over `xBC`, the state update with one `A` per head, and the
 //! gated RMSNorm `(y silu(z)) / rms * w` per group. The same arithmetic as the composed bodies
-//! (`super::reference`), in the same order per channel.
+//! (`super::reference`), in the same order per channel (the conv window is `super::cpu`'s).
 
+use super::cpu::conv_step;
 use super::reference::{Mamba2StepConfig, MambaStepDims};
 use crate::cpu::gemv::{WeightView, rows_matmul};
 use crate::cpu::lanes::{dot, exp_approx, silu, softplus, update};
@@ -21,35 +22,13 @@ use rayon::prelude::*;
 /// more than it saves.
 const PARALLEL_MIN: usize = 1 << 15;
 
-/// Runs `f` over `out`'s chunks of `width` (with their index), on every core when `work` is
-/// large enough.
-fn for_chunks<T: Send>(
-    out: &mut [T],
-    width: usize,
-    work: usize,
-    f: impl Fn(usize, &mut [T]) + Sync + Send,
-) {
+/// Runs `f` on each task (with its index), on every core when `work` is large enough.
+fn run_tasks<T: Send>(tasks: &mut [T], work: usize, f: impl Fn(usize, &mut T) + Sync + Send) {
     if work >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
-        out.par_chunks_mut(width)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
+        tasks.par_iter_mut().enumerate().for_each(|(i, t)| f(i, t));
     } else {
-        out.chunks_mut(width).enumerate().for_each(|(i, c)| f(i, c));
+        tasks.iter_mut().enumerate().for_each(|(i, t)| f(i, t));
     }
-}
-
-/// Shifts `x` into each channel's window of `state` (rows of `k`) and returns the conv output
-/// through SiLU: `u_c = silu(w_c . window_c + b_c)`.
-fn conv_silu(x: &[f32], state: &mut [f32], w: &[f32], b: &[f32], k: usize) -> Vec<f32> {
-    let channels = b.len();
-    let mut u = vec![0.0f32; x.len()];
-    for (row, (o, st)) in u.iter_mut().zip(state.chunks_mut(k)).enumerate() {
-        let c = row % channels;
-        st.copy_within(1.., 0);
-        st[k - 1] = x[row];
-        *o = silu(dot(st, &w[c * k..(c + 1) * k]) + b[c]);
-    }
-    u
 }
 
 /// [`crate::SsmOps::mamba_decode_step`] fused (see the module's documentation); the packed
@@ -109,7 +88,7 @@ fn mamba_step_on<B: Backend>(
     let x: Vec<f32> = (0..bs)
         .flat_map(|b| xz[b * 2 * d..b * 2 * d + d].iter().copied())
         .collect();
-    let u = conv_silu(&x, &mut conv, &w[o[0]..o[1]], &w[o[1]..o[2]], k);
+    let u = conv_step(&x, &mut conv, &w[o[0]..o[1]], &w[o[1]..o[2]], d, k, true);
     // x_dbl = u x_projᵀ, x_proj (R + 2N, D) row-major: the (D, R + 2N) view by columns.
     let proj = r + 2 * n;
     let x_dbl = rows_matmul(
@@ -151,17 +130,7 @@ fn mamba_step_on<B: Backend>(
             *yv = (acc + dd[c] * uc) * silu(xz[row * 2 * d + d + c]);
         }
     };
-    if bs * d * (n + r) >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
-        tasks
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(t, task)| run(t, task));
-    } else {
-        tasks
-            .iter_mut()
-            .enumerate()
-            .for_each(|(t, task)| run(t, task));
-    }
+    run_tasks(&mut tasks, bs * d * (n + r), run);
     drop(tasks);
     (
         device_tensor::<B>(y, vec![bs, d], &device),
@@ -210,7 +179,7 @@ pub(crate) fn mamba2_decode_step<B: Backend>(
     let xbc_in: Vec<f32> = (0..bs)
         .flat_map(|b| zx[b * width + di..b * width + di + conv_ch].iter().copied())
         .collect();
-    let xbc = conv_silu(&xbc_in, &mut conv, conv_w, conv_b, k);
+    let xbc = conv_step(&xbc_in, &mut conv, conv_w, conv_b, conv_ch, k, true);
     let dt: Vec<f32> = (0..bs * h)
         .map(|t| {
             let (b, hi) = (t / h, t % h);
@@ -240,21 +209,12 @@ pub(crate) fn mamba2_decode_step<B: Backend>(
             *yv = dot(st, cm) + dd[hi] * xc;
         }
     };
-    if bs * di * n >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
-        tasks
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(t, task)| run(t, task));
-    } else {
-        tasks
-            .iter_mut()
-            .enumerate()
-            .for_each(|(t, task)| run(t, task));
-    }
+    run_tasks(&mut tasks, bs * di * n, run);
     drop(tasks);
     // The gated RMSNorm per group of d_inner / G features.
     let per = di / g;
-    for_chunks(&mut y, per, bs * di, |t, yg| {
+    let mut groups: Vec<&mut [f32]> = y.chunks_mut(per).collect();
+    run_tasks(&mut groups, bs * di, |t, yg| {
         let (row, gi) = (t / g, t % g);
         let z = &zx[row * width + gi * per..row * width + (gi + 1) * per];
         for (v, &zv) in yg.iter_mut().zip(z) {
@@ -266,6 +226,7 @@ pub(crate) fn mamba2_decode_step<B: Backend>(
             *v = *v * inv * wv;
         }
     });
+    drop(groups);
     (
         device_tensor::<B>(y, vec![bs, di], &device),
         device_tensor::<B>(conv, cs, &device),

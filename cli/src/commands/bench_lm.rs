@@ -3,7 +3,7 @@
 
 use crate::common::args::{DeviceArgs, dtype_arg};
 use crate::common::choices::Arch;
-use crate::common::error::{CliError, CliResult};
+use crate::common::error::{CliError, CliResult, io};
 use crate::common::measure::{median, sync};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::Args;
@@ -211,7 +211,7 @@ pub fn run(a: LmBenchArgs) -> CliResult {
     } else {
         (a.vocab - a.decode_batch.min(a.vocab)) * a.d_model
     };
-    let weight_bytes = (parameters - untied_embedding) * dtype_bytes(a.dtype);
+    let weight_bytes = (parameters - untied_embedding) * burn::tensor::DType::from(a.dtype).size();
     let read_gb_s = crate::common::bandwidth::read_gb_s(weight_bytes, &device)?;
     let decode_tokens_per_s = (a.decode_tokens * a.decode_batch) as f64 / decode_s;
     let bound = read_gb_s * 1e9 * a.decode_batch as f64 / weight_bytes as f64;
@@ -281,8 +281,7 @@ fn train_tokens_per_s(
     let doc: Vec<u32> = (0..rows_needed * a.train_len)
         .map(|i| ((i * 7919 + 13) % (a.vocab - 1)) as u32)
         .collect();
-    let rows = PackedRows::new(&TokenDocs { docs: vec![doc] }, eos, a.train_len)
-        .map_err(|e| CliError::Io(e.to_string()))?;
+    let rows = PackedRows::new(&TokenDocs { docs: vec![doc] }, eos, a.train_len).map_err(io)?;
     let mut model = config.try_init(&device.clone().autodiff())?;
     let mut optim = lm_optimizer(0.1);
     let devices = [device.clone()];
@@ -307,10 +306,7 @@ fn train_tokens_per_s(
         let (next, log) = train_step(model, &mut optim, &plan, step)?;
         model = next;
         if !log.loss.is_finite() {
-            return Err(CliError::Io(format!(
-                "the loss is {} at step {step}",
-                log.loss
-            )));
+            return Err(io(format!("the loss is {} at step {step}", log.loss)));
         }
     }
     sync(device)?;
@@ -321,16 +317,6 @@ fn train_tokens_per_s(
         "steps": a.train_steps,
         "tokens_per_s": (a.train_steps * a.train_batch * a.train_len) as f64 / seconds,
     }))
-}
-
-/// Bytes per value of the weights' float type.
-fn dtype_bytes(dtype: burn::tensor::FloatDType) -> usize {
-    use burn::tensor::FloatDType;
-    match dtype {
-        FloatDType::F64 => 8,
-        FloatDType::F16 | FloatDType::BF16 => 2,
-        _ => 4,
-    }
 }
 
 /// Prompt lengths spread evenly over [L/4, L].

@@ -5,10 +5,10 @@
 
 use crate::common::args::DeviceArgs;
 use crate::common::error::{CliResult, usage};
-use crate::common::measure::sync;
+use crate::common::measure::device_time;
 use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
 use clap::Args;
-use ssm_benches::{N, ScanInputs, median_time};
+use ssm_benches::{N, ScanInputs};
 
 #[derive(Args, Debug)]
 pub struct ScanBenchArgs {
@@ -76,48 +76,20 @@ fn measure(
 ) -> CliResult<serde_json::Value> {
     let (d, l) = (a.d, a.len);
     let x = ScanInputs::random_batch(batch, d, l, device);
-    // On the device alone: the output held across the sync (Burn's fusion may skip work whose
-    // result is dropped).
-    let on_device = |x: &ScanInputs| -> CliResult<f64> {
-        let mut failed = None;
-        let t = median_time(
-            || {
-                let out = x.scan(false);
-                if let Err(e) = sync(device) {
-                    failed = Some(e);
-                }
-                drop(out);
-            },
-            a.repeats,
-        );
-        failed.map_or(Ok(t), Err)
-    };
-    let spans = |s: Option<usize>| set_spans(s);
-    spans(Some(1));
+    // On the device alone, the read-back not timed.
+    let on_device = |x: &ScanInputs| device_time(device, a.repeats, || x.scan(false));
+    set_spans(Some(1));
     let one_pass = on_device(&x)?;
-    spans(Some(a.spans));
+    set_spans(Some(a.spans));
     let cut = on_device(&x)?;
-    spans(None);
+    set_spans(None);
     let rule = on_device(&x)?;
     let half_time = half
         .map(|t| on_device(&x.with_activations(t)))
         .transpose()?;
     // A copy of as many bytes: read 2·B·D·L floats, write as many.
     let copy_in = Tensor::<1>::random([2 * batch * d * l], Distribution::Default, device);
-    let mut failed = None;
-    let copy = median_time(
-        || {
-            let out = copy_in.clone().add_scalar(1.0);
-            if let Err(e) = sync(device) {
-                failed = Some(e);
-            }
-            drop(out);
-        },
-        a.repeats,
-    );
-    if let Some(e) = failed {
-        return Err(e);
-    }
+    let copy = device_time(device, a.repeats, || copy_in.clone().add_scalar(1.0))?;
     // u, delta, z read and y written (B·D·L each), B and C read (B·N·L each), in f32.
     let bytes = 4.0 * (4 * batch * d * l + 2 * batch * N * l) as f64;
     let copy_bytes = 4.0 * (4 * batch * d * l) as f64;

@@ -182,89 +182,73 @@ struct Fixture {
     decode: Kernels,
 }
 
-macro_rules! fixture_file {
-    ($dir:literal, $file:literal) => {
-        (
-            $file,
-            include_bytes!(concat!("../../../fixtures/", $dir, "/model/", $file)) as &[u8],
-        )
+/// The forward's kernels: Mamba's scan, or the SSD (Mamba2's, and Mamba-3's with log decays).
+const SCAN: Kernels = Kernels {
+    gpu: &["scan_fwd_kernel"],
+    cpu: Some(CpuKernel::ScanForward),
+};
+const SSD: Kernels = Kernels {
+    gpu: &["ssd_decay_mask_kernel", "ssd_state_pass_kernel"],
+    cpu: Some(CpuKernel::SsdForward),
+};
+
+/// `fixtures/DIR`: its `model/config.json` and `model/WEIGHTS`, its `tensors.safetensors`, the
+/// logits' bound, the forward's kernels and the GPU decode step kernel (the CPU's: the fused
+/// step's counter).
+macro_rules! fixture {
+    ($dir:literal, $weights:literal, $bound:expr, $forward:expr, $step:literal) => {
+        Fixture {
+            name: $dir,
+            files: &[
+                (
+                    "config.json",
+                    include_bytes!(concat!("../../../fixtures/", $dir, "/model/config.json")),
+                ),
+                (
+                    $weights,
+                    include_bytes!(concat!("../../../fixtures/", $dir, "/model/", $weights)),
+                ),
+            ],
+            tensors: include_bytes!(concat!("../../../fixtures/", $dir, "/tensors.safetensors")),
+            bound: $bound,
+            forward: $forward,
+            decode: Kernels {
+                gpu: &[$step],
+                cpu: Some(CpuKernel::Step),
+            },
+        }
     };
 }
 
-const STEP: Kernels = Kernels {
-    gpu: &[],
-    cpu: Some(CpuKernel::Step),
-};
-
 const FIXTURES: [Fixture; 4] = [
-    Fixture {
-        name: "mamba_tiny",
-        files: &[
-            fixture_file!("mamba_tiny", "config.json"),
-            fixture_file!("mamba_tiny", "model.safetensors"),
-        ],
-        tensors: include_bytes!("../../../fixtures/mamba_tiny/tensors.safetensors"),
-        bound: 1e-5,
-        forward: Kernels {
-            gpu: &["scan_fwd_kernel"],
-            cpu: Some(CpuKernel::ScanForward),
-        },
-        decode: Kernels {
-            gpu: &["mamba_step_kernel"],
-            ..STEP
-        },
-    },
-    Fixture {
-        name: "mamba2_tiny",
-        files: &[
-            fixture_file!("mamba2_tiny", "config.json"),
-            fixture_file!("mamba2_tiny", "model.safetensors"),
-        ],
-        tensors: include_bytes!("../../../fixtures/mamba2_tiny/tensors.safetensors"),
-        bound: 1e-5,
-        forward: Kernels {
-            gpu: &["ssd_decay_mask_kernel", "ssd_state_pass_kernel"],
-            cpu: Some(CpuKernel::SsdForward),
-        },
-        decode: Kernels {
-            gpu: &["mamba2_step_kernel"],
-            ..STEP
-        },
-    },
-    Fixture {
-        name: "mamba3_tiny",
-        files: &[
-            fixture_file!("mamba3_tiny", "config.json"),
-            fixture_file!("mamba3_tiny", "pytorch_model.bin"),
-        ],
-        tensors: include_bytes!("../../../fixtures/mamba3_tiny/tensors.safetensors"),
-        bound: 2e-5,
-        forward: Kernels {
-            gpu: &["ssd_decay_mask_kernel", "ssd_state_pass_kernel"],
-            cpu: Some(CpuKernel::SsdForward),
-        },
-        decode: Kernels {
-            gpu: &["mamba3_step_kernel"],
-            ..STEP
-        },
-    },
-    Fixture {
-        name: "mamba3_mimo",
-        files: &[
-            fixture_file!("mamba3_mimo", "config.json"),
-            fixture_file!("mamba3_mimo", "pytorch_model.bin"),
-        ],
-        tensors: include_bytes!("../../../fixtures/mamba3_mimo/tensors.safetensors"),
-        bound: 2e-5,
-        forward: Kernels {
-            gpu: &["ssd_decay_mask_kernel", "ssd_state_pass_kernel"],
-            cpu: Some(CpuKernel::SsdForward),
-        },
-        decode: Kernels {
-            gpu: &["mamba3_step_kernel"],
-            ..STEP
-        },
-    },
+    fixture!(
+        "mamba_tiny",
+        "model.safetensors",
+        1e-5,
+        SCAN,
+        "mamba_step_kernel"
+    ),
+    fixture!(
+        "mamba2_tiny",
+        "model.safetensors",
+        1e-5,
+        SSD,
+        "mamba2_step_kernel"
+    ),
+    fixture!(
+        "mamba3_tiny",
+        "pytorch_model.bin",
+        2e-5,
+        SSD,
+        "mamba3_step_kernel"
+    ),
+    fixture!(
+        "mamba3_mimo",
+        "pytorch_model.bin",
+        2e-5,
+        SSD,
+        "mamba3_step_kernel"
+    ),
 ];
 
 impl Fixture {
@@ -279,8 +263,10 @@ impl Fixture {
         let model = MambaLm::load_dir(dir.path(), device)?;
         let tensors = safetensors::SafeTensors::deserialize(self.tensors)
             .map_err(|e| io(format!("the {} fixture's tensors: {e}", self.name)))?;
-        let (ids, ids_shape) = read::<i64>(&tensors, "input_ids", self.name)?;
-        let (logits, logits_shape) = read::<f32>(&tensors, "logits", self.name)?;
+        let (ids, ids_shape) =
+            read::<i64>(&tensors, "input_ids", safetensors::Dtype::I64, self.name)?;
+        let (logits, logits_shape) =
+            read::<f32>(&tensors, "logits", safetensors::Dtype::F32, self.name)?;
         let [batch, len] = [ids_shape[0], ids_shape[1]];
         let vocab = logits_shape[2];
         let ids_on = |from: usize, to: usize| {
@@ -334,47 +320,26 @@ impl Fixture {
     }
 }
 
-/// A tensor of the fixture as values of `T` (little-endian) and its shape.
-fn read<T: FromLe>(
+/// A tensor of the fixture, which must be stored as `dtype`, as values of `T` and its shape.
+fn read<T: burn::tensor::Element>(
     t: &safetensors::SafeTensors,
     key: &str,
+    dtype: safetensors::Dtype,
     fixture: &str,
 ) -> CliResult<(Vec<T>, Vec<usize>)> {
     let view = t
         .tensor(key)
         .map_err(|e| io(format!("the {fixture} fixture has no {key}: {e}")))?;
-    if view.dtype() != T::DTYPE {
+    if view.dtype() != dtype {
         return Err(io(format!(
-            "the {fixture} fixture's {key} is {:?}, not {:?}",
-            view.dtype(),
-            T::DTYPE
+            "the {fixture} fixture's {key} is {:?}, not {dtype:?}",
+            view.dtype()
         )));
     }
-    let values = view.data().chunks_exact(T::SIZE).map(T::from_le).collect();
-    Ok((values, view.shape().to_vec()))
-}
-
-/// A value read from little-endian bytes.
-trait FromLe {
-    const DTYPE: safetensors::Dtype;
-    const SIZE: usize;
-    fn from_le(b: &[u8]) -> Self;
-}
-
-impl FromLe for f32 {
-    const DTYPE: safetensors::Dtype = safetensors::Dtype::F32;
-    const SIZE: usize = 4;
-    fn from_le(b: &[u8]) -> Self {
-        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-    }
-}
-
-impl FromLe for i64 {
-    const DTYPE: safetensors::Dtype = safetensors::Dtype::I64;
-    const SIZE: usize = 8;
-    fn from_le(b: &[u8]) -> Self {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        i64::from_le_bytes(a)
-    }
+    let shape = view.shape().to_vec();
+    let data = TensorData::from_bytes_vec(view.data().to_vec(), shape.clone(), T::dtype());
+    let values = data
+        .try_to_vec::<T>()
+        .map_err(|e| io(format!("the {fixture} fixture's {key}: {e:?}")))?;
+    Ok((values, shape))
 }

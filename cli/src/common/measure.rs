@@ -25,6 +25,24 @@ pub fn sync(device: &Device) -> CliResult {
         .map_err(|e| CliError::Io(format!("device error: {e:?}")))
 }
 
+/// Seconds of `f` on the device: the median of `runs` timed runs after one untimed run, each
+/// ending when the device has finished (its output held across the sync: Burn's fusion may skip
+/// work whose result is dropped).
+pub fn device_time<T>(device: &Device, runs: usize, mut f: impl FnMut() -> T) -> CliResult<f64> {
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..=runs.max(1) {
+        let t = std::time::Instant::now();
+        let out = f();
+        sync(device)?;
+        let s = t.elapsed().as_secs_f64();
+        drop(out);
+        if run > 0 {
+            times.push(s);
+        }
+    }
+    Ok(median(times))
+}
+
 /// The median of timings (the upper one of an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
