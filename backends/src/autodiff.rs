@@ -10,7 +10,7 @@
 use crate::ops::SsmOps;
 use crate::{fft, linear, mamba3_step, norm, scan, ssd, step};
 use burn::backend::autodiff::{Autodiff, checkpoint::strategy::CheckpointStrategy};
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor, QuantizedTensor};
 
 /// `Autodiff<B, C>`, as the ops' autodiff files name it.
 pub(crate) type Ad<B, C> = Autodiff<B, C>;
@@ -104,6 +104,18 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
         transposed: bool,
     ) -> FloatTensor<Self> {
         linear::autodiff::rows_matmul::<B, C>(x, w, transposed)
+    }
+
+    fn q_rows_matmul(
+        x: FloatTensor<Self>,
+        w: QuantizedTensor<Self>,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        linear::autodiff::q_rows_matmul::<B, C>(x, w, transposed)
+    }
+
+    fn q_embedding(w: QuantizedTensor<Self>, ids: IntTensor<Self>) -> FloatTensor<Self> {
+        linear::autodiff::q_embedding::<B, C>(w, ids)
     }
 
     fn add_rms_norm(

@@ -25,4 +25,7 @@ pub enum Error {
     /// shapes.
     #[error("{0}")]
     Shape(String),
+    /// An argument an op cannot take (the message names it and says why).
+    #[error("{0}")]
+    Invalid(String),
 }

@@ -68,7 +68,9 @@ pub use fft::{
     DIRECT_MAX_LEN, bidirectional_conv, causal_conv, causal_conv_fft, causal_conv_reference, fft,
     ifft, irfft, irfftn, rfft, rfftn,
 };
-pub use linear::{rows_matmul, rows_matmul_transposed};
+pub use linear::{
+    Q8_BLOCK, embedding_rows, is_quantized, quantize_q8, rows_matmul, rows_matmul_transposed,
+};
 pub use mamba3_step::{
     Mamba3StepConfig, Mamba3StepDims, mamba3_decode_step, pack_mamba3_step_weights,
 };

@@ -14,7 +14,10 @@
 
 use crate::scan::reference::{BACKWARD_CHUNK, ScanArgs};
 use crate::{fft, linear, mamba3_step, norm, scan, ssd, step};
-use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
+use burn::backend::{
+    Backend, backend_extension,
+    tensor::{FloatTensor, IntTensor, QuantizedTensor},
+};
 
 /// SSM ops as a Burn backend extension.
 ///
@@ -395,6 +398,29 @@ pub trait SsmOps: Backend {
         transposed: bool,
     ) -> FloatTensor<Self> {
         linear::reference::rows_matmul::<Self>(x, w, transposed)
+    }
+
+    /// [`SsmOps::rows_matmul`] with the weight held in 8 bits ([`crate::quantize_q8`]: int8
+    /// values, one f32 scale per block of consecutive elements along K). On Flex, for M ≤ 8, a
+    /// kernel that multiplies from the int8 values in place (a quarter of the f32 weight's
+    /// bytes streamed); more rows dequantize the weight once and run Flex's GEMM. Elsewhere, and
+    /// for other quantization schemes, the weight is dequantized per product (memory saved, no
+    /// time; said once).
+    #[fusion(default)]
+    fn q_rows_matmul(
+        x: FloatTensor<Self>,
+        w: QuantizedTensor<Self>,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        linear::reference::q_rows_matmul::<Self>(x, w, transposed)
+    }
+
+    /// Rows `ids` (M) of an 8-bit (N, K) matrix (a quantized embedding), dequantized: (M, K).
+    /// On Flex only those rows are read; elsewhere the matrix is dequantized per lookup (said
+    /// once).
+    #[fusion(default)]
+    fn q_embedding(w: QuantizedTensor<Self>, ids: IntTensor<Self>) -> FloatTensor<Self> {
+        linear::reference::q_embedding::<Self>(w, ids)
     }
 
     /// Residual add then RMSNorm over the last axis (mamba_ssm's fused add-norm): returns

@@ -12,8 +12,10 @@ so a change in the machine's load during the run touches both. Needs torch and t
     /tmp/ref/bin/python benches/reference/lm_vs_pytorch.py --arch mamba
 
 Prints one JSON object: each side's prefill tokens/s (all logits, and the last position's only)
-and decode tokens/s, the ratios zoo / PyTorch, torch's thread count and the machine's steal time
-over the run (from /proc/stat).
+and decode tokens/s, the ratios zoo / PyTorch, torch's thread count, the CPU's model and SIMD
+flags, and the machine's steal time over the run (from /proc/stat). With `--q8`, zoo with 8-bit
+weights (`--quantize q8`) too, and with `--llama-cpp` llama.cpp's `q8_0` GGUF of the same
+weights, each with its ratio.
 
 Both sides' decode is the same bare greedy loop: the `--prompt-len` prompt prefilled once with
 the cache kept, one untimed step, then `--decode-tokens` timed calls of the model's forward on
@@ -210,7 +212,7 @@ def check(a):
     print()
 
 
-def time_zoo(a):
+def time_zoo(a, quantize=None):
     cmd = [
         a.zoo, "bench", "lm", "--arch", a.arch, "--device", a.device,
         "--prefill-batch", str(a.prefill_batch),
@@ -221,8 +223,10 @@ def time_zoo(a):
     ]
     if a.d_state:
         cmd += ["--d-state", str(a.d_state)]
+    if quantize:
+        cmd += ["--quantize", quantize]
     report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    BOUNDS.append({k: report.get(k) for k in (
+    BOUNDS.setdefault(quantize or "f32", []).append({k: report.get(k) for k in (
         "weights_bytes_per_token", "read_gb_s", "decode_bound_tokens_per_s",
         "decode_fraction_of_bound")})
     return {
@@ -232,18 +236,39 @@ def time_zoo(a):
     }
 
 
-# The decode's memory bound as each zoo run measured it (zoo bench lm's own figures).
-BOUNDS = []
+# The decode's memory bound as each zoo run measured it (zoo bench lm's own figures), per
+# precision (f32, q8).
+BOUNDS = {}
 
 
-def llama_gguf(model, a, work):
-    """Saves the reference model and converts it to an f32 GGUF; returns the GGUF's path."""
+def cpu_description():
+    """The CPU's model name and the SIMD flags the kernels care about (from /proc/cpuinfo)."""
+    name, flags = None, set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and name is None:
+                    name = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+              "avx512_bf16", "amx_int8"]
+    return {"model": name, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
+
+
+def llama_gguf(model, a, work, outtype="f32"):
+    """Saves the reference model (once) and converts it to a GGUF of `outtype` (f32, q8_0);
+    returns the GGUF's path."""
     hf = os.path.join(work, "hf")
-    model.save_pretrained(hf)
-    out = os.path.join(work, "model-f32.gguf")
+    if not os.path.isdir(hf):
+        model.save_pretrained(hf)
+    out = os.path.join(work, f"model-{outtype}.gguf")
     subprocess.run(
         [sys.executable, os.path.join(a.llama_cpp, "convert_hf_to_gguf.py"), hf,
-         "--outtype", "f32", "--outfile", out],
+         "--outtype", outtype, "--outfile", out],
         check=True, capture_output=True, text=True,
     )
     return out
@@ -286,6 +311,9 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--zoo", default=os.environ.get("ZOO", "target/release/zoo"))
     p.add_argument("--llama-cpp", help="a built llama.cpp tree: time llama-bench too")
+    p.add_argument("--q8", action="store_true",
+                   help="also time zoo with --quantize q8 (int8 weights, blocks of 32) and, "
+                        "with --llama-cpp, llama.cpp's q8_0 GGUF of the same weights")
     p.add_argument("--check", action="store_true",
                    help="only check the bare decode loop against generate() on small random "
                         "models (both archs) and time both loops there")
@@ -324,19 +352,39 @@ def main():
     check_same_tokens(model, ids(a.prompt_len, a.vocab), 4)
     work = tempfile.TemporaryDirectory()
     gguf = llama_gguf(model, a, work.name) if a.llama_cpp else None
+    gguf_q8 = llama_gguf(model, a, work.name, "q8_0") if a.llama_cpp and a.q8 else None
     steal0, total0 = steal_jiffies()
     runs = {"zoo": [], "pytorch": []}
+    if a.q8:
+        runs["zoo_q8"] = []
     if gguf:
         runs["llama.cpp"] = []
+    if gguf_q8:
+        runs["llama.cpp_q8_0"] = []
     for _ in range(a.rounds):
         runs["pytorch"].append(time_reference(model, a))
         runs["zoo"].append(time_zoo(a))
+        if a.q8:
+            runs["zoo_q8"].append(time_zoo(a, "q8"))
         if gguf:
             runs["llama.cpp"].append(time_llama(gguf, a))
+        if gguf_q8:
+            runs["llama.cpp_q8_0"].append(time_llama(gguf_q8, a))
     steal1, total1 = steal_jiffies()
     medians = {
         side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()
     }
+
+    def bound(precision):
+        b = BOUNDS.get(precision)
+        if not b or any(v is None for v in b[0].values()):
+            return None
+        return {k: statistics.median(x[k] for x in b) for k in b[0]}
+
+    def ratio(num, den):
+        return {k: round(medians[num][k] / v, 2) for k, v in medians[den].items()
+                if k in medians[num]}
+
     report = {
         "arch": a.arch,
         "shape": {"d_model": a.d_model, "layers": a.layers, "vocab": a.vocab},
@@ -346,21 +394,23 @@ def main():
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_description(),
         "steal_percent": round(100 * (steal1 - steal0) / max(1, total1 - total0), 1),
         "zoo": medians["zoo"],
         "pytorch": medians["pytorch"],
-        "zoo_decode_bound": {
-            k: statistics.median(b[k] for b in BOUNDS) for k in BOUNDS[0]
-        } if BOUNDS and all(v is not None for v in BOUNDS[0].values()) else None,
-        "ratio_zoo_over_pytorch": {
-            k: round(medians["zoo"][k] / medians["pytorch"][k], 2) for k in medians["zoo"]
-        },
+        "zoo_decode_bound": bound("f32"),
+        "ratio_zoo_over_pytorch": ratio("zoo", "pytorch"),
     }
+    if a.q8:
+        report["zoo_q8"] = medians["zoo_q8"]
+        report["zoo_q8_decode_bound"] = bound("q8")
+        report["ratio_zoo_q8_over_zoo_f32"] = ratio("zoo_q8", "zoo")
     if gguf:
         report["llama.cpp"] = medians["llama.cpp"]
-        report["ratio_zoo_over_llama_cpp"] = {
-            k: round(medians["zoo"][k] / v, 2) for k, v in medians["llama.cpp"].items()
-        }
+        report["ratio_zoo_over_llama_cpp"] = ratio("zoo", "llama.cpp")
+    if gguf_q8:
+        report["llama.cpp_q8_0"] = medians["llama.cpp_q8_0"]
+        report["ratio_zoo_q8_over_llama_cpp_q8_0"] = ratio("zoo_q8", "llama.cpp_q8_0")
     json.dump(report, sys.stdout, indent=1)
     print()
 

@@ -90,6 +90,66 @@ fn bench_lm_runs_in_bf16_and_refuses_an_unknown_dtype() {
     );
 }
 
+/// `zoo bench lm --quantize q8`: the weights' bytes per token are the int8 values and their
+/// scales (under half of f32's at this shape), the decode runs; q8 with bf16 and an unknown
+/// quantization are refused with a message, not a panic.
+#[test]
+fn bench_lm_runs_quantized_and_refuses_impossible_combinations() {
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "bench",
+            "lm",
+            "--d-model",
+            "64",
+            "--layers",
+            "2",
+            "--vocab",
+            "100",
+            "--prefill-len",
+            "16",
+            "--decode-tokens",
+            "2",
+            "--repeats",
+            "1",
+            "--device",
+            "cpu",
+        ];
+        a.extend_from_slice(extra);
+        zoo(&a)
+    };
+    let out = args(&["--quantize", "q8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["quantize"], "q8:32");
+    let params = v["parameters"].as_f64().unwrap();
+    let bytes = v["weights_bytes_per_token"].as_f64().unwrap();
+    assert!(
+        bytes < 0.5 * 4.0 * params && bytes > params,
+        "{bytes} for {params}"
+    );
+    assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    for (extra, want) in [
+        (
+            &["--quantize", "q8", "--dtype", "bf16"][..],
+            "leave --dtype at f32",
+        ),
+        (&["--quantize", "q4"][..], "unknown quantization 'q4'"),
+        (
+            &["--quantize", "q8:48"][..],
+            "not a whole number of blocks of 48",
+        ),
+    ] {
+        let out = args(extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+}
+
 /// `zoo bench lm --batch 3 --mixed-lengths`: prompt lengths over [L/4, L], the batch and the
 /// one-by-one figures from one run (the tokens are checked equal by the command itself).
 #[test]

@@ -21,6 +21,7 @@ pub mod lm;
 pub mod memory;
 pub mod nn;
 pub mod precision;
+pub mod quantize;
 pub mod ssm;
 pub mod timeseries;
 pub mod vision;

@@ -6,7 +6,7 @@ use burn::config::Config;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
-use ssm_backends::rows_matmul;
+use ssm_backends::{is_quantized, rows_matmul, rows_matmul_transposed};
 
 /// Each float parameter of `module`: its id, its path (`a.0.b`, enum variants included, as
 /// the optimizer's parameter groups match them) and its shape, read lazily (nothing is
@@ -36,12 +36,41 @@ pub(crate) fn float_params<M: Module>(module: &M) -> Vec<(ParamId, String, Vec<u
 
 /// A `Linear` on the rows of a decode step, (B, d_in) -> (B, d_out): equal to
 /// `linear.forward(x)`, through [`rows_matmul`] (on the CPU, a product that streams the weight
-/// on every core; Flex's matmul runs a one-row product of this size on one thread).
+/// on every core; Flex's matmul runs a one-row product of this size on one thread). A weight
+/// quantized by [`crate::quantize`] is held (d_out, d_in) and multiplied as `x wᵀ` from its
+/// 8-bit values.
 pub fn linear_rows(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
-    let y = rows_matmul(x, linear.weight.val());
+    let y = if is_quantized(&linear.weight) {
+        rows_matmul_transposed(x, linear.weight.val())
+    } else {
+        rows_matmul(x, linear.weight.val())
+    };
     match &linear.bias {
         Some(b) => y + b.val().unsqueeze(),
         None => y,
+    }
+}
+
+/// `linear.forward(x)` for `x` (B, L, d_in), and for a weight quantized by
+/// [`crate::quantize`] the product from its 8-bit values ([`linear_rows`] on the (B L, d_in)
+/// rows; Burn's `Linear::forward` does not read the quantized layout).
+pub fn linear(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    if !is_quantized(&linear.weight) {
+        return linear.forward(x);
+    }
+    let [b, l, d] = x.dims();
+    let y = linear_rows(linear, x.reshape([b * l, d]));
+    let n = y.dims()[1];
+    y.reshape([b, l, n])
+}
+
+/// `[d_in, d_out]` of `linear`, whichever layout its weight is held in.
+pub fn linear_dims(linear: &Linear) -> [usize; 2] {
+    let [a, b] = linear.weight.lazy_shape().dims::<2>();
+    if is_quantized(&linear.weight) {
+        [b, a]
+    } else {
+        [a, b]
     }
 }
 

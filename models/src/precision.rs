@@ -119,8 +119,13 @@ pub fn cast_params<M: Module>(module: M, dtype: FloatDType) -> M {
     })
 }
 
-/// `t` in `dtype` (itself when it already is).
+/// `t` in `dtype` (itself when it already is). A quantized `dtype` (the weights of a model
+/// from [`crate::quantize`]) means f32: activations meet 8-bit weights in f32.
 pub fn cast_to<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
+    let dtype = match dtype {
+        DType::QFloat(_) => DType::F32,
+        d => d,
+    };
     if t.dtype() == dtype { t } else { t.cast(dtype) }
 }
 

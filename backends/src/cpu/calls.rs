@@ -9,6 +9,7 @@ pub(crate) static STEP: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static SSD_FORWARD: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static SSD_BACKWARD: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static ROWS_MATMUL: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static ROWS_MATMUL_Q8: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static FFT: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts one run of a kernel.
@@ -31,6 +32,8 @@ pub struct KernelCalls {
     pub ssd_backward: usize,
     /// The few-row products of a decode step (Flex).
     pub rows_matmul: usize,
+    /// The few-row products from 8-bit weights (Flex).
+    pub rows_matmul_q8: usize,
     /// The real FFTs and the FFT convolution (`rustfft`).
     pub fft: usize,
 }
@@ -44,6 +47,7 @@ pub(crate) fn kernel_calls() -> KernelCalls {
         ssd_forward: SSD_FORWARD.load(Ordering::Relaxed),
         ssd_backward: SSD_BACKWARD.load(Ordering::Relaxed),
         rows_matmul: ROWS_MATMUL.load(Ordering::Relaxed),
+        rows_matmul_q8: ROWS_MATMUL_Q8.load(Ordering::Relaxed),
         fft: FFT.load(Ordering::Relaxed),
     }
 }

@@ -6,6 +6,7 @@
 //! - [`lanes`]: the scalar and SIMD-lane primitives of the kernels (a vectorisable `exp`, the
 //!   softplus and SiLU, the lane-wise state update);
 //! - [`gemv`]: a few rows times a weight matrix on every core (Flex's decode projections);
+//! - [`gemv_q8`]: the same from 8-bit weights, their rows looked up and dequantized;
 //! - [`calls`]: how many times each kernel ran (for the tests).
 //!
 //! The kernels compute in f32 and take f32 tensors only: any other float type is an error
@@ -13,6 +14,7 @@
 
 pub(crate) mod calls;
 pub(crate) mod gemv;
+pub(crate) mod gemv_q8;
 pub(crate) mod lanes;
 
 use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
@@ -258,6 +260,19 @@ cpu_ssm_ops!(
         transposed: bool,
     ) -> FloatTensor<Self> {
         crate::linear::cpu::rows_matmul(x, w, transposed)
+    },
+    fn q_rows_matmul(
+        x: FloatTensor<Self>,
+        w: burn::backend::tensor::QuantizedTensor<Self>,
+        transposed: bool,
+    ) -> FloatTensor<Self> {
+        crate::linear::cpu::q_rows_matmul(x, w, transposed)
+    },
+    fn q_embedding(
+        w: burn::backend::tensor::QuantizedTensor<Self>,
+        ids: burn::backend::tensor::IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        crate::linear::cpu::q_embedding(w, ids)
     }
 );
 #[cfg(feature = "ndarray")]

@@ -2,11 +2,12 @@
 
 use crate::ops::SsmOps;
 use burn::backend::Dispatch;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 /// `x w` for `x` (M, K) and `w` (K, N) (Burn's `Linear` layout): the product of a decode step,
 /// with the weight read in place and its columns spread over the cores on Flex (see
-/// [`SsmOps::rows_matmul`]); any M is accepted.
+/// [`SsmOps::rows_matmul`]); any M is accepted. A weight quantized by [`crate::quantize_q8`]
+/// is multiplied from its 8-bit values ([`SsmOps::q_rows_matmul`]).
 ///
 /// # Panics
 /// When the inner dimensions differ.
@@ -35,6 +36,13 @@ fn product(x: Tensor<2>, w: Tensor<2>, transposed: bool) -> Tensor<2> {
         k, kw,
         "rows_matmul: x (M, {k}) and w {w_shape} disagree on K"
     );
+    if matches!(w.dtype(), DType::QFloat(_)) {
+        return Tensor::from_dispatch(<Dispatch as SsmOps>::q_rows_matmul(
+            x.into_dispatch(),
+            w.into_dispatch(),
+            transposed,
+        ));
+    }
     Tensor::from_dispatch(<Dispatch as SsmOps>::rows_matmul(
         x.into_dispatch(),
         w.into_dispatch(),

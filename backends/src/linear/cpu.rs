@@ -1,12 +1,21 @@
 //! The few-row product on Flex: the weight read in place from Flex's primitive (a shared
 //! parameter is never copied) and its columns spread over the cores ([`crate::cpu::gemv`]).
-//! NdArray takes the reference body (its matmul).
+//! NdArray takes the reference body (its matmul). The 8-bit product and lookup read Flex's
+//! quantized tensors (int8 values and block scales) in place ([`crate::cpu::gemv_q8`]).
 
 use super::reference;
 use crate::cpu::gemv::{self, MAX_ROWS, WeightView, unit_stride};
+use crate::cpu::gemv_q8::{self, Q8View};
 use crate::cpu::{calls, device_tensor};
-use burn::backend::{Flex, tensor::FloatTensor};
-use burn::tensor::DType;
+use burn::backend::{
+    Flex, TensorMetadata,
+    ops::IntTensorOps,
+    tensor::{FloatTensor, IntTensor, QuantizedTensor},
+};
+use burn::tensor::quantization::{
+    QuantMode, QuantStore, QuantValue, ScaleDtype, global_scale_dtype,
+};
+use burn::tensor::{DType, read_sync};
 
 /// [`crate::SsmOps::rows_matmul`] on Flex: `x` (M, K) times `w` (K, N), or `w`ᵀ with `w` (N, K)
 /// when `transposed`, reading both primitives in place. Products of more than [`MAX_ROWS`] rows,
@@ -46,4 +55,85 @@ pub(crate) fn rows_matmul(
     let out = gemv::rows_matmul(xs, m, &view);
     calls::count(&calls::ROWS_MATMUL);
     device_tensor::<Flex>(out, vec![m, n], &Default::default())
+}
+
+/// The int8 values and block scales of a Flex quantized (N, K) matrix as a [`Q8View`]: symmetric
+/// 8-bit values stored natively, one f32 scale per block `[1, bk]` along K, a contiguous
+/// tensor (what [`crate::quantize_q8`] makes). `None` for any other scheme or layout (the caller
+/// takes the reference body, which says so).
+fn q8_view(w: &QuantizedTensor<Flex>) -> Option<Q8View<'_>> {
+    let DType::QFloat(scheme) = w.dtype() else {
+        return None;
+    };
+    let t = w.tensor();
+    let shape = t.layout().shape();
+    if shape.num_dims() != 2
+        || !t.layout().is_contiguous()
+        || !matches!(scheme.value, QuantValue::Q8S | QuantValue::Q8F)
+        || scheme.store != QuantStore::Native
+        || scheme.mode != QuantMode::Symmetric
+        || scheme.scale_dtype() != ScaleDtype::F32
+        || global_scale_dtype(&scheme).is_some()
+    {
+        return None;
+    }
+    let [1, bk]: [u8; 2] = scheme.block_size()?.as_dim() else {
+        return None;
+    };
+    let view = Q8View {
+        q: &t.storage::<i8>()[t.layout().start_offset()..],
+        scales: w.scales(),
+        k: shape[1],
+        n: shape[0],
+        bk: bk as usize,
+    };
+    view.consistent().then_some(view)
+}
+
+/// [`crate::SsmOps::q_rows_matmul`] on Flex, for `x wᵀ` with `w` an 8-bit (N, K) matrix:
+/// [`gemv_q8::rows_matmul_q8`] for at most [`MAX_ROWS`] f32 rows, the weight dequantized once
+/// ([`gemv_q8::dequantize`]) and Flex's GEMM for more; other schemes and `x w` the reference
+/// body.
+pub(crate) fn q_rows_matmul(
+    x: FloatTensor<Flex>,
+    w: QuantizedTensor<Flex>,
+    transposed: bool,
+) -> FloatTensor<Flex> {
+    let Some(view) = q8_view(&w).filter(|_| transposed && x.dtype() == DType::F32) else {
+        return reference::q_rows_matmul::<Flex>(x, w, transposed);
+    };
+    let (m, k) = (x.layout().shape()[0], x.layout().shape()[1]);
+    if m > MAX_ROWS {
+        let wf = device_tensor::<Flex>(
+            gemv_q8::dequantize(&view),
+            vec![view.n, view.k],
+            &Default::default(),
+        );
+        return reference::rows_matmul::<Flex>(x, wf, true);
+    }
+    let x = x.to_contiguous();
+    let xs = &x.storage::<f32>()[x.layout().start_offset()..][..m * k];
+    let out = gemv_q8::rows_matmul_q8(xs, m, &view);
+    calls::count(&calls::ROWS_MATMUL_Q8);
+    device_tensor::<Flex>(out, vec![m, view.n], &Default::default())
+}
+
+/// [`crate::SsmOps::q_embedding`] on Flex: only the rows asked for are read and dequantized.
+///
+/// # Panics
+/// When an id is outside the matrix (the tensor-level function checks first).
+pub(crate) fn q_embedding(w: QuantizedTensor<Flex>, ids: IntTensor<Flex>) -> FloatTensor<Flex> {
+    let Some(view) = q8_view(&w) else {
+        return reference::q_embedding::<Flex>(w, ids);
+    };
+    let ids: Vec<usize> = read_sync(Flex::int_into_data(ids))
+        .expect("reading a CPU tensor cannot fail")
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .expect("ids read as i64")
+        .into_iter()
+        .map(|i| usize::try_from(i).unwrap_or(usize::MAX))
+        .collect();
+    let out = gemv_q8::gather_rows(&view, &ids);
+    device_tensor::<Flex>(out, vec![ids.len(), view.k], &Default::default())
 }

@@ -7,12 +7,17 @@
 //!   Fusion records it as a fusable matmul);
 //! - `cpu`: Flex's kernel, the weight read in place and its columns spread over the cores
 //!   (with `flex`);
-//! - [`autodiff`]: the reference body when tracked, the inner op otherwise.
+//! - [`autodiff`]: the reference body when tracked, the inner op otherwise;
+//! - [`q8`]: weights held in 8 bits ([`quantize_q8`]) and their rows looked up
+//!   ([`embedding_rows`]); the products from them are `SsmOps::q_rows_matmul` (Flex's kernel in
+//!   `crate::cpu::gemv_q8`).
 
 pub(crate) mod api;
 pub(crate) mod autodiff;
 #[cfg(feature = "flex")]
 pub(crate) mod cpu;
+pub(crate) mod q8;
 pub(crate) mod reference;
 
 pub use api::{rows_matmul, rows_matmul_transposed};
+pub use q8::{Q8_BLOCK, embedding_rows, is_quantized, quantize_q8};

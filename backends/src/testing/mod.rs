@@ -16,6 +16,7 @@ pub use skip::{REQUIRE_WGPU_VAR, skip, strict};
 
 /// The portable bodies of the ops on backend primitives, the oracle of the kernel tests.
 pub mod portable {
+    pub use crate::linear::reference::q_rows_matmul;
     pub use crate::norm::reference::add_rms_norm;
     pub use crate::scan::reference::{
         ScanArgs, ScanGradTuple, ScanGrads, selective_scan, selective_scan_backward,

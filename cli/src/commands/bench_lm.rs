@@ -1,7 +1,7 @@
 //! `zoo bench lm`: prefill and decode throughput of a language model at a published shape with
 //! random weights (no download), as one JSON object.
 
-use crate::common::args::{DeviceArgs, dtype_arg};
+use crate::common::args::{DeviceArgs, PrecisionArgs};
 use crate::common::choices::Arch;
 use crate::common::error::{CliError, CliResult, io};
 use crate::common::measure::{median, sync};
@@ -68,11 +68,8 @@ pub struct LmBenchArgs {
     mixed_lengths: bool,
     #[command(flatten)]
     device: DeviceArgs,
-    /// f32, f16 or bf16: weights and activations in this dtype, the SSM state, norms and
-    /// residual stream in f32 (f16 needs a device with shader-f16, bf16 one with bf16: CUDA
-    /// or the CPU; WGSL has none).
-    #[arg(long, value_parser = dtype_arg, default_value = "f32")]
-    dtype: burn::tensor::FloatDType,
+    #[command(flatten)]
+    precision: PrecisionArgs,
     /// Run even when the memory estimate exceeds what the machine has available (also
     /// SSM_ZOO_FORCE=1).
     #[arg(long)]
@@ -133,7 +130,7 @@ pub fn run(a: LmBenchArgs) -> CliResult {
     config
         .inference_memory(a.prefill_batch, a.prefill_len, true)
         .check(&device, a.force || ssm_models::memory::forced_by_env())?;
-    let model = config.try_init(&device)?.to_dtype(a.dtype)?;
+    let model = a.precision.apply(config.try_init(&device)?, &device)?;
     // The timed full prefill keeps the logits of every position; the decode prompt is short.
     model.check_fits(a.prefill_batch, a.prefill_len, true, true)?;
 
@@ -206,12 +203,15 @@ pub fn run(a: LmBenchArgs) -> CliResult {
     // The bound of decoding: each step reads every weight once (an untied embedding: one row
     // per token; the tied one is read whole as the head), at the machine's read bandwidth
     // measured here, in this process.
+    let stored = ssm_models::quantize::stored_bytes(&model);
     let untied_embedding = if config.tie_embeddings {
         0
     } else {
-        (a.vocab - a.decode_batch.min(a.vocab)) * a.d_model
+        // The rows of the embedding a step does not read, at its bytes per row.
+        let rows = a.vocab - a.decode_batch.min(a.vocab);
+        ssm_models::quantize::stored_bytes(&model.backbone.embeddings) / a.vocab * rows
     };
-    let weight_bytes = (parameters - untied_embedding) * burn::tensor::DType::from(a.dtype).size();
+    let weight_bytes = stored - untied_embedding;
     let read_gb_s = crate::common::bandwidth::read_gb_s(weight_bytes, &device)?;
     let decode_tokens_per_s = (a.decode_tokens * a.decode_batch) as f64 / decode_s;
     let bound = read_gb_s * 1e9 * a.decode_batch as f64 / weight_bytes as f64;
@@ -224,7 +224,8 @@ pub fn run(a: LmBenchArgs) -> CliResult {
     let report = serde_json::json!({
         "arch": format!("{:?}", a.arch).to_lowercase(),
         "device": format!("{device:?}"),
-        "dtype": ssm_models::precision::dtype_name(a.dtype),
+        "dtype": ssm_models::precision::dtype_name(a.precision.dtype),
+        "quantize": a.precision.quantize.map(|q| q.to_string()),
         "d_model": a.d_model,
         "layers": a.layers,
         "vocab": a.vocab,
@@ -271,7 +272,7 @@ fn train_tokens_per_s(
         .training_memory(
             a.train_batch,
             a.train_len,
-            a.dtype != burn::tensor::FloatDType::F32,
+            a.precision.dtype != burn::tensor::FloatDType::F32,
         )
         .check(device, a.force || ssm_models::memory::forced_by_env())?;
     let rows_needed = a.train_batch * (a.train_steps + 1);
@@ -296,7 +297,7 @@ fn train_tokens_per_s(
         lr: 1e-3,
         min_lr: 1e-4,
         grad_clip: 1.0,
-        dtype: a.dtype,
+        dtype: a.precision.dtype,
     };
     let (next, _) = train_step(model, &mut optim, &plan, 0)?;
     model = next;

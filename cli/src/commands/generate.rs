@@ -1,6 +1,6 @@
 //! `zoo generate`: text or token generation from a model directory, streamed as it decodes.
 
-use crate::common::args::{DeviceArgs, SeedArgs, dtype_arg, parse_ids};
+use crate::common::args::{DeviceArgs, PrecisionArgs, SeedArgs, parse_ids};
 use crate::common::error::{CliError, CliResult};
 use clap::Args;
 use ssm_models::lm::tokenizer::{TextStream, TextTokenizer};
@@ -45,11 +45,8 @@ pub struct GenerateArgs {
     json: bool,
     #[command(flatten)]
     device: DeviceArgs,
-    /// f32, f16 or bf16: weights and activations in this dtype, the SSM state, norms and
-    /// residual stream in f32 (f16 needs a device with shader-f16, bf16 one with bf16: CUDA
-    /// or the CPU; WGSL has none).
-    #[arg(long, value_parser = dtype_arg, default_value = "f32")]
-    dtype: burn::tensor::FloatDType,
+    #[command(flatten)]
+    precision: PrecisionArgs,
 }
 
 pub fn run(a: GenerateArgs) -> CliResult {
@@ -83,7 +80,9 @@ pub fn run(a: GenerateArgs) -> CliResult {
         },
     };
     let device = a.device.resolve()?;
-    let model = MambaLm::load_dir(&a.model, &device)?.to_dtype(a.dtype)?;
+    let model = a
+        .precision
+        .apply(MambaLm::load_dir(&a.model, &device)?, &device)?;
     let config = GenerationConfig {
         max_new_tokens: a.max_new_tokens,
         sampling,

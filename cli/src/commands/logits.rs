@@ -1,6 +1,6 @@
 //! `zoo logits`: the logits of a model for rows of token ids, written as safetensors.
 
-use crate::common::args::{DeviceArgs, dtype_arg, parse_ids};
+use crate::common::args::{DeviceArgs, PrecisionArgs, parse_ids};
 use crate::common::error::{CliError, CliResult};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
@@ -20,11 +20,8 @@ pub struct LogitsArgs {
     out: PathBuf,
     #[command(flatten)]
     device: DeviceArgs,
-    /// f32, f16 or bf16: weights and activations in this dtype, the SSM state, norms and
-    /// residual stream in f32 (f16 needs a device with shader-f16, bf16 one with bf16: CUDA
-    /// or the CPU; WGSL has none).
-    #[arg(long, value_parser = dtype_arg, default_value = "f32")]
-    dtype: burn::tensor::FloatDType,
+    #[command(flatten)]
+    precision: PrecisionArgs,
 }
 
 pub fn run(a: LogitsArgs) -> CliResult {
@@ -36,7 +33,9 @@ pub fn run(a: LogitsArgs) -> CliResult {
         ));
     }
     let device = a.device.resolve()?;
-    let model = MambaLm::load_dir(&a.model, &device)?.to_dtype(a.dtype)?;
+    let model = a
+        .precision
+        .apply(MambaLm::load_dir(&a.model, &device)?, &device)?;
     model.check_ids(&rows)?;
     model.check_fits(rows.len(), len, true, true)?;
     let flat: Vec<i64> = rows.iter().flatten().map(|&t| t as i64).collect();

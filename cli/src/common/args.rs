@@ -1,10 +1,13 @@
 //! The arguments every command that runs a model shares, flattened into each command's own:
 //! [`DeviceArgs`] (`--device`), [`SeedArgs`] (`--seed`) and, for the commands that write a run
-//! folder, [`RunArgs`] (both, and `--out`); and the parsers of token rows and dtypes.
+//! folder, [`RunArgs`] (both, and `--out`); for inference, [`PrecisionArgs`] (`--dtype`,
+//! `--quantize`); and the parsers of token rows and dtypes.
 
 use super::error::{CliError, CliResult};
 use burn::tensor::{Device, FloatDType};
 use clap::Args;
+use ssm_models::lm::MambaLm;
+use ssm_models::quantize::Quantization;
 use std::path::{Path, PathBuf};
 
 // `--device`, on every command that runs a model. (A plain comment: a doc comment on a
@@ -24,6 +27,51 @@ impl DeviceArgs {
     pub fn resolve(&self) -> CliResult<Device> {
         device(&self.device)
     }
+}
+
+// `--dtype` and `--quantize`, on the commands that run a language model for inference.
+#[derive(Args, Debug, Clone)]
+pub struct PrecisionArgs {
+    /// f32, f16 or bf16: weights and activations in this dtype, the SSM state, norms and
+    /// residual stream in f32 (f16 needs a device with shader-f16, bf16 one with bf16: CUDA
+    /// or the CPU; WGSL has none).
+    #[arg(long, value_parser = dtype_arg, default_value = "f32")]
+    pub dtype: FloatDType,
+    /// q8 (or q8:N): the projection, embedding and head weights held as int8 with one f32
+    /// scale per block of 32 (or N) along the reduction axis, llama.cpp's q8_0 layout; decoding
+    /// reads a little over a quarter of the f32 bytes. The dt path, conv, A, D, norms and
+    /// state stay f32. CPU only (Flex computes from the int8 values in place).
+    #[arg(long, value_parser = quantize_arg)]
+    pub quantize: Option<Quantization>,
+}
+
+impl PrecisionArgs {
+    /// `model` in `--dtype`, then quantized as `--quantize` says.
+    ///
+    /// # Errors
+    /// A quantization with another dtype than f32, or on a device other than the CPU.
+    pub fn apply(&self, model: MambaLm, device: &Device) -> CliResult<MambaLm> {
+        let Some(q) = self.quantize else {
+            return Ok(model.to_dtype(self.dtype)?);
+        };
+        if self.dtype != FloatDType::F32 {
+            return Err(CliError::Usage(
+                "--quantize starts from f32 weights: leave --dtype at f32".into(),
+            ));
+        }
+        if !ssm_backends::is_host(device) {
+            return Err(CliError::Usage(format!(
+                "--quantize runs on the CPU (--device cpu or ndarray), not {device:?}: the \
+                 8-bit products are CPU kernels"
+            )));
+        }
+        Ok(q.apply(model)?)
+    }
+}
+
+/// `--quantize`'s parser: q8 or q8:N ([`Quantization::parse`]).
+pub fn quantize_arg(name: &str) -> Result<Quantization, String> {
+    Quantization::parse(name).map_err(|e| e.to_string())
 }
 
 // `--seed`.

@@ -234,9 +234,18 @@ impl MambaLm {
         to_dtype(self, dtype, &device)
     }
 
-    /// The dtype the blocks compute in (the embedding's).
+    /// The dtype the blocks compute in (the embedding's; f32 for a model quantized by
+    /// [`crate::quantize`], whose activations are f32).
     pub fn dtype(&self) -> DType {
-        self.backbone.embeddings.weight[0].val().dtype()
+        match self.backbone.embeddings.weight[0].dtype() {
+            DType::QFloat(_) => DType::F32,
+            d => d,
+        }
+    }
+
+    /// Whether the weights are held quantized ([`crate::quantize`]).
+    pub fn is_quantized(&self) -> bool {
+        ssm_backends::is_quantized(&self.backbone.embeddings.weight[0])
     }
 
     /// The residual stream's start: the token embeddings (B, L, d), in f32 whatever the
@@ -252,8 +261,7 @@ impl MambaLm {
         let dims = x.dims();
         let d = dims[D - 1];
         let head = self.lm_head.as_ref().unwrap_or(&self.backbone.embeddings);
-        let rows =
-            cast_to(x, head.weight[0].val().dtype()).reshape([dims[..D - 1].iter().product(), d]);
+        let rows = cast_to(x, head.weight[0].dtype()).reshape([dims[..D - 1].iter().product(), d]);
         let logits2 = widen(head.logits(rows));
         let mut out_dims = dims;
         out_dims[D - 1] = logits2.dims()[1];

@@ -16,7 +16,7 @@ use crate::limits::rows_per_shard;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use ssm_backends::rows_matmul_transposed;
+use ssm_backends::{embedding_rows, is_quantized, rows_matmul_transposed};
 
 /// A (vocab, d) matrix in PyTorch's layout (an `nn.Embedding`'s weight, or an
 /// `nn.Linear(d, vocab)`'s), stored as consecutive row ranges (see the module doc).
@@ -125,7 +125,7 @@ impl VocabMatrix {
     /// vocabulary (the models check them first).
     pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         if let [only] = self.weight.as_slice() {
-            return burn::tensor::module::embedding(only.val(), ids);
+            return lookup(only.val(), ids);
         }
         let [b, l] = ids.dims();
         let mut lo = 0i64;
@@ -138,7 +138,7 @@ impl VocabMatrix {
                 .clone()
                 .lower_elem(0)
                 .bool_or(local.clone().greater_equal_elem(n as i64));
-            let rows = burn::tensor::module::embedding(w, local.clamp(0, n as i64 - 1));
+            let rows = lookup(w, local.clamp(0, n as i64 - 1));
             let part = rows.mask_fill(outside.unsqueeze_dim::<3>(2).expand([b, l, d]), 0.0);
             out = Some(match out {
                 None => part,
@@ -170,6 +170,19 @@ impl VocabMatrix {
 }
 
 /// The (vocab, d) shape of host values, or an error naming `what`.
+/// Rows `ids` (B, L) of one shard (ids already inside it): Burn's embedding, or for an 8-bit
+/// shard ([`crate::quantize`]) the rows dequantized from its int8 values alone.
+fn lookup(w: Tensor<2>, ids: Tensor<2, Int>) -> Tensor<3> {
+    if !is_quantized(&w) {
+        return burn::tensor::module::embedding(w, ids);
+    }
+    let [b, l] = ids.dims();
+    let d = w.dims()[1];
+    embedding_rows(w, ids.reshape([b * l]))
+        .expect("the ids are inside the shard (checked by the model, clamped per shard)")
+        .reshape([b, l, d])
+}
+
 fn matrix_dims(what: &str, data: &TensorData) -> Result<[usize; 2]> {
     <[usize; 2]>::try_from(data.shape().to_vec()).map_err(|s| {
         ModelError::Invalid(format!("{what}: expected a (vocab, d) matrix, found {s:?}"))

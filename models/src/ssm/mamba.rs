@@ -13,7 +13,7 @@
 #![allow(non_snake_case)]
 
 use crate::io::{TensorMap, key};
-use crate::nn::linear_rows;
+use crate::nn::{linear, linear_rows};
 use crate::precision::{cast_to, widen};
 use crate::ssm::SequenceMixer;
 use burn::config::Config;
@@ -718,11 +718,11 @@ impl SequenceMixer for MambaMixer {
         seq_idx: Option<Tensor<2, Int>>,
     ) -> (Tensor<3>, MambaLayerCache, MambaTrace) {
         let di = self.d_inner;
-        let xz = self.in_proj.forward(x);
+        let xz = linear(&self.in_proj, x);
         let xs = xz.clone().narrow(2, 0, di).swap_dims(1, 2); // (B, D, L)
         let z = xz.narrow(2, di, di).swap_dims(1, 2);
         let (trace, cache) = self.branch().run_packed(xs, z, cache, seq_idx);
-        let y = self.out_proj.forward(trace.y.clone().swap_dims(1, 2));
+        let y = linear(&self.out_proj, trace.y.clone().swap_dims(1, 2));
         (y, cache, trace)
     }
 }

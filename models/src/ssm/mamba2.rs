@@ -8,7 +8,7 @@
 #![allow(non_snake_case)]
 
 use crate::io::{TensorMap, key};
-use crate::nn::{RmsNorm, RmsNormConfig, linear_rows};
+use crate::nn::{RmsNorm, RmsNormConfig, linear, linear_rows};
 use crate::precision::widen;
 use crate::ssm::SequenceMixer;
 use crate::ssm::mamba::{Conv1dParams, MambaLayerCache, dt_bias_init, rescaled_out_proj};
@@ -429,7 +429,7 @@ impl SequenceMixer for Mamba2Mixer {
             self.n_groups,
         );
         let conv = self.conv_dim();
-        let zxbcdt = self.in_proj.forward(x);
+        let zxbcdt = linear(&self.in_proj, x);
         let z = zxbcdt.clone().narrow(2, 0, di);
         let xbc = zxbcdt.clone().narrow(2, di, conv).swap_dims(1, 2); // (B, conv, L)
         let dt_raw = zxbcdt.narrow(2, di + conv, h); // (B, L, H)
@@ -463,7 +463,7 @@ impl SequenceMixer for Mamba2Mixer {
         let gated = self
             .norm
             .forward_gated(y.clone().reshape([batch, len, di]), z, g);
-        let out = self.out_proj.forward(gated.clone());
+        let out = linear(&self.out_proj, gated.clone());
         let trace = Mamba2Trace {
             x: xs,
             dt: dt_raw,

@@ -31,7 +31,7 @@
 #![allow(non_snake_case)]
 
 use crate::io::{TensorMap, key};
-use crate::nn::{RmsNorm, RmsNormConfig, linear_rows};
+use crate::nn::{RmsNorm, RmsNormConfig, linear, linear_rows};
 use crate::precision::{cast_to, widen};
 use crate::ssm::SequenceMixer;
 use crate::ssm::mamba::{MambaLayerCache, dt_bias_init, rescaled_out_proj};
@@ -524,7 +524,7 @@ impl Mamba3Mixer {
 
     /// The projections' dtype.
     fn dtype(&self) -> burn::tensor::DType {
-        self.out_proj.weight.val().dtype()
+        self.out_proj.weight.dtype()
     }
 
     /// A MIMO weight (H, R, P) shaped to broadcast against (.., R, H, P) of rank `D`.
@@ -714,7 +714,7 @@ impl SequenceMixer for Mamba3Mixer {
         // The projections run in the weights' dtype, the core between them in f32 (its angles,
         // trapezoid and MIMO sums are not written for half precision).
         let [z, x_in, b, c, dd_dt, dd_a, trap_raw, angles] =
-            self.split(widen(self.in_proj.forward(x)));
+            self.split(widen(linear(&self.in_proj, x)));
         let z = z.reshape([batch, len, h, p]);
         let x_in = x_in.reshape([batch, len, h, p]);
         let b = self.B_norm.forward(b.reshape([batch, len, r, g, n]));
@@ -844,9 +844,10 @@ impl SequenceMixer for Mamba3Mixer {
         let (y, ssm) = op.run();
         let y = y.reshape([batch, len, r, h, p]) - own;
         let y: Tensor<4> = self.gather(self.gate(y, self.spread(z.clone(), &self.mimo_z)));
-        let out = self
-            .out_proj
-            .forward(cast_to(y.clone().reshape([batch, len, di]), self.dtype()));
+        let out = linear(
+            &self.out_proj,
+            cast_to(y.clone().reshape([batch, len, di]), self.dtype()),
+        );
         let cache = self.pack(Mamba3State {
             angle: theta.narrow(1, len - 1, 1).reshape([batch, h, s]),
             ssm,

@@ -4,6 +4,7 @@
 use super::{
     Mamba2Mixer, Mamba2Trace, Mamba3Mixer, Mamba3Trace, MambaLayerCache, MambaMixer, MambaTrace,
 };
+use crate::nn::linear_dims;
 use crate::precision::cast_to;
 use burn::module::Module;
 use burn::tensor::{DType, Int, Tensor};
@@ -137,12 +138,11 @@ impl Mixer {
     /// prefill on a device with a binding limit.
     pub fn floats_per_token(&self) -> usize {
         match self {
-            Mixer::Mamba(m) => m.in_proj.weight.lazy_shape().dims::<2>()[1],
-            Mixer::Mamba2(m) => {
-                (m.in_proj.weight.lazy_shape().dims::<2>()[1]).max(m.n_heads * m.chunk_size)
+            Mixer::Mamba(m) => linear_dims(&m.in_proj)[1],
+            Mixer::Mamba2(m) => linear_dims(&m.in_proj)[1].max(m.n_heads * m.chunk_size),
+            Mixer::Mamba3(m) => {
+                linear_dims(&m.in_proj)[1].max(m.n_heads * m.chunk_size * m.rank.max(1))
             }
-            Mixer::Mamba3(m) => (m.in_proj.weight.lazy_shape().dims::<2>()[1])
-                .max(m.n_heads * m.chunk_size * m.rank.max(1)),
         }
     }
 
@@ -160,9 +160,9 @@ impl Mixer {
     /// The dtype this mixer computes in: its input projection's.
     pub fn dtype(&self) -> DType {
         match self {
-            Mixer::Mamba(m) => m.in_proj.weight.val().dtype(),
-            Mixer::Mamba2(m) => m.in_proj.weight.val().dtype(),
-            Mixer::Mamba3(m) => m.in_proj.weight.val().dtype(),
+            Mixer::Mamba(m) => m.in_proj.weight.dtype(),
+            Mixer::Mamba2(m) => m.in_proj.weight.dtype(),
+            Mixer::Mamba3(m) => m.in_proj.weight.dtype(),
         }
     }
 
