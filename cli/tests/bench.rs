@@ -124,7 +124,7 @@ fn bench_lm_runs_quantized_and_refuses_impossible_combinations() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    assert_eq!(v["quantize"], "q8:32");
+    assert_eq!(v["quantize"], "q8");
     let params = v["parameters"].as_f64().unwrap();
     let bytes = v["weights_bytes_per_token"].as_f64().unwrap();
     assert!(

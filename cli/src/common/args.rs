@@ -38,9 +38,10 @@ pub struct PrecisionArgs {
     #[arg(long, value_parser = dtype_arg, default_value = "f32")]
     pub dtype: FloatDType,
     /// q8 (or q8:N): the projection, embedding and head weights held as int8 with one f32
-    /// scale per block of 32 (or N) along the reduction axis, llama.cpp's q8_0 layout; decoding
-    /// reads a little over a quarter of the f32 bytes. The dt path, conv, A, D, norms and
-    /// state stay f32. CPU only (Flex computes from the int8 values in place).
+    /// scale per block along the reduction axis K: of 128, 64 or 32 (the largest dividing each
+    /// matrix's K), or of N (q8:32 is llama.cpp's q8_0); decoding reads a little over a quarter
+    /// of the f32 bytes. The dt path, conv, A, D, norms and state stay f32. CPU only (Flex
+    /// computes from the int8 values in place).
     #[arg(long, value_parser = quantize_arg)]
     pub quantize: Option<Quantization>,
 }
