@@ -32,7 +32,8 @@ pub struct KernelCalls {
     pub ssd_backward: usize,
     /// The few-row products of a decode step (Flex).
     pub rows_matmul: usize,
-    /// The few-row products from 8-bit weights (Flex).
+    /// The products from 8-bit weights on Flex (the few-row kernel, or the many-row path's
+    /// dequantization before the GEMM).
     pub rows_matmul_q8: usize,
     /// The real FFTs and the FFT convolution (`rustfft`).
     pub fft: usize,

@@ -109,6 +109,7 @@ pub(crate) fn q_rows_matmul(
             vec![view.n, view.k],
             &Default::default(),
         );
+        calls::count(&calls::ROWS_MATMUL_Q8);
         return reference::rows_matmul::<Flex>(x, wf, true);
     }
     let x = x.to_contiguous();

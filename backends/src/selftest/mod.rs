@@ -13,6 +13,7 @@
 //! (measured on lavapipe and Flex, with the headroom the tests give).
 
 mod fft;
+mod q8;
 mod scan;
 mod ssd;
 mod steps;
@@ -69,6 +70,7 @@ pub fn kernels_with(device: &Device, progress: &mut dyn FnMut(&Check)) -> Vec<Ch
     ssd::checks(&mut suite);
     steps::checks(&mut suite);
     fft::checks(&mut suite);
+    q8::checks(&mut suite);
     suite.rows
 }
 
@@ -87,6 +89,8 @@ pub enum CpuKernel {
     SsdBackward,
     /// The real FFTs and the FFT convolution.
     Fft,
+    /// The products from 8-bit weights.
+    Q8Product,
 }
 
 impl CpuKernel {
@@ -98,6 +102,7 @@ impl CpuKernel {
             Self::SsdForward => c.ssd_forward,
             Self::SsdBackward => c.ssd_backward,
             Self::Fft => c.fft,
+            Self::Q8Product => c.rows_matmul_q8,
         }
     }
 }
