@@ -5,6 +5,7 @@
 //! zoo train lm --text FILE... --arch mamba2  train a language model, saved in the Hugging Face layout
 //! zoo logits   --model DIR --ids "1,2;3,4" --out logits.safetensors
 //! zoo generate --model DIR --prompt "Mamba is" --max-new-tokens 32
+//! zoo quantize --model DIR --out DIR_Q8      8-bit weights, quantized once (CPU)
 //! zoo bench lm [--arch mamba] [--d-model 768] [--layers 24] [--device wgpu]
 //! zoo train s4d-digits | s5-digits | vim-digits | vmamba-digits
 //! zoo classify --model vim_t_midclstok_76p1acc.pth cat.jpg dog.png
@@ -19,8 +20,8 @@ mod common;
 use clap::{Parser, Subcommand};
 use commands::{
     bench_compare, bench_lm, bench_scan, bench_vision, classify, data, demo, devices, eval,
-    forecast, generate, logits, selftest, train_copy, train_digits, train_graph, train_lm,
-    train_series, train_vision,
+    forecast, generate, logits, quantize, selftest, train_copy, train_digits, train_graph,
+    train_lm, train_series, train_vision,
 };
 use ssm_models::classify::LayerKind;
 use std::process::ExitCode;
@@ -48,6 +49,8 @@ enum Command {
     Logits(logits::LogitsArgs),
     /// Generate text or tokens from a model directory.
     Generate(generate::GenerateArgs),
+    /// Write a language model's folder again with 8-bit weights (quantized once, CPU).
+    Quantize(quantize::QuantizeArgs),
     /// Train a model with burn-train (progress shown, checkpoints and the final model saved).
     Train {
         #[command(subcommand)]
@@ -193,6 +196,7 @@ fn main() -> ExitCode {
             Command::Demo(a) => demo::run(a),
             Command::Logits(a) => logits::run(a),
             Command::Generate(a) => generate::run(a),
+            Command::Quantize(a) => quantize::run(a),
             Command::Train { task } => train(task),
             Command::Eval(a) => eval::run(a),
             Command::Classify(a) => classify::run(a),

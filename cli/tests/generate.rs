@@ -103,6 +103,90 @@ fn greedy_tokens_match(name: &str, dtype: &str) {
     }
 }
 
+/// `zoo quantize` writes a folder that `zoo generate` runs as it is, with the tokens of
+/// `--quantize q8` on the original; the same folder quantized again, an output folder equal to
+/// the input, and a quantized model given --dtype are refused with a message.
+#[test]
+fn quantize_writes_a_folder_generate_runs() {
+    let name = FIXTURES[0];
+    let f = fixture_of(name);
+    let model = model_dir_of(name);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q8");
+    let run = zoo(&[
+        "quantize",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let generate = |dir: &std::path::Path, extra: &[&str]| {
+        let ids = prompt_rows(&f);
+        let mut args = vec![
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--ids",
+            &ids,
+            "--max-new-tokens",
+            "8",
+            "--greedy",
+            "--ignore-eos",
+            "--json",
+            "--device",
+            "cpu",
+        ];
+        args.extend_from_slice(extra);
+        zoo(&args)
+    };
+    let saved = generate(&out, &[]);
+    let in_memory = generate(&model, &["--quantize", "q8"]);
+    assert!(
+        saved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+    assert_eq!(saved.stdout, in_memory.stdout);
+    for (args, want) in [
+        (
+            vec![
+                "quantize",
+                "--model",
+                out.to_str().unwrap(),
+                "--out",
+                "/tmp/unused-q8",
+            ],
+            "already quantized",
+        ),
+        (
+            vec![
+                "quantize",
+                "--model",
+                out.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            "another folder",
+        ),
+    ] {
+        let r = zoo(&args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success() && !err.contains("panicked"), "{err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let r = generate(&out, &["--dtype", "bf16"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("already quantized"),
+        "{err}"
+    );
+}
+
 #[test]
 fn sampling_is_reproducible_with_a_seed() {
     let model = model_dir();

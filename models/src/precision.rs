@@ -76,7 +76,8 @@ pub fn kept_in_f32(path: &[String]) -> bool {
         || parent.is_some_and(|p| p.ends_with("norm") || p.ends_with("norm_f"))
 }
 
-/// `module` with its parameters in `dtype`, except those [`kept_in_f32`]. Under autodiff the
+/// `module` with its parameters in `dtype`, except those [`kept_in_f32`] and the 8-bit matrices
+/// of a quantized model (which stay as they are). Under autodiff the
 /// cast is recorded, so a forward through the result sends its gradients to `module`'s
 /// parameters (f32 master weights).
 ///
@@ -101,6 +102,10 @@ pub fn cast_params<M: Module>(module: M, dtype: FloatDType) -> M {
             self.path.pop();
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if matches!(param.dtype(), DType::QFloat(_)) {
+                // An 8-bit matrix (crate::quantize) stays as it is.
+                return param;
+            }
             let want = if kept_in_f32(&self.path) {
                 FloatDType::F32
             } else {

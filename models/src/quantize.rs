@@ -14,10 +14,15 @@
 //! from the int8 values (on Flex in place, [`ssm_backends::SsmOps::q_rows_matmul`]); a
 //! quantized model is for inference (it is not trained).
 
+use crate::checkpoint::write_atomic;
 use crate::error::{ModelError, Result};
+use crate::io::{pytorch_state_dict_q8, write_safetensors_q8};
+use crate::lm::MambaLm;
+use crate::lm::config_json::{ConfigFlavor, read_mamba_config};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{DType, Tensor};
 use ssm_backends::{Q8_BLOCK, is_host, is_quantized, quantize_q8};
+use std::path::Path;
 
 /// The blocks `q8` picks from, largest first: per matrix the first that divides its K. Larger
 /// blocks read fewer scale bytes and measured faster (decode 1.3-1.6x at mamba-130m's shape
@@ -198,4 +203,76 @@ pub fn stored_bytes<M: Module>(module: &M) -> usize {
     let mut count = Count(0);
     module.visit(&mut count);
     count.0
+}
+
+/// The key `quantization_config` of a quantized model's `config.json`: what [`save_quantized`]
+/// records (the loader reads the tensors themselves: int8 values beside `{key}_scale`).
+pub const QUANT_METHOD: &str = "ssm-zoo-q8";
+
+/// Writes `model` (quantized by [`Quantization::apply`] from the model folder `from`) to the
+/// folder `to`, so that it is quantized once: `from`'s `config.json` with a
+/// `quantization_config` added, `model.safetensors` with each 8-bit matrix as int8 values and
+/// `{key}_scale` ([`crate::io::q8`]) and every other tensor in f32 under `from`'s key names
+/// (transformers' or state-spaces'), and `from`'s tokenizer files. [`crate::lm::MambaLm::load_dir`]
+/// reads it back (on the CPU) bit for bit; transformers does not (its loaders know no such
+/// quantization).
+///
+/// # Errors
+/// A model that is not quantized, a `from` without a readable config, an unwritable `to`.
+pub fn save_quantized(model: &MambaLm, from: &Path, to: &Path) -> Result<()> {
+    if !model.is_quantized() {
+        return Err(ModelError::InvalidConfig(
+            "save_quantized: the model is not quantized (Quantization::apply first)".into(),
+        ));
+    }
+    let config_path = from.join("config.json");
+    // Read through the model config's parser first: a folder it cannot read is refused.
+    let (_, flavor) = read_mamba_config(&config_path)?;
+    let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
+        path: config_path.clone(),
+        source,
+    })?;
+    let mut json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ModelError::Json {
+            path: config_path.clone(),
+            message: e.to_string(),
+        })?;
+    json["quantization_config"] = serde_json::json!({
+        "quant_method": QUANT_METHOD,
+        "bits": 8,
+        "format": "int8 values (out, in) beside f32 block scales under '<key>_scale' (out, in / block)",
+    });
+    let (mut floats, mut q8) = pytorch_state_dict_q8(model);
+    if flavor == ConfigFlavor::StateSpaces {
+        // state-spaces' name for the embedding; its tied head is the embedding itself.
+        let (hf, ss) = ("backbone.embeddings.weight", "backbone.embedding.weight");
+        if let Some(m) = q8.remove(hf) {
+            q8.insert(ss.into(), m);
+        }
+        if let Some(t) = floats.remove(hf) {
+            floats.insert(ss.into(), t);
+        }
+    }
+    std::fs::create_dir_all(to).map_err(|source| ModelError::Io {
+        path: to.into(),
+        source,
+    })?;
+    write_safetensors_q8(&to.join("model.safetensors"), &floats, &q8)?;
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ] {
+        let src = from.join(name);
+        if src.is_file() {
+            let bytes = std::fs::read(&src).map_err(|source| ModelError::Io {
+                path: src.clone(),
+                source,
+            })?;
+            write_atomic(&to.join(name), &bytes)?;
+        }
+    }
+    let text = serde_json::to_string_pretty(&json).expect("a JSON value serialises");
+    write_atomic(&to.join("config.json"), text.as_bytes())
 }

@@ -6,8 +6,9 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ssm_backends::testing::{Fixture, fixtures_dir};
 use ssm_backends::{is_quantized, to_vec};
+use ssm_models::io::pytorch_state_dict_q8;
 use ssm_models::lm::{CausalLm, MambaLm};
-use ssm_models::quantize::{Quantization, stored_bytes};
+use ssm_models::quantize::{QUANT_METHOD, Quantization, save_quantized, stored_bytes};
 
 const FIXTURES: [&str; 4] = ["mamba_tiny", "mamba2_tiny", "mamba3_tiny", "mamba3_mimo"];
 
@@ -203,6 +204,131 @@ fn gpu_models_are_refused() {
         .to_string();
     assert!(
         e.contains("CPU backends") && e.contains("cpu device"),
+        "{e}"
+    );
+}
+
+/// `save_quantized` then `load_dir`: every fixture (transformers' layout and state-spaces')
+/// comes back bit for bit (the int8 values, the scales, every f32 tensor) and computes the same
+/// logits exactly; the tied head is stored once.
+#[test]
+fn saved_quantized_models_load_bit_for_bit() {
+    let device = cpu();
+    for name in FIXTURES {
+        let from = fixtures_dir().join(name).join("model");
+        let model = q8().apply(load(name, &device)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        save_quantized(&model, &from, dir.path()).unwrap();
+        let back = MambaLm::load_dir(dir.path(), &device).expect("the quantized folder loads");
+        assert!(back.is_quantized());
+        assert_eq!(
+            pytorch_state_dict_q8(&model),
+            pytorch_state_dict_q8(&back),
+            "{name}: the tensors after the round trip"
+        );
+        let (_, _, ids) = sequences(name, &device);
+        assert_eq!(
+            to_vec(model.forward(ids.clone())),
+            to_vec(back.forward(ids)),
+            "{name}: logits after the round trip"
+        );
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["quantization_config"]["quant_method"], QUANT_METHOD);
+    }
+}
+
+/// A quantized file with a scale missing, of the wrong shape, zero, negative or NaN, int8
+/// values without scales, a scale beside float values, or an 8-bit matrix where only f32 is
+/// read (x_proj): each refused with an error naming the key.
+#[test]
+fn bad_quantized_files_are_refused_by_key() {
+    let device = cpu();
+    let dir = tempfile::tempdir().unwrap();
+    let from = fixtures_dir().join("mamba_tiny").join("model");
+    save_quantized(
+        &q8().apply(load("mamba_tiny", &device)).unwrap(),
+        &from,
+        dir.path(),
+    )
+    .unwrap();
+    let file = dir.path().join("model.safetensors");
+    let original = std::fs::read(&file).unwrap();
+    let key = "backbone.layers.0.mixer.in_proj.weight";
+    let scale = format!("{key}_scale");
+
+    // Rewrites the file with `edit` applied to its tensors (name -> (dtype, shape, bytes)).
+    type Tensors = std::collections::BTreeMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>;
+    let rewrite = |edit: &dyn Fn(&mut Tensors)| {
+        let st = safetensors::SafeTensors::deserialize(&original).unwrap();
+        let mut t: Tensors = st
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (k, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+            .collect();
+        edit(&mut t);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = t
+            .iter()
+            .map(|(k, (d, s, b))| {
+                (
+                    k.clone(),
+                    safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        std::fs::write(&file, safetensors::serialize(views, None).unwrap()).unwrap();
+        MambaLm::load_dir(dir.path(), &device)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let set_scale = |t: &mut Tensors, v: f32| {
+        let (_, _, b) = t.get_mut(&scale).unwrap();
+        b[..4].copy_from_slice(&v.to_le_bytes());
+    };
+    let e = rewrite(&|t| {
+        t.remove(&scale);
+    });
+    assert!(
+        e.contains(key) && e.contains("_scale") && e.contains("missing"),
+        "{e}"
+    );
+    let e = rewrite(&|t| {
+        let (_, s, b) = t.get_mut(&scale).unwrap();
+        *s = vec![s[0] * s[1]];
+        let _ = b;
+    });
+    assert!(e.contains(&scale) && e.contains("shape"), "{e}");
+    for v in [0.0, -1.0, f32::NAN] {
+        let e = rewrite(&|t| set_scale(t, v));
+        assert!(
+            e.contains(&scale) && e.contains("finite and positive"),
+            "{v}: {e}"
+        );
+    }
+    let e = rewrite(&|t| {
+        let (d, _, b) = t.get_mut(key).unwrap();
+        *d = safetensors::Dtype::U8;
+        let _ = b;
+    });
+    assert!(e.contains(key) && e.contains("int8"), "{e}");
+    let e = rewrite(&|t| {
+        let x = "backbone.layers.0.mixer.x_proj.weight";
+        let (_, s, _) = t[x].clone();
+        let n: usize = s.iter().product();
+        t.insert(x.into(), (safetensors::Dtype::I8, s.clone(), vec![1; n]));
+        t.insert(
+            format!("{x}_scale"),
+            (
+                safetensors::Dtype::F32,
+                vec![s[0], 1],
+                [0, 0, 128, 63].repeat(s[0]),
+            ),
+        );
+    });
+    assert!(
+        e.contains("x_proj.weight") && e.contains("only the mixers' in_proj"),
         "{e}"
     );
 }

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod forecast;
 pub mod generate;
 pub mod logits;
+pub mod quantize;
 pub mod selftest;
 pub mod train_copy;
 pub mod train_digits;

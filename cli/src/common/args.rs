@@ -52,6 +52,17 @@ impl PrecisionArgs {
     /// # Errors
     /// A quantization with another dtype than f32, or on a device other than the CPU.
     pub fn apply(&self, model: MambaLm, device: &Device) -> CliResult<MambaLm> {
+        if model.is_quantized() {
+            // A folder written by `zoo quantize`.
+            if self.dtype != FloatDType::F32 || self.quantize.is_some() {
+                return Err(CliError::Usage(
+                    "this model is already quantized (zoo quantize): it computes in f32; drop \
+                     --dtype and --quantize"
+                        .into(),
+                ));
+            }
+            return Ok(model);
+        }
         let Some(q) = self.quantize else {
             return Ok(model.to_dtype(self.dtype)?);
         };

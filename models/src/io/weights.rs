@@ -192,6 +192,51 @@ impl TensorMap {
         Ok(data.convert::<f32>())
     }
 
+    /// Whether `key` holds an 8-bit matrix (int8 values with `{key}_scale` beside them, or
+    /// either half of such a pair: [`TensorMap::take_q8`] names what is missing).
+    pub fn is_q8(&self, key: &str) -> bool {
+        let int8 = self
+            .tensors
+            .get(key)
+            .is_some_and(|(_, d)| d.dtype() == burn::tensor::DType::I8);
+        int8 || self.contains(&format!("{key}{}", super::q8::SCALE_SUFFIX))
+    }
+
+    /// Takes an 8-bit (N, K) matrix (`key` and `{key}_scale`, see [`super::q8`]) as a quantized
+    /// tensor on `device` (the CPU backends compute from it).
+    ///
+    /// # Errors
+    /// Either half missing, shapes or values that do not make an 8-bit matrix (named by key),
+    /// or a device other than the CPU.
+    pub fn take_q8(
+        &mut self,
+        key: &str,
+        expected: [usize; 2],
+        device: &Device,
+    ) -> Result<Tensor<2>> {
+        use super::q8::{Q8Matrix, SCALE_SUFFIX};
+        let scale_key = format!("{key}{SCALE_SUFFIX}");
+        let values = self
+            .tensors
+            .remove(key)
+            .ok_or_else(|| ModelError::MissingKey {
+                key: key.into(),
+                expected: expected.to_vec(),
+            })?;
+        let scales = self.tensors.remove(&scale_key).ok_or_else(|| {
+            ModelError::Invalid(format!(
+                "weights: key '{key}' holds int8 values but '{scale_key}' (its scales) is missing"
+            ))
+        })?;
+        if !ssm_backends::is_host(device) {
+            return Err(ModelError::Invalid(format!(
+                "weights: key '{key}' is an 8-bit matrix, computed by the CPU backends; load \
+                 this model on the cpu device, not {device:?}"
+            )));
+        }
+        Ok(Q8Matrix::checked(key, expected, values, scales)?.tensor(device))
+    }
+
     /// Takes a tensor and wraps it as a parameter.
     pub fn param<const D: usize>(
         &mut self,
@@ -214,6 +259,27 @@ impl TensorMap {
         device: &Device,
     ) -> Result<Linear> {
         let k = format!("{key}.weight");
+        let bias = |m: &mut Self| -> Result<_> {
+            Ok(if bias {
+                Some(m.param(&format!("{key}.bias"), [d_out], device)?)
+            } else {
+                None
+            })
+        };
+        if self.is_q8(&k) {
+            // An 8-bit projection (crate::quantize) is held (out, in), as stored.
+            if !(key.ends_with("in_proj") || key.ends_with("out_proj")) {
+                return Err(ModelError::Invalid(format!(
+                    "weights: key '{k}' is an 8-bit matrix; only the mixers' in_proj and \
+                     out_proj and the vocabulary matrices load quantized"
+                )));
+            }
+            let weight = self.take_q8(&k, [d_out, d_in], device)?;
+            return Ok(Linear {
+                weight: Param::from_tensor(weight),
+                bias: bias(self)?,
+            });
+        }
         let rank = self.shape_of(&k).map(|s| s.len()).unwrap_or(2);
         let weight = if rank == 4 {
             self.take(&k, [d_out, d_in, 1, 1], device)?
@@ -227,11 +293,7 @@ impl TensorMap {
         };
         Ok(Linear {
             weight: Param::from_tensor(weight.transpose()),
-            bias: if bias {
-                Some(self.param(&format!("{key}.bias"), [d_out], device)?)
-            } else {
-                None
-            },
+            bias: bias(self)?,
         })
     }
 

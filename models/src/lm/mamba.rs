@@ -179,7 +179,14 @@ impl MambaLm {
         } else {
             "backbone.embeddings.weight"
         };
-        let embeddings = VocabMatrix::from_data(emb_key, w.take_data(emb_key, [v, d])?, device)?;
+        let vocab = |w: &mut TensorMap, key: &str| -> crate::Result<VocabMatrix> {
+            if w.is_q8(key) {
+                Ok(VocabMatrix::from_q8(w.take_q8(key, [v, d], device)?))
+            } else {
+                VocabMatrix::from_data(key, w.take_data(key, [v, d])?, device)
+            }
+        };
+        let embeddings = vocab(w, emb_key)?;
         let norm = RmsNormConfig::new(d).with_eps(config.norm_eps);
         let (mixer, mixer2, mixer3) = (config.mixer(), config.mixer2(), config.mixer3());
         let mut layers = Vec::with_capacity(config.n_layer);
@@ -204,8 +211,7 @@ impl MambaLm {
             w.discard("lm_head.weight", &[v, d])?;
             None
         } else {
-            let head = w.take_data("lm_head.weight", [v, d])?;
-            Some(VocabMatrix::from_data("lm_head.weight", head, device)?)
+            Some(vocab(w, "lm_head.weight")?)
         };
         Ok(Self {
             backbone: Backbone {

@@ -100,6 +100,14 @@ impl VocabMatrix {
         Ok(Self { weight })
     }
 
+    /// One shard holding an 8-bit matrix read from a checkpoint (see [`crate::io::q8`]; the CPU
+    /// backends, which take it, bind any size).
+    pub fn from_q8(matrix: Tensor<2>) -> Self {
+        Self {
+            weight: vec![Param::from_tensor(matrix)],
+        }
+    }
+
     /// Rows (the vocabulary) and columns (the model width).
     pub fn dims(&self) -> [usize; 2] {
         let d = self.weight[0].lazy_shape().dims::<2>()[1];
