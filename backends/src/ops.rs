@@ -388,8 +388,9 @@ pub trait SsmOps: Backend {
 
     /// `x w` for a few rows `x` (M, K), `w` (K, N); or `x wᵀ` with `w` (N, K) when `transposed`
     /// (a tied LM head in the embedding's layout). The projections of a decode step: on Flex a
-    /// kernel that reads the weight in place and spreads its columns over the cores (for
-    /// M ≤ 8; Flex's matmul otherwise). Elsewhere the backend's matmul, and under Fusion the
+    /// kernel that reads the weight in place (f32, or bf16 widened in the register, so a bf16
+    /// model streams half the bytes) and spreads its columns over the cores (for M ≤ 8; Flex's
+    /// matmul otherwise). Elsewhere the backend's matmul, and under Fusion the
     /// fusable matmul of the stream. See [`crate::rows_matmul`].
     #[fusion(default)]
     fn rows_matmul(

@@ -3,7 +3,7 @@
 //! (N, K) layout), serial and parallel sizes, a row count past the kernel's (Flex's GEMM), the
 //! gradients under Autodiff, and the same on wgpu.
 
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
 use ssm_backends::testing::{TestRng, assert_rel, cpu_kernel_calls};
 use ssm_backends::{rows_matmul, rows_matmul_transposed, to_vec};
 
@@ -65,6 +65,36 @@ fn flex_matches_matmul_in_every_layout() {
     check_layouts(&SIZES, &mut TestRng::new(1), &device, 2e-6);
     // Four layouts for each size of at most 8 rows ran the kernel; 9 rows went to the GEMM.
     assert_eq!(cpu_kernel_calls().rows_matmul - before, 4 * 4);
+
+    // bf16 weights and rows (in this test: the kernel counter is process-wide): the kernel
+    // reads the bf16 weight in place, (K, N) and as a tied head's (N, K), and gives the f32
+    // product of the same bf16 values rounded to bf16 once: within 2^-8 of the largest output
+    // (bf16's unit roundoff; the sums are f32).
+    let mut rng = TestRng::new(11);
+    let before = cpu_kernel_calls().rows_matmul;
+    for &(m, k, n) in &SIZES[..4] {
+        let x = random(&mut rng, [m, k], &device).cast(FloatDType::BF16);
+        let w = random(&mut rng, [k, n], &device).cast(FloatDType::BF16);
+        let want = to_vec(
+            x.clone()
+                .cast(FloatDType::F32)
+                .matmul(w.clone().cast(FloatDType::F32)),
+        );
+        let wt = Tensor::<2>::from_data(w.clone().transpose().into_data(), &device)
+            .cast(FloatDType::BF16);
+        for (what, got) in [
+            ("(K, N)", rows_matmul(x.clone(), w.clone())),
+            (
+                "(N, K) transposed op",
+                rows_matmul_transposed(x.clone(), wt),
+            ),
+        ] {
+            assert_eq!(got.dtype(), DType::BF16, "{what}");
+            let what = format!("bf16 {what} m {m} k {k} n {n}");
+            assert_rel(&what, &to_vec(got), &want, 2f64.powi(-8));
+        }
+    }
+    assert_eq!(cpu_kernel_calls().rows_matmul - before, 4 * 2);
 }
 
 #[test]

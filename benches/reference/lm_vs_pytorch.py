@@ -15,7 +15,8 @@ Prints one JSON object: each side's prefill tokens/s (all logits, and the last p
 and decode tokens/s, the ratios zoo / PyTorch, torch's thread count, the CPU's model and SIMD
 flags, and the machine's steal time over the run (from /proc/stat). With `--q8`, zoo with 8-bit
 weights (`--quantize q8`) too, and with `--llama-cpp` llama.cpp's `q8_0` GGUF of the same
-weights, each with its ratio.
+weights, each with its ratio; with `--half`, zoo with f16 and bf16 weights (`--dtype`) and
+llama.cpp's f16 and bf16 GGUFs.
 
 Both sides' decode is the same bare greedy loop: the `--prompt-len` prompt prefilled once with
 the cache kept, one untimed step, then `--decode-tokens` timed calls of the model's forward on
@@ -212,7 +213,7 @@ def check(a):
     print()
 
 
-def time_zoo(a, quantize=None):
+def time_zoo(a, quantize=None, dtype=None):
     cmd = [
         a.zoo, "bench", "lm", "--arch", a.arch, "--device", a.device,
         "--prefill-batch", str(a.prefill_batch),
@@ -225,8 +226,10 @@ def time_zoo(a, quantize=None):
         cmd += ["--d-state", str(a.d_state)]
     if quantize:
         cmd += ["--quantize", quantize]
+    if dtype:
+        cmd += ["--dtype", dtype]
     report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    BOUNDS.setdefault(quantize or "f32", []).append({k: report.get(k) for k in (
+    BOUNDS.setdefault(quantize or dtype or "f32", []).append({k: report.get(k) for k in (
         "weights_bytes_per_token", "read_gb_s", "decode_bound_tokens_per_s",
         "decode_fraction_of_bound")})
     return {
@@ -311,6 +314,9 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--zoo", default=os.environ.get("ZOO", "target/release/zoo"))
     p.add_argument("--llama-cpp", help="a built llama.cpp tree: time llama-bench too")
+    p.add_argument("--half", action="store_true",
+                   help="also time zoo with --dtype f16 and bf16 (16-bit weights) and, with "
+                        "--llama-cpp, llama.cpp's f16 and bf16 GGUFs of the same weights")
     p.add_argument("--q8", action="store_true",
                    help="also time zoo with --quantize q8 (int8 weights, blocks of 32) and, "
                         "with --llama-cpp, llama.cpp's q8_0 GGUF of the same weights")
@@ -353,6 +359,8 @@ def main():
     work = tempfile.TemporaryDirectory()
     gguf = llama_gguf(model, a, work.name) if a.llama_cpp else None
     gguf_q8 = llama_gguf(model, a, work.name, "q8_0") if a.llama_cpp and a.q8 else None
+    halves = ["f16", "bf16"] if a.half else []
+    gguf_half = {h: llama_gguf(model, a, work.name, h) for h in halves} if a.llama_cpp else {}
     steal0, total0 = steal_jiffies()
     runs = {"zoo": [], "pytorch": []}
     if a.q8:
@@ -361,6 +369,10 @@ def main():
         runs["llama.cpp"] = []
     if gguf_q8:
         runs["llama.cpp_q8_0"] = []
+    for h in halves:
+        runs[f"zoo_{h}"] = []
+        if h in gguf_half:
+            runs[f"llama.cpp_{h}"] = []
     for _ in range(a.rounds):
         runs["pytorch"].append(time_reference(model, a))
         runs["zoo"].append(time_zoo(a))
@@ -370,6 +382,10 @@ def main():
             runs["llama.cpp"].append(time_llama(gguf, a))
         if gguf_q8:
             runs["llama.cpp_q8_0"].append(time_llama(gguf_q8, a))
+        for h in halves:
+            runs[f"zoo_{h}"].append(time_zoo(a, dtype=h))
+            if h in gguf_half:
+                runs[f"llama.cpp_{h}"].append(time_llama(gguf_half[h], a))
     steal1, total1 = steal_jiffies()
     medians = {
         side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()
@@ -411,6 +427,13 @@ def main():
     if gguf_q8:
         report["llama.cpp_q8_0"] = medians["llama.cpp_q8_0"]
         report["ratio_zoo_q8_over_llama_cpp_q8_0"] = ratio("zoo_q8", "llama.cpp_q8_0")
+    for h in halves:
+        report[f"zoo_{h}"] = medians[f"zoo_{h}"]
+        report[f"zoo_{h}_decode_bound"] = bound(h)
+        report[f"ratio_zoo_{h}_over_zoo_f32"] = ratio(f"zoo_{h}", "zoo")
+        if h in gguf_half:
+            report[f"llama.cpp_{h}"] = medians[f"llama.cpp_{h}"]
+            report[f"ratio_zoo_{h}_over_llama_cpp_{h}"] = ratio(f"zoo_{h}", f"llama.cpp_{h}")
     json.dump(report, sys.stdout, indent=1)
     print()
 

@@ -19,11 +19,33 @@ pub(crate) const MAX_ROWS: usize = 8;
 /// costs more than the product).
 const PARALLEL_MIN: usize = 1 << 15;
 
+/// A weight element the kernel reads: f32 as it is, or bf16 widened to f32 in the register
+/// (decoding a bf16 model streams half the bytes of f32).
+pub(crate) trait Widen: Copy + Send + Sync + std::fmt::Debug {
+    /// The value as f32 (exact: every bf16 and f16 value is an f32 value).
+    fn widen(self) -> f32;
+}
+
+impl Widen for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Widen for burn::tensor::bf16 {
+    /// bf16 is f32's upper half.
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits(u32::from(self.to_bits()) << 16)
+    }
+}
+
 /// A weight matrix as a (K, N) view into `data`: element (k, n) at `off + k * sk + n * sn`,
 /// with `sn == 1` (rows of `W` contiguous) or `sk == 1` (rows of `Wᵀ` contiguous).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct WeightView<'a> {
-    pub data: &'a [f32],
+pub(crate) struct WeightView<'a, T = f32> {
+    pub data: &'a [T],
     pub off: usize,
     pub sk: usize,
     pub sn: usize,
@@ -37,7 +59,7 @@ pub(crate) fn unit_stride(sk: usize, sn: usize, k: usize, n: usize) -> bool {
     sn == 1 || sk == 1 || n == 1 || k == 1
 }
 
-impl WeightView<'_> {
+impl<T> WeightView<'_, T> {
     /// Whether the view has a unit stride along one axis (the layouts this kernel reads).
     pub fn readable(&self) -> bool {
         unit_stride(self.sk, self.sn, self.k, self.n)
@@ -75,7 +97,7 @@ struct Task {
 ///
 /// # Panics
 /// When the view is not [`WeightView::readable`] or reaches past `data`.
-pub(crate) fn rows_matmul(x: &[f32], m: usize, w: &WeightView) -> Vec<f32> {
+pub(crate) fn rows_matmul<T: Widen>(x: &[f32], m: usize, w: &WeightView<T>) -> Vec<f32> {
     assert!(w.readable(), "rows_matmul: the weight has no unit stride");
     assert_eq!(x.len(), m * w.k, "rows_matmul: x is not (m, K)");
     let (n, k) = (w.n, w.k);
@@ -144,11 +166,11 @@ pub(crate) fn rows_matmul(x: &[f32], m: usize, w: &WeightView) -> Vec<f32> {
 }
 
 /// One task into `acc` (m, cols), with the AVX2 + FMA build of the body where the CPU has it.
-fn block(x: &[f32], m: usize, w: &WeightView, t: &Task, acc: &mut [f32]) {
+fn block<T: Widen>(x: &[f32], m: usize, w: &WeightView<T>, t: &Task, acc: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         #[target_feature(enable = "avx2,fma")]
-        fn avx2(x: &[f32], m: usize, w: &WeightView, t: &Task, acc: &mut [f32]) {
+        fn avx2<T: Widen>(x: &[f32], m: usize, w: &WeightView<T>, t: &Task, acc: &mut [f32]) {
             block_body(x, m, w, t, acc)
         }
         // SAFETY: the CPU has AVX2 and FMA (checked above).
@@ -158,7 +180,7 @@ fn block(x: &[f32], m: usize, w: &WeightView, t: &Task, acc: &mut [f32]) {
 }
 
 #[inline(always)]
-fn block_body(x: &[f32], m: usize, w: &WeightView, t: &Task, acc: &mut [f32]) {
+fn block_body<T: Widen>(x: &[f32], m: usize, w: &WeightView<T>, t: &Task, acc: &mut [f32]) {
     let (k, j0, cols) = (w.k, t.j0, t.cols);
     if w.by_rows() {
         // acc[r, :] += x[r, k] W[k, j0..j0 + cols], four rows of W per pass over acc.
@@ -171,7 +193,7 @@ fn block_body(x: &[f32], m: usize, w: &WeightView, t: &Task, acc: &mut [f32]) {
                 let (x0, x1, x2, x3) = (xr[0], xr[1], xr[2], xr[3]);
                 let a = &mut acc[r * cols..(r + 1) * cols];
                 for ((((a, p0), p1), p2), p3) in a.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
-                    *a += x0 * p0 + x1 * p1 + x2 * p2 + x3 * p3;
+                    *a += x0 * p0.widen() + x1 * p1.widen() + x2 * p2.widen() + x3 * p3.widen();
                 }
             }
             kk += 4;
@@ -181,7 +203,7 @@ fn block_body(x: &[f32], m: usize, w: &WeightView, t: &Task, acc: &mut [f32]) {
             for r in 0..m {
                 let x0 = x[r * k + kk];
                 for (a, p0) in acc[r * cols..(r + 1) * cols].iter_mut().zip(w0) {
-                    *a += x0 * p0;
+                    *a += x0 * p0.widen();
                 }
             }
         }
@@ -199,18 +221,18 @@ fn block_body(x: &[f32], m: usize, w: &WeightView, t: &Task, acc: &mut [f32]) {
 /// Dot product with 32 independent partial sums (four AVX2 registers: enough to hide the
 /// latency of the adds).
 #[inline(always)]
-fn dot32(a: &[f32], b: &[f32]) -> f32 {
+fn dot32<T: Widen>(a: &[f32], b: &[T]) -> f32 {
     let mut acc = [0.0f32; 32];
     let (ca, cb) = (a.chunks_exact(32), b.chunks_exact(32));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (pa, pb) in ca.zip(cb) {
         for i in 0..32 {
-            acc[i] += pa[i] * pb[i];
+            acc[i] += pa[i] * pb[i].widen();
         }
     }
     let mut s: f32 = acc.iter().sum();
     for (p, q) in ra.iter().zip(rb) {
-        s += p * q;
+        s += p * q.widen();
     }
     s
 }
@@ -274,6 +296,55 @@ mod tests {
                         (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
                         "m {m} k {k} n {n} by_rows {by_rows}: {g} vs {e}"
                     );
+                }
+            }
+        }
+    }
+
+    /// Every bf16 bit pattern widens to the f32 value `half` gives it (NaN to a NaN).
+    #[test]
+    fn widen_is_exact_for_every_bf16_value() {
+        use burn::tensor::bf16;
+        for bits in 0..=u16::MAX {
+            let (got, want) = (
+                bf16::from_bits(bits).widen(),
+                bf16::from_bits(bits).to_f32(),
+            );
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{bits:#06x}: {got} vs {want}"
+            );
+        }
+    }
+
+    /// The product from bf16 weights, both layouts, against the f64 product of the widened
+    /// weights: within 1e-5 (the kernel widens exactly, so only the order differs).
+    #[test]
+    fn bf16_weights_match_the_widened_product() {
+        use burn::tensor::bf16;
+        for &(m, k, n) in &[(1, 300, 1000), (3, 129, 517), (2, 70, 9000)] {
+            let x = values(m * k, 1);
+            let raw = values(k * n, 2);
+            let as_bf16: Vec<bf16> = raw.iter().map(|&v| bf16::from_f32(v)).collect();
+            for by_rows in [true, false] {
+                let (sk, sn) = if by_rows { (n, 1) } else { (1, k) };
+                let wide_b: Vec<f32> = as_bf16.iter().map(|v| v.to_f32()).collect();
+                macro_rules! view {
+                    ($data:expr) => {
+                        WeightView {
+                            data: &$data[..],
+                            off: 0,
+                            sk,
+                            sn,
+                            k,
+                            n,
+                        }
+                    };
+                }
+                let got_b = rows_matmul(&x, m, &view!(as_bf16));
+                let want = naive(&x, m, &view!(wide_b));
+                for (g, e) in got_b.iter().zip(&want) {
+                    assert!((g - e).abs() <= 1e-5 * (1.0 + e.abs()), "{g} vs {e}");
                 }
             }
         }

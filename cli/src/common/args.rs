@@ -34,7 +34,7 @@ impl DeviceArgs {
 pub struct PrecisionArgs {
     /// f32, f16 or bf16: weights and activations in this dtype, the SSM state, norms and
     /// residual stream in f32 (f16 needs a device with shader-f16, bf16 one with bf16: CUDA
-    /// or the CPU; WGSL has none).
+    /// or the CPU; WGSL has none). On the CPU, decoding reads bf16 weights as they are.
     #[arg(long, value_parser = dtype_arg, default_value = "f32")]
     pub dtype: FloatDType,
     /// q8 (or q8:N): the projection, embedding and head weights held as int8 with one f32
