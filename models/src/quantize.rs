@@ -9,8 +9,9 @@
 //! head once). A quantized projection's weight is held transposed, (d_out, d_in) as in the
 //! checkpoints and llama.cpp, so that each output's K values are contiguous for the integer dot
 //! products: apply it with [`crate::nn::linear`] / [`crate::nn::linear_rows`] (which read
-//! either layout), not `Linear::forward`. What stays f32: the dt path (`x_proj`, `dt_proj`), the convolution, `A`, `D`, the
-//! norms, biases and the recurrent state, as the activations are. The products then compute
+//! either layout), not `Linear::forward`. What stays f32: the dt path (`x_proj`, `dt_proj`),
+//! the convolution, `A`, `D`, the norms, biases and the recurrent state, as the activations
+//! are. The products then compute
 //! from the int8 values (on Flex in place, [`ssm_backends::SsmOps::q_rows_matmul`]); a
 //! quantized model is for inference (it is not trained).
 
