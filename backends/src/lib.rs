@@ -69,7 +69,8 @@ pub use fft::{
     ifft, irfft, irfftn, rfft, rfftn,
 };
 pub use linear::{
-    Q8_BLOCK, embedding_rows, is_quantized, quantize_q8, rows_matmul, rows_matmul_transposed,
+    Q8_BLOCK, embedding_rows, is_quantized, q8_scheme, quantize_q8, rows_matmul,
+    rows_matmul_transposed,
 };
 pub use mamba3_step::{
     Mamba3StepConfig, Mamba3StepDims, mamba3_decode_step, pack_mamba3_step_weights,

@@ -221,6 +221,12 @@ fn saved_quantized_models_load_bit_for_bit() {
         save_quantized(&model, &from, dir.path()).unwrap();
         let back = MambaLm::load_dir(dir.path(), &device).expect("the quantized folder loads");
         assert!(back.is_quantized());
+        // The same scheme as the in-memory quantization (the one Flex's kernel takes).
+        assert_eq!(
+            back.backbone.embeddings.weight[0].dtype(),
+            model.backbone.embeddings.weight[0].dtype(),
+            "{name}"
+        );
         assert_eq!(
             pytorch_state_dict_q8(&model),
             pytorch_state_dict_q8(&back),

@@ -22,7 +22,7 @@ const PARALLEL_MIN: usize = 1 << 15;
 /// A weight element the kernel reads: f32 as it is, or bf16 widened to f32 in the register
 /// (decoding a bf16 model streams half the bytes of f32).
 pub(crate) trait Widen: Copy + Send + Sync + std::fmt::Debug {
-    /// The value as f32 (exact: every bf16 and f16 value is an f32 value).
+    /// The value as f32 (exact: every bf16 value is an f32 value).
     fn widen(self) -> f32;
 }
 

@@ -12,9 +12,6 @@ use burn::backend::{
     ops::{FloatTensorOps, IntTensorOps},
     tensor::{FloatTensor, IntTensor, QuantizedTensor},
 };
-use burn::tensor::quantization::{
-    QuantMode, QuantStore, QuantValue, ScaleDtype, global_scale_dtype,
-};
 use burn::tensor::{DType, TensorData, bf16, read_sync};
 
 /// [`crate::SsmOps::rows_matmul`] on Flex: `x` (M, K) times `w` (K, N), or `w`ᵀ with `w` (N, K)
@@ -47,28 +44,28 @@ pub(crate) fn rows_matmul(
         return reference::rows_matmul::<Flex>(x, w, transposed);
     };
     let x = x.to_contiguous();
-    // x widened to f32 once, the weight read in place as its own type.
-    macro_rules! product {
-        ($t:ty) => {{
-            let xs: Vec<f32> = x.storage::<$t>()[x.layout().start_offset()..][..m * k]
-                .iter()
-                .map(|v| v.widen())
-                .collect();
-            let view = WeightView {
+    let x_at = x.layout().start_offset();
+    // The weight read in place as its own type; bf16 rows of x widened to f32 once.
+    macro_rules! view {
+        ($t:ty) => {
+            WeightView {
                 data: w.storage::<$t>(),
                 off: w.layout().start_offset(),
                 sk,
                 sn,
                 k,
                 n,
-            };
-            gemv::rows_matmul(&xs, m, &view)
-        }};
+            }
+        };
     }
     let out = if dtype == DType::BF16 {
-        product!(bf16)
+        let xs: Vec<f32> = x.storage::<bf16>()[x_at..][..m * k]
+            .iter()
+            .map(|v| v.widen())
+            .collect();
+        gemv::rows_matmul(&xs, m, &view!(bf16))
     } else {
-        product!(f32)
+        gemv::rows_matmul(&x.storage::<f32>()[x_at..][..m * k], m, &view!(f32))
     };
     calls::count(&calls::ROWS_MATMUL);
     if dtype == DType::F32 {
@@ -78,29 +75,22 @@ pub(crate) fn rows_matmul(
     Flex::float_from_data(data, &Default::default())
 }
 
-/// The int8 values and block scales of a Flex quantized (N, K) matrix as a [`Q8View`]: symmetric
-/// 8-bit values stored natively, one f32 scale per block `[1, bk]` along K, a contiguous
-/// tensor (what [`crate::quantize_q8`] makes). `None` for any other scheme or layout (the caller
+/// The int8 values and block scales of a Flex quantized (N, K) matrix as a [`Q8View`]: exactly
+/// [`crate::q8_scheme`] (values in [-127, 127]: the SIMD dot products negate them, which -128
+/// would overflow), a contiguous tensor. `None` for any other scheme or layout (the caller
 /// takes the reference body, which says so).
 fn q8_view(w: &QuantizedTensor<Flex>) -> Option<Q8View<'_>> {
     let DType::QFloat(scheme) = w.dtype() else {
         return None;
     };
-    let t = w.tensor();
-    let shape = t.layout().shape();
-    if shape.num_dims() != 2
-        || !t.layout().is_contiguous()
-        || !matches!(scheme.value, QuantValue::Q8S | QuantValue::Q8F)
-        || scheme.store != QuantStore::Native
-        || scheme.mode != QuantMode::Symmetric
-        || scheme.scale_dtype() != ScaleDtype::F32
-        || global_scale_dtype(&scheme).is_some()
-    {
-        return None;
-    }
     let [1, bk]: [u8; 2] = scheme.block_size()?.as_dim() else {
         return None;
     };
+    let t = w.tensor();
+    let shape = t.layout().shape();
+    if scheme != crate::q8_scheme(bk) || shape.num_dims() != 2 || !t.layout().is_contiguous() {
+        return None;
+    }
     let view = Q8View {
         q: &t.storage::<i8>()[t.layout().start_offset()..],
         scales: w.scales(),

@@ -20,4 +20,4 @@ pub(crate) mod q8;
 pub(crate) mod reference;
 
 pub use api::{rows_matmul, rows_matmul_transposed};
-pub use q8::{Q8_BLOCK, embedding_rows, is_quantized, quantize_q8};
+pub use q8::{Q8_BLOCK, embedding_rows, is_quantized, q8_scheme, quantize_q8};

@@ -13,8 +13,10 @@ use burn::tensor::{DType, Int, Tensor};
 /// The default block length along K: llama.cpp's `q8_0`.
 pub const Q8_BLOCK: usize = 32;
 
-/// The scheme of an 8-bit (N, K) matrix: blocks of `bk` along K (its rows).
-fn scheme(bk: u8) -> QuantScheme {
+/// The scheme of an 8-bit (N, K) matrix from [`quantize_q8`]: symmetric values in [-127, 127]
+/// stored natively, one f32 scale per block of `bk` along K (its rows). The Flex kernel takes
+/// exactly this scheme (the reference body any other).
+pub fn q8_scheme(bk: u8) -> QuantScheme {
     QuantScheme::default()
         .with_value(QuantValue::Q8S)
         .with_store(QuantStore::Native)
@@ -52,7 +54,7 @@ pub fn quantize_q8(w: Tensor<2>, bk: usize) -> Result<Tensor<2>, Error> {
     } else {
         w.cast(burn::tensor::FloatDType::F32)
     };
-    Ok(w.quantize_dynamic(&scheme(block)))
+    Ok(w.quantize_dynamic(&q8_scheme(block)))
 }
 
 /// Whether `t` is held quantized.

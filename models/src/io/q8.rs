@@ -6,7 +6,7 @@
 //! length, finite positive scales) and names the key of anything wrong.
 
 use crate::error::{ModelError, Result};
-use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, QuantizedBytes, ScaleDtype};
+use burn::tensor::quantization::QuantizedBytes;
 use burn::tensor::{DType, Tensor, TensorData};
 
 /// The suffix of a quantized matrix's scales: `{key}_scale`.
@@ -52,25 +52,18 @@ impl Q8Matrix {
         self.shape[1] * self.shape[0] / self.scales.len().max(1)
     }
 
-    /// Checks `values` (from `key`, `[n, k]` expected) and `scales` (from `{key}_scale`) and
-    /// makes the matrix.
+    /// Checks `values` (from `key`, already of the `expected` (N, K) shape) and `scales` (from
+    /// `{key}_scale`) and makes the matrix.
     ///
     /// # Errors
-    /// A shape other than expected, scales whose shape is not (N, K / bk) for a block that
-    /// divides K and is at most 255, a scale that is not finite and positive.
+    /// Values that are not int8 in [-127, 127], scales whose shape is not (N, K / bk) for a
+    /// block that divides K and is at most 255, a scale that is not finite and positive.
     pub fn checked(
         key: &str,
         expected: [usize; 2],
-        (values_shape, values): (Vec<usize>, TensorData),
+        values: TensorData,
         (scale_shape, scales): (Vec<usize>, TensorData),
     ) -> Result<Self> {
-        if values_shape != expected {
-            return Err(ModelError::ShapeMismatch {
-                key: key.into(),
-                expected: expected.to_vec(),
-                found: values_shape,
-            });
-        }
         let scale_key = format!("{key}{SCALE_SUFFIX}");
         let bad = |why: String| ModelError::Invalid(format!("weights: key '{scale_key}': {why}"));
         let [n, k] = expected;
@@ -116,11 +109,8 @@ impl Q8Matrix {
 
     /// The matrix as a quantized tensor on `device` (what [`ssm_backends::quantize_q8`] makes).
     pub fn tensor(self, device: &burn::tensor::Device) -> Tensor<2> {
-        let bk = self.block();
-        let scheme = QuantScheme::default()
-            .with_value(QuantValue::Q8S)
-            .with_store(QuantStore::Native)
-            .per_block([1, bk as u8], ScaleDtype::F32);
+        // `checked` keeps the block at most 255.
+        let scheme = ssm_backends::q8_scheme(self.block() as u8);
         let data = TensorData::quantized(self.values, self.shape, scheme, &self.scales, None);
         Tensor::from_data(data, device)
     }

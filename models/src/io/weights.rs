@@ -169,6 +169,19 @@ impl TensorMap {
         key: &str,
         expected: [usize; D],
     ) -> Result<TensorData> {
+        let data = self.take_entry(key, &expected)?;
+        if !data.dtype().is_float() {
+            return Err(ModelError::Invalid(format!(
+                "weights: key '{key}' holds {:?} values, expected floating point",
+                data.dtype()
+            )));
+        }
+        Ok(data.convert::<f32>())
+    }
+
+    /// Takes `key`'s values out of the map as stored, checking that it is there with the
+    /// `expected` shape.
+    fn take_entry(&mut self, key: &str, expected: &[usize]) -> Result<TensorData> {
         let (shape, data) = self
             .tensors
             .remove(key)
@@ -183,13 +196,7 @@ impl TensorMap {
                 found: shape,
             });
         }
-        if !data.dtype().is_float() {
-            return Err(ModelError::Invalid(format!(
-                "weights: key '{key}' holds {:?} values, expected floating point",
-                data.dtype()
-            )));
-        }
-        Ok(data.convert::<f32>())
+        Ok(data)
     }
 
     /// Whether `key` holds an 8-bit matrix (int8 values with `{key}_scale` beside them, or
@@ -216,13 +223,7 @@ impl TensorMap {
     ) -> Result<Tensor<2>> {
         use super::q8::{Q8Matrix, SCALE_SUFFIX};
         let scale_key = format!("{key}{SCALE_SUFFIX}");
-        let values = self
-            .tensors
-            .remove(key)
-            .ok_or_else(|| ModelError::MissingKey {
-                key: key.into(),
-                expected: expected.to_vec(),
-            })?;
+        let values = self.take_entry(key, &expected)?;
         let scales = self.tensors.remove(&scale_key).ok_or_else(|| {
             ModelError::Invalid(format!(
                 "weights: key '{key}' holds int8 values but '{scale_key}' (its scales) is missing"
