@@ -8,7 +8,7 @@
 //! take the trait's default body.
 
 use crate::ops::SsmOps;
-use crate::{fft, linear, mamba3_step, norm, scan, ssd, step};
+use crate::{fft, linear, mamba3_step, norm, scan, ssd, step, vandermonde};
 use burn::backend::autodiff::{Autodiff, checkpoint::strategy::CheckpointStrategy};
 use burn::backend::tensor::{FloatTensor, IntTensor, QuantizedTensor};
 
@@ -235,5 +235,16 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
 
     fn causal_conv_fft(u: FloatTensor<Self>, k: FloatTensor<Self>) -> FloatTensor<Self> {
         fft::autodiff::causal_conv_fft::<B, C>(u, k)
+    }
+
+    fn vandermonde(
+        c_re: FloatTensor<Self>,
+        c_im: FloatTensor<Self>,
+        z_re: FloatTensor<Self>,
+        z_im: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        len: usize,
+    ) -> FloatTensor<Self> {
+        vandermonde::autodiff::vandermonde::<B, C>(c_re, c_im, z_re, z_im, shift, len)
     }
 }

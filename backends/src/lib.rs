@@ -2,8 +2,8 @@
 //!
 //! The ops that state space models need and Burn lacks, as one backend extension
 //! ([`SsmOps`]): the selective scan (forward and backward), Mamba2's SSD scan, the fused decode
-//! steps and their projections ([`rows_matmul`]), residual add + RMSNorm, and real FFTs with the
-//! FFT long convolution.
+//! steps and their projections ([`rows_matmul`]), residual add + RMSNorm, real FFTs with the
+//! FFT long convolution, and the Vandermonde kernel of the diagonal SSMs ([`vandermonde()`]).
 //!
 //! Call them on `Tensor`s of any device through the functions re-exported here
 //! ([`SelectiveScan`], [`ssd()`], [`mamba_decode_step`], [`mamba2_decode_step`], [`rfft`],
@@ -11,7 +11,7 @@
 //! the backend's implementation.
 //!
 //! Each op's code lives in its own folder (`scan/`, `ssd/`, `step/`, `mamba3_step/`, `fft/`,
-//! `norm/`, `linear/`), the same files in each (see `docs/adding-an-op.md`):
+//! `norm/`, `linear/`, `vandermonde/`), the same files in each (see `docs/adding-an-op.md`):
 //! - `api.rs`: the tensor-level functions;
 //! - `reference.rs`: the portable body written with Burn's tensor ops: the trait's default
 //!   method, the oracle of the tests, and what any backend without a kernel runs (the
@@ -58,6 +58,7 @@ mod step;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 pub mod tuning;
+mod vandermonde;
 
 pub use adapter::{DeviceInfo, DeviceKind, describe};
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -84,6 +85,7 @@ pub use step::{
     Mamba2StepConfig, MambaStepDims, causal_conv1d_step, mamba_decode_step, mamba2_decode_step,
     pack_mamba_step_weights, pack_mamba2_step_weights, selective_state_step,
 };
+pub use vandermonde::{vandermonde, vandermonde_reference};
 
 use burn::tensor::{Tensor, TensorData};
 

@@ -13,7 +13,7 @@
 #![allow(deprecated)]
 
 use crate::scan::reference::{BACKWARD_CHUNK, ScanArgs};
-use crate::{fft, linear, mamba3_step, norm, scan, ssd, step};
+use crate::{fft, linear, mamba3_step, norm, scan, ssd, step, vandermonde};
 use burn::backend::{
     Backend, backend_extension,
     tensor::{FloatTensor, IntTensor, QuantizedTensor},
@@ -458,6 +458,41 @@ pub trait SsmOps: Backend {
     #[fusion(meta = fft::fusion::causal_conv_fft)]
     fn causal_conv_fft(u: FloatTensor<Self>, k: FloatTensor<Self>) -> FloatTensor<Self> {
         fft::reference::causal_conv_direct::<Self>(u, k)
+    }
+
+    /// The Vandermonde kernel of a diagonal SSM: `K[h, l] = Σ_n Re(c_hn exp(z_hn (l − s_hn)))`
+    /// for `l = 0..len` (H, L), from `c = (c_re, c_im)`, `z = (z_re, z_im)` and `shift` (H, N).
+    /// See [`crate::vandermonde()`].
+    #[fusion(meta = vandermonde::fusion::vandermonde)]
+    fn vandermonde(
+        c_re: FloatTensor<Self>,
+        c_im: FloatTensor<Self>,
+        z_re: FloatTensor<Self>,
+        z_im: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        len: usize,
+    ) -> FloatTensor<Self> {
+        vandermonde::reference::vandermonde::<Self>(c_re, c_im, z_re, z_im, shift, len)
+    }
+
+    /// The Vandermonde kernel's backward: from `grad` (H, L), the gradients of `c_re`, `c_im`,
+    /// `z_re`, `z_im` (each (H, N)); `shift` is a constant.
+    #[allow(clippy::type_complexity)]
+    #[fusion(meta = vandermonde::fusion::vandermonde_backward)]
+    fn vandermonde_backward(
+        grad: FloatTensor<Self>,
+        c_re: FloatTensor<Self>,
+        c_im: FloatTensor<Self>,
+        z_re: FloatTensor<Self>,
+        z_im: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        vandermonde::reference::vandermonde_backward::<Self>(grad, c_re, c_im, z_re, z_im, shift)
     }
 
     /// The whole decode step of a Mamba (v1) mixer after `in_proj`: the conv step and SiLU,

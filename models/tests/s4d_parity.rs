@@ -300,3 +300,55 @@ fn bidirectional_s4d_sees_the_future_and_the_causal_one_does_not() {
         }
     }
 }
+
+/// At inference the kernel is computed once per length (the Vandermonde kernel runs once for
+/// two forwards at a length, again for a new length), never under a tracked parameter, and a
+/// module transformation (here `map` through `valid`/`fork`) starts afresh: a cached kernel is
+/// never read with other parameters.
+#[test]
+fn kernels_are_cached_per_length_at_inference_only() {
+    use burn::module::Module;
+    use ssm_backends::testing::cpu_kernel_calls;
+    let device = Device::flex();
+    let layer = {
+        let _seed = seeded(&device, 5);
+        S4DConfig::new(S4DKernelConfig::new(4).with_d_state(8)).init(&device)
+    };
+    let x = TestRng::new(3).tensor::<3>([1, 4, 50], Distribution::Normal(0.0, 1.0), &device);
+    let runs = || cpu_kernel_calls().vandermonde;
+    let before = runs();
+    let y1 = to_vec(layer.forward(x.clone()));
+    let y2 = to_vec(layer.forward(x.clone()));
+    assert_eq!(y1, y2);
+    assert_eq!(
+        runs(),
+        before + 1,
+        "the second forward at a length reads the cache"
+    );
+    assert_eq!(layer.kernel.cache.len(), 1);
+    let _ = layer.forward(x.clone().narrow(2, 0, 30));
+    assert_eq!(runs(), before + 2, "a new length computes its kernel");
+    assert_eq!(layer.kernel.cache.len(), 2);
+    // A copy moved to a device (or mapped, as optimizers and loaders do) starts empty.
+    let moved = layer.clone().fork(&device);
+    assert!(moved.kernel.cache.is_empty());
+    // Under autodiff with tracked parameters (a layer made for training), nothing is cached;
+    // its inference copy (`valid`) starts empty and caches.
+    let ad = device.clone().autodiff();
+    let tracked = {
+        let _seed = seeded(&device, 5);
+        S4DConfig::new(S4DKernelConfig::new(4).with_d_state(8)).init(&ad)
+    };
+    assert!(tracked.kernel.log_dt.val().is_require_grad());
+    let xa = x.clone().to_device(&ad);
+    let _ = tracked.forward(xa.clone());
+    let _ = tracked.forward(xa);
+    assert!(
+        tracked.kernel.cache.is_empty(),
+        "a tracked kernel is not kept"
+    );
+    let inner = tracked.valid();
+    assert!(inner.kernel.cache.is_empty());
+    let _ = inner.forward(x.clone());
+    assert_eq!(inner.kernel.cache.len(), 1);
+}

@@ -11,6 +11,7 @@ pub(crate) static SSD_BACKWARD: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static ROWS_MATMUL: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static ROWS_MATMUL_Q8: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static FFT: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static VANDERMONDE: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts one run of a kernel.
 pub(crate) fn count(kernel: &AtomicUsize) {
@@ -37,6 +38,8 @@ pub struct KernelCalls {
     pub rows_matmul_q8: usize,
     /// The real FFTs and the FFT convolution (`rustfft`).
     pub fft: usize,
+    /// The Vandermonde kernel of the diagonal SSMs and its backward.
+    pub vandermonde: usize,
 }
 
 /// The counts so far.
@@ -50,5 +53,6 @@ pub(crate) fn kernel_calls() -> KernelCalls {
         rows_matmul: ROWS_MATMUL.load(Ordering::Relaxed),
         rows_matmul_q8: ROWS_MATMUL_Q8.load(Ordering::Relaxed),
         fft: FFT.load(Ordering::Relaxed),
+        vandermonde: VANDERMONDE.load(Ordering::Relaxed),
     }
 }

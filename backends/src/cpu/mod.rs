@@ -238,6 +238,35 @@ macro_rules! cpu_ssm_ops {
                 $crate::fft::cpu::causal_conv_fft::<Self>(u, k)
             }
 
+            fn vandermonde(
+                c_re: FloatTensor<Self>,
+                c_im: FloatTensor<Self>,
+                z_re: FloatTensor<Self>,
+                z_im: FloatTensor<Self>,
+                shift: FloatTensor<Self>,
+                len: usize,
+            ) -> FloatTensor<Self> {
+                $crate::vandermonde::cpu::vandermonde::<Self>(c_re, c_im, z_re, z_im, shift, len)
+            }
+
+            fn vandermonde_backward(
+                grad: FloatTensor<Self>,
+                c_re: FloatTensor<Self>,
+                c_im: FloatTensor<Self>,
+                z_re: FloatTensor<Self>,
+                z_im: FloatTensor<Self>,
+                shift: FloatTensor<Self>,
+            ) -> (
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+            ) {
+                $crate::vandermonde::cpu::vandermonde_backward::<Self>(
+                    grad, c_re, c_im, z_re, z_im, shift,
+                )
+            }
+
             $($own)*
         }
     };

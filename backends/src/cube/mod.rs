@@ -22,7 +22,7 @@ pub use buffers::MAX_BUFFER_VAR;
 pub use launches::LaunchCounter;
 
 use crate::ops::SsmOps;
-use crate::{fft, mamba3_step, norm, scan, ssd, step};
+use crate::{fft, mamba3_step, norm, scan, ssd, step, vandermonde};
 use burn::backend::tensor::FloatTensor;
 
 /// Units per cube of the kernels that give one cube to each batch row (the whole-mixer decode
@@ -213,5 +213,32 @@ impl SsmOps for burn_cubecl::CubeBackend {
         eps: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         norm::cube::add_rms_norm(x, residual, has_residual, weight, eps)
+    }
+
+    fn vandermonde(
+        c_re: FloatTensor<Self>,
+        c_im: FloatTensor<Self>,
+        z_re: FloatTensor<Self>,
+        z_im: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        len: usize,
+    ) -> FloatTensor<Self> {
+        vandermonde::cube::vandermonde(c_re, c_im, z_re, z_im, shift, len)
+    }
+
+    fn vandermonde_backward(
+        grad: FloatTensor<Self>,
+        c_re: FloatTensor<Self>,
+        c_im: FloatTensor<Self>,
+        z_re: FloatTensor<Self>,
+        z_im: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        vandermonde::cube::vandermonde_backward(grad, c_re, c_im, z_re, z_im, shift)
     }
 }

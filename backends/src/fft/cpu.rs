@@ -130,7 +130,9 @@ fn row(t: &[f32], i: usize, h: usize, c: usize, l: usize) -> &[f32] {
 ///
 /// Per channel, the kernel's spectrum is taken once when shared; two real rows travel in one
 /// complex transform (`u₁ + i u₂`, then `ifft(Z K) = u₁ ∗ k + i u₂ ∗ k`), so a shared kernel costs
-/// one forward and one inverse transform per two rows.
+/// one forward and one inverse transform per two rows; an odd row out (a batch of one) shares
+/// its forward transform with the kernel (`u + i k`, split by symmetry), as does every row with
+/// a kernel of its own.
 fn causal_conv(u: &[f32], k: &[f32], b: usize, bk: usize, h: usize, l: usize) -> Vec<f32> {
     let n = conv_size(l);
     let mut planner = FftPlanner::<f32>::new();
@@ -151,16 +153,27 @@ fn causal_conv(u: &[f32], k: &[f32], b: usize, bk: usize, h: usize, l: usize) ->
             let mut y = vec![0f32; b * l];
             let mut buf = vec![Complex32::new(0.0, 0.0); n];
             if bk == 1 {
-                let kf = spectrum(row(k, 0, h, c, l));
-                for i in (0..b).step_by(2) {
+                // An odd row out travels with the kernel in one transform (below); the kernel's
+                // spectrum comes from there, else from a transform of its own.
+                let pairs = b / 2 * 2;
+                let kf = if pairs < b {
+                    let (i, kr) = (b - 1, row(k, 0, h, c, l));
+                    let kf = packed_product(&fwd, &mut buf, row(u, i, h, c, l), kr);
+                    inv.process(&mut buf);
+                    for (t, z) in buf[..l].iter().enumerate() {
+                        y[i * l + t] = z.re * scale;
+                    }
+                    kf
+                } else {
+                    spectrum(row(k, 0, h, c, l))
+                };
+                for i in (0..pairs).step_by(2) {
                     buf.fill(Complex32::new(0.0, 0.0));
                     for (z, &v) in buf.iter_mut().zip(row(u, i, h, c, l)) {
                         z.re = v;
                     }
-                    if i + 1 < b {
-                        for (z, &v) in buf.iter_mut().zip(row(u, i + 1, h, c, l)) {
-                            z.im = v;
-                        }
+                    for (z, &v) in buf.iter_mut().zip(row(u, i + 1, h, c, l)) {
+                        z.im = v;
                     }
                     fwd.process(&mut buf);
                     for (z, kz) in buf.iter_mut().zip(&kf) {
@@ -169,31 +182,13 @@ fn causal_conv(u: &[f32], k: &[f32], b: usize, bk: usize, h: usize, l: usize) ->
                     inv.process(&mut buf);
                     for (t, z) in buf[..l].iter().enumerate() {
                         y[i * l + t] = z.re * scale;
-                        if i + 1 < b {
-                            y[(i + 1) * l + t] = z.im * scale;
-                        }
+                        y[(i + 1) * l + t] = z.im * scale;
                     }
                 }
             } else {
-                // Own kernel per row: u and k in one transform, spectra split by symmetry:
-                // U_j = (Z_j + conj Z_{n−j}) / 2, K_j = (Z_j − conj Z_{n−j}) / 2i.
+                // Own kernel per row: u and k in one transform.
                 for i in 0..b {
-                    buf.fill(Complex32::new(0.0, 0.0));
-                    for ((z, &uv), &kv) in buf
-                        .iter_mut()
-                        .zip(row(u, i, h, c, l))
-                        .zip(row(k, i, h, c, l))
-                    {
-                        *z = Complex32::new(uv, kv);
-                    }
-                    fwd.process(&mut buf);
-                    let z = buf.clone();
-                    for j in 0..n {
-                        let (a, c2) = (z[j], z[(n - j) % n].conj());
-                        let uj = (a + c2) * 0.5;
-                        let kj = (a - c2) * Complex32::new(0.0, -0.5);
-                        buf[j] = uj * kj;
-                    }
+                    packed_product(&fwd, &mut buf, row(u, i, h, c, l), row(k, i, h, c, l));
                     inv.process(&mut buf);
                     for (t, z) in buf[..l].iter().enumerate() {
                         y[i * l + t] = z.re * scale;
@@ -210,6 +205,32 @@ fn causal_conv(u: &[f32], k: &[f32], b: usize, bk: usize, h: usize, l: usize) ->
         }
     }
     out
+}
+
+/// Two real rows in one transform: `buf` ← `FFT(u + i k)` (zero-padded), its spectra split by
+/// symmetry, `U_j = (Z_j + conj Z_{n−j}) / 2`, `K_j = (Z_j − conj Z_{n−j}) / 2i`; leaves the
+/// product `U K` in `buf` and returns `K`.
+fn packed_product(
+    fwd: &std::sync::Arc<dyn rustfft::Fft<f32>>,
+    buf: &mut [Complex32],
+    u: &[f32],
+    k: &[f32],
+) -> Vec<Complex32> {
+    let n = buf.len();
+    buf.fill(Complex32::new(0.0, 0.0));
+    for ((z, &uv), &kv) in buf.iter_mut().zip(u).zip(k) {
+        *z = Complex32::new(uv, kv);
+    }
+    fwd.process(buf);
+    let z = buf.to_vec();
+    let mut kf = vec![Complex32::new(0.0, 0.0); n];
+    for j in 0..n {
+        let (a, c2) = (z[j], z[(n - j) % n].conj());
+        let uj = (a + c2) * 0.5;
+        kf[j] = (a - c2) * Complex32::new(0.0, -0.5);
+        buf[j] = uj * kf[j];
+    }
+    kf
 }
 
 #[cfg(test)]
@@ -233,7 +254,14 @@ mod tests {
 
     #[test]
     fn cpu_conv_matches_the_sum_with_shared_and_own_kernels() {
-        let (b, h, l) = (3, 2, 37);
+        // Batches of 1 and 3 (an odd row out packed with the kernel) and 2 (pairs only).
+        for b in [1, 2, 3] {
+            conv_matches_the_sum(b);
+        }
+    }
+
+    fn conv_matches_the_sum(b: usize) {
+        let (h, l) = (2, 37);
         let u: Vec<f32> = (0..b * h * l)
             .map(|i| ((i * 37 % 11) as f32 - 5.0) / 7.0)
             .collect();
@@ -250,7 +278,7 @@ mod tests {
                     for t in 0..l {
                         assert!(
                             (y[r + t] as f64 - want[t]).abs() < 1e-5,
-                            "bk {bk} ({i},{c},{t})"
+                            "b {b} bk {bk} ({i},{c},{t})"
                         );
                     }
                 }

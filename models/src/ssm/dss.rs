@@ -18,6 +18,7 @@ use crate::io::TensorMap;
 use crate::ssm::complex::Complex;
 use crate::ssm::glu::glu_output;
 use crate::ssm::hippo::nplr_legs;
+use crate::ssm::kernel_cache::KernelCache;
 use crate::ssm::reference::ReferenceLayer;
 use crate::ssm::s4d::S4DRecurrence;
 use burn::config::Config;
@@ -86,6 +87,7 @@ impl DSSConfig {
                     Distribution::Normal(0.0, 1.0),
                     device,
                 )),
+                cache: KernelCache::default(),
             }
         } else {
             DSSKernel {
@@ -98,6 +100,7 @@ impl DSSConfig {
                     Distribution::Normal(0.0, 1.0),
                     device,
                 )),
+                cache: KernelCache::default(),
             }
         };
         DSS {
@@ -123,6 +126,8 @@ pub struct DSSKernel {
     pub Lambda: Option<Param<Tensor<2>>>,
     /// (H, N, 2).
     pub W: Param<Tensor<3>>,
+    /// The kernels computed at inference, by length (not a parameter).
+    pub cache: KernelCache,
 }
 
 /// `conj(x) / (|x|² + ε)`, or `/ max(|x|², ε)` when `clamp`.
@@ -216,17 +221,37 @@ impl DSSKernel {
         }
     }
 
-    /// The convolution kernel (H, L).
+    /// The convolution kernel (H, L); at inference (no parameter tracked) from [`Self::cache`]
+    /// after the first call at a length.
     pub fn kernel(&self, len: usize) -> Tensor<2> {
+        let mut ids = vec![self.log_dt.id, self.W.id];
+        ids.extend(self.Lambda_log_neg_re.as_ref().map(|p| p.id));
+        ids.extend(self.Lambda_im.as_ref().map(|p| p.id));
+        ids.extend(self.Lambda.as_ref().map(|p| p.id));
+        let tracked = self.log_dt.val().is_require_grad()
+            || self.W.val().is_require_grad()
+            || self
+                .Lambda_log_neg_re
+                .as_ref()
+                .is_some_and(|p| p.val().is_require_grad())
+            || self
+                .Lambda_im
+                .as_ref()
+                .is_some_and(|p| p.val().is_require_grad())
+            || self
+                .Lambda
+                .as_ref()
+                .is_some_and(|p| p.val().is_require_grad());
+        let mut k = self
+            .cache
+            .get_or(len, 1.0, ids, tracked, || vec![self.compute_kernel(len)]);
+        k.pop().expect("one kernel")
+    }
+
+    fn compute_kernel(&self, len: usize) -> Tensor<2> {
         let lambda = self.lambda();
         let dtl = self.dt_lambda(&lambda);
         let [h, n] = dtl.re.dims();
-        let device = dtl.re.device();
-        let steps = Tensor::<1>::from_data(
-            TensorData::new((0..len).map(|l| l as f32).collect::<Vec<_>>(), [len]),
-            &device,
-        )
-        .reshape([1, 1, len]);
         let (w, p_re) = if self.is_softmax() {
             // A mode with Re Λ > 0 is evaluated from the end: P - dtΛ (L - 1), with -dtΛ.
             let positive = lambda.re.clone().greater_elem(0.0).float().reshape([1, n]);
@@ -252,27 +277,13 @@ impl DSSKernel {
                 im: lambda.im.clone().reshape([1, n]),
             };
             let w = self.w() * num * reciprocal(den, false);
-            let shift = (positive * (len as f32 - 1.0)).reshape([1, n, 1]);
+            let shift = positive * (len as f32 - 1.0);
             (w, Some(shift))
         } else {
             (self.recurrence().cd, None)
         };
-        let mut p = Complex {
-            re: dtl.re.clone().reshape([h, n, 1]) * steps.clone(),
-            im: dtl.im.clone().reshape([h, n, 1]) * steps,
-        };
-        if let Some(shift) = p_re {
-            p = Complex {
-                re: p.re - dtl.re.reshape([h, n, 1]) * shift.clone(),
-                im: p.im - dtl.im.reshape([h, n, 1]) * shift,
-            };
-        }
-        let s = p.exp();
-        let w = Complex {
-            re: w.re.reshape([h, n, 1]),
-            im: w.im.reshape([h, n, 1]),
-        };
-        (w * s).re.sum_dim(1).reshape([h, len])
+        let shift = p_re.map(|s| s.expand([h, n]));
+        ssm_backends::vandermonde((w.re, w.im), (dtl.re, dtl.im), shift, len)
     }
 }
 
@@ -384,6 +395,7 @@ impl ReferenceLayer for DSS {
             Lambda_im: lim,
             Lambda: lam,
             W: Param::from_tensor(w.take("kernel.W", [1, h, n, 2], device)?.reshape([h, n, 2])),
+            cache: KernelCache::default(),
         };
         let (key, out) = if w.contains("output_linear.0.weight") {
             ("output_linear.0", 2 * h)

@@ -5,6 +5,7 @@ pub mod complex;
 pub mod dss;
 pub mod glu;
 pub mod hippo;
+pub mod kernel_cache;
 pub mod mamba;
 pub mod mamba2;
 pub mod mamba3;

@@ -15,6 +15,7 @@
 use crate::io::TensorMap;
 use crate::ssm::complex::Complex;
 use crate::ssm::glu::glu_output;
+use crate::ssm::kernel_cache::KernelCache;
 use crate::ssm::reference::{self, ReferenceLayer, ReferenceOptions};
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -109,6 +110,7 @@ impl S4DKernelConfig {
                 ))
             }),
             bilinear: self.bilinear,
+            cache: KernelCache::default(),
         }
     }
 }
@@ -128,6 +130,8 @@ pub struct S4DKernel {
     pub C_bwd: Option<Param<Tensor<3>>>,
     /// Bilinear rather than ZOH discretisation.
     pub bilinear: bool,
+    /// The kernels computed at inference, by length (not a parameter).
+    pub cache: KernelCache,
 }
 
 /// A discretised diagonal system: `s_t = dA s_{t-1} + u_t`, `y_t = scale · Re Σ_n Cd_n s_t`
@@ -228,13 +232,36 @@ impl S4DKernel {
 
     /// The kernel (H, L) sampled at relative frequency `rate` (the reference's `rate`: the step
     /// becomes `rate Δ`), and a bidirectional layer's backward kernel.
+    ///
+    /// At inference (no parameter tracked) the kernels come from [`Self::cache`] after the
+    /// first call at a length.
     pub fn kernels_at_rate(&self, len: usize, rate: f64) -> (Tensor<2>, Option<Tensor<2>>) {
-        (
-            self.kernel_with(self.c(), len, rate),
-            self.C_bwd
+        let mut ids = vec![
+            self.log_dt.id,
+            self.C.id,
+            self.log_A_real.id,
+            self.A_imag.id,
+        ];
+        ids.extend(self.C_bwd.as_ref().map(|c| c.id));
+        let tracked = self.log_dt.val().is_require_grad()
+            || self.log_A_real.val().is_require_grad()
+            || self.A_imag.val().is_require_grad()
+            || self.C.val().is_require_grad()
+            || self
+                .C_bwd
                 .as_ref()
-                .map(|c| self.kernel_with(Complex::from_pairs(c.val()), len, rate)),
-        )
+                .is_some_and(|c| c.val().is_require_grad());
+        let mut k = self.cache.get_or(len, rate, ids, tracked, || {
+            let mut k = vec![self.kernel_with(self.c(), len, rate)];
+            k.extend(
+                self.C_bwd
+                    .as_ref()
+                    .map(|c| self.kernel_with(Complex::from_pairs(c.val()), len, rate)),
+            );
+            k
+        });
+        let backward = (k.len() > 1).then(|| k.pop()).flatten();
+        (k.pop().expect("the forward kernel"), backward)
     }
 
     /// `dA^l` as `exp(l log dA)`: under ZOH `log dA` is `Δ A` itself (the reference's
@@ -290,34 +317,20 @@ impl S4DKernel {
             A_imag: Param::from_tensor(lim),
             C_bwd: c_bwd.map(|c| Param::from_tensor(times_b(c))),
             bilinear: options.bilinear,
+            cache: KernelCache::default(),
         })
     }
 }
 
-/// `K[l] = scale · Re Σ_n Cd_n exp(l log_dA_n)` (H, L) for `cd`, `log_da` (H, N).
-pub(crate) fn vandermonde_kernel(
-    cd: &Complex<2>,
-    log_da: Complex<2>,
-    scale: f32,
-    len: usize,
-) -> Tensor<2> {
-    let device = log_da.re.device();
-    let [h, n2] = log_da.re.dims();
-    let steps = Tensor::<1>::from_data(
-        TensorData::new((0..len).map(|l| l as f32).collect::<Vec<_>>(), [len]),
-        &device,
-    )
-    .reshape([1, 1, len]);
-    let pow = Complex {
-        re: log_da.re.reshape([h, n2, 1]) * steps.clone(),
-        im: log_da.im.reshape([h, n2, 1]) * steps,
-    }
-    .exp(); // (H, N/2, L)
-    let cd = Complex {
-        re: cd.re.clone().reshape([h, n2, 1]),
-        im: cd.im.clone().reshape([h, n2, 1]),
-    };
-    (cd.mul(pow).re.sum_dim(1) * scale).reshape([h, len])
+/// `K[l] = scale · Re Σ_n Cd_n exp(l log_dA_n)` (H, L) for `cd`, `log_da` (H, N), by
+/// [`ssm_backends::vandermonde()`] (no (H, N, L) tensor on the CPU and the GPUs).
+fn vandermonde_kernel(cd: &Complex<2>, log_da: Complex<2>, scale: f32, len: usize) -> Tensor<2> {
+    ssm_backends::vandermonde(
+        (cd.re.clone(), cd.im.clone()),
+        (log_da.re, log_da.im),
+        None,
+        len,
+    ) * scale
 }
 
 impl S4DRecurrence {
@@ -478,6 +491,7 @@ impl ReferenceLayer for S4D {
                 A_imag: w.param("kernel.A_imag", [h, n2], device)?,
                 C_bwd: None,
                 bilinear: false,
+                cache: KernelCache::default(),
             },
             output_linear: Linear {
                 weight: Param::from_tensor(

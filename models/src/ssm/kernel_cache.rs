@@ -1,0 +1,116 @@
+//! The S4 family's convolution kernels cached per length at inference: a layer's kernel
+//! depends on its parameters and the length only, so a model that sees the same lengths again
+//! (a classifier's batches, a benchmark's repetitions) computes each once.
+//!
+//! The cache is used only when no parameter is tracked (no autodiff graph to keep), and is keyed
+//! by the length, the rate and the ids of the parameters it was computed from. Every module
+//! transformation that can change parameters or their device (`map`, which optimizers and
+//! loaders go through, `valid`, `train`, `to_device`, `fork`) starts an empty cache; a clone
+//! shares the entries (its parameters are the same).
+
+use burn::module::{
+    Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
+    ParamId,
+};
+use burn::tensor::{Device, Tensor};
+use std::sync::{Arc, Mutex};
+
+/// Lengths kept at once; a further length clears the cache.
+const CAPACITY: usize = 8;
+
+/// What a kernel was computed from.
+#[derive(Debug, Clone, PartialEq)]
+struct Key {
+    len: usize,
+    rate: u64,
+    params: Vec<ParamId>,
+}
+
+/// Kernels (each one or two (H, L) tensors) by length (see the module documentation).
+#[derive(Debug, Clone, Default)]
+pub struct KernelCache(Arc<Mutex<Vec<(Key, Vec<Tensor<2>>)>>>);
+
+impl KernelCache {
+    /// The kernels for `len` at `rate` from the parameters `params` (their ids), from the cache
+    /// when they were computed before, else computed by `compute` (and kept unless `tracked`:
+    /// a kernel in an autodiff graph is recomputed every time).
+    pub(crate) fn get_or(
+        &self,
+        len: usize,
+        rate: f64,
+        params: Vec<ParamId>,
+        tracked: bool,
+        compute: impl FnOnce() -> Vec<Tensor<2>>,
+    ) -> Vec<Tensor<2>> {
+        if tracked {
+            return compute();
+        }
+        let key = Key {
+            len,
+            rate: rate.to_bits(),
+            params,
+        };
+        let mut entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, k)) = entries.iter().find(|(k, _)| *k == key) {
+            return k.clone();
+        }
+        let k = compute();
+        if entries.len() >= CAPACITY {
+            entries.clear();
+        }
+        entries.push((key, k.clone()));
+        k
+    }
+
+    /// How many kernels are held (for the tests).
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Module for KernelCache {
+    fn visit<V: ModuleVisitor>(&self, _: &mut V) {}
+
+    fn map<M: ModuleMapper>(self, _: &mut M) -> Self {
+        Self::default()
+    }
+
+    fn to_device(self, _: &Device) -> Self {
+        Self::default()
+    }
+
+    fn fork(self, _: &Device) -> Self {
+        Self::default()
+    }
+
+    fn collect_devices(&self, devices: Devices) -> Devices {
+        devices
+    }
+
+    fn materialize(self) -> Self {
+        self
+    }
+
+    fn valid(&self) -> Self {
+        Self::default()
+    }
+
+    fn train(self) -> Self {
+        Self::default()
+    }
+}
+
+impl ModuleDisplayDefault for KernelCache {
+    fn content(&self, content: Content) -> Option<Content> {
+        content
+            .add_formatted(&format!("KernelCache {{lengths: {}}}", self.len()))
+            .optional()
+    }
+}
+
+impl ModuleDisplay for KernelCache {}
