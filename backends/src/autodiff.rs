@@ -8,7 +8,7 @@
 //! take the trait's default body.
 
 use crate::ops::SsmOps;
-use crate::{fft, linear, mamba3_step, norm, scan, ssd, step, vandermonde};
+use crate::{cauchy, fft, linear, mamba3_step, norm, scan, ssd, step, vandermonde};
 use burn::backend::autodiff::{Autodiff, checkpoint::strategy::CheckpointStrategy};
 use burn::backend::tensor::{FloatTensor, IntTensor, QuantizedTensor};
 
@@ -246,5 +246,16 @@ impl<B: SsmOps, C: CheckpointStrategy> SsmOps for Autodiff<B, C> {
         len: usize,
     ) -> FloatTensor<Self> {
         vandermonde::autodiff::vandermonde::<B, C>(c_re, c_im, z_re, z_im, shift, len)
+    }
+
+    fn cauchy(
+        v_re: FloatTensor<Self>,
+        v_im: FloatTensor<Self>,
+        w_re: FloatTensor<Self>,
+        w_im: FloatTensor<Self>,
+        l_re: FloatTensor<Self>,
+        l_im: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        cauchy::autodiff::cauchy::<B, C>(v_re, v_im, w_re, w_im, l_re, l_im)
     }
 }

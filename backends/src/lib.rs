@@ -3,7 +3,8 @@
 //! The ops that state space models need and Burn lacks, as one backend extension
 //! ([`SsmOps`]): the selective scan (forward and backward), Mamba2's SSD scan, the fused decode
 //! steps and their projections ([`rows_matmul`]), residual add + RMSNorm, real FFTs with the
-//! FFT long convolution, and the Vandermonde kernel of the diagonal SSMs ([`vandermonde()`]).
+//! FFT long convolution, the Vandermonde kernel of the diagonal SSMs ([`vandermonde()`]) and the
+//! Cauchy sums of S4's DPLR kernel ([`cauchy()`]).
 //!
 //! Call them on `Tensor`s of any device through the functions re-exported here
 //! ([`SelectiveScan`], [`ssd()`], [`mamba_decode_step`], [`mamba2_decode_step`], [`rfft`],
@@ -11,7 +12,7 @@
 //! the backend's implementation.
 //!
 //! Each op's code lives in its own folder (`scan/`, `ssd/`, `step/`, `mamba3_step/`, `fft/`,
-//! `norm/`, `linear/`, `vandermonde/`), the same files in each (see `docs/adding-an-op.md`):
+//! `norm/`, `linear/`, `vandermonde/`, `cauchy/`), the same files in each (see `docs/adding-an-op.md`):
 //! - `api.rs`: the tensor-level functions;
 //! - `reference.rs`: the portable body written with Burn's tensor ops: the trait's default
 //!   method, the oracle of the tests, and what any backend without a kernel runs (the
@@ -36,6 +37,7 @@
 
 mod adapter;
 mod autodiff;
+mod cauchy;
 mod compare;
 mod cpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -61,6 +63,7 @@ pub mod tuning;
 mod vandermonde;
 
 pub use adapter::{DeviceInfo, DeviceKind, describe};
+pub use cauchy::{ComplexParts, cauchy, cauchy_reference};
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub use cube::{LaunchCounter, MAX_BUFFER_VAR};
 pub use device::{default_device, devices, is_host, max_binding_bytes, parse_device};

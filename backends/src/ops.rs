@@ -13,7 +13,7 @@
 #![allow(deprecated)]
 
 use crate::scan::reference::{BACKWARD_CHUNK, ScanArgs};
-use crate::{fft, linear, mamba3_step, norm, scan, ssd, step, vandermonde};
+use crate::{cauchy, fft, linear, mamba3_step, norm, scan, ssd, step, vandermonde};
 use burn::backend::{
     Backend, backend_extension,
     tensor::{FloatTensor, IntTensor, QuantizedTensor},
@@ -493,6 +493,45 @@ pub trait SsmOps: Backend {
         FloatTensor<Self>,
     ) {
         vandermonde::reference::vandermonde_backward::<Self>(grad, c_re, c_im, z_re, z_im, shift)
+    }
+
+    /// The Cauchy sums of S4's DPLR kernel: `out[h, m, k] = Σ_n v[h, m, n] / (w[h, k] − λ[h, n])`
+    /// as (re, im), each (H, M, K), for `v` (H, M, N), `w` (H, K), `λ` (H, N), each as (re, im).
+    /// See [`crate::cauchy()`].
+    #[fusion(meta = cauchy::fusion::cauchy)]
+    fn cauchy(
+        v_re: FloatTensor<Self>,
+        v_im: FloatTensor<Self>,
+        w_re: FloatTensor<Self>,
+        w_im: FloatTensor<Self>,
+        l_re: FloatTensor<Self>,
+        l_im: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        cauchy::reference::cauchy::<Self>(v_re, v_im, w_re, w_im, l_re, l_im)
+    }
+
+    /// The Cauchy sums' backward: from the output gradient `(g_re, g_im)` (H, M, K), the
+    /// gradients of `v`, `w` and `λ`, each as (re, im).
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    #[fusion(meta = cauchy::fusion::cauchy_backward)]
+    fn cauchy_backward(
+        g_re: FloatTensor<Self>,
+        g_im: FloatTensor<Self>,
+        v_re: FloatTensor<Self>,
+        v_im: FloatTensor<Self>,
+        w_re: FloatTensor<Self>,
+        w_im: FloatTensor<Self>,
+        l_re: FloatTensor<Self>,
+        l_im: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        cauchy::reference::cauchy_backward::<Self>(g_re, g_im, v_re, v_im, w_re, w_im, l_re, l_im)
     }
 
     /// The whole decode step of a Mamba (v1) mixer after `in_proj`: the conv step and SiLU,

@@ -12,6 +12,7 @@ pub(crate) static ROWS_MATMUL: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static ROWS_MATMUL_Q8: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static FFT: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static VANDERMONDE: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static CAUCHY: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts one run of a kernel.
 pub(crate) fn count(kernel: &AtomicUsize) {
@@ -40,6 +41,8 @@ pub struct KernelCalls {
     pub fft: usize,
     /// The Vandermonde kernel of the diagonal SSMs and its backward.
     pub vandermonde: usize,
+    /// The Cauchy sums of S4's DPLR kernel and their backward.
+    pub cauchy: usize,
 }
 
 /// The counts so far.
@@ -54,5 +57,6 @@ pub(crate) fn kernel_calls() -> KernelCalls {
         rows_matmul_q8: ROWS_MATMUL_Q8.load(Ordering::Relaxed),
         fft: FFT.load(Ordering::Relaxed),
         vandermonde: VANDERMONDE.load(Ordering::Relaxed),
+        cauchy: CAUCHY.load(Ordering::Relaxed),
     }
 }

@@ -267,6 +267,39 @@ macro_rules! cpu_ssm_ops {
                 )
             }
 
+            fn cauchy(
+                v_re: FloatTensor<Self>,
+                v_im: FloatTensor<Self>,
+                w_re: FloatTensor<Self>,
+                w_im: FloatTensor<Self>,
+                l_re: FloatTensor<Self>,
+                l_im: FloatTensor<Self>,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                $crate::cauchy::cpu::cauchy::<Self>(v_re, v_im, w_re, w_im, l_re, l_im)
+            }
+
+            fn cauchy_backward(
+                g_re: FloatTensor<Self>,
+                g_im: FloatTensor<Self>,
+                v_re: FloatTensor<Self>,
+                v_im: FloatTensor<Self>,
+                w_re: FloatTensor<Self>,
+                w_im: FloatTensor<Self>,
+                l_re: FloatTensor<Self>,
+                l_im: FloatTensor<Self>,
+            ) -> (
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+                FloatTensor<Self>,
+            ) {
+                $crate::cauchy::cpu::cauchy_backward::<Self>(
+                    g_re, g_im, v_re, v_im, w_re, w_im, l_re, l_im,
+                )
+            }
+
             $($own)*
         }
     };

@@ -14,9 +14,8 @@ pub(crate) fn sigmoid_f<F: Float>(x: F) -> F {
     F::new(1.0) / (F::new(1.0) + (-x).exp())
 }
 
-/// `2/π`, and `π/2` in three parts (Cody and Waite; Cephes' `sinf` constants, doubled): the
-/// first two have few significant bits, so `q · part` is exact for `|q| < 2¹⁶`.
-const FRAC_2_PI: f32 = 0.636_619_8;
+/// `π/2` in three parts (Cody and Waite; Cephes' `sinf` constants, doubled): the first two
+/// have few significant bits, so `q · part` is exact for `|q| < 2¹⁶`.
 const PIO2_1: f32 = 1.570_312_5;
 const PIO2_2: f32 = 4.837_513e-4;
 const PIO2_3: f32 = 7.549_79e-8;
@@ -27,7 +26,7 @@ const PIO2_3: f32 = 7.549_79e-8;
 /// thousands of radians.
 #[cube]
 pub(crate) fn quadrant_rest<F: Float>(x: F) -> (F, F) {
-    let q = (x * F::new(FRAC_2_PI)).round();
+    let q = (x * F::new(std::f32::consts::FRAC_2_PI)).round();
     let y = x - q * F::new(PIO2_1) - q * F::new(PIO2_2) - q * F::new(PIO2_3);
     (q, y)
 }

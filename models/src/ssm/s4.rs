@@ -19,6 +19,7 @@ use crate::io::TensorMap;
 use crate::ssm::complex::Complex;
 use crate::ssm::glu::glu_output;
 use crate::ssm::hippo::nplr_legs;
+use crate::ssm::kernel_cache::KernelCache;
 use crate::ssm::reference::{self, ReferenceLayer, ReferenceOptions};
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -118,6 +119,7 @@ impl S4Config {
                 ))
             }),
             l_kernel: 0,
+            cache: KernelCache::default(),
         }
     }
 }
@@ -147,6 +149,8 @@ pub struct S4Kernel {
     /// Āᵐ)`), until it covers the length, as the reference's `SSMKernelDPLR` does. 0: `C` is
     /// `C̃` for whatever length the kernel is asked for (a freshly initialised layer).
     pub l_kernel: usize,
+    /// The kernels computed at inference, by length and rate (not a parameter).
+    pub cache: KernelCache,
 }
 
 impl S4Kernel {
@@ -177,10 +181,29 @@ impl S4Kernel {
     /// step becomes `rate Δ`, and `C̃` covers `rate · len` continuous units; 0.5 samples the
     /// same continuous kernel twice as densely). The forward and, for a bidirectional layer,
     /// the backward kernel; an extension of `C̃` is set up once for both.
+    ///
+    /// At inference (no parameter tracked) the kernels come from [`Self::cache`] after the
+    /// first call at a length and rate.
     pub fn kernels_at_rate(&self, len: usize, rate: f64) -> (Tensor<2>, Option<Tensor<2>>) {
-        let mut cs = vec![self.C.val()];
-        cs.extend(self.C_bwd.as_ref().map(|c| c.val()));
-        let mut ks = self.kernels_of(cs, len, rate).into_iter();
+        let mut ids = vec![self.log_dt.id, self.Lambda_re.id, self.Lambda_im.id];
+        ids.extend([self.P.id, self.B.id, self.C.id]);
+        ids.extend(self.C_bwd.as_ref().map(|c| c.id));
+        let tracked = self.log_dt.val().is_require_grad()
+            || self.Lambda_re.val().is_require_grad()
+            || self.Lambda_im.val().is_require_grad()
+            || [&self.P, &self.B, &self.C]
+                .iter()
+                .any(|p| p.val().is_require_grad())
+            || self
+                .C_bwd
+                .as_ref()
+                .is_some_and(|c| c.val().is_require_grad());
+        let ks = self.cache.get_or(len, rate, ids, tracked, || {
+            let mut cs = vec![self.C.val()];
+            cs.extend(self.C_bwd.as_ref().map(|c| c.val()));
+            self.kernels_of(cs, len, rate)
+        });
+        let mut ks = ks.into_iter();
         let forward = ks.next().expect("the forward C");
         (forward, ks.next())
     }
@@ -310,28 +333,24 @@ impl S4Kernel {
         let p = full(Complex::from_pairs(self.P.val()));
         let b = full(Complex::from_pairs(self.B.val()));
         let ct = full(Complex::from_pairs(c_tilde));
-        // r = 1 / (g - Λ) (H, L, N).
-        let denom = Complex {
-            re: g.re - lambda.re,
-            im: g.im - lambda.im,
+        // The four Cauchy sums Σ_n conj(a_n) b_n / (g_k − Λ_n), by ssm_backends::cauchy (no
+        // (H, L, N) tensor on the CPU): numerators (H, 4, N).
+        let num = |a: &Complex<3>, bb: &Complex<3>| a.clone().conj() * bb.clone();
+        let v = [num(&ct, &b), num(&ct, &p), num(&p, &b), num(&p, &p)];
+        let n = 2 * n2;
+        let (kr, ki) = ssm_backends::cauchy(
+            (
+                Tensor::cat(v.iter().map(|x| x.re.clone()).collect(), 1),
+                Tensor::cat(v.iter().map(|x| x.im.clone()).collect(), 1),
+            ),
+            (g.re.reshape([h, bins]), g.im.reshape([h, bins])),
+            (lambda.re.reshape([h, n]), lambda.im.reshape([h, n])),
+        );
+        let part = |i: usize| Complex {
+            re: kr.clone().narrow(1, i, 1).reshape([h, bins]),
+            im: ki.clone().narrow(1, i, 1).reshape([h, bins]),
         };
-        let ones = denom.re.ones_like();
-        let r = Complex {
-            re: ones.clone(),
-            im: ones.zeros_like(),
-        } / denom;
-        let cauchy = |a: &Complex<3>, bb: &Complex<3>| -> Complex<2> {
-            let v = a.clone().conj() * bb.clone(); // (H, 1, N)
-            let s = r.clone() * v;
-            Complex {
-                re: s.re.sum_dim(2).reshape([h, bins]),
-                im: s.im.sum_dim(2).reshape([h, bins]),
-            }
-        };
-        let k00 = cauchy(&ct, &b);
-        let k01 = cauchy(&ct, &p);
-        let k10 = cauchy(&p, &b);
-        let k11 = cauchy(&p, &p);
+        let (k00, k01, k10, k11) = (part(0), part(1), part(2), part(3));
         let one_k11 = Complex {
             re: k11.re + 1.0,
             im: k11.im,
@@ -527,6 +546,7 @@ impl S4Kernel {
             C: Param::from_tensor(conj(c)),
             C_bwd: c_bwd.map(|c| Param::from_tensor(conj(c))),
             l_kernel,
+            cache: KernelCache::default(),
         })
     }
 }
