@@ -21,6 +21,10 @@ fn is_gpu(device: &Device) -> bool {
     format!("{device:?}").contains("Cube")
 }
 
+/// The op or its reference body.
+type KernelFn =
+    fn((Tensor<2>, Tensor<2>), (Tensor<2>, Tensor<2>), Option<Tensor<2>>, usize) -> Tensor<2>;
+
 /// One case: `c`, `z`, `shift` (H, N) as f32 values.
 struct Case {
     name: &'static str,
@@ -85,17 +89,7 @@ impl Case {
     }
 
     /// The kernel by `run` (the op or its reference body).
-    fn kernel(
-        &self,
-        len: usize,
-        device: &Device,
-        run: fn(
-            (Tensor<2>, Tensor<2>),
-            (Tensor<2>, Tensor<2>),
-            Option<Tensor<2>>,
-            usize,
-        ) -> Tensor<2>,
-    ) -> Vec<f32> {
+    fn kernel(&self, len: usize, device: &Device, run: KernelFn) -> Vec<f32> {
         let [cr, ci, zr, zi, s] = self.tensors(device);
         to_vec(run((cr, ci), (zr, zi), Some(s), len))
     }

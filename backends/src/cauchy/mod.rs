@@ -36,7 +36,7 @@ pub(crate) mod fusion {
     }
 
     /// The gradients of `v`, `w` and `λ` (re, im), shaped as they are.
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     pub(crate) fn cauchy_backward(
         _gr: &S,
         _gi: &S,

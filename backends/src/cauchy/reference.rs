@@ -56,7 +56,7 @@ pub fn cauchy<B: Backend>(
 /// for `G = (g_re, g_im)` (H, M, K): with `r = 1 / (w − λ)` and `q[h, k, n] = Σ_m G conj(v)`,
 /// `dv = Σ_k G conj(r)`, `dλ = Σ_k q conj(r²)`, `dw = −Σ_n q conj(r²)` (`∂/∂x + i ∂/∂y` of a
 /// real loss through a holomorphic `f` is `G conj(f')`).
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub fn cauchy_backward<B: Backend>(
     g_re: FloatTensor<B>,
     g_im: FloatTensor<B>,

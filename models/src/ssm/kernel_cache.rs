@@ -26,9 +26,12 @@ struct Key {
     params: Vec<ParamId>,
 }
 
+/// The kernels (one or two (H, L) tensors) computed from a [`Key`].
+type Entry = (Key, Vec<Tensor<2>>);
+
 /// Kernels (each one or two (H, L) tensors) by length (see the module documentation).
 #[derive(Debug, Clone, Default)]
-pub struct KernelCache(Arc<Mutex<Vec<(Key, Vec<Tensor<2>>)>>>);
+pub struct KernelCache(Arc<Mutex<Vec<Entry>>>);
 
 impl KernelCache {
     /// The kernels for `len` at `rate` from the parameters `params` (their ids), from the cache
