@@ -14,6 +14,7 @@
 
 mod fft;
 mod q8;
+mod s4_kernels;
 mod scan;
 mod ssd;
 mod steps;
@@ -71,6 +72,7 @@ pub fn kernels_with(device: &Device, progress: &mut dyn FnMut(&Check)) -> Vec<Ch
     steps::checks(&mut suite);
     fft::checks(&mut suite);
     q8::checks(&mut suite);
+    s4_kernels::checks(&mut suite);
     suite.rows
 }
 
@@ -91,6 +93,10 @@ pub enum CpuKernel {
     Fft,
     /// The products from 8-bit weights.
     Q8Product,
+    /// The Vandermonde kernel of S4D and DSS.
+    Vandermonde,
+    /// The Cauchy sums of S4's DPLR kernel.
+    Cauchy,
 }
 
 impl CpuKernel {
@@ -103,6 +109,8 @@ impl CpuKernel {
             Self::SsdBackward => c.ssd_backward,
             Self::Fft => c.fft,
             Self::Q8Product => c.rows_matmul_q8,
+            Self::Vandermonde => c.vandermonde,
+            Self::Cauchy => c.cauchy,
         }
     }
 }
