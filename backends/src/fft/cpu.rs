@@ -5,6 +5,7 @@ use crate::cpu::calls;
 use crate::cpu::{device_tensor, host};
 use burn::backend::{Backend, TensorMetadata, tensor::FloatTensor};
 use rayon::prelude::*;
+use realfft::RealFftPlanner;
 use rustfft::{FftPlanner, num_complex::Complex32};
 
 /// [`crate::SsmOps::rfft`] on `rustfft`.
@@ -130,20 +131,26 @@ fn row(t: &[f32], i: usize, h: usize, c: usize, l: usize) -> &[f32] {
 ///
 /// Per channel, the kernel's spectrum is taken once when shared; two real rows travel in one
 /// complex transform (`u₁ + i u₂`, then `ifft(Z K) = u₁ ∗ k + i u₂ ∗ k`), so a shared kernel costs
-/// one forward and one inverse transform per two rows; a row with a kernel of its own shares
-/// its forward transform with it (`u + i k`, split by symmetry).
+/// one forward and one inverse transform per two rows; an odd row out (a batch of one) and the
+/// kernel take real-input transforms (`realfft`: half a complex transform's work); a row with a
+/// kernel of its own shares its forward transform with it (`u + i k`, split by symmetry).
 fn causal_conv(u: &[f32], k: &[f32], b: usize, bk: usize, h: usize, l: usize) -> Vec<f32> {
     let n = conv_size(l);
     let mut planner = FftPlanner::<f32>::new();
     let (fwd, inv) = (planner.plan_fft_forward(n), planner.plan_fft_inverse(n));
+    let mut real = RealFftPlanner::<f32>::new();
+    let (r2c, c2r) = (real.plan_fft_forward(n), real.plan_fft_inverse(n));
     let scale = 1.0 / n as f32;
-    let spectrum = |row: &[f32]| {
-        let mut buf = vec![Complex32::new(0.0, 0.0); n];
-        for (z, &v) in buf.iter_mut().zip(row) {
-            z.re = v;
-        }
-        fwd.process(&mut buf);
-        buf
+    let bins = n / 2 + 1;
+    // The one-sided spectrum of a real row, zero-padded to n (a real-input transform: half a
+    // complex one's work).
+    let half_spectrum = |row: &[f32]| {
+        let mut x = vec![0f32; n];
+        x[..row.len()].copy_from_slice(row);
+        let mut out = vec![Complex32::new(0.0, 0.0); bins];
+        r2c.process(&mut x, &mut out)
+            .expect("buffers of the planned lengths");
+        out
     };
     // One task per channel: its rows of y, (b, l), written back below.
     let per_channel: Vec<Vec<f32>> = (0..h)
@@ -155,23 +162,31 @@ fn causal_conv(u: &[f32], k: &[f32], b: usize, bk: usize, h: usize, l: usize) ->
                 // (Not packed with a row of u: when their spectra differ in scale, as a decaying
                 // kernel's and a long input's do, splitting them by symmetry costs the smaller
                 // one digits; measured 7.5e-6 against 4.5e-7 at L = 65,536.)
-                let kf = spectrum(row(k, 0, h, c, l));
+                let kh = half_spectrum(row(k, 0, h, c, l));
                 let pairs = b / 2 * 2;
                 if pairs < b {
+                    // The odd row out (a batch of one): real-input transforms both ways.
                     let i = b - 1;
-                    buf.fill(Complex32::new(0.0, 0.0));
-                    for (z, &v) in buf.iter_mut().zip(row(u, i, h, c, l)) {
-                        z.re = v;
-                    }
-                    fwd.process(&mut buf);
-                    for (z, kz) in buf.iter_mut().zip(&kf) {
+                    let mut z = half_spectrum(row(u, i, h, c, l));
+                    for (z, kz) in z.iter_mut().zip(&kh) {
                         *z *= kz;
                     }
-                    inv.process(&mut buf);
-                    for (t, z) in buf[..l].iter().enumerate() {
-                        y[i * l + t] = z.re * scale;
+                    // Real at the DC and (even n) Nyquist bins, as the inverse requires.
+                    z[0].im = 0.0;
+                    if n % 2 == 0 {
+                        z[bins - 1].im = 0.0;
+                    }
+                    let mut x = vec![0f32; n];
+                    c2r.process(&mut z, &mut x)
+                        .expect("a real signal's spectrum, of the planned length");
+                    for (t, v) in x[..l].iter().enumerate() {
+                        y[i * l + t] = v * scale;
                     }
                 }
+                // The pairs need the whole (Hermitian) spectrum of the kernel.
+                let kf: Vec<Complex32> = (0..if pairs > 0 { n } else { 0 })
+                    .map(|j| if j < bins { kh[j] } else { kh[n - j].conj() })
+                    .collect();
                 for i in (0..pairs).step_by(2) {
                     buf.fill(Complex32::new(0.0, 0.0));
                     for (z, &v) in buf.iter_mut().zip(row(u, i, h, c, l)) {
