@@ -173,7 +173,7 @@ fn causal_conv(u: &[f32], k: &[f32], b: usize, bk: usize, h: usize, l: usize) ->
                     }
                     // Real at the DC and (even n) Nyquist bins, as the inverse requires.
                     z[0].im = 0.0;
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         z[bins - 1].im = 0.0;
                     }
                     let mut x = vec![0f32; n];
