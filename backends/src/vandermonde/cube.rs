@@ -248,18 +248,13 @@ fn launch_backward(
         .sum_dim(3)
         .reshape(&[4, h, n]);
     let part = |i: usize| sums.clone().narrow(0, i, i + 1).reshape(&[h, n]);
-    let (s1r, s1i, s2r, s2i) = (part(0), part(1), part(2), part(3));
-    let (cr, ci) = (
+    let c = (
         P::<Cb>::new(parts[0].clone()),
         P::<Cb>::new(parts[1].clone()),
     );
-    // dc = (Re S1, −Im S1), dz = (Re(c S2), −Im(c S2)).
-    let dz_re = cr.clone() * s2r.clone() - ci.clone() * s2i.clone();
-    let dz_im = (cr * s2i + ci * s2r).mul_scalar(-1.0);
-    Ok((
-        s1r.into_inner(),
-        s1i.mul_scalar(-1.0).into_inner(),
-        dz_re.into_inner(),
-        dz_im.into_inner(),
+    Ok(reference::grads_from_sums::<Cb>(
+        c,
+        (part(0), part(1)),
+        (part(2), part(3)),
     ))
 }

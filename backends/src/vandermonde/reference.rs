@@ -84,10 +84,25 @@ pub fn vandermonde_backward<B: Backend>(
     let gt = g * t;
     let s2r = sum(gt.clone() * er);
     let s2i = sum(gt * ei);
-    let c_im = P::<B>::new(c_im);
-    // c S2 = (cr s2r − ci s2i) + i (cr s2i + ci s2r).
-    let dz_re = c_re.clone() * s2r.clone() - c_im.clone() * s2i.clone();
-    let dz_im = (c_re * s2i + c_im * s2r).mul_scalar(-1.0);
+    grads_from_sums::<B>((c_re, P::new(c_im)), (s1r, s1i), (s2r, s2i))
+}
+
+/// The four gradients from the sums `S1`, `S2` (each (H, N) as (re, im)):
+/// `dc = (Re S1, −Im S1)`, `dz = (Re(c S2), −Im(c S2))`, with
+/// `c S2 = (cr s2r − ci s2i) + i (cr s2i + ci s2r)`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn grads_from_sums<B: Backend>(
+    (cr, ci): (P<B>, P<B>),
+    (s1r, s1i): (P<B>, P<B>),
+    (s2r, s2i): (P<B>, P<B>),
+) -> (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+) {
+    let dz_re = cr.clone() * s2r.clone() - ci.clone() * s2i.clone();
+    let dz_im = (cr * s2i + ci * s2r).mul_scalar(-1.0);
     (
         s1r.into_inner(),
         s1i.mul_scalar(-1.0).into_inner(),

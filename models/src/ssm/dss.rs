@@ -224,27 +224,9 @@ impl DSSKernel {
     /// The convolution kernel (H, L); at inference (no parameter tracked) from [`Self::cache`]
     /// after the first call at a length.
     pub fn kernel(&self, len: usize) -> Tensor<2> {
-        let mut ids = vec![self.log_dt.id, self.W.id];
-        ids.extend(self.Lambda_log_neg_re.as_ref().map(|p| p.id));
-        ids.extend(self.Lambda_im.as_ref().map(|p| p.id));
-        ids.extend(self.Lambda.as_ref().map(|p| p.id));
-        let tracked = self.log_dt.val().is_require_grad()
-            || self.W.val().is_require_grad()
-            || self
-                .Lambda_log_neg_re
-                .as_ref()
-                .is_some_and(|p| p.val().is_require_grad())
-            || self
-                .Lambda_im
-                .as_ref()
-                .is_some_and(|p| p.val().is_require_grad())
-            || self
-                .Lambda
-                .as_ref()
-                .is_some_and(|p| p.val().is_require_grad());
         let mut k = self
             .cache
-            .get_or(len, 1.0, ids, tracked, || vec![self.compute_kernel(len)]);
+            .get_or(self, len, 1.0, || vec![self.compute_kernel(len)]);
         k.pop().expect("one kernel")
     }
 

@@ -3,14 +3,15 @@
 //! (a classifier's batches, a benchmark's repetitions) computes each once.
 //!
 //! The cache is used only when no parameter is tracked (no autodiff graph to keep), and is keyed
-//! by the length, the rate and the ids of the parameters it was computed from. Every module
+//! by the length, the rate and the ids of the parameters it was computed from (all the kernel
+//! module's float parameters, read by a visitor, so a parameter added later is covered). Every module
 //! transformation that can change parameters or their device (`map`, which optimizers and
 //! loaders go through, `valid`, `train`, `to_device`, `fork`) starts an empty cache; a clone
 //! shares the entries (its parameters are the same).
 
 use burn::module::{
     Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
-    ParamId,
+    Param, ParamId,
 };
 use burn::tensor::{Device, Tensor};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,20 @@ struct Key {
     params: Vec<ParamId>,
 }
 
+/// A module's float parameters: their ids, and whether any is tracked.
+#[derive(Default)]
+struct Params {
+    ids: Vec<ParamId>,
+    tracked: bool,
+}
+
+impl ModuleVisitor for Params {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.ids.push(param.id);
+        self.tracked |= param.val().is_require_grad();
+    }
+}
+
 /// The kernels (one or two (H, L) tensors) computed from a [`Key`].
 type Entry = (Key, Vec<Tensor<2>>);
 
@@ -34,24 +49,26 @@ type Entry = (Key, Vec<Tensor<2>>);
 pub struct KernelCache(Arc<Mutex<Vec<Entry>>>);
 
 impl KernelCache {
-    /// The kernels for `len` at `rate` from the parameters `params` (their ids), from the cache
-    /// when they were computed before, else computed by `compute` (and kept unless `tracked`:
-    /// a kernel in an autodiff graph is recomputed every time).
-    pub(crate) fn get_or(
+    /// The kernels of `module` (the kernel module holding this cache) for `len` at `rate`:
+    /// from the cache when they were computed before from the same parameters (their ids, read
+    /// from the module), else computed by `compute`, and kept unless a parameter is tracked (a
+    /// kernel in an autodiff graph is recomputed every time).
+    pub(crate) fn get_or<M: Module>(
         &self,
+        module: &M,
         len: usize,
         rate: f64,
-        params: Vec<ParamId>,
-        tracked: bool,
         compute: impl FnOnce() -> Vec<Tensor<2>>,
     ) -> Vec<Tensor<2>> {
-        if tracked {
+        let mut params = Params::default();
+        module.visit(&mut params);
+        if params.tracked {
             return compute();
         }
         let key = Key {
             len,
             rate: rate.to_bits(),
-            params,
+            params: params.ids,
         };
         let mut entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, k)) = entries.iter().find(|(k, _)| *k == key) {

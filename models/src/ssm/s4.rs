@@ -185,20 +185,7 @@ impl S4Kernel {
     /// At inference (no parameter tracked) the kernels come from [`Self::cache`] after the
     /// first call at a length and rate.
     pub fn kernels_at_rate(&self, len: usize, rate: f64) -> (Tensor<2>, Option<Tensor<2>>) {
-        let mut ids = vec![self.log_dt.id, self.Lambda_re.id, self.Lambda_im.id];
-        ids.extend([self.P.id, self.B.id, self.C.id]);
-        ids.extend(self.C_bwd.as_ref().map(|c| c.id));
-        let tracked = self.log_dt.val().is_require_grad()
-            || self.Lambda_re.val().is_require_grad()
-            || self.Lambda_im.val().is_require_grad()
-            || [&self.P, &self.B, &self.C]
-                .iter()
-                .any(|p| p.val().is_require_grad())
-            || self
-                .C_bwd
-                .as_ref()
-                .is_some_and(|c| c.val().is_require_grad());
-        let ks = self.cache.get_or(len, rate, ids, tracked, || {
+        let ks = self.cache.get_or(self, len, rate, || {
             let mut cs = vec![self.C.val()];
             cs.extend(self.C_bwd.as_ref().map(|c| c.val()));
             self.kernels_of(cs, len, rate)

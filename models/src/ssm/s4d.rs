@@ -236,22 +236,7 @@ impl S4DKernel {
     /// At inference (no parameter tracked) the kernels come from [`Self::cache`] after the
     /// first call at a length.
     pub fn kernels_at_rate(&self, len: usize, rate: f64) -> (Tensor<2>, Option<Tensor<2>>) {
-        let mut ids = vec![
-            self.log_dt.id,
-            self.C.id,
-            self.log_A_real.id,
-            self.A_imag.id,
-        ];
-        ids.extend(self.C_bwd.as_ref().map(|c| c.id));
-        let tracked = self.log_dt.val().is_require_grad()
-            || self.log_A_real.val().is_require_grad()
-            || self.A_imag.val().is_require_grad()
-            || self.C.val().is_require_grad()
-            || self
-                .C_bwd
-                .as_ref()
-                .is_some_and(|c| c.val().is_require_grad());
-        let mut k = self.cache.get_or(len, rate, ids, tracked, || {
+        let mut k = self.cache.get_or(self, len, rate, || {
             let mut k = vec![self.kernel_with(self.c(), len, rate)];
             k.extend(
                 self.C_bwd
