@@ -98,8 +98,13 @@ fn chunked_body_equals_the_recurrence() {
 fn the_fused_cpu_kernel_runs_and_matches_the_chunked_body_at_mamba2_sizes() {
     let device = Device::flex();
     let mut rng = TestRng::new(23);
-    // Mamba2's head_dim 64; N = 132 leaves a tail after the 8-lane blocks; two groups.
-    for shape in [(1, 40, 4, 64, 2, 132), (2, 9, 3, 5, 1, 128)] {
+    // Mamba2's head_dim 64; N = 132 leaves a tail after the 8-lane blocks; two groups; L = 150
+    // crosses the kernel's blocks of 64 steps, N = 24 takes a chunk of three registers.
+    for shape in [
+        (1, 40, 4, 64, 2, 132),
+        (2, 9, 3, 5, 1, 128),
+        (1, 150, 2, 8, 1, 24),
+    ] {
         let x = inputs(shape, &mut rng, &device);
         let before = cpu_kernel_calls().ssd_forward;
         let (y, h) = ssd(
