@@ -44,9 +44,16 @@ impl ModuleVisitor for Params {
 /// The kernels (one or two (H, L) tensors) computed from a [`Key`].
 type Entry = (Key, Vec<Tensor<2>>);
 
+/// The entries and how many kernels were computed through this cache.
+#[derive(Debug, Default)]
+struct Inner {
+    entries: Vec<Entry>,
+    computed: usize,
+}
+
 /// Kernels (each one or two (H, L) tensors) by length (see the module documentation).
 #[derive(Debug, Clone, Default)]
-pub struct KernelCache(Arc<Mutex<Vec<Entry>>>);
+pub struct KernelCache(Arc<Mutex<Inner>>);
 
 impl KernelCache {
     /// The kernels of `module` (the kernel module holding this cache) for `len` at `rate`:
@@ -70,21 +77,32 @@ impl KernelCache {
             rate: rate.to_bits(),
             params: params.ids,
         };
-        let mut entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, k)) = entries.iter().find(|(k, _)| *k == key) {
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, k)) = inner.entries.iter().find(|(k, _)| *k == key) {
             return k.clone();
         }
         let k = compute();
-        if entries.len() >= CAPACITY {
-            entries.clear();
+        inner.computed += 1;
+        if inner.entries.len() >= CAPACITY {
+            inner.entries.clear();
         }
-        entries.push((key, k.clone()));
+        inner.entries.push((key, k.clone()));
         k
     }
 
     /// How many kernels are held (for the tests).
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .len()
+    }
+
+    /// How many kernels this cache (and its clones, which share it) has computed and kept: a
+    /// forward that found its kernel in the cache does not count.
+    pub fn computed(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).computed
     }
 
     /// Whether none is held.
