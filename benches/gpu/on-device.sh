@@ -162,7 +162,8 @@ step() {
     return 0
 }
 
-step selftest 240 "$zoo" selftest --device "$device" --json "$out/selftest.json"
+# Lavapipe compiles the portable bodies' many small kernels: 250-300 s there (a GPU: well under a minute).
+step selftest 480 "$zoo" selftest --device "$device" --json "$out/selftest.json"
 tee -a "$log" <"$steps/selftest.out" >&2
 step scan 120 "$zoo" bench scan --device "$device" "${scan[@]}"
 have_torch=no
